@@ -1,0 +1,30 @@
+# The README's two commands. Both create .venv on first use (Python 3.11+, pip, make only).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: verify test venv lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The main job: mypy strict, ruff, CrossHair, lockstep, exhaustive, catalogue, vectors; one summary.
+verify: $(STAMP)
+	$(BIN)/iohandler verify
+
+# The tests (what CI runs), with the bounded, derandomized `ci` Hypothesis profile unless told otherwise.
+test: $(STAMP)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/python -m mypy --strict
+	$(BIN)/python -m ruff check .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
