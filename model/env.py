@@ -1,0 +1,69 @@
+"""The environment: fd kinds, what the driver does to them, and what poll reports. R11, R12.
+
+The readiness table is Linux's (VECTORS.md), for an AF_UNIX stream socketpair and a pipe:
+
+    kind        readiness
+    socket      OUT always; IN while bytes are pending; after hangup IN, OUT, HUP for good
+    pipe-read   IN while bytes are pending; after hangup HUP (plus IN while bytes remain)
+    pipe-write  OUT; after hangup OUT and ERR (no reader left)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from model.state import ALWAYS_REPORTED, ERR, HUP, IN, OUT, Env, Fd, FdState, PollSet
+
+
+class InvalidAction(Exception):
+    """An action the vector format calls invalid (send after hangup, send to a pipe-write)."""
+
+
+def readiness(fd: FdState) -> int:
+    """R12. What the kernel would report if asked for everything.
+
+    post: implies(fd.kind == "socket", __return__ & OUT != 0)
+    post: implies(not fd.pending and not fd.hung_up, __return__ & (IN | HUP | ERR) == 0)
+    """
+    if fd.kind == "socket":
+        return OUT | (IN | HUP if fd.hung_up else IN if fd.pending else 0)
+    if fd.kind == "pipe-read":
+        return (IN if fd.pending else 0) | (HUP if fd.hung_up else 0)
+    return OUT | (ERR if fd.hung_up else 0)
+
+
+def send(fd: Fd, state: FdState) -> FdState:
+    if state.kind == "pipe-write":
+        raise InvalidAction(f"send on pipe-write fd {fd!r}")
+    if state.hung_up:
+        raise InvalidAction(f"send on {fd!r} after its hangup")
+    return replace(state, pending=True)
+
+
+def drain(fd: Fd, state: FdState) -> FdState:
+    if state.kind == "pipe-write":
+        raise InvalidAction(f"drain on pipe-write fd {fd!r}")
+    return replace(state, pending=False)
+
+
+def hangup(state: FdState) -> FdState:
+    """The driver closes its end; a second hangup changes nothing."""
+    return replace(state, hung_up=True)
+
+
+def poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], int]:
+    """R11, R13. Revents per poll-set entry and poll's return value.
+
+    Each entry reports readiness ∩ (requested ∪ {HUP, ERR}); poll returns how many entries
+    (the loop's wakeup notifier among them) have non-zero revents.
+
+    post: len(__return__[0]) == len(poll_set)
+    post: all(rev & ~(ev | HUP | ERR) == 0 for rev, (_, ev) in zip(__return__[0], poll_set))
+    post: __return__[1] == sum(1 for rev in __return__[0] if rev) + (1 if wakeup else 0)
+    """
+    revents = tuple(readiness(env[fd]) & (events | ALWAYS_REPORTED) for fd, events in poll_set)
+    return revents, sum(1 for r in revents if r) + (1 if wakeup else 0)
+
+
+def implies(a: bool, b: bool) -> bool:
+    return b or not a

@@ -1,0 +1,112 @@
+"""One `main_loop_wait`, the actions of a vector, and whole vectors. Scripts are data.
+
+    main_loop_wait(nonblocking):   fill -> (during_wait) -> poll -> dispatch -> timers
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from model import env
+from model.dispatch import dispatch
+from model.fill import fill
+from model.registry import live_records, set_fd_handler
+from model.state import FdState, Loop, ScriptName, Table, World, flag_names
+from specs.vector import (
+    Action,
+    Drain,
+    Event,
+    GateEvent,
+    HandlersEvent,
+    Hangup,
+    Iterate,
+    Notify,
+    PollEvent,
+    ReadyEvent,
+    ScriptAction,
+    Send,
+    Set,
+    SetGate,
+    Snapshot,
+    Vector,
+)
+
+Scripts = Mapping[ScriptName, tuple[ScriptAction, ...]]
+
+
+def initial_world(vector: Vector) -> World:
+    return World(
+        loop=Loop(),
+        env=Table(tuple(sorted((fd, FdState(kind)) for fd, kind in vector.fds.items()))),
+        gates=Table(tuple(sorted(vector.gates.items()))),
+    )
+
+
+def apply(world: World, action: ScriptAction, scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
+    """One action outside the loop's own steps: from a step, a script or during_wait."""
+    match action:
+        case Set(fd, read, write, gate):
+            return world.with_loop(set_fd_handler(world.loop, fd, read, write, gate)), ()
+        case Send(fd):
+            return _env(world, fd, env.send(fd, world.env[fd])), ()
+        case Drain(fd):
+            return _env(world, fd, env.drain(fd, world.env[fd])), ()
+        case Hangup(fd):
+            return _env(world, fd, env.hangup(world.env[fd])), ()
+        case SetGate(gate, value):
+            return World(world.loop, world.env, world.gates.set(gate, value)), ()
+        case Notify():
+            return world.with_loop(Loop(world.loop.records, wakeup=True)), ()
+        case Snapshot():
+            rows = tuple((r.fd, r.read, r.write, r.gate) for r in live_records(world.loop))
+            return world, (HandlersEvent(rows),)
+
+
+def run_script(world: World, name: ScriptName, scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
+    """A callback: the script's actions, in order."""
+    events: list[Event] = []
+    for action in scripts[name]:
+        world, out = apply(world, action, scripts)
+        events.extend(out)
+    return world, tuple(events)
+
+
+def iterate(world: World, during_wait: tuple[ScriptAction, ...], scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
+    """One non-blocking `main_loop_wait` (R13, R20, R21)."""
+    loop, poll_set, consulted = fill(world.loop, world.gates)
+    events: list[Event] = [GateEvent(fd, gate) for fd, gate in consulted]
+    events.append(PollEvent(tuple((fd, flag_names(ev)) for fd, ev in poll_set)))
+    world = world.with_loop(loop)
+    # R20: another thread acts while the loop blocks; the poll set is already built.
+    for action in during_wait:
+        world, out = apply(world, action, scripts)
+        events.extend(out)
+    revents, ret = env.poll(world.env, poll_set, world.loop.wakeup)
+    # R13: the notifier is read (glib's dispatch) before qemu_iohandler_poll runs the walk,
+    # so a notify from inside the walk is still pending for the next iteration.
+    world = world.with_loop(Loop(world.loop.records, wakeup=False))
+    ready = tuple((fd, flag_names(rev)) for (fd, _), rev in zip(poll_set, revents, strict=True) if rev)
+    events.append(ReadyEvent(ready, walk=ret > 0))
+    world, out = dispatch(world, poll_set, revents, ret, lambda w, s: run_script(w, s, scripts))
+    events.extend(out)
+    return world, tuple(events)
+
+
+def step(world: World, action: Action, scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
+    if isinstance(action, Iterate):
+        return iterate(world, action.during_wait, scripts)
+    return apply(world, action, scripts)
+
+
+def run_vector(vector: Vector) -> tuple[Event, ...]:
+    """The whole trace the vector's steps produce. Raises env.InvalidAction for invalid ones."""
+    world = initial_world(vector)
+    events: list[Event] = []
+    for action in vector.steps:
+        world, out = step(world, action, vector.scripts)
+        events.extend(out)
+    return tuple(events)
+
+
+def _env(world: World, fd: str, state: FdState) -> World:
+    return World(world.loop, world.env.set(fd, state), world.gates)

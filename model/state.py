@@ -1,0 +1,123 @@
+"""The model's data: poll flags, records, the loop, the fds' environment, the world.
+
+All of it immutable (frozen dataclasses and tuples) and hashable, so a state can be compared,
+deduplicated and replayed. Fds, scripts and gates are the vector's symbolic names: the model
+talks the vector language and needs no real file descriptors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Generic, TypeAlias, TypeVar
+
+from specs.vector import FLAG_ORDER, FdKind, Flags
+
+Fd: TypeAlias = str
+ScriptName: TypeAlias = str
+GateName: TypeAlias = str
+
+# poll(2)'s bit values, so a porter can compare with their own revents directly.
+IN = 0x001
+OUT = 0x004
+ERR = 0x008
+HUP = 0x010
+# R8: what fill asks for a read handler (gate open) and for a write handler.
+READ_EVENTS = IN | HUP | ERR
+WRITE_EVENTS = OUT | ERR
+# R11: poll reports these whether asked or not.
+ALWAYS_REPORTED = HUP | ERR
+
+_BITS = {"IN": IN, "OUT": OUT, "HUP": HUP, "ERR": ERR}
+
+
+def flag_names(mask: int) -> Flags:
+    """The mask as names in the vector order IN, OUT, HUP, ERR."""
+    return tuple(name for name in FLAG_ORDER if mask & _BITS[name])
+
+
+def flag_mask(names: Flags) -> int:
+    mask = 0
+    for name in names:
+        mask |= _BITS[name]
+    return mask
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One `IOHandlerRecord`. `poll_index` is its slot in this iteration's poll set, or -1."""
+
+    fd: Fd
+    read: ScriptName | None
+    write: ScriptName | None
+    gate: GateName | None
+    poll_index: int = -1
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """The registry (head first: the newest *created* record first) and the wakeup notifier."""
+
+    records: tuple[Record, ...] = ()
+    wakeup: bool = False  # the notifier is readable: notify() ran since the last poll sampled it
+
+
+@dataclass(frozen=True, slots=True)
+class FdState:
+    """One symbolic fd as the environment sees it (VECTORS.md, fd kinds)."""
+
+    kind: FdKind
+    pending: bool = False  # bytes sent toward the fd and not drained
+    hung_up: bool = False  # the driver closed its end
+
+
+PollSet: TypeAlias = tuple[tuple[Fd, int], ...]  # (fd, requested events), in list order
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True, slots=True)
+class Table(Generic[_K, _V]):
+    """A small immutable, hashable mapping (sorted pairs): the fds' states, the gates' answers."""
+
+    pairs: tuple[tuple[_K, _V], ...] = ()
+
+    def __getitem__(self, key: _K) -> _V:
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def set(self, key: _K, value: _V) -> Table[_K, _V]:
+        rest = tuple((k, v) for k, v in self.pairs if k != key)
+        return Table(tuple(sorted((*rest, (key, value)), key=lambda kv: str(kv[0]))))
+
+
+Env: TypeAlias = Table[Fd, FdState]
+Gates: TypeAlias = Table[GateName, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """Everything a step can change: the loop, the fds, the gates' answers."""
+
+    loop: Loop
+    env: Env
+    gates: Gates
+
+    def with_loop(self, loop: Loop) -> World:
+        return replace(self, loop=loop)
+
+
+def index_of(records: tuple[Record, ...], fd: Fd) -> int:
+    """Position of the (first, and by R1 only) record for `fd`, deleted or not; -1 if none."""
+    for i, record in enumerate(records):
+        if record.fd == fd:
+            return i
+    return -1
+
+
+def fds_unique(records: tuple[Record, ...]) -> bool:
+    """R1: at most one record per fd, counting deleted-but-unreaped ones."""
+    return len({r.fd for r in records}) == len(records)

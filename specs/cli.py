@@ -1,0 +1,64 @@
+"""`iohandler`: the porter's command line.
+
+    iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
+    iohandler verify                             the main job: every check, one summary table
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from specs.runner import Outcome, run_conformance
+from specs.vector import bundled_vectors_dir
+
+
+def _conform(args: argparse.Namespace) -> int:
+    paths = args.paths or [bundled_vectors_dir()]
+
+    def report(o: Outcome) -> None:
+        if o.passed:
+            if args.verbose:
+                print(f"PASS {o.name}")
+        else:
+            print(f"FAIL {o.name} ({o.path})\n  {o.detail}", flush=True)
+
+    outcomes = run_conformance(args.driver, paths, timeout=args.timeout, report=report)
+    passed = sum(o.passed for o in outcomes)
+    failed = len(outcomes) - passed
+    if not outcomes:
+        print("no vectors found", file=sys.stderr)
+        return 2
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iohandler", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    conform = sub.add_parser("conform", help="replay conformance vectors against a driver")
+    conform.add_argument("--driver", required=True, help='driver command, e.g. "python -m model.driver"')
+    conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
+    conform.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
+    conform.add_argument("-v", "--verbose", action="store_true", help="also list passing vectors")
+    conform.set_defaults(func=_conform)
+
+    verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")
+    verify.add_argument("--quick", action="store_true", help="smaller budgets (for a first look)")
+    verify.set_defaults(func=_verify)
+
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from specs.verify import run_verify  # the main job needs the dev tools; conform does not
+
+    return run_verify(quick=args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
