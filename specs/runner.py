@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from specs.vector import Event, Vector, VectorError, event_to_json, load_vector, parse_trace, vector_files, vector_to_json
+from specs.vector import (
+    Event,
+    Vector,
+    VectorError,
+    event_to_json,
+    load_vector,
+    parse_trace,
+    vector_files,
+    vector_to_json,
+)
 
 
 @dataclass(frozen=True)

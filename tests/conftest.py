@@ -1,0 +1,31 @@
+"""Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (default `dev`).
+
+dev       fast feedback while editing
+ci        bounded for CI's budget, derandomized so a red run replays exactly
+thorough  long runs, by hand or nightly
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, Phase, Verbosity, settings
+
+_common = {
+    "deadline": None,  # real fds and threads: wall time is not the property under test
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    "print_blob": True,
+}
+settings.register_profile("dev", max_examples=40, stateful_step_count=20, **_common)
+settings.register_profile(
+    "ci", max_examples=150, stateful_step_count=30, derandomize=True, database=None, **_common
+)
+settings.register_profile(
+    "thorough",
+    max_examples=3000,
+    stateful_step_count=60,
+    phases=list(Phase),
+    verbosity=Verbosity.normal,
+    **_common,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -1,0 +1,90 @@
+"""`iohandler conform`: passes the model, names what is wrong, survives bad drivers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from specs.cli import main
+from specs.runner import run_conformance
+from specs.vector import bundled_vectors_dir, vector_files
+
+MODEL = f"{sys.executable} -m model.driver"
+ONE = bundled_vectors_dir() / "rules" / "r05-revive-in-place.json"
+
+
+def test_model_driver_passes_every_bundled_vector(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conform", "--driver", MODEL]) == 0
+    n = len(vector_files([bundled_vectors_dir()]))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"{n} passed, 0 failed"
+
+
+def test_a_wrong_trace_fails_with_the_first_difference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads(ONE.read_text())
+    # Plant a wrong expectation: revival at the head instead of in place.
+    handlers = next(e for e in doc["expect"] if e["event"] == "handlers")
+    handlers["list"].reverse()
+    (tmp_path / "planted.json").write_text(json.dumps(doc))
+    assert main(["conform", "--driver", MODEL, str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL r05-revive-in-place" in out
+    assert "first difference at event" in out and '"event": "handlers"' in out
+    assert out.strip().splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_malformed_vector_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "a-bad.json").write_text('{"format": "iohandler-vector/1", "name": "a-bad"}')
+    shutil.copy(ONE, tmp_path / "b-good.json")
+    outcomes = run_conformance(MODEL, [tmp_path])
+    assert [(o.path.name, o.passed) for o in outcomes] == [("a-bad.json", False), ("b-good.json", True)]
+    assert "a-bad.json" in outcomes[0].detail and "missing field(s)" in outcomes[0].detail
+
+
+def _script_driver(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "driver.py"
+    script.write_text(body)
+    return f"{sys.executable} {script}"
+
+
+def test_crashing_driver_is_reported_and_replaced(tmp_path: Path) -> None:
+    # Crashes on its first vector only (a marker file remembers), then behaves as the model.
+    marker = tmp_path / "crashed"
+    driver = _script_driver(
+        tmp_path,
+        "import sys, pathlib\n"
+        f"m = pathlib.Path({str(marker)!r})\n"
+        "if not m.exists():\n"
+        "    sys.stdin.readline(); m.write_text('x'); print('boom', file=sys.stderr); sys.exit(3)\n"
+        "from model.driver import run\nfrom specs.protocol import serve\nsys.exit(serve(run))\n",
+    )
+    files = [ONE, bundled_vectors_dir() / "rules" / "r16-read-then-write.json"]
+    outcomes = run_conformance(driver, files)
+    assert [o.passed for o in outcomes] == [False, True]
+    assert "exited without answering" in outcomes[0].detail and "boom" in outcomes[0].detail
+
+
+def test_hanging_driver_times_out(tmp_path: Path) -> None:
+    driver = _script_driver(tmp_path, "import time, sys\nsys.stdin.readline()\ntime.sleep(60)\n")
+    outcomes = run_conformance(driver, [ONE], timeout=0.5)
+    assert len(outcomes) == 1 and not outcomes[0].passed
+    assert "no answer within 0.5 s" in outcomes[0].detail
+
+
+def test_driver_garbage_and_errors_are_failures(tmp_path: Path) -> None:
+    garbage = _script_driver(tmp_path, "import sys\nfor l in sys.stdin: print('hello', flush=True)\n")
+    assert "not JSON" in run_conformance(garbage, [ONE])[0].detail
+    refuse = _script_driver(tmp_path, "import sys\nfor l in sys.stdin: print('{\"error\": \"nope\"}', flush=True)\n")
+    assert "driver could not run it: nope" in run_conformance(refuse, [ONE])[0].detail
+    bad_trace = _script_driver(
+        tmp_path, "import sys\nfor l in sys.stdin: print('{\"trace\": [{\"event\": \"zap\"}]}', flush=True)\n"
+    )
+    assert "driver trace is malformed" in run_conformance(bad_trace, [ONE])[0].detail
+
+
+def test_missing_driver_and_missing_path(tmp_path: Path) -> None:
+    assert "cannot start driver" in run_conformance("/nonexistent/driver", [ONE])[0].detail
+    assert "no such file or folder" in run_conformance(MODEL, [tmp_path / "nope"])[0].detail
