@@ -1,0 +1,67 @@
+"""iohandler's real loop: QEMU's classic fd-handler main loop (1.5-2.3) on epoll, poll or
+selectors. A library on its own: nothing here imports `model` or `specs` (only `impl.driver`,
+the conformance driver, imports `specs`).
+
+    from impl import MainLoop
+    with MainLoop() as loop:
+        loop.set_fd_handler(sock, read=on_read, opaque=sock)
+        loop.run_until(lambda: done)
+"""
+
+from impl.errors import (
+    ClosedFdError,
+    FdError,
+    IOHandlerError,
+    LoopClosedError,
+    ReentrantWaitError,
+    UnpollableFdError,
+)
+from impl.loop import FdLike, HandlerInfo, MainLoop
+from impl.pollers import (
+    ERR,
+    HUP,
+    IN,
+    NVAL,
+    OUT,
+    POLLERS,
+    READ_EVENTS,
+    WRITE_EVENTS,
+    EpollPoller,
+    Poller,
+    PollPoller,
+    SelectorsPoller,
+    default_poller_name,
+    flag_names,
+)
+from impl.timers import TimerHandle
+from impl.tracing import Handler, ListTracer, Tracer
+
+__all__ = [
+    "ERR",
+    "HUP",
+    "IN",
+    "NVAL",
+    "OUT",
+    "POLLERS",
+    "READ_EVENTS",
+    "WRITE_EVENTS",
+    "ClosedFdError",
+    "EpollPoller",
+    "FdError",
+    "FdLike",
+    "Handler",
+    "HandlerInfo",
+    "IOHandlerError",
+    "ListTracer",
+    "LoopClosedError",
+    "MainLoop",
+    "PollPoller",
+    "Poller",
+    "ReentrantWaitError",
+    "SelectorsPoller",
+    "TimerHandle",
+    "Tracer",
+    "UnpollableFdError",
+    "default_poller_name",
+    "flag_names",
+]

@@ -1,0 +1,238 @@
+"""The loop's conformance driver: `python -m impl.driver [--poller epoll|poll|selectors]`.
+
+Reads vectors (one compact JSON per line) on stdin and answers traces (VECTORS.md, "The driver
+protocol"). Each vector gets fresh fds and a fresh MainLoop. Trace events come from the loop's
+tracer hooks; the `during_wait` actions of an `iterate` run from the `poll` hook, after the poll
+set is built and before the kernel samples readiness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from impl.loop import MainLoop
+from impl.pollers import POLLERS, default_poller_name, flag_names
+from impl.tracing import Handler, Tracer
+from specs.protocol import InvalidVector, serve
+from specs.vector import (
+    Drain,
+    Event,
+    GateEvent,
+    HandlersEvent,
+    Hangup,
+    Iterate,
+    Notify,
+    PollEvent,
+    ReadEvent,
+    ReadyEvent,
+    ScriptAction,
+    Send,
+    Set,
+    SetGate,
+    Snapshot,
+    Vector,
+    WriteEvent,
+)
+
+
+class _Script:
+    """A handler: runs the script's actions. Its trace event comes from the tracer hook."""
+
+    def __init__(self, run: _Run, name: str) -> None:
+        self.run = run
+        self.name = name
+
+    def __call__(self, opaque: Any) -> None:
+        for action in self.run.vector.scripts[self.name]:
+            self.run.act(action)
+
+    def __repr__(self) -> str:
+        return f"<script {self.name}>"
+
+
+class _Gate:
+    def __init__(self, name: str, value: bool) -> None:
+        self.name = name
+        self.value = value
+
+    def __call__(self, opaque: Any) -> bool:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"<gate {self.name}>"
+
+
+def _name(callback: object) -> str | None:
+    return None if callback is None else str(getattr(callback, "name", callback))
+
+
+class _Fd:
+    """One symbolic fd: the loop's end and the driver's end."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.sock: socket.socket | None = None
+        self.peer: socket.socket | None = None
+        self.peer_fd = -1
+        if kind == "socket":
+            self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.setblocking(False)
+            self.peer.setblocking(False)
+            self.fd = self.sock.fileno()
+        else:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            self.fd, self.peer_fd = (r, w) if kind == "pipe-read" else (w, r)
+        self.hung = False
+
+    def send(self) -> None:
+        if self.peer is not None:
+            self.peer.send(b"x")
+        else:
+            os.write(self.peer_fd, b"x")
+
+    def drain(self) -> None:
+        try:
+            while self.sock.recv(4096) if self.sock is not None else os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def hangup(self) -> None:
+        if self.hung:
+            return
+        self.hung = True
+        if self.peer is not None:
+            self.peer.close()
+        else:
+            os.close(self.peer_fd)
+
+    def close(self) -> None:
+        self.hangup()
+        if self.sock is not None:
+            self.sock.close()
+        else:
+            os.close(self.fd)
+
+
+class _Tracer(Tracer):
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def gate(self, fd: int, gate: Handler) -> None:
+        name = _name(gate)
+        assert name is not None
+        self.run.events.append(GateEvent(self.run.names[fd], name))
+
+    def poll(self, entries: list[tuple[int, int]]) -> None:
+        run = self.run
+        run.events.append(PollEvent(tuple((run.names[fd], flag_names(ev)) for fd, ev in entries)))
+        during, run.during = run.during, ()
+        for action in during:
+            run.act(action)
+
+    def ready(self, entries: list[tuple[int, int]], walk: bool) -> None:
+        names = self.run.names
+        self.run.events.append(
+            ReadyEvent(tuple((names[fd], flag_names(ev)) for fd, ev in entries), walk)
+        )
+
+    def read(self, fd: int, callback: Handler) -> None:
+        self.run.events.append(ReadEvent(self.run.names[fd], str(_name(callback))))
+
+    def write(self, fd: int, callback: Handler) -> None:
+        self.run.events.append(WriteEvent(self.run.names[fd], str(_name(callback))))
+
+
+class _Run:
+    def __init__(self, vector: Vector, poller: str | None) -> None:
+        self.vector = vector
+        self.events: list[Event] = []
+        self.during: tuple[ScriptAction, ...] = ()
+        self.scripts = {name: _Script(self, name) for name in vector.scripts}
+        self.gates = {name: _Gate(name, value) for name, value in vector.gates.items()}
+        self.fds: dict[str, _Fd] = {}
+        self.loop: MainLoop | None = None
+        try:
+            for name, kind in vector.fds.items():
+                self.fds[name] = _Fd(kind)
+            self.names = {f.fd: name for name, f in self.fds.items()}
+            self.loop = MainLoop(poller, tracer=_Tracer(self))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
+        for f in self.fds.values():
+            f.close()
+
+    def act(self, action: ScriptAction | Iterate) -> None:
+        loop = self.loop
+        assert loop is not None
+        match action:
+            case Set(fd, read, write, gate):
+                loop.set_fd_handler(
+                    self.fds[fd].fd,
+                    self.scripts[read] if read is not None else None,
+                    self.scripts[write] if write is not None else None,
+                    can_read=self.gates[gate] if gate is not None else None,
+                    opaque=fd,
+                )
+            case Send(fd):
+                if self.fds[fd].hung:
+                    raise InvalidVector(f"send on {fd!r} after its hangup")
+                self.fds[fd].send()
+            case Drain(fd):
+                self.fds[fd].drain()
+            case Hangup(fd):
+                self.fds[fd].hangup()
+            case SetGate(gate, value):
+                self.gates[gate].value = value
+            case Notify():
+                loop.notify()
+            case Snapshot():
+                self.events.append(
+                    HandlersEvent(
+                        tuple(
+                            (self.names[r.fd], _name(r.read), _name(r.write), _name(r.can_read))
+                            for r in loop.records()
+                        )
+                    )
+                )
+            case Iterate(during_wait):
+                self.during = during_wait
+                try:
+                    loop.main_loop_wait(nonblocking=True)
+                finally:
+                    self.during = ()
+
+
+def run_vector(vector: Vector, poller: str | None = None) -> list[Event]:
+    """Run one vector on fresh fds and a fresh loop; the trace."""
+    run = _Run(vector, poller)
+    try:
+        for step in vector.steps:
+            run.act(step)
+    finally:
+        run.close()
+    return run.events
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m impl.driver", description=__doc__)
+    parser.add_argument("--poller", choices=sorted(POLLERS), default=default_poller_name())
+    args = parser.parse_args(argv)
+    poller: str = args.poller
+    return serve(lambda vector: run_vector(vector, poller))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

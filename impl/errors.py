@@ -1,0 +1,34 @@
+"""The loop's own exceptions. Bad arguments raise the built-in TypeError / ValueError."""
+
+from __future__ import annotations
+
+
+class IOHandlerError(Exception):
+    """Base of the loop's own exceptions."""
+
+
+class LoopClosedError(IOHandlerError, RuntimeError):
+    """The loop was closed; it cannot register or wait any more."""
+
+
+class ReentrantWaitError(IOHandlerError, RuntimeError):
+    """`main_loop_wait` was called while an iteration is running (from a callback, a gate or a
+    timer, or from another thread)."""
+
+
+class FdError(IOHandlerError):
+    """Something is wrong with a registered (or to-be-registered) fd; `fd` names it."""
+
+    def __init__(self, fd: int, message: str) -> None:
+        super().__init__(message)
+        self.fd = fd
+
+
+class ClosedFdError(FdError):
+    """The fd is not open, or was closed while registered (its number may now name another
+    file). When the loop finds this for a registered fd it removes the handler (as a delete
+    would) before raising, so the old handlers are never called for whatever reuses the number."""
+
+
+class UnpollableFdError(FdError):
+    """The poller cannot poll this kind of file (epoll refuses regular files and directories)."""

@@ -1,0 +1,650 @@
+"""MainLoop: QEMU's classic fd-handler loop (qemu_set_fd_handler2, qemu_iohandler_fill,
+qemu_iohandler_poll, main_loop_wait, qemu_notify_event; QEMU 1.5-2.3), the seed's semantics
+without its O(registered) walks.
+
+Seed order without the list. Handlers live in a dict fd -> record; the seed's list order
+(newest record first) is "creation sequence number, descending", because records are only ever
+inserted at the head and unlinked. Kernel registrations persist (a poller keeps them) and change
+only at fill time for records marked dirty by a registration, plus the gated records, whose gate
+is consulted every fill. The wait reports ready fds; those records are sorted by sequence
+number, so an idle iteration costs O(ready + gated + changed), not O(registered).
+
+The seed's poll_index becomes two things: `kev`, the events the kernel was given at the last
+fill (so exactly this iteration's poll set: changes made after the fill wait for the next one),
+and `stale`, set by every add/update and cleared when a fill visits the record (the seed's
+`poll_index = -1`: no callback in the walk of an iteration whose fill came before the update).
+
+Locking rule. One re-entrant lock guards the registry, the timers and the loop state. The loop
+holds it for the whole iteration except the kernel wait (and the tracer's `poll` hook, which
+stands for "during the wait"), like QEMU's global mutex: callbacks, gates and timers run with it
+held, and `set_fd_handler` from another thread blocks until the loop is waiting, then takes
+effect at the next fill (the notify it sends ends the current wait). `notify()` takes no lock.
+
+Reliability rules (the seed leaves these open):
+* Bad arguments raise TypeError / ValueError naming the argument, before any state changes; an
+  add/update of an fd that is not open raises ClosedFdError, of a file the poller cannot poll
+  (epoll: regular files) UnpollableFdError. A delete needs no open fd (close-then-delete works).
+* `main_loop_wait` while an iteration runs (from a callback, gate, timer or another thread)
+  raises ReentrantWaitError (a RuntimeError) and changes nothing.
+* A callback, gate or timer that raises: the exception propagates unchanged out of
+  `main_loop_wait`, with a note naming the fd and handler. The record being visited is finished
+  first (reaped if deleted); the rest of the walk (and the timers) is left for the next
+  iteration, which works normally: ready fds stay ready (level-triggered), deleted records are
+  reaped by the next walk. A gate that raises aborts the fill before the wait.
+* An fd closed while registered, or whose number now names another file, is found when the
+  kernel says so (epoll_ctl ENOENT/EBADF, POLLNVAL) or, for pollers that follow numbers (poll,
+  selectors), by comparing the file identity (st_dev, st_ino) of ready fds with the one seen at
+  registration. The record is then deleted (as a delete would: reaped by the next walk) and its
+  kernel registration dropped, so the loop never spins on NVAL nor calls the old handler for a
+  new file; ClosedFdError naming the fd is raised at the end of that iteration (or of the next,
+  if a callback's exception propagated first). `check_fds()` finds closed fds that epoll forgot
+  silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from operator import attrgetter
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol
+
+from impl.errors import (
+    ClosedFdError,
+    FdError,
+    LoopClosedError,
+    ReentrantWaitError,
+    UnpollableFdError,
+)
+from impl.pollers import ALWAYS_REPORTED, READ_EVENTS, WRITE_EVENTS, Poller, make_poller
+from impl.timers import TimerHandle, TimerQueue
+from impl.tracing import Handler, Tracer
+from impl.wakeup import Wakeup
+
+_FD_LIMIT = 2**31  # fds are C ints
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+FdLike = int | HasFileno
+
+
+class HandlerInfo(NamedTuple):
+    """A live record as `MainLoop.records()` shows it."""
+
+    fd: int
+    read: Handler | None
+    write: Handler | None
+    can_read: Handler | None
+    opaque: Any
+
+
+class _Record:
+    __slots__ = (
+        "can_read",
+        "deleted",
+        "fd",
+        "ident",
+        "kev",
+        "opaque",
+        "read",
+        "rev",
+        "seq",
+        "stale",
+        "write",
+    )
+
+    def __init__(self, fd: int, seq: int) -> None:
+        self.fd = fd
+        self.seq = seq  # creation order: list order is seq descending
+        self.read: Handler | None = None
+        self.write: Handler | None = None
+        self.can_read: Handler | None = None
+        self.opaque: Any = None
+        self.deleted = False
+        self.stale = True  # the seed's poll_index == -1 since the last add/update
+        self.kev = 0  # events given to the kernel at the last fill; 0 = not polled
+        self.rev = 0  # revents of the current iteration (valid for ready records only)
+        self.ident = (0, 0)  # (st_dev, st_ino) of the file at the last add/update
+
+
+_SEQ = attrgetter("seq")
+
+
+def _fd_number(fd: object) -> int:
+    if isinstance(fd, bool):
+        raise TypeError("fd must be an int or have fileno(), got bool")
+    if isinstance(fd, int):
+        n = fd
+    else:
+        fileno = getattr(fd, "fileno", None)
+        if not callable(fileno):
+            raise TypeError(f"fd must be an int or have fileno(), got {type(fd).__name__}")
+        n = fileno()
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"fd.fileno() must return an int, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"fd must be >= 0, got {n}")
+    if n >= _FD_LIMIT:
+        raise ValueError(f"fd must be < 2**31, got {n}")
+    return n
+
+
+def _check_callable(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+
+
+def _check_delay(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not value >= 0 or math.isinf(value):  # `not >=` also rejects NaN
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return float(value)
+
+
+class MainLoop:
+    """The seed's main loop. See the module docstring for the rules; `main_loop_wait` for one
+    iteration. `poller`: "epoll" (default on Linux), "poll", "selectors" or a Poller."""
+
+    def __init__(
+        self,
+        poller: str | Poller | None = None,
+        *,
+        tracer: Tracer | None = None,
+        use_eventfd: bool | None = None,
+    ) -> None:
+        self._poller = make_poller(poller)
+        try:
+            self._wakeup = Wakeup(use_eventfd)
+            self._wakeup_fd = self._wakeup.fileno()
+            self._poller.modify(self._wakeup_fd, READ_EVENTS)
+        except BaseException:
+            self._poller.close()
+            raise
+        self._lock = threading.RLock()
+        self._by_fd: dict[int, _Record] = {}
+        self._seq = 0
+        self._dirty: set[_Record] = set()  # interest may have changed since the last fill
+        self._gated: set[_Record] = set()  # live, read handler and gate: consulted every fill
+        self._gated_order: list[_Record] | None = None  # _gated in list order, cached
+        self._deleted: set[_Record] = set()  # flagged deleted, not yet reaped
+        self._fd_errors: list[FdError] = []
+        self._timers = TimerQueue()
+        self._tracer = tracer
+        self._running = False
+        self._waiting = False
+        self._stopping = False
+        self._closed = False
+
+    # ------------------------------------------------------------------------ registration
+
+    def set_fd_handler(
+        self,
+        fd: FdLike,
+        read: Handler | None = None,
+        write: Handler | None = None,
+        *,
+        can_read: Handler | None = None,
+        opaque: Any = None,
+    ) -> None:
+        """qemu_set_fd_handler2. read and write both None: delete (flag only; the record is
+        reaped when a dispatch walk passes it; unknown fd: no-op; no wakeup). Otherwise add (a
+        new record at the head) or update the fd's record in place, reviving it if it was
+        deleted but not yet reaped; it gets no callback until the next fill; notify()."""
+        n = _fd_number(fd)
+        if read is None and write is None:
+            with self._lock:
+                self._check_open()
+                rec = self._by_fd.get(n)
+                if rec is not None and not rec.deleted:
+                    self._flag_deleted(rec)
+            return
+        _check_callable("read", read)
+        _check_callable("write", write)
+        _check_callable("can_read", can_read)
+        try:
+            st = os.fstat(n)
+        except OSError as e:
+            raise ClosedFdError(n, f"fd {n} is not open: {e.strerror}") from e
+        if not self._poller.polls_regular_files and (
+            stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)
+        ):
+            raise UnpollableFdError(
+                n, f"fd {n} is a regular file or directory; the {self._poller.name} poller "
+                "cannot poll it (use poller='poll')"
+            )
+        with self._lock:
+            self._check_open()
+            rec = self._by_fd.get(n)
+            if rec is None:
+                self._seq += 1
+                rec = self._by_fd[n] = _Record(n, self._seq)
+            elif rec.deleted:
+                rec.deleted = False
+                self._deleted.discard(rec)
+            rec.read = read
+            rec.write = write
+            rec.can_read = can_read
+            rec.opaque = opaque
+            rec.ident = (st.st_dev, st.st_ino)
+            rec.stale = True
+            self._dirty.add(rec)
+            gated = read is not None and can_read is not None
+            if gated != (rec in self._gated):
+                if gated:
+                    self._gated.add(rec)
+                else:
+                    self._gated.discard(rec)
+                self._gated_order = None
+            self._wakeup.notify()
+
+    def records(self) -> list[HandlerInfo]:
+        """Live (not deleted) records in list order, newest first."""
+        with self._lock:
+            live = sorted((r for r in self._by_fd.values() if not r.deleted), key=_SEQ)
+        return [HandlerInfo(r.fd, r.read, r.write, r.can_read, r.opaque) for r in reversed(live)]
+
+    def notify(self) -> None:
+        """qemu_notify_event: the next (or current) wait returns at once. Any thread."""
+        self._wakeup.notify()
+
+    def set_tracer(self, tracer: Tracer | None) -> None:
+        self._tracer = tracer
+
+    # ------------------------------------------------------------------------------ timers
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        """Run `callback(*args)` once, after dispatch, in the first iteration `delay` s on."""
+        return self._add_timer(_check_delay("delay", delay), None, callback, args)
+
+    def call_every(
+        self, interval: float, callback: Callable[..., object], *args: Any
+    ) -> TimerHandle:
+        """Run `callback(*args)` every `interval` s (> 0) until cancelled; no catch-up bursts."""
+        iv = _check_delay("interval", interval)
+        if iv <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        return self._add_timer(iv, iv, callback, args)
+
+    def _add_timer(
+        self, delay: float, interval: float | None, callback: Callable[..., object], args: Any
+    ) -> TimerHandle:
+        _check_callable("callback", callback)
+        with self._lock:
+            self._check_open()
+            handle = TimerHandle(time.monotonic() + delay, interval, callback, args)
+            self._timers.push(handle)
+            if self._waiting:  # from another thread: the wait may need a shorter timeout
+                self._wakeup.notify()
+        return handle
+
+    def _run_timers(self) -> None:
+        timers = self._timers
+        now = time.monotonic()
+        last = timers.seq
+        while (handle := timers.pop_due(now, last)) is not None:
+            if handle.interval is not None:  # re-arm first: cancel() in the callback works
+                nxt = handle.deadline + handle.interval
+                handle.deadline = nxt if nxt > now else now + handle.interval
+                timers.push(handle)
+            try:
+                handle.callback(*handle.args)
+            except BaseException as e:
+                e.add_note(f"iohandler: raised by timer callback {handle.callback!r}")
+                raise
+
+    # ---------------------------------------------------------------------------- the loop
+
+    def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
+        """One iteration: fill, poll (0 if nonblocking, else until a handler fd is ready, a
+        notify, `timeout` seconds or the next timer), dispatch if ret > 0, expired timers.
+        Returns ret: ready handler fds, plus 1 if the wakeup fd was readable."""
+        if timeout is not None:
+            timeout = _check_delay("timeout", timeout)
+        with self._lock:
+            if self._running:
+                raise ReentrantWaitError(
+                    "main_loop_wait called while an iteration is running (from a callback, "
+                    "a gate or a timer, or from another thread)"
+                )
+            self._check_open()
+            self._running = True
+            try:
+                return self._iterate(nonblocking, timeout)
+            finally:
+                self._running = False
+
+    def _iterate(self, nonblocking: bool, timeout: float | None) -> int:
+        # Called with the lock held once; releases it around the wait only.
+        tr = self._tracer
+        if self._dirty or self._gated:
+            self._fill()
+        if nonblocking:
+            timeout = 0.0
+        elif self._timers.heap:
+            deadline = self._timers.next_deadline()
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+        if tr is not None:
+            entries = self._poll_set()  # under the lock: a consistent view
+        lock = self._lock
+        self._waiting = True
+        lock.release()
+        try:
+            if tr is not None:
+                tr.poll(entries)
+            events = self._poller.wait(timeout)
+        finally:
+            lock.acquire()
+            self._waiting = False
+
+        wfd = self._wakeup_fd
+        by_fd = self._by_fd
+        ready: list[_Record] = []
+        woke = 0
+        for fd, ev in events:
+            if fd == wfd:
+                woke = 1
+                continue
+            rec = by_fd.get(fd)
+            if rec is None:
+                continue
+            kev = rec.kev
+            if kev and ev & (kev | ALWAYS_REPORTED):
+                rec.rev = ev & (kev | ALWAYS_REPORTED)
+                ready.append(rec)
+        if woke:
+            self._wakeup.consume()  # before the walk: a notify from a callback wakes the next
+        if len(ready) > 1:
+            ready.sort(key=_SEQ, reverse=True)
+        if ready and not self._poller.tracks_files:
+            self._check_ready_files(ready)
+        ret = len(ready) + woke
+        if tr is not None:
+            tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
+        if ret > 0:
+            self._dispatch(ready)
+        if self._timers.heap:
+            self._run_timers()
+        if self._fd_errors:
+            self._raise_fd_errors()
+        return ret
+
+    def _fill(self) -> None:
+        """qemu_iohandler_fill over the records that can have changed: dirty ones and gated
+        ones, in list order. Gates run user code, which may change the registry: a record it
+        dirties that the fill has not reached yet is visited in this fill, others wait."""
+        tr = self._tracer
+        dirty = self._dirty
+        todo: list[_Record]
+        if dirty:
+            self._dirty = set()
+            todo = sorted(dirty | self._gated if self._gated else dirty, key=_SEQ, reverse=True)
+        else:
+            todo = self._gated_order or self._sort_gated()
+        i, n = 0, len(todo)
+        while i < n:
+            rec = todo[i]
+            i += 1
+            ev = 0
+            if not rec.deleted:
+                if rec.read is not None:
+                    gate = rec.can_read
+                    if gate is None:
+                        ev = READ_EVENTS
+                    else:
+                        try:
+                            if tr is not None:
+                                tr.gate(rec.fd, gate)
+                            if gate(rec.opaque):
+                                ev = READ_EVENTS
+                        except BaseException as e:
+                            self._dirty.update(todo[i - 1 :])  # revisit the rest next fill
+                            e.add_note(f"iohandler: raised by the can_read gate {gate!r} of fd {rec.fd}")
+                            raise
+                        if self._dirty:
+                            todo = self._merge_dirty(todo, i, rec.seq)
+                            n = len(todo)
+                # The seed reads fd_write after the gate ran, so a gate's changes count here.
+                if rec.write is not None:
+                    ev |= WRITE_EVENTS
+            rec.stale = False
+            if ev != rec.kev:
+                self._sync(rec, ev)
+
+    def _sort_gated(self) -> list[_Record]:
+        self._gated_order = sorted(self._gated, key=_SEQ, reverse=True)
+        return self._gated_order
+
+    def _merge_dirty(self, todo: list[_Record], i: int, seq: int) -> list[_Record]:
+        late = [r for r in self._dirty if r.seq < seq]  # behind the fill's position
+        if not late:
+            return todo
+        self._dirty.difference_update(late)
+        rest = set(todo[i:])
+        rest.update(late)
+        return todo[:i] + sorted(rest, key=_SEQ, reverse=True)
+
+    def _poll_set(self) -> list[tuple[int, int]]:
+        """This iteration's poll set in list order (for the tracer only: O(registered))."""
+        polled = sorted((r for r in self._by_fd.values() if r.kev), key=_SEQ, reverse=True)
+        return [(r.fd, r.kev) for r in polled]
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        """qemu_iohandler_poll: the seed's safe walk, restricted to ready records and records
+        flagged deleted (the only ones a walk does anything to). Every record present at the
+        walk's start has seq <= self._seq; records added during the walk are not visited."""
+        tr = self._tracer
+        pending = self._deleted
+        prev = self._seq + 1  # the walk's position: records with seq >= prev were passed
+        for rec in ready:
+            seq = rec.seq
+            if pending:
+                self._reap_between(seq, prev)
+            prev = seq
+            if not rec.deleted and not rec.stale:
+                rev = rec.rev
+                cb = rec.read
+                if cb is not None and rev & READ_EVENTS:
+                    try:
+                        if tr is not None:
+                            tr.read(rec.fd, cb)
+                        cb(rec.opaque)
+                    except BaseException as e:
+                        self._abort_walk(rec, e, "read", cb)
+                        raise
+                # The write check sees the current handler (a read callback may have changed
+                # it) and the revents read before the read callback ran, as the seed does.
+                if not rec.deleted:
+                    cb = rec.write
+                    if cb is not None and rev & WRITE_EVENTS:
+                        try:
+                            if tr is not None:
+                                tr.write(rec.fd, cb)
+                            cb(rec.opaque)
+                        except BaseException as e:
+                            self._abort_walk(rec, e, "write", cb)
+                            raise
+            if rec.deleted:
+                self._reap(rec)
+        if pending:
+            self._reap_between(-1, prev)
+
+    def _abort_walk(self, rec: _Record, e: BaseException, role: str, cb: Handler) -> None:
+        if rec.deleted:
+            self._reap(rec)
+        e.add_note(f"iohandler: raised by the {role} handler {cb!r} of fd {rec.fd}")
+
+    # --------------------------------------------------------------------- record keeping
+
+    def _flag_deleted(self, rec: _Record) -> None:
+        rec.deleted = True
+        self._deleted.add(rec)
+        self._dirty.add(rec)  # the next fill stops polling it
+        if rec in self._gated:
+            self._gated.discard(rec)
+            self._gated_order = None
+
+    def _reap_between(self, lo: int, hi: int) -> None:
+        for rec in [r for r in self._deleted if lo < r.seq < hi]:
+            self._reap(rec)
+
+    def _reap(self, rec: _Record) -> None:
+        """Unlink a deleted record (the walk reached it)."""
+        self._deleted.discard(rec)
+        self._dirty.discard(rec)
+        if self._by_fd.get(rec.fd) is rec:
+            del self._by_fd[rec.fd]
+        if rec.kev:
+            rec.kev = 0
+            with contextlib.suppress(OSError):
+                self._poller.modify(rec.fd, 0)
+
+    def _sync(self, rec: _Record, ev: int) -> None:
+        """Give the kernel the record's new interest; quarantine the record if its file is
+        gone or is not the one registered."""
+        if ev and not rec.kev:  # a fresh registration: make sure it is still the same file
+            problem = self._file_problem(rec)
+            if problem is not None:
+                self._quarantine(rec, ClosedFdError(rec.fd, problem))
+                return
+        try:
+            self._poller.modify(rec.fd, ev)
+        except OSError as e:
+            problem = self._file_problem(rec)
+            if problem is None and e.errno == errno.ENOENT:
+                # epoll dropped the registration when the old file closed, and the number was
+                # re-registered (set_fd_handler) for the file it names now: register afresh.
+                try:
+                    self._poller.modify(rec.fd, ev)
+                except OSError as e2:
+                    e = e2
+                else:
+                    rec.kev = ev
+                    return
+            err: FdError
+            if problem is None and e.errno == errno.EPERM:
+                err = UnpollableFdError(rec.fd, f"fd {rec.fd}: {self._poller.name} cannot poll it")
+            else:
+                err = ClosedFdError(rec.fd, problem or f"fd {rec.fd}: {e.strerror}")
+            err.__cause__ = e
+            self._quarantine(rec, err)
+            return
+        rec.kev = ev
+
+    def _file_problem(self, rec: _Record) -> str | None:
+        try:
+            st = os.fstat(rec.fd)
+        except OSError:
+            return f"fd {rec.fd} was closed while registered; its handlers were removed"
+        if (st.st_dev, st.st_ino) != rec.ident:
+            return (
+                f"fd {rec.fd} was closed while registered and its number now names another "
+                "file; its handlers were removed"
+            )
+        return None
+
+    def _check_ready_files(self, ready: list[_Record]) -> None:
+        for rec in ready:
+            if not rec.deleted and not rec.stale:
+                problem = self._file_problem(rec)
+                if problem is not None:
+                    self._quarantine(rec, ClosedFdError(rec.fd, problem))
+
+    def _quarantine(self, rec: _Record, err: FdError) -> None:
+        if rec.kev:
+            rec.kev = 0
+            with contextlib.suppress(OSError):
+                self._poller.modify(rec.fd, 0)
+        if not rec.deleted:
+            self._flag_deleted(rec)
+        self._dirty.discard(rec)  # nothing left to sync
+        self._fd_errors.append(err)
+
+    def _raise_fd_errors(self) -> None:
+        errors, self._fd_errors = self._fd_errors, []
+        first = errors[0]
+        for other in errors[1:]:
+            first.add_note(f"also: {other}")
+        raise first
+
+    def check_fds(self) -> None:
+        """Look at every live record's file (O(registered) fstat calls): finds fds closed while
+        registered that epoll forgot without a word. Such records are removed and
+        ClosedFdError is raised, as when an iteration finds them."""
+        with self._lock:
+            for rec in list(self._by_fd.values()):
+                if not rec.deleted:
+                    problem = self._file_problem(rec)
+                    if problem is not None:
+                        self._quarantine(rec, ClosedFdError(rec.fd, problem))
+            if self._fd_errors:
+                self._raise_fd_errors()
+
+    # ------------------------------------------------------------------- running, closing
+
+    def run_until(self, predicate: Callable[[], object]) -> None:
+        """Iterate (blocking) until `predicate()` is true or `stop()` is called."""
+        try:
+            while not self._stopping and not predicate():
+                self.main_loop_wait()
+        finally:
+            self._stopping = False
+
+    def run(self) -> None:
+        """Iterate until `stop()`."""
+        self.run_until(lambda: False)
+
+    def stop(self) -> None:
+        """End `run` / `run_until` after the current iteration. Any thread."""
+        self._stopping = True
+        self._wakeup.notify()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LoopClosedError("the loop is closed")
+
+    @property
+    def poller_name(self) -> str:
+        return self._poller.name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release the fds the loop owns (poller, wakeup). Registered fds are not closed."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._running:
+                raise ReentrantWaitError("close() called while an iteration is running")
+            self._closed = True
+            self._by_fd.clear()
+            self._dirty.clear()
+            self._gated.clear()
+            self._gated_order = None
+            self._deleted.clear()
+            self._poller.close()
+            self._wakeup.close()
+
+    def __enter__(self) -> MainLoop:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,232 @@
+"""Pollers: the kernel's readiness interface, one small class per backend (selectors.py style).
+
+Kernel facts (Linux) the loop relies on, written down once:
+
+* poll(2) and epoll report HUP and ERR whether or not they were requested. With epoll this holds
+  even for an fd registered with an *empty* mask, so "not polled" must mean "not registered"
+  (EPOLL_CTL_DEL), never "registered with 0".
+* An epoll registration belongs to the open file, not to the fd number. When the last descriptor
+  of the file is closed, epoll silently drops the registration: no event, no error. A later
+  EPOLL_CTL_MOD on that number fails with ENOENT (EBADF if the number is not open at all); a
+  number reused by a new file is not registered, so the new file is never reported by mistake.
+  If another descriptor still refers to the file (dup, fork), the registration survives the close
+  and keeps reporting under the old number: delete the handler before closing the fd.
+* poll(2) takes fd numbers afresh on every call: a closed fd is reported as POLLNVAL on every
+  call (a loop that ignores NVAL spins at 100% CPU), and a reused number is polled as the new
+  file. So the loop checks the file identity of ready fds for pollers with `tracks_files` False.
+* epoll refuses regular files and directories (EPERM); poll reports them always ready.
+* POLLIN/POLLOUT/POLLERR/POLLHUP equal EPOLLIN/EPOLLOUT/EPOLLERR/EPOLLHUP on Linux, so events
+  and revents pass through unchanged.
+* selectors reports only EVENT_READ and EVENT_WRITE. Its epoll selector folds HUP and ERR into
+  "readable and writable", masked by the registered interest. So a SelectorsPoller never reports
+  HUP or ERR: a hangup on an fd polled only for writing (gate closed) shows as OUT and does *not*
+  reach the read handler, and traces show IN/OUT where the seed shows HUP/ERR.
+
+A poller keeps its registrations between waits; `modify(fd, events)` changes one (0 = stop
+polling fd) and is a no-op when nothing changes. On an OSError from the kernel the poller's own
+book says the fd is not registered, and the error propagates for the loop to judge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import selectors
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+IN: int = select.POLLIN
+OUT: int = select.POLLOUT
+ERR: int = select.POLLERR
+HUP: int = select.POLLHUP
+NVAL: int = select.POLLNVAL
+READ_EVENTS: int = IN | HUP | ERR
+"""What a record with a read handler (and an open gate) polls, and what calls its read handler."""
+WRITE_EVENTS: int = OUT | ERR
+"""What a record with a write handler polls, and what calls its write handler."""
+ALWAYS_REPORTED: int = HUP | ERR | NVAL
+"""Reported by the kernel whether requested or not."""
+
+_FLAG_NAMES: tuple[tuple[int, str], ...] = ((IN, "IN"), (OUT, "OUT"), (HUP, "HUP"), (ERR, "ERR"))
+
+
+def flag_names(events: int) -> tuple[str, ...]:
+    """The vector format's names, in its order (IN, OUT, HUP, ERR); NVAL has no name there."""
+    return tuple(name for bit, name in _FLAG_NAMES if events & bit)
+
+
+class Poller(ABC):
+    """Persistent interest per fd, and a wait that reports `(fd, revents)` pairs."""
+
+    name: ClassVar[str]
+    tracks_files: ClassVar[bool]
+    """True if a registration follows the open file (epoll), False if it follows the number."""
+    polls_regular_files: ClassVar[bool]
+
+    @abstractmethod
+    def modify(self, fd: int, events: int) -> None:
+        """Poll `fd` for `events` (poll flags) from the next wait on; 0 stops polling it."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        """Block up to `timeout` seconds (None: forever, 0: not at all); ready (fd, revents)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the poller's own fd, if any. Registered fds are not closed."""
+
+
+class EpollPoller(Poller):
+    """epoll(7), level-triggered. Registrations persist; a wait costs O(ready)."""
+
+    name = "epoll"
+    tracks_files = True
+    polls_regular_files = False
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._fds: dict[int, int] = {}
+
+    def modify(self, fd: int, events: int) -> None:
+        fds = self._fds
+        old = fds.get(fd, 0)
+        if events == old:
+            return
+        ep = self._epoll
+        if not events:
+            del fds[fd]
+            # ENOENT/EBADF: the kernel already forgot it (file closed); that is what we want.
+            with contextlib.suppress(OSError):
+                ep.unregister(fd)
+            return
+        try:
+            if old:
+                ep.modify(fd, events)
+            else:
+                try:
+                    ep.register(fd, events)
+                except FileExistsError:  # the kernel kept a registration our book dropped
+                    ep.modify(fd, events)
+        except OSError:
+            fds.pop(fd, None)
+            raise
+        fds[fd] = events
+
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        # maxevents covers every registration, so one wait reports every ready fd, as poll does.
+        return self._epoll.poll(-1 if timeout is None else timeout, len(self._fds) or 1)
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._fds.clear()
+
+
+class PollPoller(Poller):
+    """poll(2): the seed's system call. Each wait passes every registered fd: O(registered)."""
+
+    name = "poll"
+    tracks_files = False
+    polls_regular_files = True
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._fds: dict[int, int] = {}
+
+    def modify(self, fd: int, events: int) -> None:
+        old = self._fds.get(fd, 0)
+        if events == old:
+            return
+        if events:
+            self._poll.register(fd, events)  # registers or modifies; no system call
+            self._fds[fd] = events
+        else:
+            del self._fds[fd]
+            self._poll.unregister(fd)
+
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        return self._poll.poll(None if timeout is None else timeout * 1000.0)
+
+    def close(self) -> None:
+        self._fds.clear()
+
+
+class SelectorsPoller(Poller):
+    """`selectors.DefaultSelector`, for portability. Reports IN/OUT only (HUP/ERR folded, see
+    the module docstring), so it cannot tell a hangup from readability."""
+
+    name = "selectors"
+    tracks_files = False  # portable: select/poll selectors follow numbers
+    polls_regular_files = False  # DefaultSelector is epoll on Linux
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._masks: dict[int, int] = {}
+
+    def modify(self, fd: int, events: int) -> None:
+        mask = (selectors.EVENT_READ if events & IN else 0) | (
+            selectors.EVENT_WRITE if events & OUT else 0
+        )
+        old = self._masks.get(fd, 0)
+        if mask == old:
+            return
+        sel = self._selector
+        if not mask:
+            del self._masks[fd]
+            with contextlib.suppress(KeyError, OSError):
+                sel.unregister(fd)
+            return
+        try:
+            if old:
+                sel.modify(fd, mask)  # on failure selectors unregisters fd itself
+            else:
+                sel.register(fd, mask)
+        except OSError:
+            self._masks.pop(fd, None)
+            raise
+        except ValueError as e:  # selectors' word for an fd it cannot take
+            self._masks.pop(fd, None)
+            raise OSError(errno.EBADF, str(e)) from e
+        self._masks[fd] = mask
+
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
+        return [
+            (key.fd, (IN if mask & read else 0) | (OUT if mask & write else 0))
+            for key, mask in self._selector.select(timeout)
+        ]
+
+    def close(self) -> None:
+        self._selector.close()
+        self._masks.clear()
+
+
+POLLERS: dict[str, type[Poller]] = {
+    cls.name: cls
+    for cls in (EpollPoller, PollPoller, SelectorsPoller)
+    if cls is not EpollPoller or hasattr(select, "epoll")
+}
+if not hasattr(select, "poll"):  # pragma: no cover - not Linux
+    POLLERS.pop("poll", None)
+
+
+def default_poller_name() -> str:
+    for name in ("epoll", "poll"):
+        if name in POLLERS:
+            return name
+    return "selectors"  # pragma: no cover - not Linux
+
+
+def make_poller(poller: str | Poller | None) -> Poller:
+    """A poller instance from a name ("epoll", "poll", "selectors"), an instance, or None."""
+    if poller is None:
+        poller = default_poller_name()
+    if isinstance(poller, Poller):
+        return poller
+    if not isinstance(poller, str):
+        raise TypeError(f"poller must be a name or a Poller, got {type(poller).__name__}")
+    try:
+        cls = POLLERS[poller]
+    except KeyError:
+        raise ValueError(f"poller must be one of {sorted(POLLERS)}, got {poller!r}") from None
+    return cls()

@@ -1,0 +1,66 @@
+"""The loop's wakeup notifier (QEMU's event notifier): an eventfd, or a pipe where there is none.
+
+`notify()` is safe from any thread. A notification already pending is not written again, which
+saves a system call per registration when many happen in one iteration. `consume()` reads first
+and clears the pending flag after, so a racing `notify()` can at worst write once too often; the
+flag can never say "pending" for long while the fd is not readable (which would lose wakeups).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class Wakeup:
+    __slots__ = ("_eventfd", "_pending", "_rfd", "_wfd")
+
+    def __init__(self, use_eventfd: bool | None = None) -> None:
+        if use_eventfd is None:
+            use_eventfd = hasattr(os, "eventfd")
+        self._eventfd = use_eventfd
+        if use_eventfd:
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._rfd = self._wfd = fd
+        else:
+            self._rfd, self._wfd = os.pipe()  # close-on-exec by default
+            os.set_blocking(self._rfd, False)
+            os.set_blocking(self._wfd, False)
+        self._pending = False
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def notify(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        wfd = self._wfd
+        if wfd < 0:  # closed: never write to a number that may belong to someone else now
+            return
+        try:
+            if self._eventfd:
+                os.eventfd_write(wfd, 1)
+            else:
+                os.write(wfd, b"\0")
+        except BlockingIOError:  # counter or pipe full: the fd is readable, which is the point
+            pass
+
+    def consume(self) -> None:
+        rfd = self._rfd
+        try:
+            if self._eventfd:
+                os.eventfd_read(rfd)
+            else:
+                while os.read(rfd, 512):
+                    pass
+        except BlockingIOError:
+            pass
+        self._pending = False
+
+    def close(self) -> None:
+        rfd, wfd = self._rfd, self._wfd
+        self._rfd = self._wfd = -1
+        if rfd >= 0:
+            os.close(rfd)
+        if wfd >= 0 and wfd != rfd:
+            os.close(wfd)
