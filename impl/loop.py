@@ -96,6 +96,7 @@ class _Record:
         "kev",
         "opaque",
         "read",
+        "renew",
         "rev",
         "seq",
         "stale",
@@ -114,6 +115,7 @@ class _Record:
         self.kev = 0  # events given to the kernel at the last fill; 0 = not polled
         self.rev = 0  # revents of the current iteration (valid for ready records only)
         self.ident = (0, 0)  # (st_dev, st_ino) of the file at the last add/update
+        self.renew = False  # the fd number now names another file: register afresh at fill
 
 
 _SEQ = attrgetter("seq")
@@ -235,7 +237,10 @@ class MainLoop:
             rec.write = write
             rec.can_read = can_read
             rec.opaque = opaque
-            rec.ident = (st.st_dev, st.st_ino)
+            ident = (st.st_dev, st.st_ino)
+            if rec.kev and ident != rec.ident:
+                rec.renew = True  # the kernel's registration (if any) is the old file's
+            rec.ident = ident
             rec.stale = True
             self._dirty.add(rec)
             gated = read is not None and can_read is not None
@@ -419,7 +424,7 @@ class MainLoop:
                 if rec.write is not None:
                     ev |= WRITE_EVENTS
             rec.stale = False
-            if ev != rec.kev:
+            if ev != rec.kev or rec.renew:
                 self._sync(rec, ev)
 
     def _sort_gated(self) -> list[_Record]:
@@ -505,14 +510,14 @@ class MainLoop:
         self._dirty.discard(rec)
         if self._by_fd.get(rec.fd) is rec:
             del self._by_fd[rec.fd]
-        if rec.kev:
-            rec.kev = 0
-            with contextlib.suppress(OSError):
-                self._poller.modify(rec.fd, 0)
+        self._drop_registration(rec)
 
     def _sync(self, rec: _Record, ev: int) -> None:
         """Give the kernel the record's new interest; quarantine the record if its file is
         gone or is not the one registered."""
+        if rec.renew:
+            rec.renew = False
+            self._drop_registration(rec)
         if ev and not rec.kev:  # a fresh registration: make sure it is still the same file
             problem = self._file_problem(rec)
             if problem is not None:
@@ -561,11 +566,14 @@ class MainLoop:
                 if problem is not None:
                     self._quarantine(rec, ClosedFdError(rec.fd, problem))
 
-    def _quarantine(self, rec: _Record, err: FdError) -> None:
+    def _drop_registration(self, rec: _Record) -> None:
         if rec.kev:
             rec.kev = 0
             with contextlib.suppress(OSError):
                 self._poller.modify(rec.fd, 0)
+
+    def _quarantine(self, rec: _Record, err: FdError) -> None:
+        self._drop_registration(rec)
         if not rec.deleted:
             self._flag_deleted(rec)
         self._dirty.discard(rec)  # nothing left to sync
