@@ -696,3 +696,48 @@ def test_tracer_reports_phases_in_order(loop: MainLoop, fds: Fds) -> None:
         ("read", fd, r),
         ("write", fd, w),
     ]
+
+
+def test_deleted_record_revived_before_the_walk_reaches_it(loop: MainLoop, fds: Fds) -> None:
+    (a, _), (b, _), (c, pc) = fds.pair(), fds.pair(), fds.pair()
+    log = Log()
+    loop.set_fd_handler(a, log.handler("ra"))
+    loop.set_fd_handler(b, log.handler("rb"))
+    loop.set_fd_handler(c, log.handler("rc", lambda: loop.set_fd_handler(a, log.handler("ra2"))))
+    drain_wakeup(loop)
+    loop.set_fd_handler(a, None, None)  # flagged; the walk has not reached it when c revives it
+    pc.send(b"x")
+    loop.main_loop_wait(nonblocking=True)
+    assert [r.fd for r in loop.records()] == [c.fileno(), b.fileno(), a.fileno()]
+    assert [x[0] for x in log.calls] == ["rc"]
+
+
+def test_gate_updating_a_later_record_counts_in_this_fill(loop: MainLoop, fds: Fds) -> None:
+    (a, _), (b, _) = fds.pair(), fds.pair()
+    log = Log()
+    wa = log.handler("wa")
+    armed = [False]
+
+    def gate(_: Any) -> bool:
+        if armed[0]:
+            armed[0] = False
+            loop.set_fd_handler(a, None, wa)  # a is behind b: this fill reaches it next
+        return True
+
+    loop.set_fd_handler(a, log.handler("ra"))
+    loop.set_fd_handler(b, log.handler("rb"), can_read=gate)
+    loop.main_loop_wait(nonblocking=True)  # both registered, nothing readable
+    armed[0] = True
+    loop.main_loop_wait(nonblocking=True)
+    assert [x[0] for x in log.calls] == ["wa"]
+
+
+def test_timer_added_from_thread_shortens_a_blocking_wait(loop: MainLoop) -> None:
+    fired: list[int] = []
+    adder = threading.Timer(0.05, lambda: loop.call_later(0.01, fired.append, 1))
+    adder.start()
+    t0 = time.monotonic()
+    while not fired and time.monotonic() - t0 < 3:
+        loop.main_loop_wait(timeout=3)
+    adder.join()
+    assert fired == [1] and time.monotonic() - t0 < 2
