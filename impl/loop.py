@@ -62,7 +62,7 @@ from impl.errors import (
     ReentrantWaitError,
     UnpollableFdError,
 )
-from impl.pollers import ALWAYS_REPORTED, READ_EVENTS, WRITE_EVENTS, Poller, make_poller
+from impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from impl.timers import TimerHandle, TimerQueue
 from impl.tracing import Handler, Tracer
 from impl.wakeup import Wakeup
@@ -181,6 +181,9 @@ class MainLoop:
         self._deleted: set[_Record] = set()  # flagged deleted, not yet reaped
         self._fd_errors: list[FdError] = []
         self._timers = TimerQueue()
+        self._timer_heap = self._timers.heap  # the same list: a cheap "any timers?"
+        self._wait = self._poller.wait
+        self._check_files = not self._poller.tracks_files
         self._tracer = tracer
         self._running = False
         self._waiting = False
@@ -313,77 +316,77 @@ class MainLoop:
         """One iteration: fill, poll (0 if nonblocking, else until a handler fd is ready, a
         notify, `timeout` seconds or the next timer), dispatch if ret > 0, expired timers.
         Returns ret: ready handler fds, plus 1 if the wakeup fd was readable."""
+        # The hot path: one function, attributes cached in locals, nothing per registered fd.
         if timeout is not None:
             timeout = _check_delay("timeout", timeout)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._running:
                 raise ReentrantWaitError(
                     "main_loop_wait called while an iteration is running (from a callback, "
                     "a gate or a timer, or from another thread)"
                 )
-            self._check_open()
+            if self._closed:
+                raise LoopClosedError("the loop is closed")
             self._running = True
             try:
-                return self._iterate(nonblocking, timeout)
+                tr = self._tracer
+                if self._dirty or self._gated:
+                    self._fill()
+                if nonblocking:
+                    timeout = 0.0
+                elif self._timer_heap:
+                    deadline = self._timers.next_deadline()
+                    if deadline is not None:
+                        left = max(0.0, deadline - time.monotonic())
+                        timeout = left if timeout is None else min(timeout, left)
+                if tr is not None:
+                    entries = self._poll_set()  # under the lock: a consistent view
+                self._waiting = True
+                lock.release()
+                try:
+                    if tr is not None:
+                        tr.poll(entries)
+                    events = self._wait(timeout)
+                finally:
+                    lock.acquire()
+                    self._waiting = False
+
+                # Pollers report only requested events plus HUP/ERR(/NVAL), and only for fds
+                # registered at the fill: records with kev != 0 (see _Record).
+                wfd = self._wakeup_fd
+                get = self._by_fd.get
+                ready: list[_Record] = []
+                woke = 0
+                for fd, ev in events:
+                    if fd == wfd:
+                        woke = 1
+                        continue
+                    rec = get(fd)
+                    if rec is not None and rec.kev:
+                        rec.rev = ev
+                        ready.append(rec)
+                if woke:
+                    self._wakeup.consume()  # before the walk: a notify there wakes the next
+                if len(ready) > 1:
+                    ready.sort(key=_SEQ, reverse=True)
+                if ready and self._check_files:
+                    self._check_ready_files(ready)
+                ret = len(ready) + woke
+                if tr is not None:
+                    tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
+                if ret > 0:
+                    self._dispatch(ready)
+                if self._timer_heap:
+                    self._run_timers()
+                if self._fd_errors:
+                    self._raise_fd_errors()
+                return ret
             finally:
                 self._running = False
-
-    def _iterate(self, nonblocking: bool, timeout: float | None) -> int:
-        # Called with the lock held once; releases it around the wait only.
-        tr = self._tracer
-        if self._dirty or self._gated:
-            self._fill()
-        if nonblocking:
-            timeout = 0.0
-        elif self._timers.heap:
-            deadline = self._timers.next_deadline()
-            if deadline is not None:
-                left = max(0.0, deadline - time.monotonic())
-                timeout = left if timeout is None else min(timeout, left)
-        if tr is not None:
-            entries = self._poll_set()  # under the lock: a consistent view
-        lock = self._lock
-        self._waiting = True
-        lock.release()
-        try:
-            if tr is not None:
-                tr.poll(entries)
-            events = self._poller.wait(timeout)
         finally:
-            lock.acquire()
-            self._waiting = False
-
-        wfd = self._wakeup_fd
-        by_fd = self._by_fd
-        ready: list[_Record] = []
-        woke = 0
-        for fd, ev in events:
-            if fd == wfd:
-                woke = 1
-                continue
-            rec = by_fd.get(fd)
-            if rec is None:
-                continue
-            kev = rec.kev
-            if kev and ev & (kev | ALWAYS_REPORTED):
-                rec.rev = ev & (kev | ALWAYS_REPORTED)
-                ready.append(rec)
-        if woke:
-            self._wakeup.consume()  # before the walk: a notify from a callback wakes the next
-        if len(ready) > 1:
-            ready.sort(key=_SEQ, reverse=True)
-        if ready and not self._poller.tracks_files:
-            self._check_ready_files(ready)
-        ret = len(ready) + woke
-        if tr is not None:
-            tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
-        if ret > 0:
-            self._dispatch(ready)
-        if self._timers.heap:
-            self._run_timers()
-        if self._fd_errors:
-            self._raise_fd_errors()
-        return ret
+            lock.release()
 
     def _fill(self) -> None:
         """qemu_iohandler_fill over the records that can have changed: dirty ones and gated
@@ -451,6 +454,7 @@ class MainLoop:
         walk's start has seq <= self._seq; records added during the walk are not visited."""
         tr = self._tracer
         pending = self._deleted
+        read_events, write_events = READ_EVENTS, WRITE_EVENTS
         prev = self._seq + 1  # the walk's position: records with seq >= prev were passed
         for rec in ready:
             seq = rec.seq
@@ -460,7 +464,7 @@ class MainLoop:
             if not rec.deleted and not rec.stale:
                 rev = rec.rev
                 cb = rec.read
-                if cb is not None and rev & READ_EVENTS:
+                if cb is not None and rev & read_events:
                     try:
                         if tr is not None:
                             tr.read(rec.fd, cb)
@@ -472,7 +476,7 @@ class MainLoop:
                 # it) and the revents read before the read callback ran, as the seed does.
                 if not rec.deleted:
                     cb = rec.write
-                    if cb is not None and rev & WRITE_EVENTS:
+                    if cb is not None and rev & write_events:
                         try:
                             if tr is not None:
                                 tr.write(rec.fd, cb)

@@ -48,6 +48,8 @@ WRITE_EVENTS: int = OUT | ERR
 ALWAYS_REPORTED: int = HUP | ERR | NVAL
 """Reported by the kernel whether requested or not."""
 
+_MAXEVENTS = 1024
+
 _FLAG_NAMES: tuple[tuple[int, str], ...] = ((IN, "IN"), (OUT, "OUT"), (HUP, "HUP"), (ERR, "ERR"))
 
 
@@ -114,8 +116,13 @@ class EpollPoller(Poller):
         fds[fd] = events
 
     def wait(self, timeout: float | None) -> list[tuple[int, int]]:
-        # maxevents covers every registration, so one wait reports every ready fd, as poll does.
-        return self._epoll.poll(-1 if timeout is None else timeout, len(self._fds) or 1)
+        # A small fixed buffer keeps idle waits cheap; when it fills, sample again with room for
+        # every registration (level-triggered, so nothing is lost) to report every ready fd in
+        # one iteration, as poll does.
+        events = self._epoll.poll(-1 if timeout is None else timeout, _MAXEVENTS)
+        if len(events) == _MAXEVENTS and len(self._fds) > _MAXEVENTS:
+            events = self._epoll.poll(0, len(self._fds))
+        return events
 
     def close(self) -> None:
         self._epoll.close()

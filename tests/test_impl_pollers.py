@@ -152,3 +152,27 @@ def test_close_releases_the_poller_fd() -> None:
     assert set(os.listdir("/proc/self/fd")) != before
     p.close()
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_epoll_reports_every_ready_fd_beyond_its_buffer() -> None:
+    if "epoll" not in POLLERS:
+        pytest.skip("no epoll here")
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1300
+    if soft < want + 100:
+        if hard != resource.RLIM_INFINITY and hard < want + 100:
+            pytest.skip(f"needs {want + 100} fds, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want + 100, hard))
+    p = make_poller("epoll")
+    fds = [os.eventfd(1) for _ in range(want)]  # all readable
+    try:
+        for fd in fds:
+            p.modify(fd, IN | HUP | ERR)
+        assert sorted(p.wait(0)) == [(fd, IN) for fd in sorted(fds)]
+    finally:
+        for fd in fds:
+            os.close(fd)
+        p.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
