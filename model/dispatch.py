@@ -23,9 +23,9 @@ from dataclasses import replace
 from model.state import READ_EVENTS, WRITE_EVENTS, Fd, PollSet, Record, ScriptName, World, index_of
 from specs.vector import Event, ReadEvent, WriteEvent
 
-# A callback: run script `name` (called for fd) against the world; return the world it leaves
-# and the events its actions emitted. The model's scripts are data (model.iterate.run_script).
-Callback = Callable[[World, ScriptName], tuple[World, tuple[Event, ...]]]
+# A callback: handler `name` called for `fd` runs against the world and returns the world it
+# leaves and the events its actions emitted. The model's handlers are scripts (data).
+Callback = Callable[[World, Fd, ScriptName], tuple[World, tuple[Event, ...]]]
 
 
 def dispatch(
@@ -41,6 +41,8 @@ def dispatch(
     R18 revents are read once, before the read handler; the write check then uses the
         record's *current* write handler (a read handler may have updated or revived it).
     R19 a deleted record is unlinked when the walk passes it, after its handlers.
+
+    Contracts: model.contracts.dispatch_registrations states them with callbacks as data.
     """
     if ret <= 0:
         return world, ()
@@ -52,12 +54,12 @@ def dispatch(
             ready = revents[record.poll_index]
         if not record.deleted and record.read is not None and ready & READ_EVENTS:
             events.append(ReadEvent(fd, record.read))
-            world, out = call(world, record.read)
+            world, out = call(world, fd, record.read)
             events.extend(out)
         record = _record(world, fd)
         if not record.deleted and record.write is not None and ready & WRITE_EVENTS:
             events.append(WriteEvent(fd, record.write))
-            world, out = call(world, record.write)
+            world, out = call(world, fd, record.write)
             events.extend(out)
         record = _record(world, fd)
         if record.deleted:

@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from model.state import ALWAYS_REPORTED, ERR, HUP, IN, OUT, Env, Fd, FdState, PollSet
+from model.state import (
+    ALWAYS_REPORTED,
+    ERR,
+    HUP,
+    IN,
+    OUT,
+    Env,
+    Fd,
+    FdState,
+    PollSet,
+    implies,  # noqa: F401  (named by the contracts)
+)
 
 
 class InvalidAction(Exception):
@@ -57,13 +68,11 @@ def poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], in
     Each entry reports readiness ∩ (requested ∪ {HUP, ERR}); poll returns how many entries
     (the loop's wakeup notifier among them) have non-zero revents.
 
+    pre: len(poll_set) <= 3
+    pre: all(fd in [name for name, _ in env.pairs] for fd, _ in poll_set)
     post: len(__return__[0]) == len(poll_set)
     post: all(rev & ~(ev | HUP | ERR) == 0 for rev, (_, ev) in zip(__return__[0], poll_set))
     post: __return__[1] == sum(1 for rev in __return__[0] if rev) + (1 if wakeup else 0)
     """
     revents = tuple(readiness(env[fd]) & (events | ALWAYS_REPORTED) for fd, events in poll_set)
     return revents, sum(1 for r in revents if r) + (1 if wakeup else 0)
-
-
-def implies(a: bool, b: bool) -> bool:
-    return b or not a

@@ -16,7 +16,9 @@ def fill(loop: Loop, gates: Gates) -> tuple[Loop, PollSet, tuple[tuple[Fd, GateN
         read handler, in list order. Returns the consultations as (fd, gate), for the trace.
     R10 a closed gate with no write handler leaves the fd out of the poll set entirely.
 
+    pre: len(loop.records) <= 3
     pre: len({r.fd for r in loop.records}) == len(loop.records)
+    pre: all(r.gate is None or r.gate in [g for g, _ in gates.pairs] for r in loop.records)
     post: [r.fd for r in __return__[0].records] == [r.fd for r in loop.records]
     post: [fd for fd, _ in __return__[1]] == [r.fd for r in __return__[0].records if r.poll_index != -1 and not r.deleted]
     post: all(__return__[1][r.poll_index][0] == r.fd for r in __return__[0].records if r.poll_index != -1 and not r.deleted)

@@ -87,7 +87,7 @@ def iterate(world: World, during_wait: tuple[ScriptAction, ...], scripts: Script
     world = world.with_loop(Loop(world.loop.records, wakeup=False))
     ready = tuple((fd, flag_names(rev)) for (fd, _), rev in zip(poll_set, revents, strict=True) if rev)
     events.append(ReadyEvent(ready, walk=ret > 0))
-    world, out = dispatch(world, poll_set, revents, ret, lambda w, s: run_script(w, s, scripts))
+    world, out = dispatch(world, poll_set, revents, ret, lambda w, _fd, s: run_script(w, s, scripts))
     events.extend(out)
     return world, tuple(events)
 

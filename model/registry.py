@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from model.state import Fd, GateName, Loop, Record, ScriptName, index_of
+from model.state import Fd, GateName, Loop, Record, ScriptName, fds_unique, implies, index_of  # noqa: F401  (named by the contracts)
 
 
 def set_fd_handler(
@@ -21,6 +21,7 @@ def set_fd_handler(
     R6  add and update reset the poll slot: no callback from the poll set already built.
     R7  add and update notify; delete does not.
 
+    pre: len(loop.records) <= 3
     pre: fds_unique(loop.records)
     post: fds_unique(__return__.records)
     post: len(__return__.records) - len(loop.records) in (0, 1)
@@ -44,14 +45,11 @@ def set_fd_handler(
 def live_records(loop: Loop) -> tuple[Record, ...]:
     """The records a `snapshot` shows: not deleted, in list order.
 
+    pre: len(loop.records) <= 3
     post: all(not r.deleted for r in __return__)
     post: [r for r in loop.records if not r.deleted] == list(__return__)
     """
     return tuple(r for r in loop.records if not r.deleted)
-
-
-def implies(a: bool, b: bool) -> bool:
-    return b or not a
 
 
 def _put(records: tuple[Record, ...], i: int, record: Record) -> tuple[Record, ...]:

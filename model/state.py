@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Generic, TypeAlias, TypeVar
 
-from specs.vector import FLAG_ORDER, FdKind, Flags
+from specs.vector import FLAG_ORDER, Flags
 
 Fd: TypeAlias = str
 ScriptName: TypeAlias = str
@@ -66,7 +66,7 @@ class Loop:
 class FdState:
     """One symbolic fd as the environment sees it (VECTORS.md, fd kinds)."""
 
-    kind: FdKind
+    kind: str  # an FdKind; a plain str so CrossHair can make symbolic ones
     pending: bool = False  # bytes sent toward the fd and not drained
     hung_up: bool = False  # the driver closed its end
 
@@ -116,6 +116,11 @@ def index_of(records: tuple[Record, ...], fd: Fd) -> int:
         if record.fd == fd:
             return i
     return -1
+
+
+def implies(a: bool, b: bool) -> bool:
+    """For contracts: `a` implies `b`."""
+    return b or not a
 
 
 def fds_unique(records: tuple[Record, ...]) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from specs.runner import Outcome, run_conformance
 from specs.vector import bundled_vectors_dir
@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify.set_defaults(func=_verify)
 
     args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
 
 
 def _verify(args: argparse.Namespace) -> int:

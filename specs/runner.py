@@ -7,6 +7,7 @@ reported against that vector, killed, and replaced by a fresh one for the next v
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -49,7 +50,8 @@ class Driver:
     def __init__(self, command: str, timeout: float) -> None:
         self.command = command
         self.timeout = timeout
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        # Closed in close(); a file, not a pipe, so a chatty driver can never block on stderr.
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
                 shlex.split(command),
@@ -114,10 +116,8 @@ class Driver:
 
     def close(self) -> int | None:
         """End of input: a well-behaved driver exits 0."""
-        try:
+        with contextlib.suppress(OSError):
             self._stdin.close()
-        except OSError:
-            pass
         try:
             code = self._proc.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:

@@ -11,21 +11,14 @@ import os
 
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 
-_common = {
-    "deadline": None,  # real fds and threads: wall time is not the property under test
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
-    "print_blob": True,
-}
-settings.register_profile("dev", max_examples=40, stateful_step_count=20, **_common)
-settings.register_profile(
-    "ci", max_examples=150, stateful_step_count=30, derandomize=True, database=None, **_common
+_base = settings(
+    deadline=None,  # real fds and threads: wall time is not the property under test
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
 )
+settings.register_profile("dev", _base, max_examples=40, stateful_step_count=20)
+settings.register_profile("ci", _base, max_examples=150, stateful_step_count=30, derandomize=True, database=None)
 settings.register_profile(
-    "thorough",
-    max_examples=3000,
-    stateful_step_count=60,
-    phases=list(Phase),
-    verbosity=Verbosity.normal,
-    **_common,
+    "thorough", _base, max_examples=3000, stateful_step_count=60, phases=list(Phase), verbosity=Verbosity.normal
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -77,7 +77,7 @@ def test_round_trip_through_the_file_form(tmp_path: Path) -> None:
         (["steps", 0, "read"], "nope", "steps[0].read: script 'nope' is not declared"),
         (["steps", 0, "gate"], "nope", "steps[0].gate: gate 'nope' is not declared"),
         (["steps", 0, "colour"], "red", "unknown field(s) ['colour']"),
-        (["steps", 1, "during_wait", 0], {"do": "iterate"}, "not allowed inside a script or during_wait"),
+        (["steps", 1, "during_wait", 0], {"do": "iterate"}, "not allowed inside a script"),
         (["scripts", "r", 0], {"do": "iterate"}, "scripts.r[0]: \"iterate\" is not allowed"),
         (["scripts", "r", 0], {"do": "send", "fd": "p"}, "send on pipe-write fd 'p' is invalid"),
         (["steps", 1], {"do": "drain", "fd": "p"}, "drain on pipe-write fd 'p' is invalid"),
@@ -95,7 +95,8 @@ def test_malformed_vectors_are_named(path: list[str | int], value: object, messa
 
 
 def test_send_after_hangup_in_steps_is_invalid() -> None:
-    doc = mutated(["steps"], [{"do": "hangup", "fd": "a"}, {"do": "iterate", "during_wait": [{"do": "send", "fd": "a"}]}])
+    steps = [{"do": "hangup", "fd": "a"}, {"do": "iterate", "during_wait": [{"do": "send", "fd": "a"}]}]
+    doc = mutated(["steps"], steps)
     with pytest.raises(VectorError, match=r"steps\[1\]\.during_wait\[0\]: send on 'a' after its hangup"):
         parse_vector(doc, "bad.json")
 
