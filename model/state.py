@@ -31,7 +31,11 @@ _BITS = {"IN": IN, "OUT": OUT, "HUP": HUP, "ERR": ERR}
 
 
 def flag_names(mask: int) -> Flags:
-    """The mask as names in the vector order IN, OUT, HUP, ERR."""
+    """The mask as names in the vector order IN, OUT, HUP, ERR.
+
+    post: flag_mask(__return__) == mask & (IN | OUT | HUP | ERR)
+    post: list(__return__) == sorted(__return__, key=FLAG_ORDER.index)
+    """
     return tuple(name for name in FLAG_ORDER if mask & _BITS[name])
 
 
@@ -90,6 +94,12 @@ class Table(Generic[_K, _V]):
         raise KeyError(key)
 
     def set(self, key: _K, value: _V) -> Table[_K, _V]:
+        """A copy with `key` answering `value`; pairs stay sorted and unique.
+
+        pre: len({k for k, _ in self.pairs}) == len(self.pairs)
+        post: __return__[key] == value
+        post: len({k for k, _ in __return__.pairs}) == len(__return__.pairs)
+        """
         rest = tuple((k, v) for k, v in self.pairs if k != key)
         return Table(tuple(sorted((*rest, (key, value)), key=lambda kv: str(kv[0]))))
 
