@@ -8,6 +8,7 @@ JSON into IOHANDLER_STATS_DIR, which this job sets and reads for the detail colu
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -197,7 +198,7 @@ def run_verify(quick: bool = False) -> int:
             ),
         ]
         for name, files in SUITES.items():
-            checks.append((name, lambda files=files: check_pytest(files, stats)))
+            checks.append((name, functools.partial(check_pytest, files, stats)))
         for name, fn in checks:
             print(f"... {name}", file=sys.stderr, flush=True)
             start = time.monotonic()
@@ -215,6 +216,6 @@ def run_verify(quick: bool = False) -> int:
     if listing:
         print("\nCrossHair, each condition:")
         print("\n".join(listing))
-    passed = sum(r.passed for r in rows)
-    print(f"\n{passed} passed, {len(rows) - passed} failed")
-    return 0 if passed == len(rows) else 1
+    n_passed = sum(r.passed for r in rows)
+    print(f"\n{n_passed} passed, {len(rows) - n_passed} failed")
+    return 0 if n_passed == len(rows) else 1
