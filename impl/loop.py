@@ -21,7 +21,8 @@ held, and `set_fd_handler` from another thread blocks until the loop is waiting,
 effect at the next fill (the notify it sends ends the current wait). `notify()` takes no lock.
 
 Reliability rules (the seed leaves these open):
-* Bad arguments raise TypeError / ValueError naming the argument, before any state changes; an
+* Bad arguments raise TypeError / ValueError naming the argument, before any state changes
+  (handler and gate types are checked on deletes too); an
   add/update of an fd that is not open raises ClosedFdError, of a file the poller cannot poll
   (epoll: regular files) UnpollableFdError. A delete needs no open fd (close-then-delete works).
 * `main_loop_wait` while an iteration runs (from a callback, gate, timer or another thread)
@@ -32,9 +33,13 @@ Reliability rules (the seed leaves these open):
   iteration, which works normally: ready fds stay ready (level-triggered), deleted records are
   reaped by the next walk. A gate that raises aborts the fill before the wait.
 * An fd closed while registered, or whose number now names another file, is found when the
-  kernel says so (epoll_ctl ENOENT/EBADF, POLLNVAL) or, for pollers that follow numbers (poll,
-  selectors), by comparing the file identity (st_dev, st_ino) of ready fds with the one seen at
-  registration. The record is then deleted (as a delete would: reaped by the next walk) and its
+  kernel says so (epoll_ctl ENOENT/EBADF, POLLNVAL) or, on every poller, by comparing the file
+  identity (st_dev, st_ino) of each ready fd with the one seen at registration (epoll keeps
+  reporting a closed number while a dup of its file is open elsewhere). A delete drops the
+  kernel registration at once (unless the poll set is fixed: between a fill and the end of its
+  wait), so the usual delete-then-close removes it through an open fd; a registration that
+  outlived its number anyway (events for an fd the loop did not register, a quarantine, a
+  number re-registered for another file) makes the loop rebuild the kernel set. The record is then deleted (as a delete would: reaped by the next walk) and its
   kernel registration dropped, so the loop never spins on NVAL nor calls the old handler for a
   new file; ClosedFdError naming the fd is raised at the end of that iteration (or of the next,
   if a callback's exception propagated first). `check_fds()` finds closed fds that epoll forgot
@@ -130,7 +135,10 @@ def _fd_number(fd: object) -> int:
         fileno = getattr(fd, "fileno", None)
         if not callable(fileno):
             raise TypeError(f"fd must be an int or have fileno(), got {type(fd).__name__}")
-        n = fileno()
+        try:
+            n = fileno()
+        except (OSError, ValueError) as e:  # e.g. a closed file object
+            raise ValueError(f"fd.fileno() failed: {e}") from e
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"fd.fileno() must return an int, got {type(n).__name__}")
     if n < 0:
@@ -183,9 +191,10 @@ class MainLoop:
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap  # the same list: a cheap "any timers?"
         self._wait = self._poller.wait
-        self._check_files = not self._poller.tracks_files
+        self._check_files = True  # R33/R34 on every poller: see _check_ready_files
         self._tracer = tracer
         self._running = False
+        self._polling = False  # from the start of a fill to the end of its wait
         self._waiting = False
         self._stopping = False
         self._closed = False
@@ -206,16 +215,24 @@ class MainLoop:
         new record at the head) or update the fd's record in place, reviving it if it was
         deleted but not yet reaped; it gets no callback until the next fill; notify()."""
         n = _fd_number(fd)
+        _check_callable("read", read)
+        _check_callable("write", write)
+        _check_callable("can_read", can_read)  # checked on a delete too, though unused there
         if read is None and write is None:
             with self._lock:
                 self._check_open()
                 rec = self._by_fd.get(n)
                 if rec is not None and not rec.deleted:
                     self._flag_deleted(rec)
+                    if rec.kev and not self._polling:
+                        # Drop the kernel registration now, while the fd is normally still
+                        # open: an epoll registration can only be removed through an open fd,
+                        # and the usual next step is close() (with a dup or a fork child
+                        # holding the file, a later removal would fail and it would keep
+                        # reporting). Between a fill and the end of its wait the poll set is
+                        # fixed (R20), so then it waits for the next fill as the seed does.
+                        self._drop_registration(rec)
             return
-        _check_callable("read", read)
-        _check_callable("write", write)
-        _check_callable("can_read", can_read)
         try:
             st = os.fstat(n)
         except OSError as e:
@@ -330,6 +347,7 @@ class MainLoop:
             if self._closed:
                 raise LoopClosedError("the loop is closed")
             self._running = True
+            self._polling = True
             try:
                 tr = self._tracer
                 if self._dirty or self._gated:
@@ -351,7 +369,7 @@ class MainLoop:
                     events = self._wait(timeout)
                 finally:
                     lock.acquire()
-                    self._waiting = False
+                    self._waiting = self._polling = False
 
                 # Pollers report only requested events plus HUP/ERR(/NVAL), and only for fds
                 # registered at the fill: records with kev != 0 (see _Record).
@@ -359,6 +377,7 @@ class MainLoop:
                 get = self._by_fd.get
                 ready: list[_Record] = []
                 woke = 0
+                stray = False
                 for fd, ev in events:
                     if fd == wfd:
                         woke = 1
@@ -367,6 +386,12 @@ class MainLoop:
                     if rec is not None and rec.kev:
                         rec.rev = ev
                         ready.append(rec)
+                    else:
+                        # Not registered by the loop: a kernel registration that outlived
+                        # its fd number (epoll, dup'd file). Rebuild the set or it spins.
+                        stray = True
+                if stray:
+                    self._rebuild_kernel_set()
                 if woke:
                     self._wakeup.consume()  # before the walk: a notify there wakes the next
                 if len(ready) > 1:
@@ -384,7 +409,7 @@ class MainLoop:
                     self._raise_fd_errors()
                 return ret
             finally:
-                self._running = False
+                self._running = self._polling = False
         finally:
             lock.release()
 
@@ -522,6 +547,9 @@ class MainLoop:
         if rec.renew:
             rec.renew = False
             self._drop_registration(rec)
+            # The number was closed while registered: with a dup of the old file alive, its
+            # epoll registration survives under this number beside the new one. Start afresh.
+            self._rebuild_kernel_set()
         if ev and not rec.kev:  # a fresh registration: make sure it is still the same file
             problem = self._file_problem(rec)
             if problem is not None:
@@ -564,11 +592,33 @@ class MainLoop:
         return None
 
     def _check_ready_files(self, ready: list[_Record]) -> None:
+        """R33/R34: a ready fd must still name the file registered. poll reports a closed
+        number as NVAL and a reused one as the new file; epoll keeps reporting a closed number
+        while a dup of its file is open. One fstat per ready record, on every poller."""
+        fstat = os.fstat
         for rec in ready:
-            if not rec.deleted and not rec.stale:
-                problem = self._file_problem(rec)
-                if problem is not None:
-                    self._quarantine(rec, ClosedFdError(rec.fd, problem))
+            if rec.deleted or rec.stale:
+                continue
+            try:
+                st = fstat(rec.fd)
+            except OSError:
+                pass
+            else:
+                if (st.st_dev, st.st_ino) == rec.ident:
+                    continue
+            problem = self._file_problem(rec)
+            if problem is not None:
+                self._quarantine(rec, ClosedFdError(rec.fd, problem))
+
+    def _rebuild_kernel_set(self) -> None:
+        """Re-create the poller's kernel object from its book (dropping registrations that
+        outlived their fd numbers); records whose fd cannot be registered again are removed."""
+        for fd in self._poller.rebuild():
+            rec = self._by_fd.get(fd)
+            if rec is not None and rec.kev:
+                rec.kev = 0
+                problem = self._file_problem(rec) or f"fd {fd}: cannot be registered again"
+                self._quarantine(rec, ClosedFdError(fd, problem))
 
     def _drop_registration(self, rec: _Record) -> None:
         if rec.kev:
@@ -584,6 +634,10 @@ class MainLoop:
         self._fd_errors.append(err)
 
     def _raise_fd_errors(self) -> None:
+        if self._poller.fileno() >= 0:
+            # A quarantined fd's registration could not be removed by number if a dup of its
+            # file is still open somewhere; it would keep reporting. Rare: rebuild.
+            self._rebuild_kernel_set()
         errors, self._fd_errors = self._fd_errors, []
         first = errors[0]
         for other in errors[1:]:

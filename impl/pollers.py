@@ -13,7 +13,8 @@ Kernel facts (Linux) the loop relies on, written down once:
   and keeps reporting under the old number: delete the handler before closing the fd.
 * poll(2) takes fd numbers afresh on every call: a closed fd is reported as POLLNVAL on every
   call (a loop that ignores NVAL spins at 100% CPU), and a reused number is polled as the new
-  file. So the loop checks the file identity of ready fds for pollers with `tracks_files` False.
+  file. So the loop checks the file identity of ready fds (on every poller: see the dup case
+  above, where epoll keeps reporting a closed number).
 * epoll refuses regular files and directories (EPERM); poll reports them always ready.
 * POLLIN/POLLOUT/POLLERR/POLLHUP equal EPOLLIN/EPOLLOUT/EPOLLERR/EPOLLHUP on Linux, so events
   and revents pass through unchanged.
@@ -78,6 +79,22 @@ class Poller(ABC):
     def close(self) -> None:
         """Release the poller's own fd, if any. Registered fds are not closed."""
 
+    @abstractmethod
+    def registered(self) -> dict[int, int]:
+        """Read-only introspection: fd -> events (poll flags) this poller asks for (a copy)."""
+
+    def fileno(self) -> int:
+        """The kernel object holding the registrations (an epoll fd), or -1 if there is none."""
+        return -1
+
+    def rebuild(self) -> list[int]:
+        """Drop every registration the kernel may hold that is not in the poller's book: an
+        epoll registration belongs to the open file, so one whose fd number was closed while
+        another descriptor (dup, fork) kept the file open cannot be removed by number and keeps
+        reporting under that number. Re-creates the kernel object from the book; returns the
+        fds it could not register again (closed meanwhile), now dropped from the book."""
+        return []
+
 
 class EpollPoller(Poller):
     """epoll(7), level-triggered. Registrations persist; a wait costs O(ready)."""
@@ -128,6 +145,24 @@ class EpollPoller(Poller):
         self._epoll.close()
         self._fds.clear()
 
+    def registered(self) -> dict[int, int]:
+        return dict(self._fds)
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def rebuild(self) -> list[int]:
+        old, self._epoll = self._epoll, select.epoll()
+        old.close()
+        failed: list[int] = []
+        for fd, events in list(self._fds.items()):
+            try:
+                self._epoll.register(fd, events)
+            except OSError:
+                del self._fds[fd]
+                failed.append(fd)
+        return failed
+
 
 class PollPoller(Poller):
     """poll(2): the seed's system call. Each wait passes every registered fd: O(registered)."""
@@ -156,6 +191,9 @@ class PollPoller(Poller):
 
     def close(self) -> None:
         self._fds.clear()
+
+    def registered(self) -> dict[int, int]:
+        return dict(self._fds)
 
 
 class SelectorsPoller(Poller):
@@ -206,6 +244,28 @@ class SelectorsPoller(Poller):
     def close(self) -> None:
         self._selector.close()
         self._masks.clear()
+
+    def registered(self) -> dict[int, int]:
+        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
+        return {
+            fd: (IN if mask & read else 0) | (OUT if mask & write else 0)
+            for fd, mask in self._masks.items()
+        }
+
+    def fileno(self) -> int:
+        return self._selector.fileno() if hasattr(self._selector, "fileno") else -1
+
+    def rebuild(self) -> list[int]:
+        old, self._selector = self._selector, selectors.DefaultSelector()
+        old.close()
+        failed: list[int] = []
+        for fd, mask in list(self._masks.items()):
+            try:
+                self._selector.register(fd, mask)
+            except (OSError, ValueError):
+                del self._masks[fd]
+                failed.append(fd)
+        return failed
 
 
 POLLERS: dict[str, type[Poller]] = {

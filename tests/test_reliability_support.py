@@ -1,0 +1,190 @@
+"""Helpers for the reliability tests (R30-R37; no tests here): the loop's observable state as a
+comparable value, the kernel's own view of registrations, process figures (CPU, RSS, open fds),
+and the figures file for the README's reliability table ($IOHANDLER_STATS_DIR/reliability.json).
+
+The state snapshot reads MainLoop's private fields on purpose: "the registry, kernel
+registrations and pending wakeups exactly as before" (R30) is about *all* of the loop's state,
+including deleted-but-unreaped records, the dirty and gated sets and the poll slots, which the
+public `records()` does not show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from impl import POLLERS, MainLoop
+
+NAMES = sorted(POLLERS)
+
+
+class Pairs:
+    """Non-blocking AF_UNIX socket pairs, closed at the end: the loop gets `a`, the test the peer."""
+
+    def __init__(self) -> None:
+        self.socks: list[socket.socket] = []
+
+    def pair(self) -> tuple[socket.socket, socket.socket]:
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        self.socks += [a, b]
+        return a, b
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+        self.socks.clear()
+
+
+@contextlib.contextmanager
+def pairs() -> Iterator[Pairs]:
+    p = Pairs()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def drain(sock: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError, ConnectionError):
+        while sock.recv(65536):
+            pass
+
+
+# ------------------------------------------------------------------------------ state
+
+
+def epoll_kernel_set(epfd: int) -> dict[int, int]:
+    """What the kernel holds for an epoll fd (/proc/self/fdinfo): target fd -> event mask."""
+    out: dict[int, int] = {}
+    for line in Path(f"/proc/self/fdinfo/{epfd}").read_text().splitlines():
+        if line.startswith("tfd:"):
+            parts = line.split()
+            out[int(parts[1])] = int(parts[3], 16)
+    return out
+
+
+def kernel_registrations(loop: MainLoop) -> tuple[tuple[int, int], ...]:
+    """The poller's book, checked against the kernel's own epoll set where there is one."""
+    poller = loop._poller
+    book = poller.registered()
+    epfd = poller.fileno()
+    if epfd >= 0:
+        kernel = epoll_kernel_set(epfd)
+        if poller.name == "epoll":  # poll flags are epoll flags on Linux
+            assert kernel == book, f"kernel {kernel} != book {book}"
+        else:  # selectors: its own masks
+            assert set(kernel) == set(book), f"kernel {kernel} != book {book}"
+    return tuple(sorted(book.items()))
+
+
+def wakeup_pending(loop: MainLoop) -> bool:
+    """Is the loop's notifier readable? Asked of the kernel without consuming it."""
+    p = select.poll()
+    p.register(loop._wakeup_fd, select.POLLIN)
+    return bool(p.poll(0))
+
+
+def snapshot(loop: MainLoop) -> tuple[Any, ...]:
+    """Everything a call could change: records (live and flagged deleted) with their handlers
+    (by identity), opaque (by identity), position (seq), poll slot state; the bookkeeping sets;
+    timers; the kernel registrations; the pending wakeup."""
+    with loop._lock:
+        recs = tuple(
+            sorted(
+                (
+                    r.seq,
+                    fd,
+                    r.fd,
+                    r.deleted,
+                    r.stale,
+                    r.kev,
+                    r.renew,
+                    r.ident,
+                    id(r.read),
+                    id(r.write),
+                    id(r.can_read),
+                    id(r.opaque),
+                )
+                for fd, r in loop._by_fd.items()
+            )
+        )
+        ids = (
+            frozenset(r.fd for r in loop._dirty),
+            frozenset(r.fd for r in loop._gated),
+            frozenset(r.fd for r in loop._deleted),
+        )
+        timers = tuple((d, s, id(h), h.cancelled) for d, s, h in loop._timers.heap)
+        return (
+            recs,
+            ids,
+            loop._seq,
+            len(loop._fd_errors),
+            timers,
+            kernel_registrations(loop),
+            wakeup_pending(loop),
+            loop._wakeup._pending,
+        )
+
+
+def record_count(loop: MainLoop) -> int:
+    """Records held, live or flagged deleted but not yet reaped."""
+    return len(loop._by_fd)
+
+
+# ---------------------------------------------------------------------------- process
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def add_stats(**figures: int | float) -> None:
+    """Merge figures into $IOHANDLER_STATS_DIR/reliability.json (nothing if unset). Counters
+    (ints whose key ends in `_total`) add up across tests; everything else is the latest value,
+    except `peak_rss_bytes`, which keeps the maximum."""
+    d = os.environ.get("IOHANDLER_STATS_DIR")
+    if not d:
+        return
+    path = Path(d) / "reliability.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            data = {}
+        for key, value in figures.items():
+            if key.endswith("_total"):
+                data[key] = data.get(key, 0) + value
+            elif key == "peak_rss_bytes":
+                data[key] = max(data.get(key, 0), value)
+            else:
+                data[key] = value
+        data["peak_rss_bytes"] = max(data.get("peak_rss_bytes", 0), peak_rss_bytes())
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
