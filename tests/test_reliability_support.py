@@ -167,8 +167,8 @@ def peak_rss_bytes() -> int:
 
 def add_stats(**figures: int | float) -> None:
     """Merge figures into $IOHANDLER_STATS_DIR/reliability.json (nothing if unset). Counters
-    (ints whose key ends in `_total`) add up across tests; everything else is the latest value,
-    except `peak_rss_bytes`, which keeps the maximum."""
+    (keys ending in `_total`) add up across tests, keys ending in `_max` (and `peak_rss_bytes`)
+    keep the maximum, everything else is the latest value."""
     d = os.environ.get("IOHANDLER_STATS_DIR")
     if not d:
         return
@@ -183,7 +183,7 @@ def add_stats(**figures: int | float) -> None:
         for key, value in figures.items():
             if key.endswith("_total"):
                 data[key] = data.get(key, 0) + value
-            elif key == "peak_rss_bytes":
+            elif key == "peak_rss_bytes" or key.endswith("_max"):
                 data[key] = max(data.get(key, 0), value)
             else:
                 data[key] = value
