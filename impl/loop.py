@@ -39,10 +39,11 @@ Reliability rules (the seed leaves these open):
   kernel registration at once (unless the poll set is fixed: between a fill and the end of its
   wait), so the usual delete-then-close removes it through an open fd; a registration that
   outlived its number anyway (events for an fd the loop did not register, a quarantine, a
-  number re-registered for another file) makes the loop rebuild the kernel set. The record is then deleted (as a delete would: reaped by the next walk) and its
-  kernel registration dropped, so the loop never spins on NVAL nor calls the old handler for a
-  new file; ClosedFdError naming the fd is raised at the end of that iteration (or of the next,
-  if a callback's exception propagated first). `check_fds()` finds closed fds that epoll forgot
+  number re-registered for another file) makes the loop rebuild the kernel set. The record is
+  then deleted (as a delete would: reaped by the next walk) and its kernel registration
+  dropped, so the loop never spins on NVAL nor calls the old handler for a new file;
+  ClosedFdError naming the fd is raised at the end of that iteration (or of the next, if a
+  callback's exception propagated first). `check_fds()` finds closed fds that epoll forgot
   silently.
 """
 
@@ -661,6 +662,7 @@ class MainLoop:
 
     def run_until(self, predicate: Callable[[], object]) -> None:
         """Iterate (blocking) until `predicate()` is true or `stop()` is called."""
+        self._refuse_nested_run()
         try:
             while not self._stopping and not predicate():
                 self.main_loop_wait()
@@ -669,7 +671,13 @@ class MainLoop:
 
     def run(self) -> None:
         """Iterate until `stop()`."""
+        self._refuse_nested_run()
         self.run_until(lambda: False)
+
+    def _refuse_nested_run(self) -> None:
+        # R31: refused before the `finally` below could forget a stop() already requested.
+        if self._running:
+            raise ReentrantWaitError("run/run_until called while an iteration is running")
 
     def stop(self) -> None:
         """End `run` / `run_until` after the current iteration. Any thread."""
