@@ -35,6 +35,7 @@ import errno
 import select
 import selectors
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 IN: int = select.POLLIN
@@ -95,6 +96,13 @@ class Poller(ABC):
         fds it could not register again (closed meanwhile), now dropped from the book."""
         return []
 
+    def confirmer(self) -> tuple[Callable[[int, int], object], dict[int, int]] | None:
+        """A fast positive answer to "does ready fd still name the file registered?", or None
+        (then the loop compares fstat identities). `(confirm, book)`: `confirm(fd, book[fd])`
+        returning normally proves it; raising (OSError, ValueError) proves nothing. Valid
+        until `rebuild()` or `close()`; a stale one only raises."""
+        return None
+
 
 class EpollPoller(Poller):
     """epoll(7), level-triggered. Registrations persist; a wait costs O(ready)."""
@@ -150,6 +158,15 @@ class EpollPoller(Poller):
 
     def fileno(self) -> int:
         return self._epoll.fileno()
+
+    def confirmer(self) -> tuple[Callable[[int, int], object], dict[int, int]] | None:
+        # EPOLL_CTL_MOD to the events already registered changes nothing, and succeeds only if
+        # the set holds a registration for (the file fd names *now*, fd): epoll keys them by
+        # (file, number), and every registration the loop makes is of the file the record saw
+        # (a record whose file changed is renewed before it is polled again). So success means
+        # "not closed, number not reused": one bare system call, about half of an os.fstat
+        # with its stat_result (bench/: ~150 ns per ready fd).
+        return self._epoll.modify, self._fds
 
     def rebuild(self) -> list[int]:
         old, self._epoll = self._epoll, select.epoll()
