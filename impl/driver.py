@@ -56,11 +56,19 @@ class _Script:
 
 
 class _Gate:
-    def __init__(self, name: str, value: bool) -> None:
+    """A can-read gate. With the optional vector field `gate_scripts` (SPEC R22) it also runs a
+    script when consulted, then answers its (possibly changed) value."""
+
+    def __init__(self, run: _Run, name: str, value: bool, script: str | None) -> None:
+        self.run = run
         self.name = name
         self.value = value
+        self.script = script
 
     def __call__(self, opaque: Any) -> bool:
+        if self.script is not None:
+            for action in self.run.vector.scripts[self.script]:
+                self.run.act(action)
         return self.value
 
     def __repr__(self) -> str:
@@ -156,7 +164,8 @@ class _Run:
         self.events: list[Event] = []
         self.during: tuple[ScriptAction, ...] = ()
         self.scripts = {name: _Script(self, name) for name in vector.scripts}
-        self.gates = {name: _Gate(name, value) for name, value in vector.gates.items()}
+        runs = _gate_scripts(vector)
+        self.gates = {name: _Gate(self, name, value, runs.get(name)) for name, value in vector.gates.items()}
         self.fds: dict[str, _Fd] = {}
         self.loop: MainLoop | None = None
         try:
@@ -213,6 +222,15 @@ class _Run:
                     loop.main_loop_wait(nonblocking=True)
                 finally:
                     self.during = ()
+
+
+def _gate_scripts(vector: Vector) -> dict[str, str]:
+    raw = vector.extra.get("gate_scripts", {})
+    if not isinstance(raw, dict) or not all(
+        isinstance(g, str) and g in vector.gates and isinstance(s, str) and s in vector.scripts for g, s in raw.items()
+    ):
+        raise InvalidVector(f"gate_scripts must map declared gates to declared scripts, got {raw!r}")
+    return raw
 
 
 def run_vector(vector: Vector, poller: str | None = None) -> list[Event]:

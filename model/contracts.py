@@ -10,9 +10,25 @@ Run: `crosshair check --analysis_kind=PEP316 model/`.
 from __future__ import annotations
 
 from model.dispatch import dispatch
+from model.fill import answer_only, fill
 from model.registry import set_fd_handler
-from model.state import Fd, GateName, Loop, Record, ScriptName, Table, World, fds_unique, implies, index_of  # noqa: F401  (named by the contracts)
-from specs.vector import Event
+from model.state import (
+    Fd,
+    GateName,
+    Gates,
+    Loop,
+    PollSet,
+    Record,
+    ScriptName,
+    Table,
+    World,
+    fds_unique,
+    implies,
+    index_of,
+)
+from specs.vector import Event, GateEvent
+
+CONTRACT_NAMES = (fds_unique, implies)  # the PEP 316 contracts below name these
 
 Registration = tuple[Fd, ScriptName | None, ScriptName | None, GateName | None]
 Scripts = tuple[tuple[ScriptName, tuple[Registration, ...]], ...]
@@ -48,3 +64,20 @@ def dispatch_registrations(
 
     out, events = dispatch(World(Loop(records), Table(), Table()), (), revents, ret, call)
     return out.loop.records, events, tuple(calls)
+
+
+def fill_gates(loop: Loop, gates: Gates) -> tuple[Loop, PollSet, tuple[tuple[Fd, GateName], ...]]:
+    """Fill with gates that only answer (format v1); returns the consultations as (fd, gate).
+
+    pre: len(loop.records) <= 3
+    pre: fds_unique(loop.records)
+    pre: all(r.gate is None or r.gate in [g for g, _ in gates.pairs] for r in loop.records)
+    post: [r.fd for r in __return__[0].records] == [r.fd for r in loop.records]  # R8: nothing moves
+    post: [fd for fd, _ in __return__[1]] == [r.fd for r in __return__[0].records if r.poll_index != -1 and not r.deleted]
+    post: all(__return__[1][r.poll_index][0] == r.fd for r in __return__[0].records if r.poll_index != -1 and not r.deleted)
+    post: all(events != 0 for _, events in __return__[1])  # R8: nothing asked, not polled
+    post: [fd for fd, _ in __return__[2]] == [r.fd for r in loop.records if not r.deleted and r.read is not None and r.gate is not None]  # R9
+    post: __return__[0].wakeup == loop.wakeup
+    """
+    world, poll_set, events = fill(World(loop, Table(), gates), answer_only)
+    return world.loop, poll_set, tuple((e.fd, e.gate) for e in events if isinstance(e, GateEvent))

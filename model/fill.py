@@ -1,49 +1,79 @@
-"""`qemu_iohandler_fill`: build the poll set, consulting gates. Rules R8-R10."""
+"""`qemu_iohandler_fill`: build the poll set, consulting gates. Rules R8-R10, R22.
+
+Read beside the seed:
+
+    QLIST_FOREACH(ioh, &io_handlers, next) {          /* a plain walk: gates run user code */
+        int events = 0;
+        if (ioh->deleted) continue;
+        if (ioh->fd_read && (!ioh->fd_read_poll || ioh->fd_read_poll(ioh->opaque) != 0))
+            events |= G_IO_IN | G_IO_HUP | G_IO_ERR;
+        if (ioh->fd_write) events |= G_IO_OUT | G_IO_ERR;     /* read after the gate ran */
+        if (events) { ioh->pollfds_idx = pollfds->len; append {fd, events}; }
+        else ioh->pollfds_idx = -1;
+    }
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
-from model.state import READ_EVENTS, WRITE_EVENTS, Fd, GateName, Gates, Loop, PollSet, Record
+from model.state import READ_EVENTS, WRITE_EVENTS, Fd, GateName, PollSet, Record, World, index_of
+from specs.vector import Event, GateEvent
+
+# A gate: consulted for fd, it may act on the world (R22) and answers open (True) or closed.
+Gate = Callable[[World, Fd, GateName], tuple[World, bool, tuple[Event, ...]]]
 
 
-def fill(loop: Loop, gates: Gates) -> tuple[Loop, PollSet, tuple[tuple[Fd, GateName], ...]]:
+def answer_only(world: World, fd: Fd, gate: GateName) -> tuple[World, bool, tuple[Event, ...]]:
+    """A gate that only answers (every gate of format v1): its current value, no actions."""
+    return world, world.gates[gate], ()
+
+
+def fill(world: World, consult: Gate = answer_only) -> tuple[World, PollSet, tuple[Event, ...]]:
     """Walk the list head to tail; give each live record its poll slot (or -1).
 
     R8  a read handler whose gate is open (or absent) asks IN|HUP|ERR; a write handler asks
         OUT|ERR; a record that asks nothing is not polled; deleted records are skipped.
     R9  a gate is consulted here and only here, once per iteration, for live records with a
-        read handler, in list order. Returns the consultations as (fd, gate), for the trace.
+        read handler, in list order; each consultation is a `gate` event.
     R10 a closed gate with no write handler leaves the fd out of the poll set entirely.
+    R22 a gate that changes the registry: nothing is unlinked during fill, so the walk visits
+        the records present when it started; a record added is at the head, behind the walk,
+        and not polled; the write handler is read after the gate ran, and the slot assigned
+        after it, so a gate's change to its *own* record is polled and dispatched as changed.
 
-    pre: len(loop.records) <= 3
-    pre: len({r.fd for r in loop.records}) == len(loop.records)
-    pre: all(r.gate is None or r.gate in [g for g, _ in gates.pairs] for r in loop.records)
-    post: [r.fd for r in __return__[0].records] == [r.fd for r in loop.records]
-    post: [fd for fd, _ in __return__[1]] == [r.fd for r in __return__[0].records if r.poll_index != -1 and not r.deleted]
-    post: all(__return__[1][r.poll_index][0] == r.fd for r in __return__[0].records if r.poll_index != -1 and not r.deleted)
-    post: all(events != 0 for _, events in __return__[1])
-    post: [fd for fd, _ in __return__[2]] == [r.fd for r in loop.records if not r.deleted and r.read is not None and r.gate is not None]
-    post: __return__[0].wakeup == loop.wakeup
+    Contracts: model.contracts.fill_gates states them for gates that only answer.
     """
-    records: list[Record] = []
     poll_set: list[tuple[Fd, int]] = []
-    consulted: list[tuple[Fd, GateName]] = []
-    for record in loop.records:
+    events: list[Event] = []
+    for fd in [r.fd for r in world.loop.records]:
+        record = _record(world, fd)
         if record.deleted:
-            records.append(record)
             continue
-        events = 0
+        asked = 0
         if record.read is not None:
+            is_open = True
             if record.gate is not None:
-                consulted.append((record.fd, record.gate))
-            if record.gate is None or gates[record.gate]:
-                events |= READ_EVENTS
+                events.append(GateEvent(fd, record.gate))
+                world, is_open, out = consult(world, fd, record.gate)
+                events.extend(out)
+                record = _record(world, fd)  # the gate may have changed its own record
+            if is_open:
+                asked |= READ_EVENTS
         if record.write is not None:
-            events |= WRITE_EVENTS
-        if events:
-            records.append(replace(record, poll_index=len(poll_set)))
-            poll_set.append((record.fd, events))
-        else:
-            records.append(replace(record, poll_index=-1))
-    return replace(loop, records=tuple(records)), tuple(poll_set), tuple(consulted)
+            asked |= WRITE_EVENTS
+        slot = len(poll_set) if asked else -1
+        if asked:
+            poll_set.append((fd, asked))
+        world = world.with_loop(replace(world.loop, records=_put(world.loop.records, fd, replace(record, poll_index=slot))))
+    return world, tuple(poll_set), tuple(events)
+
+
+def _record(world: World, fd: Fd) -> Record:
+    # Only the dispatch walk unlinks, so every record present when fill started is still there.
+    return world.loop.records[index_of(world.loop.records, fd)]
+
+
+def _put(records: tuple[Record, ...], fd: Fd, record: Record) -> tuple[Record, ...]:
+    return tuple(record if r.fd == fd else r for r in records)

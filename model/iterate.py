@@ -11,12 +11,11 @@ from model import env
 from model.dispatch import dispatch
 from model.fill import fill
 from model.registry import live_records, set_fd_handler
-from model.state import FdState, Loop, ScriptName, Table, World, flag_names
+from model.state import FdState, GateName, Loop, ScriptName, Table, World, flag_names
 from specs.vector import (
     Action,
     Drain,
     Event,
-    GateEvent,
     HandlersEvent,
     Hangup,
     Iterate,
@@ -32,6 +31,17 @@ from specs.vector import (
 )
 
 Scripts = Mapping[ScriptName, tuple[ScriptAction, ...]]
+# Optional vector field `gate_scripts` (R22): gate name -> the script it runs when consulted.
+GATE_SCRIPTS = "gate_scripts"
+
+
+def gate_scripts(vector: Vector) -> dict[GateName, ScriptName]:
+    raw = vector.extra.get(GATE_SCRIPTS, {})
+    if not isinstance(raw, dict) or not all(
+        isinstance(g, str) and g in vector.gates and isinstance(s, str) and s in vector.scripts for g, s in raw.items()
+    ):
+        raise env.InvalidAction(f"{GATE_SCRIPTS} must map declared gates to declared scripts, got {raw!r}")
+    return raw
 
 
 def initial_world(vector: Vector) -> World:
@@ -71,12 +81,24 @@ def run_script(world: World, name: ScriptName, scripts: Scripts) -> tuple[World,
     return world, tuple(events)
 
 
-def iterate(world: World, during_wait: tuple[ScriptAction, ...], scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
-    """One non-blocking `main_loop_wait` (R13, R20, R21)."""
-    loop, poll_set, consulted = fill(world.loop, world.gates)
-    events: list[Event] = [GateEvent(fd, gate) for fd, gate in consulted]
+def iterate(
+    world: World,
+    during_wait: tuple[ScriptAction, ...],
+    scripts: Scripts,
+    gate_runs: Mapping[GateName, ScriptName] | None = None,
+) -> tuple[World, tuple[Event, ...]]:
+    """One non-blocking `main_loop_wait` (R13, R20, R21, R22)."""
+
+    def consult(w: World, fd: str, gate: GateName) -> tuple[World, bool, tuple[Event, ...]]:
+        # R22: a gate with a script runs it, then answers its (possibly changed) value.
+        out: tuple[Event, ...] = ()
+        if gate_runs and gate in gate_runs:
+            w, out = run_script(w, gate_runs[gate], scripts)
+        return w, w.gates[gate], out
+
+    world, poll_set, filled = fill(world, consult)
+    events: list[Event] = list(filled)
     events.append(PollEvent(tuple((fd, flag_names(ev)) for fd, ev in poll_set)))
-    world = world.with_loop(loop)
     # R20: another thread acts while the loop blocks; the poll set is already built.
     for action in during_wait:
         world, out = apply(world, action, scripts)
@@ -92,18 +114,21 @@ def iterate(world: World, during_wait: tuple[ScriptAction, ...], scripts: Script
     return world, tuple(events)
 
 
-def step(world: World, action: Action, scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
+def step(
+    world: World, action: Action, scripts: Scripts, gate_runs: Mapping[GateName, ScriptName] | None = None
+) -> tuple[World, tuple[Event, ...]]:
     if isinstance(action, Iterate):
-        return iterate(world, action.during_wait, scripts)
+        return iterate(world, action.during_wait, scripts, gate_runs)
     return apply(world, action, scripts)
 
 
 def run_vector(vector: Vector) -> tuple[Event, ...]:
     """The whole trace the vector's steps produce. Raises env.InvalidAction for invalid ones."""
     world = initial_world(vector)
+    gate_runs = gate_scripts(vector)
     events: list[Event] = []
     for action in vector.steps:
-        world, out = step(world, action, vector.scripts)
+        world, out = step(world, action, vector.scripts, gate_runs)
         events.extend(out)
     return tuple(events)
 
