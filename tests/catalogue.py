@@ -1,0 +1,315 @@
+"""Planted-bug variants of the real loop, one per bug class seen in event loops.
+
+Each variant is a MainLoop subclass that overrides as little as it can (a wrapper around one
+internal method, rarely more), so it keeps tracking impl/loop.py as that file evolves: the bug
+is the only difference. tests/test_catalogue.py proves the lockstep machine (or, for fd-number
+reuse, which vectors cannot express, the R34 property of tests/test_lockstep.py) kills each one.
+
+`checks`: the lockstep checks expected to catch it first (see tests/lockstep.py), so each check is
+seen to fail at least once on a planted bug.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from impl import HUP, IN, READ_EVENTS, WRITE_EVENTS, MainLoop
+from impl.loop import FdLike, _Record
+from impl.tracing import Handler
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    bug: str  # what real loops got wrong
+    loop: type[MainLoop]
+    checks: tuple[str, ...]  # the checks that may kill it first: trace, R1, R17, order, kernel, leak, R34
+    poller: str = "epoll"
+
+
+# ------------------------------------------------------------------------------ the walk
+
+
+class CallsDeletedHandler(MainLoop):
+    """The walk forgets the `!ioh->deleted` checks: a record deleted by an earlier handler in
+    the same walk (or during the wait) is still called. A copy of MainLoop._dispatch with
+    those checks removed (the one variant that copies a body: the checks are inline)."""
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        tr = self._tracer
+        pending = self._deleted
+        prev = self._seq + 1
+        for rec in ready:
+            seq = rec.seq
+            if pending:
+                self._reap_between(seq, prev)
+            prev = seq
+            if not rec.stale:
+                rev = rec.rev
+                cb = rec.read
+                if cb is not None and rev & READ_EVENTS:
+                    if tr is not None:
+                        tr.read(rec.fd, cb)
+                    cb(rec.opaque)
+                cb = rec.write
+                if cb is not None and rev & WRITE_EVENTS:
+                    if tr is not None:
+                        tr.write(rec.fd, cb)
+                    cb(rec.opaque)
+            if rec.deleted:
+                self._reap(rec)
+        if pending:
+            self._reap_between(-1, prev)
+
+
+class ReapsBeforeWalk(MainLoop):
+    """Reaps every deleted record before the walk starts, instead of as the walk passes it: a
+    record revived by an earlier handler in the walk comes back at the head, not in place."""
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        for rec in list(self._deleted):
+            self._reap(rec)
+        super()._dispatch(ready)
+
+
+class UnlinksOnDeleteInWalk(MainLoop):
+    """Delete unlinks at once while a walk runs (the dangling-next-pointer bug, made safe in
+    Python): a record deleted behind the walk is gone instead of flagged until the next walk."""
+
+    _walking = False
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        self._walking = True
+        try:
+            super()._dispatch(ready)
+        finally:
+            self._walking = False
+
+    def _flag_deleted(self, rec: _Record) -> None:
+        super()._flag_deleted(rec)
+        if self._walking:
+            self._reap(rec)
+
+
+class WalksInKernelOrder(MainLoop):
+    """Dispatches in the order the kernel reports (here fd-number order, as poll's array
+    gives) instead of list order, newest first."""
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        super()._dispatch(sorted(ready, key=lambda r: r.fd))
+
+
+class ReapsWhenRetZero(MainLoop):
+    """Reaps deleted records after an iteration with nothing ready (ret == 0), when the seed
+    runs no walk at all: a later re-add goes to the head instead of reviving in place."""
+
+    def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
+        ret = super().main_loop_wait(nonblocking, timeout)
+        if ret == 0:
+            with self._lock:
+                for rec in list(self._deleted):
+                    self._reap(rec)
+        return ret
+
+
+class GateAtDispatch(MainLoop):
+    """Consults the gate again when the walk starts and drops IN/HUP if it is closed now: a
+    gate closed after fill (by another thread, or a handler) wrongly suppresses the read."""
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        for rec in ready:
+            gate = rec.can_read
+            if gate is not None and rec.read is not None and not gate(rec.opaque):
+                rec.rev &= ~(IN | HUP)
+        super()._dispatch(ready)
+
+
+class IgnoresHupForRead(MainLoop):
+    """Runs the read handler on IN and ERR only: a peer's hangup (HUP without IN) is never
+    delivered, so the reader never sees EOF."""
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        for rec in ready:
+            rec.rev &= ~HUP
+        super()._dispatch(ready)
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+class InsertsAtTail(MainLoop):
+    """New records go to the tail (QLIST_INSERT_TAIL, or append to a list): oldest first."""
+
+    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
+                       can_read: Handler | None = None, opaque: Any = None) -> None:
+        before = set(map(id, self._by_fd.values()))
+        super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
+        fresh = [r for r in self._by_fd.values() if id(r) not in before]
+        if fresh:  # list order is seq descending: move every other record up, the new one last
+            for rec in {*self._by_fd.values(), *self._deleted}:
+                if rec is not fresh[0]:
+                    rec.seq += 1
+            fresh[0].seq = 1
+            self._gated_order = None
+
+
+class RevivesAsNewRecord(MainLoop):
+    """The lookup skips deleted records, so re-registering an fd whose record is deleted but not
+    yet reaped creates a second record at the head (two records for one fd: R1)."""
+
+    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
+                       can_read: Handler | None = None, opaque: Any = None) -> None:
+        n = fd if isinstance(fd, int) else fd.fileno()
+        rec = self._by_fd.get(n)
+        if rec is not None and rec.deleted and (read is not None or write is not None):
+            del self._by_fd[n]  # the old one stays in _deleted, for the walk to reap
+        super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
+
+
+class KeepsPollSlotOnUpdate(MainLoop):
+    """An update keeps the record's place in the poll set already built (no `poll_index = -1`):
+    a record updated during the walk or the wait is dispatched with its new handlers at once."""
+
+    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
+                       can_read: Handler | None = None, opaque: Any = None) -> None:
+        n = fd if isinstance(fd, int) else fd.fileno()
+        rec = self._by_fd.get(n)
+        stale = rec.stale if rec is not None else None
+        super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
+        if rec is not None and stale is not None and self._by_fd.get(n) is rec:
+            rec.stale = stale
+
+
+class DeleteNotifies(MainLoop):
+    """A delete wakes the loop (R7 says it must not): an idle loop runs a walk it should not."""
+
+    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
+                       can_read: Handler | None = None, opaque: Any = None) -> None:
+        super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
+        if read is None and write is None:
+            self._wakeup.notify()
+
+
+class RegistrationDoesNotNotify(MainLoop):
+    """An add or update does not wake the loop: a loop blocked in poll never sees the new
+    interest (R7), and an idle iteration after a registration runs no walk."""
+
+    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
+                       can_read: Handler | None = None, opaque: Any = None) -> None:
+        wakeup = self._wakeup
+        pending = wakeup._pending
+        super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
+        if not pending and wakeup._pending:
+            wakeup.consume()  # take back the notify the registration just sent
+
+
+class DeletedStaysPolled(MainLoop):
+    """A delete does not mark the record for the next fill, so the kernel keeps polling a
+    deleted fd (until a walk happens to reap it)."""
+
+    def _flag_deleted(self, rec: _Record) -> None:
+        super()._flag_deleted(rec)
+        self._dirty.discard(rec)
+
+    def _drop_registration(self, rec: _Record) -> None:
+        if rec.deleted and rec.fd in self._by_fd and self._by_fd[rec.fd] is rec and not self._reaping:
+            return  # the delete path's early drop is what this bug forgets too
+        super()._drop_registration(rec)
+
+    _reaping = False
+
+    def _reap(self, rec: _Record) -> None:
+        self._reaping = True
+        try:
+            super()._reap(rec)
+        finally:
+            self._reaping = False
+
+
+# -------------------------------------------------------------------------------- wakeup
+
+
+class LosesNotifyDuringWait(MainLoop):
+    """A notify() from another thread while the loop is blocked in poll is dropped (e.g. a
+    "pending" flag cleared after the wait instead of before): the waiting loop sleeps on."""
+
+    def notify(self) -> None:
+        if self._waiting:
+            return
+        super().notify()
+
+
+class ConsumesNotifyAfterWalk(MainLoop):
+    """Reads the notifier after the walk instead of before it: a notify (or a registration)
+    made by a handler is swallowed, so the next iteration does not wake for it."""
+
+    def _dispatch(self, ready: list[_Record]) -> None:
+        super()._dispatch(ready)
+        self._wakeup.consume()
+
+
+# ------------------------------------------------------------------ kernel and fd hygiene
+
+
+class LeaksKernelRegistration(MainLoop):
+    """Reaping forgets the kernel registration: the backend keeps polling an fd no record owns."""
+
+    def _reap(self, rec: _Record) -> None:
+        rec.kev = 0  # so the reap finds nothing to drop
+        super()._reap(rec)
+
+
+LEAKED: list[int] = []  # fds a leaking variant left open; test_catalogue closes them
+
+
+class CloseLeaksWakeup(MainLoop):
+    """close() leaves the wakeup notifier open: one fd leaked per loop."""
+
+    def close(self) -> None:
+        wakeup = self._wakeup
+        LEAKED.append(os.dup(wakeup.fileno()))  # stands for the fd close() forgot
+        super().close()
+
+
+class ReusedNumberReachesOldHandler(MainLoop):
+    """Never checks that a ready fd still names the file registered: after close and reuse of
+    the number, poll(2) reports the new file and the old record's handler runs for it (R34)."""
+
+    def _check_ready_files(self, ready: list[_Record]) -> None:
+        return
+
+    def _file_problem(self, rec: _Record) -> str | None:
+        return None
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("calls-deleted-handler", "calls a handler deleted earlier in the same walk", CallsDeletedHandler, ("R17",)),
+    Variant("reaps-before-walk", "reaps all deleted records before walking", ReapsBeforeWalk, ("order",)),
+    Variant("unlinks-on-delete-in-walk", "unlinks at delete during the walk (dangling next)",
+            UnlinksOnDeleteInWalk, ("order", "trace")),
+    Variant("inserts-at-tail", "inserts new records at the tail", InsertsAtTail, ("order",)),
+    Variant("revives-as-new-record", "lookup skips deleted records: revival makes a 2nd record at the head",
+            RevivesAsNewRecord, ("R1",)),
+    Variant("gate-at-dispatch", "consults the gate at dispatch instead of fill", GateAtDispatch, ("trace",)),
+    Variant("ignores-hup-for-read", "ignores HUP for the read handler", IgnoresHupForRead, ("trace",)),
+    Variant("loses-notify-during-wait", "loses a notify sent while the loop waits", LosesNotifyDuringWait, ("trace",)),
+    Variant("consumes-notify-after-walk", "reads the notifier after the walk", ConsumesNotifyAfterWalk, ("trace",)),
+    Variant("reused-number-reaches-old-handler", "dispatches to a new file that reused a closed fd's number",
+            ReusedNumberReachesOldHandler, ("R34",), poller="poll"),
+    Variant("keeps-poll-slot-on-update", "does not reset the poll slot on update", KeepsPollSlotOnUpdate, ("trace",)),
+    Variant("reaps-when-ret-zero", "reaps when poll returned 0", ReapsWhenRetZero, ("order",)),
+    Variant("walks-in-kernel-order", "walks in kernel (fd) order, not list order", WalksInKernelOrder, ("trace",)),
+    Variant("delete-notifies", "a delete sends a wakeup", DeleteNotifies, ("trace",)),
+    Variant("registration-does-not-notify", "add/update sends no wakeup", RegistrationDoesNotNotify, ("trace",)),
+    Variant("deleted-stays-polled", "a deleted record stays in the poll set", DeletedStaysPolled, ("trace",)),
+    Variant("leaks-kernel-registration", "reaping leaves the kernel registration", LeaksKernelRegistration,
+            ("kernel",)),
+    Variant("close-leaks-wakeup", "close() leaks the notifier fd", CloseLeaksWakeup, ("leak",)),
+)
+
+
+def factory(variant: Variant) -> Callable[..., MainLoop]:
+    return variant.loop
