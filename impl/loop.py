@@ -282,7 +282,7 @@ class MainLoop:
 
     def notify(self) -> None:
         """qemu_notify_event: the next (or current) wait returns at once. Any thread."""
-        self._wakeup.notify()
+        self._wakeup.wake()  # not notify(): unlocked, it could race with consume() (wakeup.py)
 
     def set_tracer(self, tracer: Tracer | None) -> None:
         self._tracer = tracer
@@ -701,7 +701,7 @@ class MainLoop:
     def stop(self) -> None:
         """End `run` / `run_until` after the current iteration. Any thread."""
         self._stopping = True
-        self._wakeup.notify()
+        self._wakeup.wake()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,9 +1,11 @@
 """The loop's wakeup notifier (QEMU's event notifier): an eventfd, or a pipe where there is none.
 
-`notify()` is safe from any thread. A notification already pending is not written again, which
-saves a system call per registration when many happen in one iteration. `consume()` reads first
-and clears the pending flag after, so a racing `notify()` can at worst write once too often; the
-flag can never say "pending" for long while the fd is not readable (which would lose wakeups).
+`wake()` is safe from any thread and always writes. `notify()` skips the write when a
+notification is already pending, which saves a system call per registration when many happen in
+one iteration; it is only safe for callers serialized with `consume()` (the loop calls both
+with its lock held). `consume()` reads first and clears the pending flag after: a `notify()`
+that saw the flag still set between the two would be lost (the fd already drained, the flag then
+cleared), which is why callers not holding the lock (`MainLoop.notify`, `stop`) use `wake()`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,20 @@ class Wakeup:
             else:
                 os.write(wfd, b"\0")
         except BlockingIOError:  # counter or pipe full: the fd is readable, which is the point
+            pass
+
+    def wake(self) -> None:
+        """notify() for callers not serialized with consume(): never skips the write."""
+        self._pending = True
+        wfd = self._wfd
+        if wfd < 0:
+            return
+        try:
+            if self._eventfd:
+                os.eventfd_write(wfd, 1)
+            else:
+                os.write(wfd, b"\0")
+        except BlockingIOError:
             pass
 
     def consume(self) -> None:
