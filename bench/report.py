@@ -31,9 +31,11 @@ def _names(cells: Cells, section: str) -> list[str]:
     return list(seen)
 
 
-def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
-    """Median over rounds of a[r] / b[r] (samples of the same round were taken side by side)."""
-    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+def ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """median(a) / median(b): both cells were sampled in the same interleaved rounds. (The median
+    of per-round ratios was tried first: on a loaded machine a burst in one of the two samples
+    skews a round's ratio, and medians of the cells are the steadier figure.)"""
+    return statistics.median(a) / statistics.median(b)
 
 
 def _ns(samples: Sequence[float]) -> str:
@@ -63,8 +65,8 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
         "",
         f"`{command}` — Python {meta['python']}, {meta['platform']}, {meta['cpu']} ({meta['cpus']} CPUs); "
         f"{meta['rounds']} rounds round-robin, ~{meta['sample_s']} s per sample, {meta['elapsed_s']} s in all "
-        f"({meta['date']}). Figures: median (min–max) over rounds; ratios: median over rounds of the ratio "
-        "of two samples taken in the same round. Times are ns unless marked.",
+        f"({meta['date']}). Figures: median (min–max) over rounds; ratios: of medians. Times are ns unless "
+        "marked.",
         "",
     ]
     targets: list[str] = []
@@ -87,18 +89,18 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
             row = [n]
             for k in ks:
                 s = cells[("dispatch", k, n)]
-                row += [_ns(s), f"{paired_ratio(s, cells['dispatch', k, FLOOR]):.2f}"]
+                row += [_ns(s), f"{ratio(s, cells['dispatch', k, FLOOR]):.2f}"]
             out.append("| " + " | ".join(row) + " |")
         out.append("")
         for k in ks:
             for n in names:
                 if not n.startswith("impl/"):
                     continue
-                r = paired_ratio(cells["dispatch", k, n], cells["dispatch", k, FLOOR])
+                r = ratio(cells["dispatch", k, n], cells["dispatch", k, FLOOR])
                 ok = r <= TARGET_DISPATCH
                 line = f"Dispatch K={k}, {n}: {r:.2f}× floor (target ≤ {TARGET_DISPATCH}): {_mark(ok)}"
                 if ("dispatch", k, "asyncio") in cells:
-                    ra = paired_ratio(cells["dispatch", k, n], cells["dispatch", k, "asyncio"])
+                    ra = ratio(cells["dispatch", k, n], cells["dispatch", k, "asyncio"])
                     line += f"; {ra:.2f}× asyncio (target < 1): {_mark(ra < 1)}"
                 targets.append(line)
 
@@ -118,11 +120,11 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
         ]
         for n in names:
             row = [n] + [_ns(cells["idle", p, n]) for p in ns_]
-            row.append(f"{paired_ratio(cells['idle', hi, n], cells['idle', lo, n]):.2f}")
+            row.append(f"{ratio(cells['idle', hi, n], cells['idle', lo, n]):.2f}")
             out.append("| " + " | ".join(row) + " |")
         out.append("")
         if ("idle", hi, "impl/epoll") in cells:
-            r = paired_ratio(cells["idle", hi, "impl/epoll"], cells["idle", lo, "impl/epoll"])
+            r = ratio(cells["idle", hi, "impl/epoll"], cells["idle", lo, "impl/epoll"])
             targets.append(f"Idle scaling, impl/epoll: t({hi:,})/t({lo:,}) = {r:.2f} (target ≤ {TARGET_IDLE}): "
                            f"{_mark(r <= TARGET_IDLE)}")
 
@@ -146,7 +148,7 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
                 if ("churn", p, n) not in cells:
                     continue
                 s = cells["churn", p, n]
-                r = paired_ratio(s, cells["churn", p, "bare-selectors"])
+                r = ratio(s, cells["churn", p, "bare-selectors"])
                 out.append(f"| {mode} | {n} | {_ns(s)} | {1e9 / statistics.median(s):,.0f} | {r:.2f} |")
                 if n.startswith("impl/"):
                     targets.append(f"Churn ({mode}), {n}: {r:.2f}× bare selectors (target ≤ {TARGET_CHURN}): "

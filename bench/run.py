@@ -3,8 +3,7 @@
 All candidates of a section are set up side by side in one process, then sampled round-robin:
 every round takes one sample of every (parameter, candidate) cell, starting one cell further
 along each round, so slow drift (CPU frequency, other load) spreads over all cells alike.
-A cell's figure is the median of its rounds, with min and max; a ratio is the median over rounds
-of the ratio of two cells' samples *in the same round*.
+A cell's figure is the median of its rounds, with min and max; a ratio is one of medians.
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ class Config:
     units: int = 0  # > 0: this many events/cycles per sample, no calibration (smoke test)
 
 
-QUICK = Config(rounds=5, sample_s=0.04)
+QUICK = Config(rounds=3, sample_s=0.03)
 FULL = Config(rounds=11, sample_s=0.15)
 SMOKE = Config(rounds=1, sample_s=0.0, dispatch_k=(1, 4), idle_n=(4, 16), gated_g=(0, 4), units=16)
 
