@@ -9,6 +9,7 @@ the candidate's `stop` when the budget is spent. Only the loop around it differs
     asyncio          asyncio's default (selector) loop, add_reader
     uvloop           uvloop's loop, add_reader
     impl/<poller>    impl.MainLoop on the epoll, poll or selectors poller
+    impl/epoll-trusted  impl.MainLoop("epoll", check_files=False): no per-event R33/R34 check
     seed             bench.seed.SeedLoop: the seed's O(registered) fill, poll(2), walk
 """
 
@@ -242,7 +243,9 @@ class Impl(Candidate):
 
     def __init__(self, poller: str) -> None:
         self.name = f"impl/{poller}"
-        self._loop = MainLoop(poller)
+        # "epoll-trusted": MainLoop(check_files=False), the caller deletes before closing.
+        trusted = poller.endswith("-trusted")
+        self._loop = MainLoop(poller.removesuffix("-trusted"), check_files=not trusted)
 
     def add_idle(self, fds: list[int], gated: bool = False) -> None:
         gate = _gate_open if gated else None

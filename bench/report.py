@@ -194,6 +194,7 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     colors = {
         "bare-epoll": "#444444", "bare-selectors": "#999999", "asyncio": "#1f77b4", "uvloop": "#17becf",
         "impl/epoll": "#d62728", "impl/poll": "#ff7f0e", "impl/selectors": "#e377c2", "seed": "#8c564b",
+        "impl/epoll-trusted": "#9467bd",
     }
 
     def err(samples: Sequence[float]) -> tuple[float, float, float]:

@@ -63,9 +63,9 @@ def candidates(section: str) -> list[str]:
     uv = ["uvloop"] if have_uvloop() else []
     impls = ["impl/epoll", "impl/poll", "impl/selectors"]
     if section == "dispatch":
-        return ["bare-epoll", "bare-selectors", "asyncio", *uv, *impls]
+        return ["bare-epoll", "bare-selectors", "asyncio", *uv, *impls, "impl/epoll-trusted"]
     if section == "idle":
-        return ["bare-epoll", "bare-selectors", "asyncio", *uv, *impls, "seed"]
+        return ["bare-epoll", "bare-selectors", "asyncio", *uv, *impls, "impl/epoll-trusted", "seed"]
     if section == "gated":
         return ["bare-epoll", *impls, "seed"]
     if section == "churn":

@@ -172,7 +172,13 @@ class MainLoop:
         *,
         tracer: Tracer | None = None,
         use_eventfd: bool | None = None,
+        check_files: bool = True,
     ) -> None:
+        """`check_files=False` drops the per-ready-fd identity check (R33/R34) where the poller
+        tracks files (epoll), saving a system call per ready event. Only for callers that always
+        delete a handler before closing its fd: epoll keeps reporting a closed fd whose file a
+        dup or a fork keeps open. Pollers that follow fd numbers (poll, selectors) always check,
+        since that is what stops them spinning on NVAL."""
         self._poller = make_poller(poller)
         try:
             self._wakeup = Wakeup(use_eventfd)
@@ -192,7 +198,8 @@ class MainLoop:
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap  # the same list: a cheap "any timers?"
         self._wait = self._poller.wait
-        self._check_files = True  # R33/R34 on every poller: see _check_ready_files
+        # R33/R34 on every poller unless the caller opted out where the kernel tracks files.
+        self._check_files = check_files or not self._poller.tracks_files
         self._confirmer = self._poller.confirmer()  # refreshed by _rebuild_kernel_set
         self._tracer = tracer
         self._running = False
