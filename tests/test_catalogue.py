@@ -3,8 +3,11 @@
 For each variant the lockstep machine (tests/lockstep.py) runs against it until a check fails
 (generation only: Hypothesis' stateful shrinker is slow), then `minimise` drops steps while the
 same check still fails; the result is the counterexample's length in steps. The fd-number-reuse
-variant is killed by the R34 scenario instead (vectors cannot close the loop's fd). Stats go to
-$IOHANDLER_STATS_DIR/catalogue.json: per variant {"killed", "steps", "check", "examples"}.
+variant is killed by the R34 scenario instead (vectors cannot close the loop's fd). The exhaustive
+alphabet of tests/test_exhaustive.py is replayed on each variant too, shallowest first, which
+gives the shortest killing sequence within that alphabet (`exhaustive_steps`; None: it does not
+kill within EXHAUSTIVE_DEPTH). Stats go to $IOHANDLER_STATS_DIR/catalogue.json: per variant
+{"killed", "steps", "check", "examples", "exhaustive_steps", "exhaustive_check", ...}.
 """
 
 from __future__ import annotations
@@ -17,9 +20,38 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from tests.catalogue import LEAKED, VARIANTS, Variant
-from tests.lockstep import CheckFailed, budget, fd_reuse_scenario, machine_for, minimise, scenario, write_stats
+from tests.lockstep import (
+    ALPHABET,
+    CONFIG,
+    CheckFailed,
+    Exploration,
+    budget,
+    explore,
+    fd_reuse_scenario,
+    machine_for,
+    minimise,
+    replay,
+    scenario,
+    write_stats,
+)
 
 RESULTS: dict[str, dict[str, object]] = {}
+EXHAUSTIVE_DEPTH = 5  # the shortest killing sequence of the exhaustive alphabet, up to this depth
+_EXPLORED: list[Exploration] = []
+
+
+def _shortest_in_alphabet(variant: Variant) -> tuple[int | None, str | None]:
+    """Replay the explored states' BFS paths on the variant, shallowest first: the first failure
+    is the shortest sequence of the exhaustive alphabet that kills it."""
+    if not _EXPLORED:
+        _EXPLORED.append(explore(CONFIG, ALPHABET, EXHAUSTIVE_DEPTH))
+    e = _EXPLORED[0]
+    for world in e.parent:  # insertion order is BFS order
+        steps = e.path(world)
+        failed = replay(CONFIG, steps, variant.poller, variant.loop)
+        if failed is not None:
+            return len(steps), failed.tag
+    return None, None
 
 
 def _record(variant: Variant, result: dict[str, object]) -> None:
@@ -81,7 +113,11 @@ def _hunt_reuse(variant: Variant) -> dict[str, object]:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
 def test_suite_kills_variant(variant: Variant) -> None:
-    result = _hunt_reuse(variant) if variant.checks[0] == "R34" else _hunt(variant)
+    if variant.checks[0] == "R34":
+        result = _hunt_reuse(variant)
+    else:
+        result = _hunt(variant)
+        result["exhaustive_steps"], result["exhaustive_check"] = _shortest_in_alphabet(variant)
     _record(variant, result)
     assert result["killed"], f"{variant.name} ({variant.bug}) survived the lockstep suite"
     assert result["check"] in variant.checks, (

@@ -45,10 +45,10 @@ PollerName = str
 
 
 def lockstep_settings() -> settings:
-    # ci: 3 pollers x 60 examples x 30 steps, about 20 s in all (measured on 2 cores).
+    # ci: 3 pollers x 400 examples x 40 steps (~50k steps, ~0.5 ms each with the real loop).
     return settings(
-        max_examples=budget(dev=40, ci=60, thorough=2000),
-        stateful_step_count=budget(dev=25, ci=30, thorough=60),
+        max_examples=budget(dev=60, ci=400, thorough=5000),
+        stateful_step_count=budget(dev=30, ci=40, thorough=80),
     )
 
 
