@@ -34,7 +34,7 @@ from model.state import READ_EVENTS, WRITE_EVENTS, Loop, PollSet, Record, World
 from specs.vector import Event, ReadEvent, WriteEvent
 from tests.lockstep import ALPHABET, CONFIG, Exploration, Violation, budget, explore, replay, write_stats
 
-DEPTH = budget(dev=6, ci=7, thorough=8)
+DEPTH = max(5, budget(dev=6, ci=7, thorough=8))  # 5 under the mutation budget
 REPLAYS = budget(dev=1000, ci=5000, thorough=10**9)  # about 0.5 ms each: thorough replays all
 
 # ------------------------------------------------------------------------------ the tests

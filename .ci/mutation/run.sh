@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Mutation testing of model/ and impl/ with mutmut. By hand only (slow: tens of minutes), never
+# in CI. Results: .ci/mutation/RESULTS.md (written by hand from the summary this prints).
+#
+#   .ci/mutation/run.sh                 run everything (JOBS=2 workers by default)
+#   .ci/mutation/run.sh show NAME       the diff of one mutant (after a run)
+#
+# It works on a scratch copy ($MUTATION_WORKDIR, default /tmp/iohandler-mutation) so the checkout
+# is never touched, with this folder's setup.cfg as mutmut's configuration.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=${MUTATION_WORKDIR:-/tmp/iohandler-mutation}
+BIN=$ROOT/.venv/bin
+export HYPOTHESIS_PROFILE=dev IOHANDLER_BUDGET=mutation
+
+if [[ ${1:-} == show ]]; then
+    cd "$WORK" && exec "$BIN/mutmut" show "$2"
+fi
+
+"$BIN/python" -c "import mutmut" 2>/dev/null || "$BIN/python" -m pip install --quiet 'mutmut>=3.3,<4'
+rm -rf "$WORK"
+mkdir -p "$WORK"
+# The tracked files as they are in the working tree (untracked work in progress would make
+# tests such as the SPEC table check see files the commit does not have).
+git -C "$ROOT" ls-files -z | tar -C "$ROOT" --null -T - -cf - | tar -C "$WORK" -xf -
+cp "$ROOT/.ci/mutation/setup.cfg" "$WORK/setup.cfg"
+cd "$WORK"
+"$BIN/mutmut" run --max-children "${JOBS:-2}" || true   # non-zero when mutants survive
+"$BIN/mutmut" results --all true > "$WORK/results.txt" 2>&1 || "$BIN/mutmut" results > "$WORK/results.txt" 2>&1 || true
+"$BIN/python" "$ROOT/.ci/mutation/summary.py" "$WORK"

@@ -1,0 +1,61 @@
+"""Summarise a mutmut run: score per file and the list of survivors (name, then `run.sh show`).
+
+    python .ci/mutation/summary.py WORKDIR [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+KILLED = {1, 3, 37}  # test failure, pytest internal error (a crash), caught by the type checker
+TIMEOUT = {36, 24, -24, 152, 255}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    metas = sorted((args.workdir / "mutants").rglob("*.py.meta"))
+    if not metas:
+        print(f"no mutmut results under {args.workdir / 'mutants'}", file=sys.stderr)
+        return 1
+    rows: list[tuple[str, Counter[str]]] = []
+    survivors: list[str] = []
+    total: Counter[str] = Counter()
+    for meta in metas:
+        codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+        c: Counter[str] = Counter()
+        for name, code in codes.items():
+            kind = (
+                "killed" if code in KILLED else "timeout" if code in TIMEOUT else "survived" if code in SURVIVED
+                else "no tests" if code in NO_TESTS else "not checked" if code is None else f"other({code})"
+            )
+            c[kind] += 1
+            if kind in ("survived", "no tests"):
+                survivors.append(f"{name}  [{kind}]")
+        rows.append((str(meta.relative_to(args.workdir / "mutants"))[: -len(".meta")], c))
+        total.update(c)
+    print(f"{'file':34} {'mutants':>8} {'killed':>7} {'timeout':>8} {'survived':>9} {'no tests':>9} {'score':>7}")
+    for name, c in [*rows, ("TOTAL", total)]:
+        n = sum(c.values())
+        dead = c["killed"] + c["timeout"]
+        print(f"{name:34} {n:8} {c['killed']:7} {c['timeout']:8} {c['survived']:9} {c['no tests']:9} "
+              f"{100.0 * dead / n if n else 0:6.1f}%")
+    print(f"\n{len(survivors)} survivors (`.ci/mutation/run.sh show NAME` for the diff):")
+    for s in survivors:
+        print("  " + s)
+    if args.json:
+        n = sum(total.values())
+        args.json.write_text(json.dumps({"mutants": n, **total, "survivors": survivors}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
