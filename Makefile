@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: verify test venv lint clean
+.PHONY: verify test bench venv lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ verify: $(STAMP)
 # The tests (what CI runs), with the bounded, derandomized `ci` Hypothesis profile unless told otherwise.
 test: $(STAMP)
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q
+
+# Side-by-side benchmarks (about 3 min; BENCH_ARGS=--quick for about 20 s). Results in bench/results/.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m mypy --strict
