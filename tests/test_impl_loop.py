@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from impl import (
     Tracer,
     UnpollableFdError,
 )
+from tests.support import Pairs as Fds
 
 NAMES = sorted(POLLERS)
 R = IN | HUP | ERR
@@ -37,24 +37,6 @@ W = OUT | ERR
 def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
     with MainLoop(request.param) as lp:
         yield lp
-
-
-class Fds:
-    """Socket pairs: the loop gets `a`, the test keeps the peer."""
-
-    def __init__(self) -> None:
-        self.socks: list[socket.socket] = []
-
-    def pair(self) -> tuple[socket.socket, socket.socket]:
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        b.setblocking(False)
-        self.socks += [a, b]
-        return a, b
-
-    def close(self) -> None:
-        for s in self.socks:
-            s.close()
 
 
 @pytest.fixture

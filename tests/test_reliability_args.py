@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from impl import ClosedFdError, MainLoop, UnpollableFdError
-from tests.test_reliability_support import NAMES, add_stats, drain, pairs, snapshot
+from tests.support import NAMES, add_stats, drain, pairs, snapshot
 
 
 def _closed_fd_number() -> int:
@@ -333,7 +333,7 @@ class BadCallsMachine(RuleBasedStateMachine):
     """R30 as a property: any sequence of good calls (add, update, delete, revive, send, drain,
     iterate, notify) with bad calls in between; each bad call raises what its first bad argument
     (checked in the order fd, read, write, can_read, then "is it open / pollable") calls for, and
-    the snapshot (see tests.test_reliability_support.snapshot) is equal before and after."""
+    the snapshot (see tests.support.snapshot) is equal before and after."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -23,7 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from impl import ClosedFdError, MainLoop, Tracer
-from tests.test_reliability_support import NAMES, add_stats, record_count
+from tests.support import NAMES, add_stats, record_count
 
 WALL = 1.0  # seconds of wall time the CPU tests run for
 CPU_LIMIT = 0.25  # a spinning loop burns ~WALL; an idle one a few ms

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from impl import MainLoop, default_poller_name
-from tests.test_reliability_support import add_stats, open_fds, peak_rss_bytes, record_count, rss_bytes
+from tests.support import add_stats, open_fds, peak_rss_bytes, record_count, rss_bytes
 
 EVENTS = int(os.environ.get("IOHANDLER_SOAK_EVENTS", "1000000"))
 PAIRS = 64

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from impl import MainLoop, Tracer, default_poller_name
-from tests.test_reliability_support import (
+from tests.support import (
     NAMES,
     add_stats,
     drain,

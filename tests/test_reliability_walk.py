@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from impl import ClosedFdError, ListTracer, MainLoop, ReentrantWaitError
-from tests.test_reliability_support import NAMES, Pairs, add_stats, drain, record_count, snapshot
+from tests.support import NAMES, Pairs, add_stats, drain, record_count, snapshot
 
 
 @pytest.fixture(params=NAMES)
