@@ -31,7 +31,7 @@ import model.iterate as model_iterate
 from impl import POLLERS
 from model.dispatch import Callback
 from model.state import READ_EVENTS, WRITE_EVENTS, Loop, PollSet, Record, World
-from specs.vector import Event, ReadEvent, WriteEvent
+from specs.vector import Event, GateEvent, Hangup, Iterate, ReadEvent, Send, Set, WriteEvent
 from tests.lockstep import ALPHABET, CONFIG, Exploration, Violation, budget, explore, replay, write_stats
 
 DEPTH = max(5, budget(dev=6, ci=7, thorough=8))  # 5 under the mutation budget
@@ -153,3 +153,82 @@ def test_exhaustive_checks_fail_on_planted_model_bugs(bug: str, expect: str, mon
 
 def _record(world: World, fd: str) -> Record:
     return next(r for r in world.loop.records if r.fd == fd)
+
+
+# ------------------------------------------- model units that the mutation run showed unpinned
+# (.ci/mutation/RESULTS.md): behaviour no trace shows, checked directly.
+
+
+def test_model_poll_returns_the_count() -> None:
+    """R13/R14: poll's return value is the number of ready entries plus the notifier, not just
+    "> 0" (the walk only looks at > 0, the contract says the count)."""
+    from model.env import poll
+    from model.state import FdState, Table
+
+    env = Table((("a", FdState("socket", pending=True)), ("b", FdState("pipe-write"))))
+    revents, ret = poll(env, (("a", READ_EVENTS), ("b", WRITE_EVENTS)), True)
+    assert ret == 3 and all(revents)
+    assert poll(env, (("a", READ_EVENTS),), False)[1] == 1
+
+
+def test_model_refuses_invalid_actions_with_a_message() -> None:
+    """The format's invalid actions (VECTORS.md) raise InvalidAction naming the fd, even when
+    a vector bypasses the loader's checks."""
+    from model.env import InvalidAction, drain, send
+    from model.state import FdState
+
+    for op, state, words in [
+        (send, FdState("pipe-write"), "pipe-write"),
+        (drain, FdState("pipe-write"), "pipe-write"),
+        (send, FdState("socket", hung_up=True), "hangup"),
+    ]:
+        with pytest.raises(InvalidAction, match=rf"{words}.*'x'|'x'.*{words}"):
+            op("x", state)
+    assert drain("x", FdState("socket", pending=True)).pending is False
+
+
+def test_model_gate_scripts_field_is_validated() -> None:
+    from model.env import InvalidAction
+    from model.iterate import gate_scripts
+    from tests.lockstep import to_vector
+
+    good = replace(CONFIG, gate_runs={"g": "n"})
+    assert gate_scripts(to_vector(good, ())) == {"g": "n"}
+    for bad in ({"g": "nope"}, {"nope": "n"}, {"g": 1}, ["g"]):
+        v = replace(to_vector(CONFIG, ()), extra={"gate_scripts": bad})
+        with pytest.raises(InvalidAction, match="gate_scripts"):
+            gate_scripts(v)
+
+
+def test_model_step_without_gate_scripts() -> None:
+    """step's gate_runs is optional: a gated record is consulted without any gate script."""
+    from model.iterate import step
+    from tests.lockstep import world_for
+
+    world, _ = step(world_for(CONFIG), Set("a", "n", None, "g"), CONFIG.scripts)
+    _, events = step(world, Iterate(), CONFIG.scripts)
+    assert events[0] == GateEvent("a", "g")
+
+
+def test_model_table_stays_sorted_and_names_missing_keys() -> None:
+    from model.state import Table, implies
+
+    t: Table[str, bool] = Table()
+    for k, v in [("b", True), ("a", False), ("c", True)]:
+        t = t.set(k, v)
+    assert t.pairs == (("a", False), ("b", True), ("c", True))  # canonical: equal states hash equal
+    assert t.set("b", False).pairs == (("a", False), ("b", False), ("c", True))
+    with pytest.raises(KeyError, match="zz"):
+        t["zz"]
+    assert [implies(a, b) for a in (False, True) for b in (False, True)] == [True, True, False, True]
+
+
+def test_model_driver_runs_in_process() -> None:
+    """model.driver.run (the runner starts it as a subprocess; here it runs in process)."""
+    from model.driver import run
+    from specs.protocol import InvalidVector
+    from tests.lockstep import to_vector
+
+    assert list(run(to_vector(CONFIG, (Set("a", "n", None, None), Iterate())))) != []
+    with pytest.raises(InvalidVector, match="hangup"):
+        run(to_vector(CONFIG, (Hangup("b"), Iterate((Send("b"),)))))

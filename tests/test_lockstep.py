@@ -126,3 +126,31 @@ def test_reused_fd_number_never_reaches_old_handler(
 ) -> None:
     """R34 (tests.lockstep.fd_reuse_scenario), on every poller."""
     fd_reuse_scenario(MainLoop, poller, iterate_first=iterate_first, delete_first=delete_first, ready_old=ready_old)
+
+
+# ------------------------------- the conformance driver in process (mutation testing showed
+# its command line and option handling unpinned: the runner only starts it as a subprocess)
+
+
+@pytest.mark.parametrize("poller", sorted(POLLERS))
+def test_impl_driver_main_in_process(poller: PollerName, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import json
+
+    from impl.driver import main
+    from specs.vector import event_to_json, vector_to_json
+
+    config = Config({"a": "socket"}, {"g": True}, {"s0": ()}, gate_runs={"g": "s0"})
+    steps: list[Action] = [Set("a", "s0", None, "g"), Hangup("a"), Iterate()]
+    good = to_vector(config, steps)
+    bad = to_vector(Config({"a": "socket"}, {"g": True}, {"s0": ()}, gate_runs={"g": "nope"}), steps)
+    lines = "".join(json.dumps(vector_to_json(v)) + "\n" for v in (good, bad))
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["--poller", poller]) == 0
+    first, second = (json.loads(x) for x in out.getvalue().splitlines())
+    assert first["trace"] == [event_to_json(e) for e in impl_run_vector(good, poller)] != []
+    assert "gate_scripts" in second["error"]
+    with pytest.raises(SystemExit):
+        main(["--poller", "no-such-poller"])
