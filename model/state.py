@@ -77,35 +77,35 @@ class FdState:
 
 PollSet: TypeAlias = tuple[tuple[Fd, int], ...]  # (fd, requested events), in list order
 
-_K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
-class Table(Generic[_K, _V]):
-    """A small immutable, hashable mapping (sorted pairs): the fds' states, the gates' answers."""
+class Table(Generic[_V]):
+    """A small immutable, hashable mapping from names (sorted pairs): the fds' states, the gates'
+    answers. Keys are plain names (str), which is what lets `set` keep them sorted and unique."""
 
-    pairs: tuple[tuple[_K, _V], ...] = ()
+    pairs: tuple[tuple[str, _V], ...] = ()
 
-    def __getitem__(self, key: _K) -> _V:
+    def __getitem__(self, key: str) -> _V:
         for k, v in self.pairs:
             if k == key:
                 return v
         raise KeyError(key)
 
-    def set(self, key: _K, value: _V) -> Table[_K, _V]:
+    def set(self, key: str, value: _V) -> Table[_V]:
         """A copy with `key` answering `value`; pairs stay sorted and unique.
 
         pre: len({k for k, _ in self.pairs}) == len(self.pairs)
-        post: __return__[key] == value
+        post: __return__[key] is value
         post: len({k for k, _ in __return__.pairs}) == len(__return__.pairs)
         """
         rest = tuple((k, v) for k, v in self.pairs if k != key)
-        return Table(tuple(sorted((*rest, (key, value)), key=lambda kv: str(kv[0]))))
+        return Table(tuple(sorted((*rest, (key, value)), key=lambda kv: kv[0])))
 
 
-Env: TypeAlias = Table[Fd, FdState]
-Gates: TypeAlias = Table[GateName, bool]
+Env: TypeAlias = Table[FdState]
+Gates: TypeAlias = Table[bool]
 
 
 @dataclass(frozen=True, slots=True)
