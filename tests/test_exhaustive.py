@@ -213,7 +213,7 @@ def test_model_step_without_gate_scripts() -> None:
 def test_model_table_stays_sorted_and_names_missing_keys() -> None:
     from model.state import Table, implies
 
-    t: Table[str, bool] = Table()
+    t: Table[bool] = Table()
     for k, v in [("b", True), ("a", False), ("c", True)]:
         t = t.set(k, v)
     assert t.pairs == (("a", False), ("b", True), ("c", True))  # canonical: equal states hash equal
