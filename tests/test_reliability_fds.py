@@ -12,6 +12,7 @@ readiness (not for an old file that a dup keeps alive under the same number).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import time
@@ -180,6 +181,14 @@ def _socket_fds() -> tuple[int, int]:
     return fa, fb
 
 
+def _in_use(number: int) -> bool:
+    try:
+        fcntl.fcntl(number, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
+
+
 def _reuse(number: int) -> tuple[int, int]:
     """A new socket pair whose first fd is `number` (closed by the caller just before)."""
     fa, fb = _socket_fds()
@@ -301,7 +310,9 @@ def test_r34_property_handlers_only_see_their_own_file(poller: str, script: list
                     os.close(number)
                     is_open = False
                     old_peers.append(peer)
-                elif step == "reuse" and not is_open:
+                elif step == "reuse" and not is_open and not _in_use(number):
+                    # Only a free number: once closed it may be taken by anything, the loop's
+                    # own rebuilt epoll object included, and dup2 would clobber that.
                     _, peer = _reuse(number)
                     opened.append(peer)
                     is_open = True
