@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,10 +19,25 @@ SURVIVED = {0}
 NO_TESTS = {5, 33}
 
 
+MESSAGE = re.compile(r'"XX|XX"|(Error|Exception|Vector|Action)\(None|add_note|\.add_argument|ArgumentParser|'
+                     r'f"[^"]*\{type\(None\)|"[A-Z][A-Z ,;:()\'=_.-]{6,}"')
+
+
+def classify(workdir: Path, name: str) -> tuple[str, str]:
+    """Rough classes for the report: a mutant that only changes a message (error text, CLI
+    help) or one to read by hand."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=workdir, capture_output=True, text=True)
+    plus = [ln[1:].strip() for ln in out.stdout.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    line = plus[0] if plus else "?"
+    return ("message" if MESSAGE.search(line) else "behaviour"), line[:140]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--classify", action="store_true",
+                        help="run `mutmut show` on each survivor and sort them into rough classes")
     args = parser.parse_args()
     metas = sorted((args.workdir / "mutants").rglob("*.py.meta"))
     if not metas:
@@ -49,8 +66,16 @@ def main() -> int:
         print(f"{name:34} {n:8} {c['killed']:7} {c['timeout']:8} {c['survived']:9} {c['no tests']:9} "
               f"{100.0 * dead / n if n else 0:6.1f}%")
     print(f"\n{len(survivors)} survivors (`.ci/mutation/run.sh show NAME` for the diff):")
+    classes: Counter[str] = Counter()
     for s in survivors:
-        print("  " + s)
+        if args.classify:
+            kind, line = classify(args.workdir, s.split()[0])
+            classes[kind] += 1
+            print(f"  {s}  {kind}: {line}")
+        else:
+            print("  " + s)
+    if classes:
+        print("\nclasses: " + ", ".join(f"{k} {n}" for k, n in classes.most_common()))
     if args.json:
         n = sum(total.values())
         args.json.write_text(json.dumps({"mutants": n, **total, "survivors": survivors}, indent=1) + "\n")
