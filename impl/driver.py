@@ -79,8 +79,9 @@ def _name(callback: object) -> str | None:
     return None if callback is None else str(getattr(callback, "name", callback))
 
 
-class _Fd:
-    """One symbolic fd: the loop's end and the driver's end."""
+class RealFd:
+    """One symbolic fd realised on real fds (VECTORS.md, fd kinds): the loop's end and the
+    driver's end. Also what the lockstep tests use, so both drive fds the same way."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -166,11 +167,11 @@ class _Run:
         self.scripts = {name: _Script(self, name) for name in vector.scripts}
         runs = _gate_scripts(vector)
         self.gates = {name: _Gate(self, name, value, runs.get(name)) for name, value in vector.gates.items()}
-        self.fds: dict[str, _Fd] = {}
+        self.fds: dict[str, RealFd] = {}
         self.loop: MainLoop | None = None
         try:
             for name, kind in vector.fds.items():
-                self.fds[name] = _Fd(kind)
+                self.fds[name] = RealFd(kind)
             self.names = {f.fd: name for name, f in self.fds.items()}
             self.loop = MainLoop(poller, tracer=_Tracer(self))
         except BaseException:

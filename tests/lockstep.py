@@ -33,6 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import model.iterate as model_iterate
 from impl import IN, OUT, EpollPoller, MainLoop, PollPoller, SelectorsPoller, Tracer, flag_names
+from impl.driver import RealFd
 from impl.tracing import Handler
 from model import env as model_env
 from model.dispatch import Callback
@@ -263,56 +264,6 @@ class _Gate:
 
 def _name(callback: object) -> str | None:
     return None if callback is None else str(getattr(callback, "name", callback))
-
-
-class RealFd:
-    """One symbolic fd: the loop's end and the test's end (as impl.driver realises them)."""
-
-    def __init__(self, kind: FdKind) -> None:
-        self.kind = kind
-        self.sock: socket.socket | None = None
-        self.peer: socket.socket | None = None
-        self.peer_fd = -1
-        self.hung = False
-        if kind == "socket":
-            self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.setblocking(False)
-            self.peer.setblocking(False)
-            self.fd = self.sock.fileno()
-        else:
-            r, w = os.pipe()
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            self.fd, self.peer_fd = (r, w) if kind == "pipe-read" else (w, r)
-
-    def send(self) -> None:
-        if self.peer is not None:
-            self.peer.send(b"x")
-        else:
-            os.write(self.peer_fd, b"x")
-
-    def drain(self) -> None:
-        try:
-            while self.sock.recv(4096) if self.sock is not None else os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def hangup(self) -> None:
-        if self.hung:
-            return
-        self.hung = True
-        if self.peer is not None:
-            self.peer.close()
-        else:
-            os.close(self.peer_fd)
-
-    def close(self) -> None:
-        self.hangup()
-        if self.sock is not None:
-            self.sock.close()
-        else:
-            os.close(self.fd)
 
 
 _TFD = re.compile(r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)", re.MULTILINE)
