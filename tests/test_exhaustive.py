@@ -206,18 +206,19 @@ def test_model_step_without_gate_scripts() -> None:
     from tests.lockstep import world_for
 
     world, _ = step(world_for(CONFIG), Set("a", "n", None, "g"), CONFIG.scripts)
-    _, events = step(world, Iterate(), CONFIG.scripts)
+    after, events = step(world, Iterate(), CONFIG.scripts)
     assert events[0] == GateEvent("a", "g")
+    assert world.loop.wakeup is True and after.loop.wakeup is False  # consumed, as a bool
 
 
 def test_model_table_stays_sorted_and_names_missing_keys() -> None:
     from model.state import Table, implies
 
     t: Table[bool] = Table()
-    for k, v in [("b", True), ("a", False), ("c", True)]:
+    for k, v in [("b", False), ("a", True), ("c", False)]:
         t = t.set(k, v)
-    assert t.pairs == (("a", False), ("b", True), ("c", True))  # canonical: equal states hash equal
-    assert t.set("b", False).pairs == (("a", False), ("b", False), ("c", True))
+    assert t.pairs == (("a", True), ("b", False), ("c", False))  # by key: equal states hash equal
+    assert t.set("b", True).pairs == (("a", True), ("b", True), ("c", False))
     with pytest.raises(KeyError, match="zz"):
         t["zz"]
     assert [implies(a, b) for a in (False, True) for b in (False, True)] == [True, True, False, True]
