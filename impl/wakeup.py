@@ -33,8 +33,12 @@ class Wakeup:
         return self._rfd
 
     def notify(self) -> None:
-        if self._pending:
-            return
+        """Coalescing: for callers serialized with consume() (the loop's lock held)."""
+        if not self._pending:
+            self.wake()
+
+    def wake(self) -> None:
+        """notify() for callers not serialized with consume(): never skips the write."""
         self._pending = True
         wfd = self._wfd
         if wfd < 0:  # closed: never write to a number that may belong to someone else now
@@ -45,20 +49,6 @@ class Wakeup:
             else:
                 os.write(wfd, b"\0")
         except BlockingIOError:  # counter or pipe full: the fd is readable, which is the point
-            pass
-
-    def wake(self) -> None:
-        """notify() for callers not serialized with consume(): never skips the write."""
-        self._pending = True
-        wfd = self._wfd
-        if wfd < 0:
-            return
-        try:
-            if self._eventfd:
-                os.eventfd_write(wfd, 1)
-            else:
-                os.write(wfd, b"\0")
-        except BlockingIOError:
             pass
 
     def consume(self) -> None:
