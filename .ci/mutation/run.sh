@@ -4,6 +4,7 @@
 #
 #   .ci/mutation/run.sh                 run everything (JOBS=2 workers by default)
 #   .ci/mutation/run.sh show NAME       the diff of one mutant (after a run)
+#   .ci/mutation/run.sh 'impl.wakeup.*'   only the mutants matching (fnmatch) these patterns
 #
 # It works on a scratch copy ($MUTATION_WORKDIR, default /tmp/iohandler-mutation) so the checkout
 # is never touched, with this folder's setup.cfg as mutmut's configuration.
@@ -28,6 +29,6 @@ cd "$WORK"
 # The copy's generated SPEC table must be fresh, or test_regen_check_is_clean fails for a reason
 # no mutant caused; the unmutated model rewrites nothing else.
 "$BIN/python" -m model.regen >/dev/null
-"$BIN/mutmut" run --max-children "${JOBS:-2}" || true   # non-zero when mutants survive
+"$BIN/mutmut" run --max-children "${JOBS:-2}" "$@" || true   # non-zero when mutants survive
 "$BIN/mutmut" results --all true > "$WORK/results.txt" 2>&1 || "$BIN/mutmut" results > "$WORK/results.txt" 2>&1 || true
 "$BIN/python" "$ROOT/.ci/mutation/summary.py" "$WORK"

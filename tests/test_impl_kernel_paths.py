@@ -1,0 +1,1 @@
+"""Placeholder: filled in by the mutation work on impl/ (issue 4)."""
