@@ -11,6 +11,7 @@ cleared), which is why callers not holding the lock (`MainLoop.notify`, `stop`) 
 from __future__ import annotations
 
 import os
+import select
 
 
 class Wakeup:
@@ -57,7 +58,7 @@ class Wakeup:
             if self._eventfd:
                 os.eventfd_read(rfd)
             else:
-                while os.read(rfd, 512):
+                while os.read(rfd, select.PIPE_BUF):
                     pass
         except BlockingIOError:
             pass
@@ -68,5 +69,5 @@ class Wakeup:
         self._rfd = self._wfd = -1
         if rfd >= 0:
             os.close(rfd)
-        if wfd >= 0 and wfd != rfd:
+        if wfd != rfd:  # a pipe's other end (both are -1 once closed)
             os.close(wfd)

@@ -1,1 +1,166 @@
-"""Placeholder: filled in by the mutation work on impl/ (issue 4)."""
+"""The wakeup notifier on its own: the eventfd and the pipe fallback, coalescing, draining, close."""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Iterator
+
+import pytest
+
+from impl.wakeup import Wakeup
+
+KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def open_fds() -> set[int]:
+    # The listing's own directory fd is in it, already closed: keep only the open ones.
+    return {fd for fd in map(int, os.listdir("/proc/self/fd")) if is_open(fd)}
+
+
+def readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def pending_writes(w: Wakeup, use_eventfd: bool) -> int:
+    """How many writes reached the fd since the last drain (drains it)."""
+    fd = w.fileno()
+    if not readable(fd):
+        return 0
+    if use_eventfd:
+        return os.eventfd_read(fd)
+    return len(os.read(fd, 65536))
+
+
+@pytest.fixture(params=KINDS, ids=["eventfd", "pipe"])
+def wakeup(request: pytest.FixtureRequest) -> Iterator[tuple[Wakeup, bool]]:
+    w = Wakeup(use_eventfd=request.param)
+    yield w, request.param
+    w.close()
+
+
+def test_default_is_an_eventfd_and_false_forces_a_pipe() -> None:
+    before = open_fds()
+    default, pipe = Wakeup(), Wakeup(use_eventfd=False)
+    try:
+        assert os.readlink(f"/proc/self/fd/{default.fileno()}") == "anon_inode:[eventfd]"
+        assert os.readlink(f"/proc/self/fd/{pipe.fileno()}").startswith("pipe:")
+        assert len(open_fds() - before) == 3  # one eventfd, two pipe ends
+    finally:
+        default.close()
+        pipe.close()
+
+
+@pytest.mark.parametrize("use_eventfd", KINDS, ids=["eventfd", "pipe"])
+def test_wakeup_fds_are_nonblocking_and_close_on_exec(use_eventfd: bool) -> None:
+    before = open_fds()
+    w = Wakeup(use_eventfd=use_eventfd)
+    try:
+        new = open_fds() - before
+        assert len(new) == (1 if use_eventfd else 2)
+        for fd in new:  # a blocking end would hang the loop on a full pipe or an empty read
+            assert not os.get_blocking(fd)
+            assert not os.get_inheritable(fd)
+    finally:
+        w.close()
+
+
+def test_idle_wakeup_is_not_readable_and_consume_does_not_block(wakeup: tuple[Wakeup, bool]) -> None:
+    w, _ = wakeup
+    assert not readable(w.fileno())
+    w.consume()  # nothing to read: no BlockingIOError
+    assert not readable(w.fileno())
+
+
+def test_notify_coalesces_until_consume(wakeup: tuple[Wakeup, bool]) -> None:
+    w, use_eventfd = wakeup
+    w.notify()
+    w.notify()
+    w.notify()
+    assert pending_writes(w, use_eventfd) == 1  # one write for three notifications
+    w.notify()  # still pending: consume() was not called, so no write
+    assert pending_writes(w, use_eventfd) == 0
+    w.consume()
+    w.notify()
+    assert pending_writes(w, use_eventfd) == 1
+
+
+def test_wake_always_writes_and_notify_after_wake_does_not(wakeup: tuple[Wakeup, bool]) -> None:
+    w, use_eventfd = wakeup
+    w.wake()
+    w.wake()
+    assert pending_writes(w, use_eventfd) == 2
+    w.wake()
+    w.notify()  # wake() left a notification pending
+    assert pending_writes(w, use_eventfd) == 1
+
+
+def test_consume_drains_every_wake(wakeup: tuple[Wakeup, bool]) -> None:
+    w, _ = wakeup
+    for _ in range(5000):  # more than one read's worth on the pipe
+        w.wake()
+    assert readable(w.fileno())
+    w.consume()
+    assert not readable(w.fileno())
+    w.notify()  # consume() cleared the pending flag
+    assert readable(w.fileno())
+
+
+def test_wake_on_a_full_pipe_does_not_raise() -> None:
+    before = open_fds()
+    w = Wakeup(use_eventfd=False)
+    try:
+        (wfd,) = open_fds() - before - {w.fileno()}
+        with pytest.raises(BlockingIOError):
+            while True:
+                os.write(wfd, b"\0" * 4096)
+        w.wake()  # full: the read end is readable already, which is all a wake needs
+        w.consume()
+        assert not readable(w.fileno())
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("use_eventfd", KINDS, ids=["eventfd", "pipe"])
+def test_close_releases_the_fds_and_later_wakes_write_nowhere(use_eventfd: bool) -> None:
+    before = open_fds()
+    w = Wakeup(use_eventfd=use_eventfd)
+    w.close()
+    assert open_fds() == before
+    assert w.fileno() == -1
+    r, keep = os.pipe()  # likely takes a number the wakeup had
+    try:
+        w.wake()
+        w.notify()
+        w.close()  # idempotent: closes nothing it no longer owns
+        os.write(keep, b"x")
+        assert os.read(r, 10) == b"x"
+    finally:
+        os.close(r)
+        os.close(keep)
+
+
+def test_wakeup_works_on_fd_0() -> None:
+    # A daemon that closed stdin gets fd 0 for its first new fd: 0 is a valid fd, not "closed".
+    saved = os.dup(0)
+    try:
+        os.close(0)
+        w = Wakeup(use_eventfd=True)
+        assert w.fileno() == 0
+        w.notify()
+        assert readable(0)
+        w.consume()
+        assert not readable(0)
+        w.close()
+        assert 0 not in open_fds()
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
