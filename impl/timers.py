@@ -39,6 +39,9 @@ class TimerHandle:
 
 
 class TimerQueue:
+    """`seq` counts the pushes: the n-th push is number n, which breaks ties of equal deadlines
+    (first pushed, first due) and is what `pop_due`'s `last_seq` compares with."""
+
     __slots__ = ("heap", "seq")
 
     def __init__(self) -> None:
