@@ -144,7 +144,7 @@ class EpollPoller(Poller):
         # A small fixed buffer keeps idle waits cheap; when it fills, sample again with room for
         # every registration (level-triggered, so nothing is lost) to report every ready fd in
         # one iteration, as poll does.
-        events = self._epoll.poll(-1 if timeout is None else timeout, _MAXEVENTS)
+        events = self._epoll.poll(timeout, _MAXEVENTS)  # None blocks
         if len(events) == _MAXEVENTS and len(self._fds) > _MAXEVENTS:
             events = self._epoll.poll(0, len(self._fds))
         return events
@@ -213,6 +213,14 @@ class PollPoller(Poller):
         return dict(self._fds)
 
 
+_FLAGS_OF_MASK: dict[int, int] = {
+    selectors.EVENT_READ: IN,
+    selectors.EVENT_WRITE: OUT,
+    selectors.EVENT_READ | selectors.EVENT_WRITE: IN | OUT,
+}
+"""A selectors event mask (never 0 once registered or reported) as poll flags."""
+
+
 class SelectorsPoller(Poller):
     """`selectors.DefaultSelector`, for portability. Reports IN/OUT only (HUP/ERR folded, see
     the module docstring), so it cannot tell a hangup from readability."""
@@ -235,8 +243,9 @@ class SelectorsPoller(Poller):
         sel = self._selector
         if not mask:
             del self._masks[fd]
-            with contextlib.suppress(KeyError, OSError):
-                sel.unregister(fd)
+            # No KeyError (the book and the selector agree) and no OSError: selectors
+            # swallows the kernel's (fd closed meanwhile) itself.
+            sel.unregister(fd)
             return
         try:
             if old:
@@ -246,28 +255,19 @@ class SelectorsPoller(Poller):
         except OSError:
             self._masks.pop(fd, None)
             raise
-        except ValueError as e:  # selectors' word for an fd it cannot take
-            self._masks.pop(fd, None)
+        except ValueError as e:  # selectors' word for a negative fd (never in the book)
             raise OSError(errno.EBADF, str(e)) from e
         self._masks[fd] = mask
 
     def wait(self, timeout: float | None) -> list[tuple[int, int]]:
-        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
-        return [
-            (key.fd, (IN if mask & read else 0) | (OUT if mask & write else 0))
-            for key, mask in self._selector.select(timeout)
-        ]
+        return [(key.fd, _FLAGS_OF_MASK[mask]) for key, mask in self._selector.select(timeout)]
 
     def close(self) -> None:
         self._selector.close()
         self._masks.clear()
 
     def registered(self) -> dict[int, int]:
-        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
-        return {
-            fd: (IN if mask & read else 0) | (OUT if mask & write else 0)
-            for fd, mask in self._masks.items()
-        }
+        return {fd: _FLAGS_OF_MASK[mask] for fd, mask in self._masks.items()}
 
     def fileno(self) -> int:
         return self._selector.fileno() if hasattr(self._selector, "fileno") else -1
@@ -298,7 +298,7 @@ def default_poller_name() -> str:
     for name in ("epoll", "poll"):
         if name in POLLERS:
             return name
-    return "selectors"  # pragma: no cover - not Linux
+    return "selectors"
 
 
 def make_poller(poller: str | Poller | None) -> Poller:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import selectors
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from impl import ERR, HUP, IN, NVAL, OUT, POLLERS, Poller, flag_names
-from impl.pollers import make_poller
+from impl import ERR, HUP, IN, NVAL, OUT, POLLERS, Poller, flag_names, pollers
+from impl.pollers import default_poller_name, make_poller
 
 NAMES = sorted(POLLERS)
 
@@ -176,3 +179,229 @@ def test_epoll_reports_every_ready_fd_beyond_its_buffer() -> None:
             os.close(fd)
         p.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# Poller choice, the book (registered()), error translation, rebuild, and the kernel calls' args.
+
+
+def test_default_poller_prefers_epoll_then_poll_then_selectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_poller_name() == "epoll"
+    assert make_poller(None).name == "epoll"
+    monkeypatch.delitem(POLLERS, "epoll")
+    assert default_poller_name() == "poll"
+    monkeypatch.delitem(POLLERS, "poll")
+    assert default_poller_name() == "selectors"
+
+
+def test_make_poller_type_error_names_the_type() -> None:
+    with pytest.raises(TypeError, match="got int"):
+        make_poller(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'kqueue'"):
+        make_poller("kqueue")
+
+
+def fd_kind(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def test_fileno_names_the_kernel_poll_set_or_is_minus_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, kind in (("epoll", "anon_inode:[eventpoll]"), ("selectors", "anon_inode:[eventpoll]")):
+        p = make_poller(name)
+        assert fd_kind(p.fileno()) == kind
+        p.close()
+    p = make_poller("poll")
+    assert p.fileno() == -1  # poll(2) keeps no kernel object
+    p.close()
+    monkeypatch.setattr(selectors, "DefaultSelector", selectors.PollSelector)  # no fileno() there
+    p = make_poller("selectors")
+    assert p.fileno() == -1
+    p.close()
+
+
+def test_registered_is_a_copy_in_poll_flags(poller: Poller, pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    folded = poller.name == "selectors"  # HUP/ERR are not in selectors' masks
+    poller.modify(a.fileno(), IN | HUP | ERR)
+    poller.modify(b.fileno(), OUT | ERR)
+    assert poller.registered() == {
+        a.fileno(): IN if folded else IN | HUP | ERR,
+        b.fileno(): OUT if folded else OUT | ERR,
+    }
+    poller.modify(b.fileno(), IN | OUT | ERR)
+    assert poller.registered()[b.fileno()] == (IN | OUT if folded else IN | OUT | ERR)
+    poller.registered().clear()
+    assert len(poller.registered()) == 2
+    poller.modify(a.fileno(), 0)
+    assert poller.registered() == {b.fileno(): IN | OUT if folded else IN | OUT | ERR}
+
+
+def test_selectors_reports_in_out_and_both(pair: tuple[socket.socket, socket.socket]) -> None:
+    p = make_poller("selectors")
+    a, b = pair
+    try:
+        p.modify(a.fileno(), IN | OUT | HUP | ERR)
+        assert p.wait(0) == [(a.fileno(), OUT)]
+        b.send(b"x")
+        assert p.wait(0) == [(a.fileno(), IN | OUT)]
+        p.modify(a.fileno(), IN | HUP | ERR)
+        assert p.wait(0) == [(a.fileno(), IN)]
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "poll"])  # poll(2) checks fds at wait
+def test_failed_modify_of_a_closed_fd_drops_it_from_the_book(name: str) -> None:
+    p = make_poller(name)
+    r, w = os.pipe()
+    try:
+        p.modify(w, OUT | ERR)
+        p.modify(r, IN | HUP | ERR)
+        os.close(r)
+        with pytest.raises(OSError) as info:
+            p.modify(r, IN | OUT | ERR)  # a change: a kernel call on the closed number
+        assert info.value.errno in (errno.EBADF, errno.ENOENT)
+        assert p.registered() == ({w: OUT | ERR} if name == "epoll" else {w: OUT})
+        p.modify(r, 0)  # not in the book: nothing to do
+    finally:
+        os.close(w)
+        p.close()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "poll"])
+def test_refused_regular_file_is_not_in_the_book(name: str) -> None:
+    p = make_poller(name)
+    with open(__file__, "rb") as f:
+        with pytest.raises(OSError) as info:
+            p.modify(f.fileno(), IN | HUP | ERR)
+        assert info.value.errno == errno.EPERM
+        assert p.registered() == {}
+    p.close()
+
+
+def test_selectors_negative_fd_raises_oserror_naming_it() -> None:
+    p = make_poller("selectors")
+    with pytest.raises(OSError) as info:
+        p.modify(-1, IN)
+    assert info.value.errno == errno.EBADF
+    assert "-1" in str(info.value)
+    assert p.registered() == {}
+    p.close()
+
+
+def test_epoll_registers_again_over_a_registration_the_book_dropped() -> None:
+    p = make_poller("epoll")
+    r, w = os.pipe()
+    keep = os.dup(r)
+    try:
+        p.modify(r, IN | HUP | ERR)
+        os.close(r)  # the file stays open through `keep`: the kernel keeps (file, r)
+        p.modify(r, 0)  # EPOLL_CTL_DEL on a closed number fails; the book forgets r anyway
+        assert p.registered() == {}
+        os.dup2(keep, r)  # r names the same file again: the kernel's registration matches
+        os.write(w, b"x")
+        p.modify(r, IN | OUT | HUP | ERR)  # EEXIST -> modify instead
+        assert p.registered() == {r: IN | OUT | HUP | ERR}
+        assert p.wait(0) == [(r, IN)]
+    finally:
+        for fd in (r, w, keep):
+            os.close(fd)
+        p.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rebuild_keeps_open_fds_and_returns_closed_ones(name: str) -> None:
+    p = make_poller(name)
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        p.modify(a.fileno(), IN | HUP | ERR)
+        p.modify(r, IN | HUP | ERR)
+        os.close(r)
+        os.close(w)
+        failed = p.rebuild()
+        if name == "poll":  # nothing held by the kernel: nothing to rebuild
+            assert failed == []
+            return
+        assert failed == [r]
+        assert set(p.registered()) == {a.fileno()}
+        b.send(b"x")
+        assert p.wait(0) == [(a.fileno(), IN)]
+    finally:
+        a.close()
+        b.close()
+        p.close()
+
+
+def test_epoll_rebuild_drops_a_stray_registration_of_a_dup() -> None:
+    p = make_poller("epoll")
+    r, w = os.pipe()
+    keep = os.dup(r)
+    try:
+        p.modify(r, IN | HUP | ERR)
+        os.write(w, b"x")
+        os.close(r)  # `keep` holds the file: epoll goes on reporting r
+        assert p.wait(0) == [(r, IN)]
+        assert p.rebuild() == [r]
+        assert p.registered() == {}
+        assert p.wait(0) == []
+    finally:
+        os.close(w)
+        os.close(keep)
+        p.close()
+
+
+class RecordingPoll:
+    """select.poll / select.epoll with every poll() call's arguments recorded."""
+
+    def __init__(self, real: Any, calls: list[tuple[Any, ...]]) -> None:
+        self._real = real
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def poll(self, *args: Any) -> Any:
+        self._calls.append(args)
+        return self._real.poll(*args)
+
+
+def test_poll_wait_passes_milliseconds_and_none_blocks(
+    monkeypatch: pytest.MonkeyPatch, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+    real = select.poll
+    monkeypatch.setattr(select, "poll", lambda: RecordingPoll(real(), calls))
+    p = make_poller("poll")
+    a, _ = pair
+    p.modify(a.fileno(), OUT)
+    for timeout in (None, 0, 0.25):
+        assert p.wait(timeout) == [(a.fileno(), OUT)]
+    assert calls == [(None,), (0,), (250.0,)]
+
+
+def test_epoll_wait_resamples_only_when_its_buffer_fills(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+    real = select.epoll
+    monkeypatch.setattr(select, "epoll", lambda: RecordingPoll(real(), calls))
+    monkeypatch.setattr(pollers, "_MAXEVENTS", 4)
+    p = make_poller("epoll")
+    fds = [os.eventfd(1) for _ in range(6)]  # readable
+    try:
+        for fd in fds[:4]:
+            p.modify(fd, IN)
+        assert sorted(p.wait(None)) == [(fd, IN) for fd in fds[:4]]  # full, but nothing more to see
+        assert calls == [(None, 4)]  # None blocks; no second sample
+        p.modify(fds[4], IN)
+        p.modify(fds[5], IN)
+        calls.clear()
+        assert sorted(p.wait(None)) == [(fd, IN) for fd in fds]
+        assert calls == [(None, 4), (0, 6)]  # the resample never blocks
+        for fd in fds[1:]:
+            os.eventfd_read(fd)
+        calls.clear()
+        assert p.wait(0.5) == [(fds[0], IN)]
+        assert calls == [(0.5, 4)]  # buffer not full: one sample
+    finally:
+        for fd in fds:
+            os.close(fd)
+        p.close()
