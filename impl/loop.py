@@ -537,7 +537,7 @@ class MainLoop:
             if rec.deleted:
                 self._reap(rec)
         if pending:
-            self._reap_between(-1, prev)
+            self._reap_between(0, prev)  # seqs start at 1
 
     def _abort_walk(self, rec: _Record, e: BaseException, role: str, cb: Handler) -> None:
         if rec.deleted:
