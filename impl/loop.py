@@ -500,12 +500,12 @@ class MainLoop:
 
     def _dispatch(self, ready: list[_Record]) -> None:
         """qemu_iohandler_poll: the seed's safe walk, restricted to ready records and records
-        flagged deleted (the only ones a walk does anything to). Every record present at the
-        walk's start has seq <= self._seq; records added during the walk are not visited."""
+        flagged deleted (the only ones a walk does anything to). Records added during the walk
+        are not visited: they are not in `ready`."""
         tr = self._tracer
         pending = self._deleted
         read_events, write_events = READ_EVENTS, WRITE_EVENTS
-        prev = self._seq + 1  # the walk's position: records with seq >= prev were passed
+        prev: float = math.inf  # the walk's position: records with seq >= prev were passed
         for rec in ready:
             seq = rec.seq
             if pending:
@@ -554,7 +554,7 @@ class MainLoop:
             self._gated.discard(rec)
             self._gated_order = None
 
-    def _reap_between(self, lo: int, hi: int) -> None:
+    def _reap_between(self, lo: int, hi: float) -> None:
         for rec in [r for r in self._deleted if lo < r.seq < hi]:
             self._reap(rec)
 
