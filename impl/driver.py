@@ -9,6 +9,7 @@ set is built and before the kernel samples readiness.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -76,58 +77,47 @@ class _Gate:
 
 
 def _name(callback: object) -> str | None:
-    return None if callback is None else str(getattr(callback, "name", callback))
+    """The name of a handler or gate the driver registered (a _Script or a _Gate), or None."""
+    if callback is None:
+        return None
+    assert isinstance(callback, _Script | _Gate), callback  # the driver registers no others
+    return callback.name
 
 
 class RealFd:
-    """One symbolic fd realised on real fds (VECTORS.md, fd kinds): the loop's end and the
-    driver's end. Also what the lockstep tests use, so both drive fds the same way."""
+    """One symbolic fd realised on real fds (VECTORS.md, fd kinds): `fd` is the loop's end,
+    `peer_fd` the driver's. Both are non-blocking, so the driver never hangs on an fd. Also what
+    the lockstep tests use, so both drive fds the same way."""
 
     def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.sock: socket.socket | None = None
-        self.peer: socket.socket | None = None
-        self.peer_fd = -1
         if kind == "socket":
-            self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.setblocking(False)
-            self.peer.setblocking(False)
-            self.fd = self.sock.fileno()
+            a, b = socket.socketpair()  # AF_UNIX, SOCK_STREAM
+            ends = a.detach(), b.detach()
         else:
             r, w = os.pipe()
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            self.fd, self.peer_fd = (r, w) if kind == "pipe-read" else (w, r)
+            ends = (r, w) if kind == "pipe-read" else (w, r)
+        self.fd, self.peer_fd = ends
+        for end in ends:
+            os.set_blocking(end, False)
         self.hung = False
 
     def send(self) -> None:
-        if self.peer is not None:
-            self.peer.send(b"x")
-        else:
-            os.write(self.peer_fd, b"x")
+        os.write(self.peer_fd, b"x")  # one byte per send (VECTORS.md)
 
     def drain(self) -> None:
-        try:
-            while self.sock.recv(4096) if self.sock is not None else os.read(self.fd, 4096):
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 4096):
                 pass
-        except BlockingIOError:
-            pass
 
     def hangup(self) -> None:
         if self.hung:
             return
         self.hung = True
-        if self.peer is not None:
-            self.peer.close()
-        else:
-            os.close(self.peer_fd)
+        os.close(self.peer_fd)
 
     def close(self) -> None:
         self.hangup()
-        if self.sock is not None:
-            self.sock.close()
-        else:
-            os.close(self.fd)
+        os.close(self.fd)
 
 
 class _Tracer(Tracer):
@@ -160,10 +150,12 @@ class _Tracer(Tracer):
 
 
 class _Run:
+    during: tuple[ScriptAction, ...] = ()
+    """The current iterate's `during_wait` actions, until the tracer's poll hook takes them."""
+
     def __init__(self, vector: Vector, poller: str | None) -> None:
         self.vector = vector
         self.events: list[Event] = []
-        self.during: tuple[ScriptAction, ...] = ()
         self.scripts = {name: _Script(self, name) for name in vector.scripts}
         runs = _gate_scripts(vector)
         self.gates = {name: _Gate(self, name, value, runs.get(name)) for name, value in vector.gates.items()}
@@ -194,7 +186,6 @@ class _Run:
                     self.scripts[read] if read is not None else None,
                     self.scripts[write] if write is not None else None,
                     can_read=self.gates[gate] if gate is not None else None,
-                    opaque=fd,
                 )
             case Send(fd):
                 if self.fds[fd].hung:
@@ -219,10 +210,7 @@ class _Run:
                 )
             case Iterate(during_wait):
                 self.during = during_wait
-                try:
-                    loop.main_loop_wait(nonblocking=True)
-                finally:
-                    self.during = ()
+                loop.main_loop_wait(nonblocking=True)
 
 
 def _gate_scripts(vector: Vector) -> dict[str, str]:
@@ -247,7 +235,12 @@ def run_vector(vector: Vector, poller: str | None = None) -> list[Event]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m impl.driver", description=__doc__)
-    parser.add_argument("--poller", choices=sorted(POLLERS), default=default_poller_name())
+    parser.add_argument(
+        "--poller",
+        choices=sorted(POLLERS),
+        default=default_poller_name(),
+        help="the loop's poller (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     poller: str = args.poller
     return serve(lambda vector: run_vector(vector, poller))

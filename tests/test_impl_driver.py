@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from impl import POLLERS
-from impl.driver import run_vector
+from impl import POLLERS, default_poller_name
+from impl.driver import RealFd, main, run_vector
 from specs.protocol import InvalidVector
 from specs.vector import (
+    HandlersEvent,
     ReadyEvent,
     Vector,
     bundled_vectors_dir,
@@ -127,3 +132,91 @@ def test_second_hangup_is_a_noop_and_drain_after_hangup_is_fine() -> None:
         {},
     )
     assert run_vector(vector) == []
+
+
+def test_snapshot_names_handlers_and_gates() -> None:
+    vector = parse_vector(
+        {
+            "format": "iohandler-vector/1",
+            "name": "t",
+            "description": "",
+            "rules": [],
+            "fds": {"a": "socket", "b": "pipe-write"},
+            "scripts": {"r": [], "w": []},
+            "gates": {"g": True},
+            "steps": [
+                {"do": "set", "fd": "a", "read": "r", "write": None, "gate": "g"},
+                {"do": "set", "fd": "b", "read": None, "write": "w", "gate": None},
+                {"do": "snapshot"},
+            ],
+        },
+        require_expect=False,
+    )
+    assert run_vector(vector) == [HandlersEvent((("b", None, "w", None), ("a", "r", None, "g")))]
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_run_closes_every_fd_it_opened() -> None:
+    vector = load_vector(BUNDLED[0]) if BUNDLED else _vector([{"do": "iterate"}], {})
+    before = _open_fds()
+    run_vector(vector)
+    assert _open_fds() == before
+
+
+def test_a_loop_that_cannot_start_leaves_no_fds_behind() -> None:
+    before = _open_fds()
+    with pytest.raises(ValueError, match="poller must be one of"):
+        run_vector(_vector([], {}), "no-such-poller")
+    assert _open_fds() == before
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+@pytest.mark.parametrize("kind", ["socket", "pipe-read", "pipe-write"])
+def test_real_fd_kinds(kind: str) -> None:
+    """VECTORS.md's fd kinds: both ends non-blocking (the driver never hangs on a full or empty
+    fd); a socket is an AF_UNIX stream; `send` writes one byte toward the loop's end; `drain`
+    empties it; `hangup` closes the peer once; `close` closes both ends."""
+    before = _open_fds()
+    f = RealFd(kind)
+    assert not os.get_blocking(f.fd) and not os.get_blocking(f.peer_fd)
+    if kind == "socket":
+        with socket.socket(fileno=os.dup(f.fd)) as s:
+            assert (s.family, s.type) == (socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        assert stat.S_ISFIFO(os.fstat(f.fd).st_mode)
+        loop_end_writes = kind == "pipe-write"
+        assert bool(select.select([], [f.fd], [], 0)[1]) == loop_end_writes
+    if kind != "pipe-write":
+        assert not _readable(f.fd)
+        f.send()
+        f.send()
+        assert len(os.read(f.fd, 100)) == 2
+        f.send()
+        f.drain()
+        assert not _readable(f.fd)
+        f.drain()  # nothing pending: returns at once
+    assert f.hung is False
+    f.hangup()
+    f.hangup()
+    assert f.hung is True
+    if kind != "pipe-write":
+        f.drain()  # end of file
+        assert _readable(f.fd)  # the hangup
+    f.close()
+    assert _open_fds() == before
+
+
+def test_main_help_names_the_program_the_protocol_and_the_default_poller(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m impl.driver [-h] [--poller {")
+    assert "The loop's conformance driver" in out
+    assert f"the loop's poller (default: {default_poller_name()})" in out
