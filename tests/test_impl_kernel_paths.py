@@ -552,6 +552,70 @@ def test_a_reaped_gated_record_is_released(name: str, socks: Pairs) -> None:
         assert ref() is None
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_record_deleted_and_reaped_in_one_walk_is_released_at_once(name: str, socks: Pairs) -> None:
+    """A newer record's handler deletes an older one; the same walk reaps it, and from then on
+    the loop holds nothing of it (not even until the next fill)."""
+    old, _ = socks.pair()
+    new, new_peer = socks.pair()
+    opaque = _Opaque()
+    ref = weakref.ref(opaque)
+    with MainLoop(name) as loop:
+
+        def delete_old(s: socket.socket) -> None:
+            s.recv(16)
+            loop.set_fd_handler(old, None)
+
+        loop.set_fd_handler(old, lambda _: None, opaque=opaque)
+        loop.set_fd_handler(new, delete_old, opaque=new)
+        loop.main_loop_wait(nonblocking=True)
+        new_peer.send(b"x")
+        assert loop.main_loop_wait(nonblocking=True) == 1
+        del opaque
+        gc.collect()
+        assert ref() is None
+
+
+class ConfirmingPoll(PollPoller):
+    """poll(2) with a confirmer (the Poller hook for "ready fd still names the registered
+    file"): it logs each question with the generation of the confirmer asked, and confirms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+        self.asked: list[tuple[int, int, int]] = []
+
+    def confirmer(self) -> tuple[Callable[[int, int], object], dict[int, int]]:
+        self.generation += 1
+        generation = self.generation
+
+        def confirm(fd: int, events: int) -> None:
+            self.asked.append((generation, fd, events))
+
+        return confirm, self._fds  # the live book, as the protocol wants
+
+
+def test_the_loop_asks_the_pollers_current_confirmer_about_ready_fds(socks: Pairs, owned: list[int]) -> None:
+    a, peer = socks.pair()
+    r, _ = _pipe(owned)
+    poller = ConfirmingPoll()
+    calls: list[Any] = []
+    with MainLoop(poller) as loop:
+        loop.set_fd_handler(a, lambda s: calls.append(s.recv(16)), opaque=a)
+        loop.set_fd_handler(r, lambda _: None)
+        loop.main_loop_wait(nonblocking=True)
+        peer.send(b"x")
+        loop.main_loop_wait(nonblocking=True)
+        assert poller.asked == [(1, a.fileno(), READ_EVENTS)] and calls == [b"x"]
+        _reuse_number(r, owned)
+        loop.set_fd_handler(r, lambda _: None)  # another file: the kernel set is rebuilt
+        loop.main_loop_wait(nonblocking=True)
+        assert poller.generation == 2
+        peer.send(b"y")
+        loop.main_loop_wait(nonblocking=True)
+        assert poller.asked[1:] == [(2, a.fileno(), READ_EVENTS)] and calls == [b"x", b"y"]
+
+
 # ------------------------------------------------------------------------------ timers
 
 
