@@ -62,7 +62,7 @@ def dispatch_registrations(
             loop = set_fd_handler(loop, target, read, write, gate)
         return world.with_loop(loop), ()
 
-    out, events = dispatch(World(Loop(records), Table(), Table()), (), revents, ret, call)
+    out, events = dispatch(World(Loop(records), Table(), Table()), revents, ret, call)
     return out.loop.records, events, tuple(calls)
 
 

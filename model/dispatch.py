@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from model.state import READ_EVENTS, WRITE_EVENTS, Fd, PollSet, Record, ScriptName, World, index_of
+from model.state import READ_EVENTS, WRITE_EVENTS, Fd, Record, ScriptName, World, index_of
 from specs.vector import Event, ReadEvent, WriteEvent
 
 # A callback: handler `name` called for `fd` runs against the world and returns the world it
@@ -29,9 +29,10 @@ Callback = Callable[[World, Fd, ScriptName], tuple[World, tuple[Event, ...]]]
 
 
 def dispatch(
-    world: World, poll_set: PollSet, revents: tuple[int, ...], ret: int, call: Callback
+    world: World, revents: tuple[int, ...], ret: int, call: Callback
 ) -> tuple[World, tuple[Event, ...]]:
     """Walk the list head to tail (newest first), calling handlers and reaping as it passes.
+    `revents[i]` belongs to the record whose poll_index is i (the fill set it).
 
     R14 no walk unless poll returned > 0: then nothing is called and nothing is reaped.
     R15 the walk visits the records present when it starts, in list order; records added by

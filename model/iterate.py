@@ -52,7 +52,7 @@ def initial_world(vector: Vector) -> World:
     )
 
 
-def apply(world: World, action: ScriptAction, scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
+def apply(world: World, action: ScriptAction) -> tuple[World, tuple[Event, ...]]:
     """One action outside the loop's own steps: from a step, a script or during_wait."""
     match action:
         case Set(fd, read, write, gate):
@@ -76,7 +76,7 @@ def run_script(world: World, name: ScriptName, scripts: Scripts) -> tuple[World,
     """A callback: the script's actions, in order."""
     events: list[Event] = []
     for action in scripts[name]:
-        world, out = apply(world, action, scripts)
+        world, out = apply(world, action)
         events.extend(out)
     return world, tuple(events)
 
@@ -101,7 +101,7 @@ def iterate(
     events.append(PollEvent(tuple((fd, flag_names(ev)) for fd, ev in poll_set)))
     # R20: another thread acts while the loop blocks; the poll set is already built.
     for action in during_wait:
-        world, out = apply(world, action, scripts)
+        world, out = apply(world, action)
         events.extend(out)
     revents, ret = env.poll(world.env, poll_set, world.loop.wakeup)
     # R13: the notifier is read (glib's dispatch) before qemu_iohandler_poll runs the walk,
@@ -109,7 +109,7 @@ def iterate(
     world = world.with_loop(Loop(world.loop.records, wakeup=False))
     ready = tuple((fd, flag_names(rev)) for (fd, _), rev in zip(poll_set, revents, strict=True) if rev)
     events.append(ReadyEvent(ready, walk=ret > 0))
-    world, out = dispatch(world, poll_set, revents, ret, lambda w, _fd, s: run_script(w, s, scripts))
+    world, out = dispatch(world, revents, ret, lambda w, _fd, s: run_script(w, s, scripts))
     events.extend(out)
     return world, tuple(events)
 
@@ -119,7 +119,7 @@ def step(
 ) -> tuple[World, tuple[Event, ...]]:
     if isinstance(action, Iterate):
         return iterate(world, action.during_wait, scripts, gate_runs)
-    return apply(world, action, scripts)
+    return apply(world, action)
 
 
 def run_vector(vector: Vector) -> tuple[Event, ...]:

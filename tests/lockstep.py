@@ -1055,7 +1055,7 @@ def checked_model() -> Iterator[list[int]]:
             registered.add(fd)
         return real_set(loop, fd, read, write, gate)
 
-    def dispatch(world: World, poll_set: PollSet, revents: tuple[int, ...], ret: int, call: Callback
+    def dispatch(world: World, revents: tuple[int, ...], ret: int, call: Callback
                  ) -> tuple[World, tuple[Event, ...]]:
         seen[0] += 1
         walk = _Walk(start=world)
@@ -1077,7 +1077,7 @@ def checked_model() -> Iterator[list[int]]:
                 walk.changed = True
             return out
 
-        result = real(world, poll_set, revents, ret, checked)
+        result = real(world, revents, ret, checked)
         after = result[0]
         if ret <= 0 and (walk.called or after.loop.records != world.loop.records):
             raise Violation("R14: a walk ran (or reaped) although poll returned 0")

@@ -30,7 +30,7 @@ import pytest
 import model.iterate as model_iterate
 from impl import POLLERS
 from model.dispatch import Callback
-from model.state import READ_EVENTS, WRITE_EVENTS, Loop, PollSet, Record, World
+from model.state import READ_EVENTS, WRITE_EVENTS, Loop, Record, World
 from specs.vector import Event, GateEvent, Hangup, Iterate, ReadEvent, Send, Set, WriteEvent
 from tests.lockstep import ALPHABET, CONFIG, Exploration, Violation, budget, explore, replay, write_stats
 
@@ -107,7 +107,7 @@ def test_exhaustive_checks_fail_on_planted_model_bugs(bug: str, expect: str, mon
             return out  # (a deleted record's slot is from an older poll set)
         return Loop(tuple(replace(r, poll_index=old.poll_index) if r.fd == fd else r for r in out.records), out.wakeup)
 
-    def walk(world: World, poll_set: PollSet, revents: tuple[int, ...], ret: int, call: Callback,
+    def walk(world: World, revents: tuple[int, ...], ret: int, call: Callback,
              *, skip_deleted: bool = True, reap: bool = True, reap_on_zero: bool = False
              ) -> tuple[World, tuple[Event, ...]]:
         """A small walk with switchable mistakes (the real one is model.dispatch.dispatch)."""
