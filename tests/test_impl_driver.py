@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -51,9 +52,7 @@ def _cases(paths: list[Path]) -> list[object]:
         for poller in sorted(POLLERS):
             marks = []
             if poller == "selectors" and _reports_hup_or_err(load_vector(path)):
-                marks.append(
-                    pytest.mark.xfail(strict=True, reason="selectors folds HUP/ERR (documented)")
-                )
+                marks.append(pytest.mark.xfail(strict=True, reason="selectors folds HUP/ERR (documented)"))
             cases.append(pytest.param(path, poller, marks=marks, id=f"{path.stem}-{poller}"))
     return cases
 
@@ -220,3 +219,20 @@ def test_main_help_names_the_program_the_protocol_and_the_default_poller(capsys:
     assert out.startswith("usage: python -m impl.driver [-h] [--poller {")
     assert "The loop's conformance driver" in out
     assert f"the loop's poller (default: {default_poller_name()})" in out
+
+
+def test_main_serves_on_the_poller_asked_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--poller reaches the loop: selectors folds HUP/ERR, so a vector whose trace shows them
+    matches on poll and not on selectors."""
+    path = next(p for p in BUNDLED if _reports_hup_or_err(load_vector(p)))
+    line = json.dumps(json.loads(path.read_text())) + "\n"
+    expect = json.loads(line)["expect"]
+    answers = {}
+    for poller in ("poll", "selectors"):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(line))
+        assert main(["--poller", poller]) == 0
+        answers[poller] = json.loads(capsys.readouterr().out)
+    assert answers["poll"] == {"trace": expect}
+    assert answers["selectors"] != {"trace": expect} and "trace" in answers["selectors"]
