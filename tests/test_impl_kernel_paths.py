@@ -297,9 +297,11 @@ def test_a_failing_removal_does_not_fail_the_delete(socks: Pairs) -> None:
     with MainLoop(poller) as loop:
         loop.set_fd_handler(a, lambda _: None)
         loop.main_loop_wait(nonblocking=True)
-        poller.errors[a.fileno()] = [errno.EBADF]
+        poller.errors[a.fileno()] = [errno.EBADF, errno.EBADF]
         loop.set_fd_handler(a, None)
         assert loop.records() == [] and a.fileno() not in poller.registered()
+        _quiet(loop)  # and the fill does not ask the poller again
+        assert poller.errors[a.fileno()] == [errno.EBADF]
 
 
 def test_a_record_never_polled_never_reaches_the_poller(socks: Pairs) -> None:
@@ -346,6 +348,26 @@ def test_renewal_rebuild_reports_a_silently_closed_fd_first(owned: list[int]) ->
         os.write(wc2, b"y")
         assert loop.main_loop_wait(nonblocking=True) == 1
         assert calls == ["new c", "new c"]
+
+
+@needs_epoll
+def test_a_number_reused_again_before_the_renewal_is_not_registered(owned: list[int]) -> None:
+    """set_fd_handler saw a second file under the number, then a third took it before the fill:
+    the renewal checks the file again and refuses the third."""
+    r, _ = _pipe(owned)
+    calls: list[Any] = []
+    with MainLoop("epoll") as loop:
+        loop.set_fd_handler(r, _reader(calls, "first"), opaque=r)
+        loop.main_loop_wait(nonblocking=True)
+        _reuse_number(r, owned)
+        loop.set_fd_handler(r, _reader(calls, "second"), opaque=r)
+        w3 = _reuse_number(r, owned)
+        os.write(w3, b"third file's data")
+        with pytest.raises(ClosedFdError) as info:
+            loop.main_loop_wait(nonblocking=True)
+        assert info.value.fd == r and "now names another file" in str(info.value)
+        assert loop.records() == [] and calls == []
+        _quiet(loop)
 
 
 @needs_epoll
