@@ -34,7 +34,7 @@ from impl import (
     Tracer,
     UnpollableFdError,
 )
-from tests.support import NAMES, Pairs, open_fds, pairs
+from tests.support import NAMES, Pairs, epoll_kernel_set, open_fds, pairs
 
 needs_epoll = pytest.mark.skipif("epoll" not in NAMES, reason="epoll is Linux-only")
 
@@ -406,6 +406,32 @@ def test_close_then_delete_with_a_dup_alive_neither_counts_nor_spins(socks: Pair
             _quiet(loop, 3)
             assert calls == []
     finally:
+        os.close(keep)
+
+
+@needs_epoll
+def test_an_epoll_object_on_fd_0_is_rebuilt_too(socks: Pairs) -> None:
+    """A daemon that closed stdin gets its epoll object as fd 0. A quarantined fd whose file a
+    dup keeps open still has its registration dropped (by rebuilding) before the error is raised."""
+    a, peer = socks.pair()
+    fd = a.fileno()
+    keep = os.dup(fd)
+    stdin = os.dup(0)
+    os.close(0)
+    try:
+        poller = EpollPoller()
+        assert poller.fileno() == 0
+        with MainLoop(poller) as loop:
+            loop.set_fd_handler(a, lambda _: None)
+            loop.main_loop_wait(nonblocking=True)
+            peer.send(b"x")
+            a.close()
+            with pytest.raises(ClosedFdError):
+                loop.main_loop_wait(nonblocking=True)
+            assert fd not in epoll_kernel_set(poller.fileno())
+    finally:
+        os.dup2(stdin, 0)
+        os.close(stdin)
         os.close(keep)
 
 
