@@ -578,6 +578,30 @@ def test_records_a_gate_changes_behind_the_fill_are_visited_in_list_order(name: 
 # --------------------------------------------------------------------- record keeping
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_deleting_one_gated_record_keeps_the_others_gates_consulted(name: str, socks: Pairs) -> None:
+    a, _ = socks.pair()
+    b, _ = socks.pair()
+    consulted: list[str] = []
+
+    def gate(tag: str) -> Callable[[Any], bool]:
+        def consult(_: Any) -> bool:
+            consulted.append(tag)
+            return False
+
+        return consult
+
+    with MainLoop(name) as loop:
+        loop.set_fd_handler(a, lambda _: None, can_read=gate("a"))
+        loop.set_fd_handler(b, lambda _: None, can_read=gate("b"))
+        loop.main_loop_wait(nonblocking=True)
+        loop.set_fd_handler(b, None)
+        consulted.clear()
+        for _ in range(3):
+            loop.main_loop_wait(nonblocking=True)
+        assert consulted == ["a"] * 3
+
+
 class _Opaque:
     pass
 
