@@ -109,18 +109,20 @@ class _Record:
         "write",
     )
 
+    # Set by set_fd_handler right after construction, before anything reads them:
+    read: Handler | None
+    write: Handler | None
+    can_read: Handler | None
+    opaque: Any
+    stale: bool  # the seed's poll_index == -1 since the last add/update
+    ident: tuple[int, int]  # (st_dev, st_ino) of the file at the last add/update
+    rev: int  # revents of the current iteration (set for ready records before it is read)
+
     def __init__(self, fd: int, seq: int) -> None:
         self.fd = fd
         self.seq = seq  # creation order: list order is seq descending
-        self.read: Handler | None = None
-        self.write: Handler | None = None
-        self.can_read: Handler | None = None
-        self.opaque: Any = None
         self.deleted = False
-        self.stale = True  # the seed's poll_index == -1 since the last add/update
         self.kev = 0  # events given to the kernel at the last fill; 0 = not polled
-        self.rev = 0  # revents of the current iteration (valid for ready records only)
-        self.ident = (0, 0)  # (st_dev, st_ino) of the file at the last add/update
         self.renew = False  # the fd number now names another file: register afresh at fill
 
 
@@ -348,9 +350,10 @@ class MainLoop:
 
     def _iterate(
         self,
-        nonblocking: bool,
-        timeout: float | None,
-        once: bool,
+        nonblocking: bool = False,
+        timeout: float | None = None,
+        *,
+        once: bool = False,
         until: Callable[[], object] | None = None,
     ) -> int:
         """Iterations, with the lock held throughout but for the waits: one (`once`), or until
@@ -447,9 +450,9 @@ class MainLoop:
         todo: list[_Record]
         if dirty:
             self._dirty = set()
-            todo = sorted(dirty | self._gated if self._gated else dirty, key=_SEQ, reverse=True)
+            todo = sorted(dirty | self._gated, key=_SEQ, reverse=True)
         else:
-            todo = self._gated_order or self._sort_gated()
+            todo = self._gated_order if self._gated_order is not None else self._sort_gated()
         i, n = 0, len(todo)
         while i < n:
             rec = todo[i]
@@ -653,8 +656,7 @@ class MainLoop:
         self._confirmer = self._poller.confirmer()  # the old one names the old kernel object
         for fd in failed:
             rec = self._by_fd.get(fd)
-            if rec is not None and rec.kev:
-                rec.kev = 0
+            if rec is not None:  # the book holds the wakeup fd and records with kev != 0 only
                 problem = self._file_problem(rec) or f"fd {fd}: cannot be registered again"
                 self._quarantine(rec, ClosedFdError(fd, problem))
 
@@ -704,7 +706,7 @@ class MainLoop:
         self._refuse_nested_run()
         try:
             if not self._stopping and not predicate():
-                self._iterate(False, None, once=False, until=predicate)
+                self._iterate(until=predicate)
         finally:
             self._stopping = False
 
@@ -713,7 +715,7 @@ class MainLoop:
         self._refuse_nested_run()
         try:
             if not self._stopping:
-                self._iterate(False, None, once=False)
+                self._iterate()
         finally:
             self._stopping = False
 
