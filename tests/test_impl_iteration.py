@@ -1,5 +1,6 @@
 """One iteration and the run loop (MainLoop._iterate): the wait's timeout, the loop state other
-calls see during an iteration, stray kernel reports, the exact error texts, run/run_until/stop.
+calls see during an iteration, stray kernel reports (R33), the exact error texts (R31, R32),
+run/run_until/stop.
 
 The poller is wrapped so the test sees what the loop asked of it (the wait's timeout, the epoll
 object's identity) without any timing assertion."""

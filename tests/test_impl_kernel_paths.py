@@ -1,7 +1,7 @@
 """MainLoop's kernel and error paths, deterministically, on real fds: epoll_ctl failures and how
 they are translated (ENOENT, EBADF, EPERM, the ENOENT retry for a file reopened under its number),
 the kernel-set rebuild and the fds it cannot register again, the identity check of ready fds,
-quarantine, timer re-arming, and errors that name what is wrong.
+quarantine, timer re-arming, and errors that name what is wrong (SPEC.md R30, R33, R34, R37).
 
 Where the kernel cannot be made to fail on demand, a Poller subclass injects the error: MainLoop
 accepts a Poller instance, and the Poller contract says what a failing `modify` leaves behind.
