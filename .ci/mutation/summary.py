@@ -1,6 +1,10 @@
 """Summarise a mutmut run: score per file and the list of survivors (name, then `run.sh show`).
 
-    python .ci/mutation/summary.py WORKDIR [--json OUT]
+    python .ci/mutation/summary.py WORKDIR [WORKDIR ...] [--json OUT]
+
+Several workdirs (runs over different patterns, e.g. `model.*` and `impl.*`) are merged: a
+mutant's verdict is the one from the first workdir that checked it; files no workdir checked
+are left out.
 """
 
 from __future__ import annotations
@@ -34,20 +38,30 @@ def classify(workdir: Path, name: str) -> tuple[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("workdir", type=Path)
+    parser.add_argument("workdirs", type=Path, nargs="+")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--classify", action="store_true",
                         help="run `mutmut show` on each survivor and sort them into rough classes")
     args = parser.parse_args()
-    metas = sorted((args.workdir / "mutants").rglob("*.py.meta"))
-    if not metas:
-        print(f"no mutmut results under {args.workdir / 'mutants'}", file=sys.stderr)
+    merged: dict[str, dict[str, int | None]] = {}  # file -> mutant -> exit code
+    where: dict[str, Path] = {}  # mutant -> the workdir whose verdict counts (for `show`)
+    for workdir in args.workdirs:
+        for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
+            codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+            book = merged.setdefault(str(meta.relative_to(workdir / "mutants"))[: -len(".meta")], {})
+            for name, code in codes.items():
+                if book.get(name) is None:
+                    book[name] = code
+                    where[name] = workdir
+    if not merged:
+        print(f"no mutmut results under {[str(w / 'mutants') for w in args.workdirs]}", file=sys.stderr)
         return 1
     rows: list[tuple[str, Counter[str]]] = []
     survivors: list[str] = []
     total: Counter[str] = Counter()
-    for meta in metas:
-        codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    for path, codes in sorted(merged.items()):
+        if all(code is None for code in codes.values()):
+            continue  # no run checked this file
         c: Counter[str] = Counter()
         for name, code in codes.items():
             kind = (
@@ -57,7 +71,7 @@ def main() -> int:
             c[kind] += 1
             if kind in ("survived", "no tests"):
                 survivors.append(f"{name}  [{kind}]")
-        rows.append((str(meta.relative_to(args.workdir / "mutants"))[: -len(".meta")], c))
+        rows.append((path, c))
         total.update(c)
     print(f"{'file':34} {'mutants':>8} {'killed':>7} {'timeout':>8} {'survived':>9} {'no tests':>9} {'score':>7}")
     for name, c in [*rows, ("TOTAL", total)]:
@@ -69,7 +83,7 @@ def main() -> int:
     classes: Counter[str] = Counter()
     for s in survivors:
         if args.classify:
-            kind, line = classify(args.workdir, s.split()[0])
+            kind, line = classify(where[s.split()[0]], s.split()[0])
             classes[kind] += 1
             print(f"  {s}  {kind}: {line}")
         else:
