@@ -8,7 +8,10 @@ thorough  long runs, by hand or nightly
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 
 _base = settings(
@@ -22,3 +25,14 @@ settings.register_profile(
     "thorough", _base, max_examples=3000, stateful_step_count=60, phases=list(Phase), verbosity=Verbosity.normal
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected, non-blocking socketpair, closed after the test."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()

@@ -60,16 +60,6 @@ def rec(request: pytest.FixtureRequest) -> Iterator[tuple[MainLoop, Recording]]:
         yield loop, poller
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 # ------------------------------------------------------------------------- the wait's timeout
 
 

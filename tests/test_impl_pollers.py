@@ -25,16 +25,6 @@ def poller(request: pytest.FixtureRequest) -> Iterator[Poller]:
     p.close()
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_make_poller_by_name_and_errors() -> None:
     for name in NAMES:
         p = make_poller(name)
