@@ -17,8 +17,9 @@ and `stale`, set by every add/update and cleared when a fill visits the record (
 Locking rule. One re-entrant lock guards the registry, the timers and the loop state. The loop
 holds it for the whole iteration except the kernel wait (and the tracer's `poll` hook, which
 stands for "during the wait"), and `run`/`run_until` hold it from one iteration to the next, like
-QEMU's global mutex: callbacks, gates, timers and run_until's predicate run with it held, and `set_fd_handler` from another thread blocks until the loop is waiting, then takes
-effect at the next fill (the notify it sends ends the current wait). `notify()` takes no lock.
+QEMU's global mutex: callbacks, gates, timers and run_until's predicate run with it held, and
+`set_fd_handler` from another thread blocks until the loop is waiting, then takes effect at the
+next fill (the notify it sends ends the current wait). `notify()` takes no lock.
 
 Reliability rules (the seed leaves these open):
 * Bad arguments raise TypeError / ValueError naming the argument, before any state changes
