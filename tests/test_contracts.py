@@ -1,4 +1,5 @@
-"""CrossHair over the model's PEP 316 contracts, with a small budget so CI stays quick.
+"""CrossHair over the PEP 316 contracts of the model and of impl/'s pure helpers, with a small
+budget so CI stays quick.
 
 `iohandler verify` runs the same check with a larger budget and lists every condition.
 """
@@ -10,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from specs.verify import ROOT, parse_crosshair, run_crosshair
+from specs.verify import CROSSHAIR_TARGETS, ROOT, parse_crosshair, run_crosshair
 
 pytestmark = pytest.mark.slow
 
 
 def test_no_contract_of_the_model_is_refuted() -> None:
-    contracts, raw = run_crosshair(["model"], per_condition=1.5)
+    contracts, raw = run_crosshair(CROSSHAIR_TARGETS, per_condition=1.5)
     assert contracts, raw[-2000:]
     refuted = [c for c in contracts if c.status in ("refuted", "unexplored")]
     assert refuted == [], "\n".join(f"{c.where}: {c.message}" for c in refuted)
     # Every module with contracts was reached: the set is not silently shrinking.
     modules = {c.where.split(":")[0].rsplit("/", 1)[-1] for c in contracts}
-    assert {"registry.py", "env.py", "contracts.py", "state.py"} <= modules, modules
+    assert {"registry.py", "env.py", "contracts.py", "state.py", "pollers.py"} <= modules, modules
 
 
 def test_a_planted_bug_is_refuted(tmp_path: Path) -> None:
@@ -35,6 +36,17 @@ def test_a_planted_bug_is_refuted(tmp_path: Path) -> None:
     registry.write_text(text.replace("(fresh, *loop.records)", "(*loop.records, fresh)"))
     contracts, raw = run_crosshair(["model/registry.py"], per_condition=3, cwd=tmp_path)
     assert any(c.status == "refuted" and "set_fd_handler" in c.message for c in contracts), raw[-2000:]
+
+
+def test_a_planted_bug_in_the_event_mapping_is_refuted(tmp_path: Path) -> None:
+    # impl/: flag names in the wrong order; the trace format fixes IN, OUT, HUP, ERR.
+    shutil.copytree(ROOT / "impl", tmp_path / "impl")
+    pollers = tmp_path / "impl" / "pollers.py"
+    text = pollers.read_text()
+    assert "for bit, name in _FLAG_NAMES if" in text
+    pollers.write_text(text.replace("for bit, name in _FLAG_NAMES if", "for bit, name in reversed(_FLAG_NAMES) if"))
+    contracts, raw = run_crosshair(["impl/pollers.py"], per_condition=3, cwd=tmp_path)
+    assert any(c.status == "refuted" and "flag_names" in c.message for c in contracts), raw[-2000:]
 
 
 def test_parse_crosshair_statuses() -> None:
