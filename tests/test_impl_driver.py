@@ -27,6 +27,7 @@ from specs.vector import (
     parse_vector,
     vector_files,
 )
+from tests.support import open_fds
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EXAMPLES = sorted((SHARED / "vector-examples").glob("*.json"))
@@ -155,22 +156,18 @@ def test_snapshot_names_handlers_and_gates() -> None:
     assert run_vector(vector) == [HandlersEvent((("b", None, "w", None), ("a", "r", None, "g")))]
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
 def test_a_run_closes_every_fd_it_opened() -> None:
     vector = load_vector(BUNDLED[0]) if BUNDLED else _vector([{"do": "iterate"}], {})
-    before = _open_fds()
+    before = open_fds()
     run_vector(vector)
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 def test_a_loop_that_cannot_start_leaves_no_fds_behind() -> None:
-    before = _open_fds()
+    before = open_fds()
     with pytest.raises(ValueError, match="poller must be one of"):
         run_vector(_vector([], {}), "no-such-poller")
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 def _readable(fd: int) -> bool:
@@ -182,7 +179,7 @@ def test_real_fd_kinds(kind: str) -> None:
     """VECTORS.md's fd kinds: both ends non-blocking (the driver never hangs on a full or empty
     fd); a socket is an AF_UNIX stream; `send` writes one byte toward the loop's end; `drain`
     empties it; `hangup` closes the peer once; `close` closes both ends."""
-    before = _open_fds()
+    before = open_fds()
     f = RealFd(kind)
     assert not os.get_blocking(f.fd) and not os.get_blocking(f.peer_fd)
     if kind == "socket":
@@ -209,7 +206,7 @@ def test_real_fd_kinds(kind: str) -> None:
         f.drain()  # end of file
         assert _readable(f.fd)  # the hangup
     f.close()
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 def test_main_help_names_the_program_the_protocol_and_the_default_poller(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,21 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from impl.wakeup import Wakeup
+from tests.support import open_fds
 
 KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback
-
-
-def is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def open_fds() -> set[int]:
-    # The listing's own directory fd is in it, already closed: keep only the open ones.
-    return {fd for fd in map(int, os.listdir("/proc/self/fd")) if is_open(fd)}
 
 
 def readable(fd: int) -> bool:
