@@ -201,7 +201,8 @@ def test_a_registration_that_outlived_its_number_is_dropped(reaped: bool) -> Non
     a, b = socket.socketpair()
     with MainLoop(poller) as loop:
         fd = a.fileno()
-        loop.set_fd_handler(fd, lambda _: None)
+        calls: list[Any] = []
+        loop.set_fd_handler(fd, calls.append)
         loop.main_loop_wait(nonblocking=True)
         keep = os.dup(fd)
         try:
@@ -217,6 +218,7 @@ def test_a_registration_that_outlived_its_number_is_dropped(reaped: bool) -> Non
             assert poller.fileno() != epfd  # rebuilt (the new object is made before the old closes)
             assert loop.main_loop_wait(nonblocking=True) == 0
             assert poller.results[-1] == []  # and quiet from then on
+            assert calls == []
         finally:
             os.close(keep)
             b.close()
@@ -247,7 +249,7 @@ def test_error_texts(rec: tuple[MainLoop, Recording]) -> None:
     refused: list[BaseException] = []
 
     def inner() -> None:
-        for call in (loop.main_loop_wait, loop.run):
+        for call in (loop.main_loop_wait, loop.run, lambda: loop.run_until(lambda: True), loop.close):
             try:
                 call()
             except ReentrantWaitError as e:
@@ -259,7 +261,10 @@ def test_error_texts(rec: tuple[MainLoop, Recording]) -> None:
         "main_loop_wait called while an iteration is running (from a callback, a gate or a "
         "timer, or from another thread)",
         "run/run_until called while an iteration is running",
+        "run/run_until called while an iteration is running",
+        "close() called while an iteration is running",
     ]
+    assert not loop.closed
     loop.close()
     with pytest.raises(LoopClosedError) as info:
         loop.main_loop_wait(nonblocking=True)
@@ -283,7 +288,6 @@ def test_a_raising_handler_is_named_in_the_note(
         loop.set_fd_handler(a, None, boom)
     with pytest.raises(KeyError) as info:
         loop.main_loop_wait(nonblocking=True)
-        loop.main_loop_wait(nonblocking=True)  # the write handler: the fill comes first
     assert info.value.__notes__ == [f"iohandler: raised by the {role} handler {boom!r} of fd {a.fileno()}"]
 
 
