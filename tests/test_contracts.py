@@ -26,27 +26,29 @@ def test_no_contract_of_the_model_is_refuted() -> None:
     assert {"registry.py", "env.py", "contracts.py", "state.py", "pollers.py"} <= modules, modules
 
 
-def test_a_planted_bug_is_refuted(tmp_path: Path) -> None:
-    # Plant "new records go to the tail" (R2) in a copy; CrossHair must find a counterexample.
-    for pkg in ("model", "specs"):
+@pytest.mark.parametrize(
+    ("packages", "path", "good", "bad", "function"),
+    [
+        # model/: new records go to the tail (R2).
+        (("model", "specs"), "model/registry.py", "(fresh, *loop.records)", "(*loop.records, fresh)", "set_fd_handler"),
+        # impl/: flag names in the wrong order; the trace format fixes IN, OUT, HUP, ERR.
+        (("impl",), "impl/pollers.py", "for bit, name in _FLAG_NAMES if",
+         "for bit, name in reversed(_FLAG_NAMES) if", "flag_names"),
+    ],
+    ids=["model-inserts-at-tail", "impl-flag-order"],
+)
+def test_a_planted_bug_is_refuted(
+    tmp_path: Path, packages: tuple[str, ...], path: str, good: str, bad: str, function: str
+) -> None:
+    """The bug goes into a copy; CrossHair must find a counterexample to a contract there."""
+    for pkg in packages:
         shutil.copytree(ROOT / pkg, tmp_path / pkg)
-    registry = tmp_path / "model" / "registry.py"
-    text = registry.read_text()
-    assert "(fresh, *loop.records)" in text
-    registry.write_text(text.replace("(fresh, *loop.records)", "(*loop.records, fresh)"))
-    contracts, raw = run_crosshair(["model/registry.py"], per_condition=3, cwd=tmp_path)
-    assert any(c.status == "refuted" and "set_fd_handler" in c.message for c in contracts), raw[-2000:]
-
-
-def test_a_planted_bug_in_the_event_mapping_is_refuted(tmp_path: Path) -> None:
-    # impl/: flag names in the wrong order; the trace format fixes IN, OUT, HUP, ERR.
-    shutil.copytree(ROOT / "impl", tmp_path / "impl")
-    pollers = tmp_path / "impl" / "pollers.py"
-    text = pollers.read_text()
-    assert "for bit, name in _FLAG_NAMES if" in text
-    pollers.write_text(text.replace("for bit, name in _FLAG_NAMES if", "for bit, name in reversed(_FLAG_NAMES) if"))
-    contracts, raw = run_crosshair(["impl/pollers.py"], per_condition=3, cwd=tmp_path)
-    assert any(c.status == "refuted" and "flag_names" in c.message for c in contracts), raw[-2000:]
+    source = tmp_path / path
+    text = source.read_text()
+    assert good in text
+    source.write_text(text.replace(good, bad))
+    contracts, raw = run_crosshair([path], per_condition=3, cwd=tmp_path)
+    assert any(c.status == "refuted" and function in c.message for c in contracts), raw[-2000:]
 
 
 def test_parse_crosshair_statuses() -> None:
