@@ -200,7 +200,7 @@ class MainLoop:
         self._fd_errors: list[FdError] = []
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap  # the same list: a cheap "any timers?"
-        self._wait = self._poller.wait
+        self._wait, self._full = self._poller.fast_wait()  # refreshed by _rebuild_kernel_set
         # R33/R34 on every poller unless the caller opted out where the kernel tracks files.
         self._check_files = check_files or not self._poller.tracks_files
         self._confirmer = self._poller.confirmer()  # refreshed by _rebuild_kernel_set
@@ -208,6 +208,7 @@ class MainLoop:
         self._running = False
         self._polling = False  # from the start of a fill to the end of its wait
         self._waiting = False
+        self._notified = False  # a notify made while the loop was not waiting (see _notify)
         self._stopping = False
         self._closed = False
 
@@ -236,7 +237,7 @@ class MainLoop:
                 rec = self._by_fd.get(n)
                 if rec is not None and not rec.deleted:
                     self._flag_deleted(rec)
-                    if rec.kev and not self._polling:
+                    if rec.kev and not (self._polling or self._waiting):
                         # Drop the kernel registration now, while the fd is normally still
                         # open: an epoll registration can only be removed through an open fd,
                         # and the usual next step is close() (with a dup or a fork child
@@ -282,7 +283,7 @@ class MainLoop:
                 else:
                     self._gated.discard(rec)
                 self._gated_order = None
-            self._wakeup.notify()
+            self._notify()
 
     def records(self) -> list[HandlerInfo]:
         """Live (not deleted) records in list order, newest first."""
@@ -293,6 +294,18 @@ class MainLoop:
     def notify(self) -> None:
         """qemu_notify_event: the next (or current) wait returns at once. Any thread."""
         self._wakeup.wake()  # not notify(): unlocked, it could race with consume() (wakeup.py)
+
+    def _notify(self) -> None:
+        """qemu_notify_event for callers holding the lock. While the loop waits (another
+        thread got the lock), the wakeup fd ends the wait. Otherwise nobody is in the kernel:
+        the loop thread itself (a callback, a gate) or no loop at all holds the lock, and the
+        next iteration reads this flag before its wait. Either way that iteration polls with
+        timeout 0 and counts the wakeup once in its ret; the flag saves the eventfd write and
+        read (two system calls per registration)."""
+        if self._waiting:
+            self._wakeup.notify()
+        else:
+            self._notified = True
 
     def set_tracer(self, tracer: Tracer | None) -> None:
         self._tracer = tracer
@@ -375,21 +388,27 @@ class MainLoop:
             try:
                 wfd = self._wakeup_fd
                 get = self._by_fd.get
-                wait = self._wait
+                check = self._check_files
+                pending = self._deleted  # flagged, not yet reaped (these containers live as
+                timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
+                fd_errors = self._fd_errors
+                read_events, write_events = READ_EVENTS, WRITE_EVENTS
                 while True:
                     tr = self._tracer
-                    self._polling = True
                     if self._dirty or self._gated:
+                        self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
-                    if nonblocking:
+                    notified = self._notified  # read after the fill: a gate may notify
+                    if nonblocking or notified:
                         timeout = 0.0
-                    elif self._timer_heap:
+                    elif timer_heap:
                         deadline = self._timers.next_deadline()
                         if deadline is not None:
                             left = max(0.0, deadline - time.monotonic())
                             timeout = left if timeout is None else min(timeout, left)
                     if tr is not None:
                         entries = self._poll_set()  # under the lock: a consistent view
+                    wait = self._wait  # re-read: anything that rebuilds the kernel set renews it
                     self._waiting = True
                     lock.release()
                     try:
@@ -399,15 +418,21 @@ class MainLoop:
                     finally:
                         lock.acquire()
                         self._waiting = self._polling = False
+                    if len(events) >= self._full:  # a full batch: maybe more are ready
+                        events = self._poller.wait(0)
 
                     # Pollers report only requested events plus HUP/ERR(/NVAL), and only for fds
                     # registered at the fill: records with kev != 0 (see _Record).
                     ready: list[_Record] = []
                     woke = 0
+                    if notified:
+                        self._notified = False
+                        woke = 1
                     stray = False
                     for fd, ev in events:
                         if fd == wfd:
                             woke = 1
+                            self._wakeup.consume()  # before the walk: a notify there wakes the next
                             continue
                         rec = get(fd)
                         if rec is not None and rec.kev:
@@ -419,20 +444,54 @@ class MainLoop:
                             stray = True
                     if stray:
                         self._rebuild_kernel_set()
-                    if woke:
-                        self._wakeup.consume()  # before the walk: a notify there wakes the next
                     if len(ready) > 1:
                         ready.sort(key=_SEQ, reverse=True)
-                    if ready and self._check_files:
+                    if check and ready:
                         self._check_ready_files(ready)
                     ret = len(ready) + woke
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
-                    if ret > 0:
-                        self._dispatch(ready)
-                    if self._timer_heap:
+                    if ret:
+                        # qemu_iohandler_poll: the seed's safe walk, restricted to ready records
+                        # and records flagged deleted (the only ones a walk does anything to).
+                        # Records added during the walk are not in `ready`. Inline: as a method
+                        # call it cost ~8% of the loop's own work per iteration (bench/).
+                        prev: float = math.inf  # the walk's position: seq >= prev was passed
+                        for rec in ready:
+                            if pending:
+                                self._reap_between(rec.seq, prev)
+                            prev = rec.seq
+                            if not rec.deleted and not rec.stale:
+                                rev = rec.rev
+                                cb = rec.read
+                                if cb is not None and rev & read_events:
+                                    try:
+                                        if tr is not None:
+                                            tr.read(rec.fd, cb)
+                                        cb(rec.opaque)
+                                    except BaseException as e:
+                                        self._abort_walk(rec, e, "read", cb)
+                                        raise
+                                # The write check sees the current handler (the read callback
+                                # may have changed it) and the revents read before it ran, as
+                                # the seed does.
+                                if not rec.deleted:
+                                    cb = rec.write
+                                    if cb is not None and rev & write_events:
+                                        try:
+                                            if tr is not None:
+                                                tr.write(rec.fd, cb)
+                                            cb(rec.opaque)
+                                        except BaseException as e:
+                                            self._abort_walk(rec, e, "write", cb)
+                                            raise
+                            if rec.deleted:
+                                self._reap(rec)
+                        if pending:
+                            self._reap_between(0, prev)  # seqs start at 1
+                    if timer_heap:
                         self._run_timers()
-                    if self._fd_errors:
+                    if fd_errors:
                         self._raise_fd_errors()
                     if once or self._stopping or (until is not None and until()):
                         return ret
@@ -501,47 +560,6 @@ class MainLoop:
         """This iteration's poll set in list order (for the tracer only: O(registered))."""
         polled = sorted((r for r in self._by_fd.values() if r.kev), key=_SEQ, reverse=True)
         return [(r.fd, r.kev) for r in polled]
-
-    def _dispatch(self, ready: list[_Record]) -> None:
-        """qemu_iohandler_poll: the seed's safe walk, restricted to ready records and records
-        flagged deleted (the only ones a walk does anything to). Records added during the walk
-        are not visited: they are not in `ready`."""
-        tr = self._tracer
-        pending = self._deleted
-        read_events, write_events = READ_EVENTS, WRITE_EVENTS
-        prev: float = math.inf  # the walk's position: records with seq >= prev were passed
-        for rec in ready:
-            seq = rec.seq
-            if pending:
-                self._reap_between(seq, prev)
-            prev = seq
-            if not rec.deleted and not rec.stale:
-                rev = rec.rev
-                cb = rec.read
-                if cb is not None and rev & read_events:
-                    try:
-                        if tr is not None:
-                            tr.read(rec.fd, cb)
-                        cb(rec.opaque)
-                    except BaseException as e:
-                        self._abort_walk(rec, e, "read", cb)
-                        raise
-                # The write check sees the current handler (a read callback may have changed
-                # it) and the revents read before the read callback ran, as the seed does.
-                if not rec.deleted:
-                    cb = rec.write
-                    if cb is not None and rev & write_events:
-                        try:
-                            if tr is not None:
-                                tr.write(rec.fd, cb)
-                            cb(rec.opaque)
-                        except BaseException as e:
-                            self._abort_walk(rec, e, "write", cb)
-                            raise
-            if rec.deleted:
-                self._reap(rec)
-        if pending:
-            self._reap_between(0, prev)  # seqs start at 1
 
     def _abort_walk(self, rec: _Record, e: BaseException, role: str, cb: Handler) -> None:
         if rec.deleted:
@@ -625,22 +643,22 @@ class MainLoop:
         number as NVAL and a reused one as the new file; epoll keeps reporting a closed number
         while a dup of its file is open. One fstat per ready record, on every poller."""
         fstat = os.fstat
-        confirmer = self._confirmer
+        confirm, book = self._confirmer or (None, {})
         for rec in ready:
             if rec.deleted or rec.stale:
                 continue
-            if confirmer is not None:  # the poller can say "same file" for less than fstat
-                confirm, book = confirmer
-                events = book.get(rec.fd)
+            fd = rec.fd
+            if confirm is not None:  # the poller can say "same file" for less than fstat
+                events = book.get(fd)
                 if events:
                     try:
-                        confirm(rec.fd, events)
+                        confirm(fd, events)
                     except (OSError, ValueError):
                         pass  # unconfirmed: fstat decides
                     else:
                         continue
             try:
-                st = fstat(rec.fd)
+                st = fstat(fd)
             except OSError:
                 pass
             else:
@@ -654,7 +672,9 @@ class MainLoop:
         """Re-create the poller's kernel object from its book (dropping registrations that
         outlived their fd numbers); records whose fd cannot be registered again are removed."""
         failed = self._poller.rebuild()
-        self._confirmer = self._poller.confirmer()  # the old one names the old kernel object
+        # The old ones name the old kernel object.
+        self._confirmer = self._poller.confirmer()
+        self._wait, self._full = self._poller.fast_wait()
         for fd in failed:
             rec = self._by_fd.get(fd)
             if rec is not None:  # the book holds the wakeup fd and records with kev != 0 only
@@ -679,7 +699,8 @@ class MainLoop:
             # A quarantined fd's registration could not be removed by number if a dup of its
             # file is still open somewhere; it would keep reporting. Rare: rebuild.
             self._rebuild_kernel_set()
-        errors, self._fd_errors = self._fd_errors, []
+        errors = self._fd_errors[:]
+        self._fd_errors.clear()  # the same list: _iterate holds it
         first = errors[0]
         for other in errors[1:]:
             first.add_note(f"also: {other}")

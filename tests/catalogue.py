@@ -10,13 +10,16 @@ seen to fail at least once on a planted bug.
 """
 
 from __future__ import annotations
+import __future__
 
+import inspect
 import os
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from impl import HUP, IN, READ_EVENTS, WRITE_EVENTS, MainLoop
+from impl import HUP, IN, MainLoop
 from impl.loop import FdLike, _Record
 from impl.tracing import Handler
 
@@ -33,46 +36,50 @@ class Variant:
 # ------------------------------------------------------------------------------ the walk
 
 
+def _patched(method: Callable[..., Any], *edits: tuple[str, str]) -> Callable[..., Any]:
+    """`method` recompiled from its own source with each `old` replaced by `new`: a bug planted
+    inside a body that has no hook (the dispatch walk is inline in MainLoop._iterate). Each
+    `old` must occur exactly once, so a change to impl/loop.py that moves the code fails here
+    loudly instead of planting nothing."""
+    src = textwrap.dedent(inspect.getsource(method))
+    for old, new in edits:
+        if src.count(old) != 1:
+            raise AssertionError(
+                f"{method.__qualname__}: {old!r} occurs {src.count(old)} times (update tests/catalogue.py)"
+            )
+        src = src.replace(old, new)
+    code = compile(src, f"<planted {method.__qualname__}>", "exec",
+                   flags=__future__.annotations.compiler_flag, dont_inherit=True)
+    namespace: dict[str, Any] = {}
+    exec(code, method.__globals__, namespace)
+    fn: Callable[..., Any] = namespace[method.__name__]
+    return fn
+
+
 class CallsDeletedHandler(MainLoop):
     """The walk forgets the `!ioh->deleted` checks: a record deleted by an earlier handler in
-    the same walk (or during the wait) is still called. A copy of MainLoop._dispatch with
-    those checks removed (the one variant that copies a body: the checks are inline)."""
+    the same walk (or during the wait) is still called. The walk is inline in `_iterate`, so
+    this variant is `_iterate` recompiled without those two checks."""
 
-    def _dispatch(self, ready: list[_Record]) -> None:
-        tr = self._tracer
-        pending = self._deleted
-        prev = self._seq + 1
-        for rec in ready:
-            seq = rec.seq
-            if pending:
-                self._reap_between(seq, prev)
-            prev = seq
-            if not rec.stale:
-                rev = rec.rev
-                cb = rec.read
-                if cb is not None and rev & READ_EVENTS:
-                    if tr is not None:
-                        tr.read(rec.fd, cb)
-                    cb(rec.opaque)
-                cb = rec.write
-                if cb is not None and rev & WRITE_EVENTS:
-                    if tr is not None:
-                        tr.write(rec.fd, cb)
-                    cb(rec.opaque)
-            if rec.deleted:
-                self._reap(rec)
-        if pending:
-            self._reap_between(-1, prev)
+    _iterate = _patched(
+        MainLoop._iterate,
+        ("if not rec.deleted and not rec.stale:", "if not rec.stale:"),
+        ("if not rec.deleted:\n", "if True:\n"),
+    )
+
+
+# The walk's pre-walk hook: `_check_ready_files(ready)` is called with the ready records in walk
+# order right before the walk (the variants below run on pollers that check, as all do by default).
 
 
 class ReapsBeforeWalk(MainLoop):
     """Reaps every deleted record before the walk starts, instead of as the walk passes it: a
     record revived by an earlier handler in the walk comes back at the head, not in place."""
 
-    def _dispatch(self, ready: list[_Record]) -> None:
+    def _check_ready_files(self, ready: list[_Record]) -> None:
+        super()._check_ready_files(ready)
         for rec in list(self._deleted):
             self._reap(rec)
-        super()._dispatch(ready)
 
 
 class UnlinksOnDeleteInWalk(MainLoop):
@@ -81,10 +88,13 @@ class UnlinksOnDeleteInWalk(MainLoop):
 
     _walking = False
 
-    def _dispatch(self, ready: list[_Record]) -> None:
-        self._walking = True
+    def _check_ready_files(self, ready: list[_Record]) -> None:
+        super()._check_ready_files(ready)
+        self._walking = True  # until the iteration ends
+
+    def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
         try:
-            super()._dispatch(ready)
+            return super().main_loop_wait(nonblocking, timeout)
         finally:
             self._walking = False
 
@@ -98,8 +108,9 @@ class WalksInKernelOrder(MainLoop):
     """Dispatches in the order the kernel reports (here fd-number order, as poll's array
     gives) instead of list order, newest first."""
 
-    def _dispatch(self, ready: list[_Record]) -> None:
-        super()._dispatch(sorted(ready, key=lambda r: r.fd))
+    def _check_ready_files(self, ready: list[_Record]) -> None:
+        super()._check_ready_files(ready)
+        ready.sort(key=lambda r: r.fd)
 
 
 class ReapsWhenRetZero(MainLoop):
@@ -119,22 +130,22 @@ class GateAtDispatch(MainLoop):
     """Consults the gate again when the walk starts and drops IN/HUP if it is closed now: a
     gate closed after fill (by another thread, or a handler) wrongly suppresses the read."""
 
-    def _dispatch(self, ready: list[_Record]) -> None:
+    def _check_ready_files(self, ready: list[_Record]) -> None:
         for rec in ready:
             gate = rec.can_read
             if gate is not None and rec.read is not None and not gate(rec.opaque):
                 rec.rev &= ~(IN | HUP)
-        super()._dispatch(ready)
+        super()._check_ready_files(ready)
 
 
 class IgnoresHupForRead(MainLoop):
     """Runs the read handler on IN and ERR only: a peer's hangup (HUP without IN) is never
     delivered, so the reader never sees EOF."""
 
-    def _dispatch(self, ready: list[_Record]) -> None:
+    def _check_ready_files(self, ready: list[_Record]) -> None:
         for rec in ready:
             rec.rev &= ~HUP
-        super()._dispatch(ready)
+        super()._check_ready_files(ready)
 
 
 # ---------------------------------------------------------------------------- registration
@@ -200,10 +211,11 @@ class RegistrationDoesNotNotify(MainLoop):
     def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
                        can_read: Handler | None = None, opaque: Any = None) -> None:
         wakeup = self._wakeup
-        pending = wakeup._pending
+        pending, notified = wakeup._pending, self._notified
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
+        self._notified = notified  # take back the notify the registration just made
         if not pending and wakeup._pending:
-            wakeup.consume()  # take back the notify the registration just sent
+            wakeup.consume()
 
 
 class DeletedStaysPolled(MainLoop):
@@ -246,9 +258,11 @@ class ConsumesNotifyAfterWalk(MainLoop):
     """Reads the notifier after the walk instead of before it: a notify (or a registration)
     made by a handler is swallowed, so the next iteration does not wake for it."""
 
-    def _dispatch(self, ready: list[_Record]) -> None:
-        super()._dispatch(ready)
+    def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
+        ret = super().main_loop_wait(nonblocking, timeout)
+        self._notified = False
         self._wakeup.consume()
+        return ret
 
 
 # ------------------------------------------------------------------ kernel and fd hygiene

@@ -135,6 +135,7 @@ def snapshot(loop: MainLoop) -> tuple[Any, ...]:
             kernel_registrations(loop),
             wakeup_pending(loop),
             loop._wakeup._pending,
+            loop._notified,
             loop._stopping,
             loop._closed,
         )

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from impl import POLLERS, LoopClosedError, MainLoop, ReentrantWaitError
+from impl import IN, POLLERS, LoopClosedError, MainLoop, ReentrantWaitError
 from impl.pollers import Poller, make_poller
+from tests.support import wakeup_pending
 
 NAMES = sorted(POLLERS)
 
@@ -113,6 +116,74 @@ def test_run_recomputes_the_timeout_every_iteration(rec: tuple[MainLoop, Recordi
     assert poller.timeouts[0] == 0.0
     assert len(poller.timeouts) == 3
     assert all(t is not None and t > 100 for t in poller.timeouts[1:])
+
+
+# ------------------------------------------------------------------- the registration's wakeup
+
+
+def test_a_registration_between_waits_is_a_flag_not_a_write(
+    rec: tuple[MainLoop, Recording], pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Nobody is in the kernel when the loop is not waiting: the notify is a flag the next
+    iteration reads (no eventfd write, nothing left readable), with the same effect: that wait
+    does not block and its ret counts the wakeup, once, even with the fd also written."""
+    loop, poller = rec
+    a, _ = pair
+    loop.set_fd_handler(a, lambda _: None)
+    assert not wakeup_pending(loop)
+    assert loop.main_loop_wait(timeout=5) == 1
+    assert poller.timeouts == [0.0]
+    loop.set_fd_handler(a, None, lambda _: None)  # an update notifies too
+    loop.notify()  # the fd as well: still one wakeup
+    assert loop.main_loop_wait(timeout=5) == 1 + 1  # a is writable, + the wakeup
+    assert not wakeup_pending(loop)
+    assert poller.timeouts[1] == 0.0
+    loop.set_fd_handler(a, None)  # a delete does not notify (R7)
+    assert loop.main_loop_wait(timeout=0.01) == 0
+
+
+def test_a_registration_by_a_callback_makes_the_next_wait_return(
+    rec: tuple[MainLoop, Recording], pair: tuple[socket.socket, socket.socket]
+) -> None:
+    loop, poller = rec
+    a, b = pair
+    c, d = socket.socketpair()
+    try:
+
+        def on_read(_: Any) -> None:
+            a.recv(16)
+            loop.set_fd_handler(c, lambda _: None)
+
+        loop.set_fd_handler(a, on_read)
+        loop.main_loop_wait(nonblocking=True)
+        b.send(b"x")
+        assert loop.main_loop_wait(timeout=5) == 1  # a; the handler registers c
+        assert loop.main_loop_wait(timeout=5) == 1  # the registration's wakeup; c is idle
+        assert poller.timeouts[-1] == 0.0
+    finally:
+        c.close()
+        d.close()
+
+
+def test_a_registration_from_another_thread_wakes_a_blocked_wait(
+    rec: tuple[MainLoop, Recording], pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """The loop is waiting, so the flag would be read too late: the eventfd is written."""
+    loop, poller = rec
+    a, _ = pair
+
+    def register_once_waiting() -> None:
+        while not loop._waiting:
+            time.sleep(0.001)
+        loop.set_fd_handler(a, None, lambda _: None)
+
+    t = threading.Thread(target=register_once_waiting)
+    t.start()
+    try:
+        assert loop.main_loop_wait(timeout=10) == 1  # the wakeup; a waits for the next fill
+    finally:
+        t.join()
+    assert poller.results == [[(loop._wakeup_fd, IN)]]  # the fd ended the wait, not the timeout
 
 
 # ------------------------------------------------------------- state seen during an iteration

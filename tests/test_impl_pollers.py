@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
 import selectors
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from impl import ERR, HUP, IN, NVAL, OUT, POLLERS, Poller, flag_names, pollers
-from impl.pollers import default_poller_name, make_poller
+from impl import ERR, HUP, IN, NVAL, OUT, POLLERS, MainLoop, Poller, flag_names, pollers
+from impl.pollers import EpollPoller, default_poller_name, make_poller
 
 NAMES = sorted(POLLERS)
 
@@ -147,28 +149,83 @@ def test_close_releases_the_poller_fd() -> None:
     assert set(os.listdir("/proc/self/fd")) == before
 
 
-def test_epoll_reports_every_ready_fd_beyond_its_buffer() -> None:
-    if "epoll" not in POLLERS:
-        pytest.skip("no epoll here")
+@contextlib.contextmanager
+def _ready_eventfds(n: int) -> Iterator[list[int]]:
+    """n readable eventfds, with RLIMIT_NOFILE raised for them (skips if the hard limit is low)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 1300
-    if soft < want + 100:
-        if hard != resource.RLIM_INFINITY and hard < want + 100:
-            pytest.skip(f"needs {want + 100} fds, the hard limit is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want + 100, hard))
-    p = make_poller("epoll")
-    fds = [os.eventfd(1) for _ in range(want)]  # all readable
+    if soft < n + 100:
+        if hard != resource.RLIM_INFINITY and hard < n + 100:
+            pytest.skip(f"needs {n + 100} fds, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, hard))
+    fds = [os.eventfd(1) for _ in range(n)]  # all readable
     try:
-        for fd in fds:
-            p.modify(fd, IN | HUP | ERR)
-        assert sorted(p.wait(0)) == [(fd, IN) for fd in sorted(fds)]
+        yield fds
     finally:
         for fd in fds:
             os.close(fd)
-        p.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_epoll_reports_every_ready_fd_beyond_its_buffer() -> None:
+    if "epoll" not in POLLERS:
+        pytest.skip("no epoll here")
+    p = make_poller("epoll")
+    with _ready_eventfds(1300) as fds:
+        try:
+            for fd in fds:
+                p.modify(fd, IN | HUP | ERR)
+            assert sorted(p.wait(0)) == [(fd, IN) for fd in sorted(fds)]
+        finally:
+            p.close()
+
+
+def test_epoll_fast_wait_is_the_c_method_and_its_batch_is_pinned() -> None:
+    """The loop's hot path calls epoll.poll itself; `full` is what CPython returns at most when
+    poll gets no maxevents (FD_SETSIZE - 1). If that default ever changed, this fails."""
+    if "epoll" not in POLLERS:
+        pytest.skip("no epoll here")
+    p = make_poller("epoll")
+    with _ready_eventfds(1100) as fds:
+        try:
+            for fd in fds:
+                p.modify(fd, IN)
+            wait_once, full = p.fast_wait()
+            assert type(wait_once).__name__ == "builtin_function_or_method"
+            assert len(wait_once(0)) == full == 1023
+        finally:
+            p.close()
+
+
+def test_the_loop_dispatches_every_ready_fd_beyond_the_fast_wait_batch() -> None:
+    """More ready fds than one fast wait returns: the loop resamples and dispatches all of
+    them in one iteration, as poll(2) would."""
+    if "epoll" not in POLLERS:
+        pytest.skip("no epoll here")
+    called: list[int] = []
+    with _ready_eventfds(1300) as fds, MainLoop("epoll") as loop:
+        for fd in fds:
+            loop.set_fd_handler(fd, called.append, opaque=fd)
+        assert loop.main_loop_wait(nonblocking=True) == 1300 + 1  # + the registrations' wakeup
+        assert sorted(called) == sorted(fds)
+
+
+def test_a_subclass_wait_is_what_the_loop_calls() -> None:
+    """EpollPoller's fast path bypasses wait(): a subclass that overrides wait gets it back."""
+    if "epoll" not in POLLERS:
+        pytest.skip("no epoll here")
+    timeouts: list[float | None] = []
+
+    class Seen(EpollPoller):
+        def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+            timeouts.append(timeout)
+            return super().wait(timeout)
+
+    assert Seen().fast_wait()[1] == sys.maxsize
+    with MainLoop(Seen()) as loop:
+        loop.main_loop_wait(nonblocking=True)
+    assert timeouts == [0.0]
 
 
 # Poller choice, the book (registered()), error translation, rebuild, and the kernel calls' args.
