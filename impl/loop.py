@@ -75,6 +75,7 @@ from impl.tracing import Handler, Tracer
 from impl.wakeup import Wakeup
 
 _FD_LIMIT = 2**31  # fds are C ints
+_FILE_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR))  # what epoll refuses (EPERM)
 
 
 class HasFileno(Protocol):
@@ -227,10 +228,17 @@ class MainLoop:
         reaped when a dispatch walk passes it; unknown fd: no-op; no wakeup). Otherwise add (a
         new record at the head) or update the fd's record in place, reviving it if it was
         deleted but not yet reaped; it gets no callback until the next fill; notify()."""
-        n = _fd_number(fd)
-        _check_callable("read", read)
-        _check_callable("write", write)
-        _check_callable("can_read", can_read)  # checked on a delete too, though unused there
+        # The common case (an int fd, callables or None) in a few tests; anything else gets
+        # the full checks and their errors.
+        n = fd if type(fd) is int and 0 <= fd < _FD_LIMIT else _fd_number(fd)
+        if not (
+            (read is None or callable(read))
+            and (write is None or callable(write))
+            and (can_read is None or callable(can_read))  # checked on a delete too
+        ):
+            _check_callable("read", read)
+            _check_callable("write", write)
+            _check_callable("can_read", can_read)
         if read is None and write is None:
             with self._lock:
                 self._check_open()
@@ -250,9 +258,7 @@ class MainLoop:
             st = os.fstat(n)
         except OSError as e:
             raise ClosedFdError(n, f"fd {n} is not open: {e.strerror}") from e
-        if not self._poller.polls_regular_files and (
-            stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)
-        ):
+        if not self._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
             raise UnpollableFdError(
                 n, f"fd {n} is a regular file or directory; the {self._poller.name} poller "
                 "cannot poll it (use poller='poll')"

@@ -28,3 +28,27 @@ def test_every_benchmark_body_runs_once(tmp_path: Path) -> None:
     png = tmp_path / "results.png"
     report.plot(results, png)
     assert png.stat().st_size > 10_000
+
+
+def test_icount_child_runs_every_candidate() -> None:
+    """bench.icount's measured body (valgrind itself is not needed for this)."""
+    from bench import icount
+    from bench.candidates import have_uvloop
+
+    for name in icount.CANDIDATES:
+        if name == "uvloop" and not have_uvloop():
+            continue
+        icount.child(name, 2, 10)
+
+
+def test_icount_parses_what_callgrind_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import icount
+
+    counts = {10: 1_000_000, 30: 1_500_000}
+
+    def fake_run(cmd: list[str], **_: object) -> object:
+        events = int(cmd[-1])
+        return type("Done", (), {"returncode": 0, "stderr": f"==1== Collected : {counts[events]}\n"})()
+
+    monkeypatch.setattr("subprocess.run", fake_run)
+    assert icount.per_event("impl/epoll", 1, 10, 30) == 25_000
