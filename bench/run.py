@@ -3,7 +3,8 @@
 All candidates of a section are set up side by side in one process, then sampled round-robin:
 every round takes one sample of every (parameter, candidate) cell, starting one cell further
 along each round, so slow drift (CPU frequency, other load) spreads over all cells alike.
-A cell's figure is the median of its rounds, with min and max; a ratio is one of medians.
+A cell's figure is its fastest round, with the median and the slowest; a ratio is one of
+fastest rounds (bench/report.py, `typical`, says why).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import functools
 import json
 import platform
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,10 +37,6 @@ class Cell:
     candidate: str
     unit: str
     samples: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
 
 
 @dataclass
