@@ -50,7 +50,6 @@ Reliability rules (the seed leaves these open):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
@@ -198,6 +197,10 @@ class MainLoop:
         self._gated: set[_Record] = set()  # live, read handler and gate: consulted every fill
         self._gated_order: list[_Record] | None = None  # _gated in list order, cached
         self._deleted: set[_Record] = set()  # flagged deleted, not yet reaped
+        # Numbers whose kernel registration could not be removed (pollers.py: a dup keeps the
+        # old file's registration out of reach). Registering such a number again rebuilds the
+        # kernel set first, or the old file's events would reach the new record.
+        self._orphans: set[int] = set()
         self._fd_errors: list[FdError] = []
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap  # the same list: a cheap "any timers?"
@@ -603,11 +606,16 @@ class MainLoop:
             # The number was closed while registered: with a dup of the old file alive, its
             # epoll registration survives under this number beside the new one. Start afresh.
             self._rebuild_kernel_set()
-        if ev and not rec.kev:  # a fresh registration: make sure it is still the same file
+        if not ev:
+            self._drop_registration(rec)
+            return
+        if not rec.kev:  # a fresh registration: make sure it is still the same file
             problem = self._file_problem(rec)
             if problem is not None:
                 self._quarantine(rec, ClosedFdError(rec.fd, problem))
                 return
+            if rec.fd in self._orphans:
+                self._rebuild_kernel_set()
         try:
             self._poller.modify(rec.fd, ev)
         except OSError as e:
@@ -678,6 +686,7 @@ class MainLoop:
         """Re-create the poller's kernel object from its book (dropping registrations that
         outlived their fd numbers); records whose fd cannot be registered again are removed."""
         failed = self._poller.rebuild()
+        self._orphans.clear()  # the new kernel object holds only the book's registrations
         # The old ones name the old kernel object.
         self._confirmer = self._poller.confirmer()
         self._wait, self._full = self._poller.fast_wait()
@@ -690,8 +699,13 @@ class MainLoop:
     def _drop_registration(self, rec: _Record) -> None:
         if rec.kev:
             rec.kev = 0
-            with contextlib.suppress(OSError):
+            try:
                 self._poller.modify(rec.fd, 0)
+            except OSError:  # the number no longer names the file: maybe out of reach
+                self._orphans.add(rec.fd)
+            else:
+                if self._poller.silent_removal and self._file_problem(rec) is not None:
+                    self._orphans.add(rec.fd)
 
     def _quarantine(self, rec: _Record, err: FdError) -> None:
         self._drop_registration(rec)
@@ -782,6 +796,7 @@ class MainLoop:
             self._gated.clear()
             self._gated_order = None
             self._deleted.clear()
+            self._orphans.clear()
             self._poller.close()
             self._wakeup.close()
 

@@ -10,7 +10,11 @@ Kernel facts (Linux) the loop relies on, written down once:
   EPOLL_CTL_MOD on that number fails with ENOENT (EBADF if the number is not open at all); a
   number reused by a new file is not registered, so the new file is never reported by mistake.
   If another descriptor still refers to the file (dup, fork), the registration survives the close
-  and keeps reporting under the old number: delete the handler before closing the fd.
+  and keeps reporting under the old number: delete the handler before closing the fd. Such a
+  registration is out of reach: EPOLL_CTL_DEL by number fails (EBADF while the number is closed,
+  ENOENT once it names another file), and a new registration of the number for the new file sits
+  beside it, so the old file's events arrive under a number the loop registered. Only a new epoll
+  object (`rebuild`) is rid of it.
 * poll(2) takes fd numbers afresh on every call: a closed fd is reported as POLLNVAL on every
   call (a loop that ignores NVAL spins at 100% CPU), and a reused number is polled as the new
   file. So the loop checks the file identity of ready fds (on every poller: see the dup case
@@ -30,7 +34,6 @@ book says the fd is not registered, and the error propagates for the loop to jud
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import select
 import selectors
@@ -76,6 +79,8 @@ class Poller(ABC):
     name: ClassVar[str]
     tracks_files: ClassVar[bool]
     """True if a registration follows the open file (epoll), False if it follows the number."""
+    silent_removal: ClassVar[bool] = False
+    """True if `modify(fd, 0)` cannot report a kernel registration it failed to remove."""
     polls_regular_files: ClassVar[bool]
 
     @abstractmethod
@@ -139,9 +144,10 @@ class EpollPoller(Poller):
         ep = self._epoll
         if not events:
             del fds[fd]
-            # ENOENT/EBADF: the kernel already forgot it (file closed); that is what we want.
-            with contextlib.suppress(OSError):
-                ep.unregister(fd)
+            # ENOENT/EBADF: the number no longer names the registered file. The kernel forgot the
+            # registration if the file is gone, or keeps it out of reach if a dup holds the file
+            # (see above): the error goes to the loop, which cannot tell the two apart either.
+            ep.unregister(fd)
             return
         try:
             if old:
@@ -250,6 +256,7 @@ class SelectorsPoller(Poller):
 
     name = "selectors"
     tracks_files = False  # portable: select/poll selectors follow numbers
+    silent_removal = True  # selectors swallows the kernel's error (its epoll selector follows files)
     polls_regular_files = False  # DefaultSelector is epoll on Linux
 
     def __init__(self) -> None:
