@@ -168,34 +168,33 @@ def _ready_eventfds(n: int) -> Iterator[list[int]]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_epoll_reports_every_ready_fd_beyond_its_buffer() -> None:
+@contextlib.contextmanager
+def _epoll_on_ready_eventfds(n: int, events: int) -> Iterator[tuple[Poller, list[int]]]:
+    """An epoll poller with n readable eventfds registered for `events`."""
     if "epoll" not in POLLERS:
         pytest.skip("no epoll here")
     p = make_poller("epoll")
-    with _ready_eventfds(1300) as fds:
+    with _ready_eventfds(n) as fds:
         try:
             for fd in fds:
-                p.modify(fd, IN | HUP | ERR)
-            assert sorted(p.wait(0)) == [(fd, IN) for fd in sorted(fds)]
+                p.modify(fd, events)
+            yield p, fds
         finally:
             p.close()
+
+
+def test_epoll_reports_every_ready_fd_beyond_its_buffer() -> None:
+    with _epoll_on_ready_eventfds(1300, IN | HUP | ERR) as (p, fds):
+        assert sorted(p.wait(0)) == [(fd, IN) for fd in sorted(fds)]
 
 
 def test_epoll_fast_wait_is_the_c_method_and_its_batch_is_pinned() -> None:
     """The loop's hot path calls epoll.poll itself; `full` is what CPython returns at most when
     poll gets no maxevents (FD_SETSIZE - 1). If that default ever changed, this fails."""
-    if "epoll" not in POLLERS:
-        pytest.skip("no epoll here")
-    p = make_poller("epoll")
-    with _ready_eventfds(1100) as fds:
-        try:
-            for fd in fds:
-                p.modify(fd, IN)
-            wait_once, full = p.fast_wait()
-            assert type(wait_once).__name__ == "builtin_function_or_method"
-            assert len(wait_once(0)) == full == 1023
-        finally:
-            p.close()
+    with _epoll_on_ready_eventfds(1100, IN) as (p, _):
+        wait_once, full = p.fast_wait()
+        assert type(wait_once).__name__ == "builtin_function_or_method"
+        assert len(wait_once(0)) == full == 1023
 
 
 def test_the_loop_dispatches_every_ready_fd_beyond_the_fast_wait_batch() -> None:
