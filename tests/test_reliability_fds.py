@@ -276,6 +276,10 @@ def _with_known_hard(f: Callable[..., None]) -> Callable[..., None]:
 
 
 @_with_known_hard
+# Cheap examples (a few ms each), and the interesting ones are specific sequences of 5 or more
+# steps: at the profile's count the derandomized ci run missed an orphaned kernel registration
+# (see _KNOWN_HARD) that 40 times as many examples find. About 15 s under `ci`.
+@settings(max_examples=40 * settings().max_examples)
 @given(
     poller=st.sampled_from(NAMES),
     script=st.lists(
