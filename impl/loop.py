@@ -212,7 +212,7 @@ class MainLoop:
         self._running = False
         self._polling = False  # from the start of a fill to the end of its wait
         self._waiting = False
-        self._notified = False  # a notify made while the loop was not waiting (see _notify)
+        self._notified = False  # a registration's notify while not waiting (set_fd_handler)
         self._stopping = False
         self._closed = False
 
@@ -244,7 +244,8 @@ class MainLoop:
             _check_callable("can_read", can_read)
         if read is None and write is None:
             with self._lock:
-                self._check_open()
+                if self._closed:  # _check_open, inline: registration is a hot path too
+                    self._check_open()
                 rec = self._by_fd.get(n)
                 if rec is not None and not rec.deleted:
                     self._flag_deleted(rec)
@@ -267,7 +268,8 @@ class MainLoop:
                 "cannot poll it (use poller='poll')"
             )
         with self._lock:
-            self._check_open()
+            if self._closed:  # _check_open, inline: registration is a hot path too
+                self._check_open()
             rec = self._by_fd.get(n)
             if rec is None:
                 self._seq += 1
@@ -292,7 +294,16 @@ class MainLoop:
                 else:
                     self._gated.discard(rec)
                 self._gated_order = None
-            self._notify()
+            # notify(), with the lock held. While the loop waits (another thread got the lock)
+            # the wakeup fd ends the wait. Otherwise nobody is in the kernel: the loop thread
+            # itself (a callback, a gate) or no loop at all holds the lock, and the next
+            # iteration reads this flag before its wait. Either way that iteration polls with
+            # timeout 0 and counts the wakeup once in its ret; the flag saves an eventfd write
+            # and read per registration.
+            if self._waiting:
+                self._wakeup.notify()
+            else:
+                self._notified = True
 
     def records(self) -> list[HandlerInfo]:
         """Live (not deleted) records in list order, newest first."""
@@ -303,18 +314,6 @@ class MainLoop:
     def notify(self) -> None:
         """qemu_notify_event: the next (or current) wait returns at once. Any thread."""
         self._wakeup.wake()  # not notify(): unlocked, it could race with consume() (wakeup.py)
-
-    def _notify(self) -> None:
-        """qemu_notify_event for callers holding the lock. While the loop waits (another
-        thread got the lock), the wakeup fd ends the wait. Otherwise nobody is in the kernel:
-        the loop thread itself (a callback, a gate) or no loop at all holds the lock, and the
-        next iteration reads this flag before its wait. Either way that iteration polls with
-        timeout 0 and counts the wakeup once in its ret; the flag saves the eventfd write and
-        read (two system calls per registration)."""
-        if self._waiting:
-            self._wakeup.notify()
-        else:
-            self._notified = True
 
     def set_tracer(self, tracer: Tracer | None) -> None:
         self._tracer = tracer
@@ -519,7 +518,10 @@ class MainLoop:
         todo: list[_Record]
         if dirty:
             self._dirty = set()
-            todo = sorted(dirty | self._gated, key=_SEQ, reverse=True)
+            if len(dirty) == 1 and not self._gated:  # one registration since the last fill
+                todo = list(dirty)
+            else:
+                todo = sorted(dirty | self._gated, key=_SEQ, reverse=True)
         else:
             todo = self._gated_order if self._gated_order is not None else self._sort_gated()
         i, n = 0, len(todo)
