@@ -210,6 +210,25 @@ def test_the_loop_dispatches_every_ready_fd_beyond_the_fast_wait_batch() -> None
         assert sorted(called) == sorted(fds)
 
 
+def test_the_resample_of_a_full_batch_never_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop resamples a full fast-wait batch with wait(0): everything it wants is ready."""
+    if "epoll" not in POLLERS:
+        pytest.skip("no epoll here")
+    timeouts: list[float | None] = []
+    real = EpollPoller.wait
+
+    def recording(self: EpollPoller, timeout: float | None) -> list[tuple[int, int]]:
+        timeouts.append(timeout)
+        return real(self, timeout)
+
+    monkeypatch.setattr(EpollPoller, "wait", recording)  # the class's own: the fast path stays
+    with _ready_eventfds(1100) as fds, MainLoop("epoll") as loop:
+        for fd in fds:
+            loop.set_fd_handler(fd, lambda _: None)
+        assert loop.main_loop_wait(timeout=5) == 1100 + 1
+    assert timeouts == [0]
+
+
 def test_a_subclass_wait_is_what_the_loop_calls() -> None:
     """EpollPoller's fast path bypasses wait(): a subclass that overrides wait gets it back."""
     if "epoll" not in POLLERS:
