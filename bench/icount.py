@@ -25,7 +25,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.candidates import Ring, have_uvloop, make
+from bench.candidates import have_uvloop
+from bench.workloads import PingPong
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CANDIDATES = (
@@ -42,19 +43,13 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def child(name: str, k: int, events: int) -> None:
-    """The measured process: warm up, then run `events` events of the K-ring."""
-    cand = make(name)
-    ring = Ring(k)
+    """The measured process: one dispatch sample (section 1's own body: attach, warm up, run
+    `events` events of the K-ring, detach)."""
+    pp = PingPong(name)
     try:
-        cand.attach(ring)
-        ring.left[0] = 100 * k
-        cand.run()
-        ring.left[0] = events
-        cand.run()
-        cand.detach(ring)
+        pp.sample(k, events)
     finally:
-        ring.close()
-        cand.close()
+        pp.close()
 
 
 def instructions(name: str, k: int, events: int) -> int:

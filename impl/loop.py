@@ -231,8 +231,8 @@ class MainLoop:
         reaped when a dispatch walk passes it; unknown fd: no-op; no wakeup). Otherwise add (a
         new record at the head) or update the fd's record in place, reviving it if it was
         deleted but not yet reaped; it gets no callback until the next fill; notify()."""
-        # The common case (an int fd, callables or None) in a few tests; anything else gets
-        # the full checks and their errors.
+        # Registration is a hot path: the common case (an int fd in range, callables or None)
+        # is checked inline; anything else goes through the full checks and their errors.
         n = fd if type(fd) is int and 0 <= fd < _FD_LIMIT else _fd_number(fd)
         if not (
             (read is None or callable(read))
@@ -244,7 +244,7 @@ class MainLoop:
             _check_callable("can_read", can_read)
         if read is None and write is None:
             with self._lock:
-                if self._closed:  # _check_open, inline: registration is a hot path too
+                if self._closed:  # _check_open only when it raises: saves a call
                     self._check_open()
                 rec = self._by_fd.get(n)
                 if rec is not None and not rec.deleted:
@@ -268,7 +268,7 @@ class MainLoop:
                 "cannot poll it (use poller='poll')"
             )
         with self._lock:
-            if self._closed:  # _check_open, inline: registration is a hot path too
+            if self._closed:  # _check_open only when it raises: saves a call
                 self._check_open()
             rec = self._by_fd.get(n)
             if rec is None:
