@@ -5,6 +5,8 @@ argument: read one byte from the fd, write one byte to the next pair, count the 
 the candidate's `stop` when the budget is spent. Only the loop around it differs:
 
     bare-epoll       select.epoll + dict fd -> handler: the floor for pure Python
+    bare-epoll-checked  bare-epoll plus the R33/R34 identity check impl/epoll makes (one
+                     no-op EPOLL_CTL_MOD per ready fd): the floor for a loop that keeps R33
     bare-selectors   selectors.DefaultSelector, handler in key.data
     asyncio          asyncio's default (selector) loop, add_reader
     uvloop           uvloop's loop, add_reader
@@ -166,6 +168,23 @@ class BareEpoll(Candidate):
         self._ep.close()
 
 
+class BareEpollChecked(BareEpoll):
+    """bare-epoll with one `ep.modify(fd, EPOLLIN)` before each callback: the system call
+    impl/epoll spends per ready fd on R33/R34 (specs/SPEC.md), and nothing else. impl/epoll
+    over this candidate is the loop's own cost, with the rule's price taken out."""
+
+    name = "bare-epoll-checked"
+
+    def run(self) -> None:
+        poll, cbs, running = self._ep.poll, self._cbs, self._running
+        confirm, mask = self._ep.modify, select.EPOLLIN
+        running[0] = True
+        while running[0]:
+            for fd, _ev in poll():
+                confirm(fd, mask)
+                cbs[fd](fd)
+
+
 class BareSelectors(Candidate):
     """`for key, mask in sel.select(): key.data(key.fd)` on selectors.DefaultSelector."""
 
@@ -319,6 +338,8 @@ def make(name: str) -> Candidate:
     """A fresh candidate by name (see the module docstring)."""
     if name == "bare-epoll":
         return BareEpoll()
+    if name == "bare-epoll-checked":
+        return BareEpollChecked()
     if name == "bare-selectors":
         return BareSelectors()
     if name == "asyncio":

@@ -31,6 +31,7 @@ from bench.workloads import PingPong
 RESULTS = Path(__file__).resolve().parent / "results"
 CANDIDATES = (
     "bare-epoll",
+    "bare-epoll-checked",
     "bare-selectors",
     "asyncio",
     "uvloop",

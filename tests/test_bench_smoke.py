@@ -52,3 +52,31 @@ def test_icount_parses_what_callgrind_prints(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr("subprocess.run", fake_run)
     assert icount.per_event("impl/epoll", 1, 10, 30) == 25_000
+
+
+def test_the_checked_floor_confirms_every_ready_fd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bare-epoll-checked is the floor plus exactly impl/epoll's R33 system call per event."""
+    from bench.candidates import BareEpollChecked, Ring
+
+    cand, ring = BareEpollChecked(), Ring(3)
+    real = cand._ep
+    confirmed: list[int] = []
+
+    class Spy:
+        poll = real.poll
+
+        def modify(self, fd: int, events: int) -> None:
+            confirmed.append(fd)
+            real.modify(fd, events)
+
+    try:
+        cand.attach(ring)
+        monkeypatch.setattr(cand, "_ep", Spy())
+        ring.left[0] = 30
+        cand.run()
+        assert sorted(confirmed) == sorted(ring.read_fds * 10)
+    finally:
+        monkeypatch.undo()
+        cand.detach(ring)
+        ring.close()
+        real.close()
