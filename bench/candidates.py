@@ -7,6 +7,9 @@ the candidate's `stop` when the budget is spent. Only the loop around it differs
     bare-epoll       select.epoll + dict fd -> handler: the floor for pure Python
     bare-epoll-checked  bare-epoll plus the R33/R34 identity check impl/epoll makes (one
                      no-op EPOLL_CTL_MOD per ready fd): the floor for a loop that keeps R33
+    minimal-checked  bare-epoll-checked plus the least of impl's iteration: the lock released
+                     around the wait (R35), ready records collected, then walked with the
+                     deleted check (R6); a lower bound for any loop with the seed's semantics
     bare-selectors   selectors.DefaultSelector, handler in key.data
     asyncio          asyncio's default (selector) loop, add_reader
     uvloop           uvloop's loop, add_reader
@@ -22,7 +25,9 @@ import os
 import select
 import selectors
 import socket
+import threading
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from bench.seed import SeedLoop
@@ -36,6 +41,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _uvloop = None
 
 _TOKEN = b"x"
+_SEQ = attrgetter("seq")
 
 
 def _gate_open(_opaque: object) -> bool:
@@ -183,6 +189,62 @@ class BareEpollChecked(BareEpoll):
             for fd, _ev in poll():
                 confirm(fd, mask)
                 cbs[fd](fd)
+
+
+class MinimalChecked(BareEpoll):
+    """The least a loop with impl's rules does per iteration at K=1 with no timers, gates,
+    tracer or pending deletes: release the lock for the wait, map each event to its record,
+    confirm the file (R33), walk in list order calling read/write by revents unless deleted.
+    Not a usable loop (no registration API, no reaping): a lower bound to compare impl with."""
+
+    name = "minimal-checked"
+
+    class _Rec:
+        __slots__ = ("deleted", "fd", "kev", "opaque", "read", "rev", "seq", "write")
+        fd: int
+        seq: int
+        deleted: bool
+        kev: int
+        rev: int
+        read: Handler | None
+        write: Handler | None
+        opaque: int
+
+    def run(self) -> None:
+        poll, running = self._ep.poll, self._running
+        confirm, lock = self._ep.modify, threading.Lock()
+        recs: dict[int, MinimalChecked._Rec] = {}
+        for seq, (fd, handler) in enumerate(self._cbs.items()):
+            new = recs[fd] = self._Rec()
+            new.fd, new.seq, new.deleted, new.kev, new.rev = fd, seq, False, select.EPOLLIN, 0
+            new.read, new.write, new.opaque = handler, None, fd
+        get, read_ev, write_ev = recs.get, select.EPOLLIN | select.EPOLLHUP, select.EPOLLOUT
+        running[0] = True
+        lock.acquire()
+        while running[0]:
+            lock.release()
+            events = poll(None, 1023)
+            lock.acquire()
+            ready = []
+            for fd, ev in events:
+                rec = get(fd)
+                if rec is not None and rec.kev:
+                    rec.rev = ev
+                    ready.append(rec)
+            if len(ready) > 1:
+                ready.sort(key=_SEQ, reverse=True)
+            for rec in ready:
+                confirm(rec.fd, rec.kev)
+            for rec in ready:
+                if not rec.deleted:
+                    cb = rec.read
+                    if cb is not None and rec.rev & read_ev:
+                        cb(rec.opaque)
+                    if not rec.deleted:
+                        cb = rec.write
+                        if cb is not None and rec.rev & write_ev:
+                            cb(rec.opaque)
+        lock.release()
 
 
 class BareSelectors(Candidate):
@@ -340,6 +402,8 @@ def make(name: str) -> Candidate:
         return BareEpoll()
     if name == "bare-epoll-checked":
         return BareEpollChecked()
+    if name == "minimal-checked":
+        return MinimalChecked()
     if name == "bare-selectors":
         return BareSelectors()
     if name == "asyncio":

@@ -32,6 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CANDIDATES = (
     "bare-epoll",
     "bare-epoll-checked",
+    "minimal-checked",
     "bare-selectors",
     "asyncio",
     "uvloop",

@@ -205,8 +205,8 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     cells = _cells(results)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
     colors = {
-        "bare-epoll": "#444444", "bare-epoll-checked": "#777777", "bare-selectors": "#999999",
-        "asyncio": "#1f77b4", "uvloop": "#17becf",
+        "bare-epoll": "#444444", "bare-epoll-checked": "#777777", "minimal-checked": "#bcbd22",
+        "bare-selectors": "#999999", "asyncio": "#1f77b4", "uvloop": "#17becf",
         "impl/epoll": "#d62728", "impl/poll": "#ff7f0e", "impl/selectors": "#e377c2", "seed": "#8c564b",
         "impl/epoll-trusted": "#9467bd",
     }

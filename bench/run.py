@@ -59,8 +59,8 @@ def candidates(section: str) -> list[str]:
     uv = ["uvloop"] if have_uvloop() else []
     impls = ["impl/epoll", "impl/poll", "impl/selectors"]
     if section == "dispatch":
-        return ["bare-epoll", "bare-epoll-checked", "bare-selectors", "asyncio", *uv, *impls,
-                "impl/epoll-trusted"]
+        return ["bare-epoll", "bare-epoll-checked", "minimal-checked", "bare-selectors", "asyncio", *uv,
+                *impls, "impl/epoll-trusted"]
     if section == "idle":
         return ["bare-epoll", "bare-selectors", "asyncio", *uv, *impls, "impl/epoll-trusted", "seed"]
     if section == "gated":

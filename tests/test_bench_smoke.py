@@ -54,11 +54,14 @@ def test_icount_parses_what_callgrind_prints(monkeypatch: pytest.MonkeyPatch) ->
     assert icount.per_event("impl/epoll", 1, 10, 30) == 25_000
 
 
-def test_the_checked_floor_confirms_every_ready_fd(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bare-epoll-checked is the floor plus exactly impl/epoll's R33 system call per event."""
-    from bench.candidates import BareEpollChecked, Ring
+@pytest.mark.parametrize("name", ["bare-epoll-checked", "minimal-checked"])
+def test_the_checked_floors_confirm_every_ready_fd(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The checked floors make exactly impl/epoll's R33 system call per event, and run every
+    event's handler."""
+    from bench.candidates import BareEpoll, Ring, make
 
-    cand, ring = BareEpollChecked(), Ring(3)
+    cand, ring = make(name), Ring(3)
+    assert isinstance(cand, BareEpoll)
     real = cand._ep
     confirmed: list[int] = []
 
