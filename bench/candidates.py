@@ -9,7 +9,7 @@ the candidate's `stop` when the budget is spent. Only the loop around it differs
                      no-op EPOLL_CTL_MOD per ready fd): the floor for a loop that keeps R33
     minimal-checked  bare-epoll-checked plus the least of impl's iteration: the lock released
                      around the wait (R35), ready records collected, then walked with the
-                     deleted check (R6); a lower bound for any loop with the seed's semantics
+                     deleted check (R17); a lower bound for any loop with the seed's semantics
     bare-selectors   selectors.DefaultSelector, handler in key.data
     asyncio          asyncio's default (selector) loop, add_reader
     uvloop           uvloop's loop, add_reader
