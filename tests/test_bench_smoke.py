@@ -56,7 +56,7 @@ def test_icount_parses_what_callgrind_prints(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("name", ["bare-epoll-checked", "minimal-checked"])
 def test_the_checked_floors_confirm_every_ready_fd(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """The checked floors make exactly impl/epoll's R33 system call per event, and run every
+    """The checked floors make exactly impl/epoll's identity-check system call per event, and run every
     event's handler."""
     from bench.candidates import BareEpoll, Ring, make
 
