@@ -207,8 +207,7 @@ class MainLoop:
         self._wait, self._full = self._poller.fast_wait()  # refreshed by _rebuild_kernel_set
         # R33/R34 on every poller unless the caller opted out where the kernel tracks files.
         self._check_files = check_files or not self._poller.tracks_files
-        self._confirmer = self._poller.confirmer()  # refreshed by _rebuild_kernel_set
-        self._confirm = self._fast_confirm()
+        self._confirm = self._fast_confirm()  # refreshed by _rebuild_kernel_set
         self._tracer = tracer
         self._running = False
         self._polling = False  # from the start of a fill to the end of its wait
@@ -457,17 +456,18 @@ class MainLoop:
                         ready.sort(key=_SEQ, reverse=True)
                     if check and ready:
                         # R33/R34. The poller's confirm (epoll: one EPOLL_CTL_MOD) answers
-                        # for every ready fd in the common case; anything else takes the full
-                        # check. Inline: the method call cost ~0.05x the floor at K=1 (bench/).
+                        # for every ready fd in the common case; the first fd it cannot confirm
+                        # and those after it get the fstat check. Inline: as a method call it
+                        # cost ~0.05x the floor at K=1 (bench/).
                         confirm = self._confirm
                         if confirm is None:
                             self._check_ready_files(ready)
                         else:
                             try:
-                                for rec in ready:
-                                    confirm(rec.fd, rec.kev)
-                            except (OSError, ValueError):
-                                self._check_ready_files(ready)  # asks again, then fstat
+                                for r in ready:
+                                    confirm(r.fd, r.kev)
+                            except (OSError, ValueError):  # r and those after it: fstat decides
+                                self._check_ready_files(ready[ready.index(r) :])
                     ret = len(ready) + woke
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
@@ -667,36 +667,25 @@ class MainLoop:
         return None
 
     def _fast_confirm(self) -> Callable[[int, int], object] | None:
-        """The confirmer's function for the walk's inline check, or None: no confirmer, or a
-        subclass hooks `_check_ready_files` (tests/catalogue.py), which must then see every
-        ready batch. `confirm(fd, rec.kev)`: a record with kev != 0 is in the poller's book
-        with exactly those events (`_sync` sets both), or the confirm fails and the full
-        check decides."""
-        if self._confirmer is None or type(self)._check_ready_files is not MainLoop._check_ready_files:
+        """The poller's confirmer for the iteration's inline check, or None: no confirmer, or
+        a subclass hooks `_check_ready_files` (tests/catalogue.py), which must then see every
+        ready batch. It is asked `confirm(fd, rec.kev)`: a record with kev != 0 is registered
+        for exactly those events (`_sync` sets both)."""
+        if type(self)._check_ready_files is not MainLoop._check_ready_files:
             return None
-        return self._confirmer[0]
+        return self._poller.confirmer()
 
     def _check_ready_files(self, ready: list[_Record]) -> None:
         """R33/R34: a ready fd must still name the file registered. poll reports a closed
         number as NVAL and a reused one as the new file; epoll keeps reporting a closed number
-        while a dup of its file is open. One fstat per ready record, on every poller."""
+        while a dup of its file is open. One fstat per ready record not already confirmed by
+        the poller (the inline check in `_iterate`)."""
         fstat = os.fstat
-        confirm, book = self._confirmer or (None, {})
         for rec in ready:
             if rec.deleted or rec.stale:
                 continue
-            fd = rec.fd
-            if confirm is not None:  # the poller can say "same file" for less than fstat
-                events = book.get(fd)
-                if events:
-                    try:
-                        confirm(fd, events)
-                    except (OSError, ValueError):
-                        pass  # unconfirmed: fstat decides
-                    else:
-                        continue
             try:
-                st = fstat(fd)
+                st = fstat(rec.fd)
             except OSError:
                 pass
             else:
@@ -711,9 +700,7 @@ class MainLoop:
         outlived their fd numbers); records whose fd cannot be registered again are removed."""
         failed = self._poller.rebuild()
         self._orphans.clear()  # the new kernel object holds only the book's registrations
-        # The old ones name the old kernel object.
-        self._confirmer = self._poller.confirmer()
-        self._confirm = self._fast_confirm()
+        self._confirm = self._fast_confirm()  # the old ones name the old kernel object
         self._wait, self._full = self._poller.fast_wait()
         for fd in failed:
             rec = self._by_fd.get(fd)

@@ -117,11 +117,11 @@ class Poller(ABC):
         then calls `wait(0)` for all of them. Valid until `rebuild()` or `close()`."""
         return self.wait, sys.maxsize
 
-    def confirmer(self) -> tuple[Callable[[int, int], object], dict[int, int]] | None:
+    def confirmer(self) -> Callable[[int, int], object] | None:
         """A fast positive answer to "does ready fd still name the file registered?", or None
-        (then the loop compares fstat identities). `(confirm, book)`: `confirm(fd, book[fd])`
-        returning normally proves it; raising (OSError, ValueError) proves nothing. Valid
-        until `rebuild()` or `close()`; a stale one only raises."""
+        (then the loop compares fstat identities). `confirm(fd, events)`, with the events fd is
+        registered for: returning normally proves it; raising (OSError, ValueError) proves
+        nothing. Valid until `rebuild()` or `close()`; a stale one only raises."""
         return None
 
 
@@ -188,14 +188,14 @@ class EpollPoller(Poller):
             return super().fast_wait()
         return self._epoll.poll, _POLL_DEFAULT_MAXEVENTS
 
-    def confirmer(self) -> tuple[Callable[[int, int], object], dict[int, int]] | None:
+    def confirmer(self) -> Callable[[int, int], object] | None:
         # EPOLL_CTL_MOD to the events already registered changes nothing, and succeeds only if
         # the set holds a registration for (the file fd names *now*, fd): epoll keys them by
         # (file, number), and every registration the loop makes is of the file the record saw
         # (a record whose file changed is renewed before it is polled again). So success means
         # "not closed, number not reused": one bare system call, about half of an os.fstat
         # with its stat_result (bench/: ~150 ns per ready fd).
-        return self._epoll.modify, self._fds
+        return self._epoll.modify
 
     def rebuild(self) -> list[int]:
         old, self._epoll = self._epoll, select.epoll()

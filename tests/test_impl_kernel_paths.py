@@ -635,14 +635,14 @@ class ConfirmingPoll(PollPoller):
         self.generation = 0
         self.asked: list[tuple[int, int, int]] = []
 
-    def confirmer(self) -> tuple[Callable[[int, int], object], dict[int, int]]:
+    def confirmer(self) -> Callable[[int, int], object]:
         self.generation += 1
         generation = self.generation
 
         def confirm(fd: int, events: int) -> None:
             self.asked.append((generation, fd, events))
 
-        return confirm, self._fds  # the live book, as the protocol wants
+        return confirm
 
 
 def test_the_loop_asks_the_pollers_current_confirmer_about_ready_fds(socks: Pairs, owned: list[int]) -> None:
