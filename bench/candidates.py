@@ -210,15 +210,26 @@ class MinimalChecked(BareEpoll):
         write: Handler | None
         opaque: int
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._recs: dict[int, MinimalChecked._Rec] = {}
+
+    def attach(self, ring: Ring) -> None:
+        super().attach(ring)  # set-up, not timed: the records too
+        for seq, fd in enumerate(ring.read_fds, start=1):
+            rec = self._recs[fd] = self._Rec()
+            rec.fd, rec.seq, rec.deleted, rec.kev, rec.rev = fd, seq, False, select.EPOLLIN, 0
+            rec.read, rec.write, rec.opaque = self._cbs[fd], None, fd
+
+    def detach(self, ring: Ring) -> None:
+        super().detach(ring)
+        for fd in ring.read_fds:
+            del self._recs[fd]
+
     def run(self) -> None:
         poll, running = self._ep.poll, self._running
         confirm, lock = self._ep.modify, threading.Lock()
-        recs: dict[int, MinimalChecked._Rec] = {}
-        for seq, (fd, handler) in enumerate(self._cbs.items()):
-            new = recs[fd] = self._Rec()
-            new.fd, new.seq, new.deleted, new.kev, new.rev = fd, seq, False, select.EPOLLIN, 0
-            new.read, new.write, new.opaque = handler, None, fd
-        get, read_ev, write_ev = recs.get, select.EPOLLIN | select.EPOLLHUP, select.EPOLLOUT
+        get, read_ev, write_ev = self._recs.get, select.EPOLLIN | select.EPOLLHUP, select.EPOLLOUT
         running[0] = True
         lock.acquire()
         while running[0]:

@@ -1,8 +1,8 @@
 """Instructions per event under callgrind: `python -m bench.icount [--quick]`.
 
-Wall-clock ratios move with the machine: on a VM where a system call costs microseconds the
-floor is mostly kernel time and every loop looks close to it; on bare metal the Python cost
-shows. Callgrind counts the user-space instructions a run executes, the same count on every
+Wall-clock ratios move with the machine: where system calls are slow (a VM, mitigations) the
+floor is largely kernel time and every loop looks close to it; where they are cheap the Python
+cost shows. Callgrind counts the user-space instructions a run executes, the same count on every
 run of the same code whatever else the machine does, so this table is the one to compare
 before and after a change to the loop. It does not see kernel time: a candidate that makes an
 extra system call per event (impl/epoll's R33/R34 check) pays more than its count says.
