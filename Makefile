@@ -4,13 +4,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: verify test bench venv lint clean
+.PHONY: verify test bench venv lint clean FORCE
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# The checkout is installed as the package `iohandler` (model/ -> iohandler.model, ...). The
+# "strict" editable mode links each file into build/, which mypy can follow (the default mode's
+# import hook it cannot); a new or removed file in a package folder needs a reinstall, so the
+# stamp also depends on the list of those files.
+PKG_FILES := $(shell find model impl specs -type f -not -path '*/__pycache__/*' 2>/dev/null | sort)
+
+$(VENV)/.pkgfiles: FORCE
+	@mkdir -p $(VENV)
+	@echo '$(PKG_FILES)' | cmp -s - $@ || echo '$(PKG_FILES)' > $@
+
+$(STAMP): pyproject.toml $(VENV)/.pkgfiles
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -rf build/__editable__.*
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
+
+FORCE:
 
 venv: $(STAMP)
 

@@ -31,8 +31,8 @@ from operator import attrgetter
 from typing import Any
 
 from bench.seed import SeedLoop
-from impl import MainLoop
-from impl.tracing import Handler
+from iohandler.impl import MainLoop
+from iohandler.impl.tracing import Handler
 
 _uvloop: Any
 try:  # optional: the bench extra installs it

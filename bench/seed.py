@@ -12,8 +12,8 @@ from __future__ import annotations
 import select
 from typing import Any
 
-from impl.pollers import READ_EVENTS, WRITE_EVENTS
-from impl.tracing import Handler
+from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS
+from iohandler.impl.tracing import Handler
 
 
 class _IOHandler:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.candidates import Candidate, Ring, make
-from impl import MainLoop
+from iohandler.impl import MainLoop
 
 
 def raise_fd_limit(need: int) -> int:

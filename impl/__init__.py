@@ -2,13 +2,17 @@
 selectors. A library on its own: nothing here imports `model` or `specs` (only `impl.driver`,
 the conformance driver, imports `specs`).
 
-    from impl import MainLoop
+    from iohandler.impl import MainLoop
     with MainLoop() as loop:
         loop.set_fd_handler(sock, read=on_read, opaque=sock)
         loop.run_until(lambda: done)
 """
 
-from impl.errors import (
+if __name__ != "iohandler.impl":  # the folder impl/ is installed as iohandler.impl, its only name
+    raise ImportError(f"import iohandler.impl, not {__name__}: one module, one name")
+
+
+from iohandler.impl.errors import (
     ClosedFdError,
     FdError,
     IOHandlerError,
@@ -16,8 +20,8 @@ from impl.errors import (
     ReentrantWaitError,
     UnpollableFdError,
 )
-from impl.loop import FdLike, HandlerInfo, MainLoop
-from impl.pollers import (
+from iohandler.impl.loop import FdLike, HandlerInfo, MainLoop
+from iohandler.impl.pollers import (
     ERR,
     HUP,
     IN,
@@ -33,8 +37,8 @@ from impl.pollers import (
     default_poller_name,
     flag_names,
 )
-from impl.timers import TimerHandle
-from impl.tracing import Handler, ListTracer, Tracer
+from iohandler.impl.timers import TimerHandle
+from iohandler.impl.tracing import Handler, ListTracer, Tracer
 
 __all__ = [
     "ERR",

@@ -1,4 +1,4 @@
-"""The loop's conformance driver: `python -m impl.driver [--poller epoll|poll|selectors]`.
+"""The loop's conformance driver: `python -m iohandler.impl.driver [--poller epoll|poll|selectors]`.
 
 Reads vectors (one compact JSON per line) on stdin and answers traces (VECTORS.md, "The driver
 protocol"). Each vector gets fresh fds and a fresh MainLoop. Trace events come from the loop's
@@ -16,11 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from impl.loop import MainLoop
-from impl.pollers import POLLERS, default_poller_name, flag_names
-from impl.tracing import Handler, Tracer
-from specs.protocol import InvalidVector, serve
-from specs.vector import (
+from iohandler.impl.loop import MainLoop
+from iohandler.impl.pollers import POLLERS, default_poller_name, flag_names
+from iohandler.impl.tracing import Handler, Tracer
+from iohandler.specs.protocol import InvalidVector, serve
+from iohandler.specs.vector import (
     Drain,
     Event,
     GateEvent,
@@ -234,7 +234,7 @@ def run_vector(vector: Vector, poller: str | None = None) -> list[Event]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m impl.driver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m iohandler.impl.driver", description=__doc__)
     parser.add_argument(
         "--poller",
         choices=sorted(POLLERS),

@@ -61,17 +61,17 @@ from operator import attrgetter
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
-from impl.errors import (
+from iohandler.impl.errors import (
     ClosedFdError,
     FdError,
     LoopClosedError,
     ReentrantWaitError,
     UnpollableFdError,
 )
-from impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
-from impl.timers import TimerHandle, TimerQueue
-from impl.tracing import Handler, Tracer
-from impl.wakeup import Wakeup
+from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
+from iohandler.impl.timers import TimerHandle, TimerQueue
+from iohandler.impl.tracing import Handler, Tracer
+from iohandler.impl.wakeup import Wakeup
 
 _FD_LIMIT = 2**31  # fds are C ints
 _FILE_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR))  # what epoll refuses (EPERM)

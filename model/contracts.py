@@ -9,10 +9,10 @@ Run: `crosshair check --analysis_kind=PEP316 model/`.
 
 from __future__ import annotations
 
-from model.dispatch import dispatch
-from model.fill import answer_only, fill
-from model.registry import set_fd_handler
-from model.state import (
+from iohandler.model.dispatch import dispatch
+from iohandler.model.fill import answer_only, fill
+from iohandler.model.registry import set_fd_handler
+from iohandler.model.state import (
     Fd,
     GateName,
     Gates,
@@ -26,7 +26,7 @@ from model.state import (
     implies,
     index_of,
 )
-from specs.vector import Event, GateEvent
+from iohandler.specs.vector import Event, GateEvent
 
 CONTRACT_NAMES = (fds_unique, implies)  # the PEP 316 contracts below name these
 

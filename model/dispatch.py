@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from model.state import READ_EVENTS, WRITE_EVENTS, Fd, Record, ScriptName, World, index_of
-from specs.vector import Event, ReadEvent, WriteEvent
+from iohandler.model.state import READ_EVENTS, WRITE_EVENTS, Fd, Record, ScriptName, World, index_of
+from iohandler.specs.vector import Event, ReadEvent, WriteEvent
 
 # A callback: handler `name` called for `fd` runs against the world and returns the world it
 # leaves and the events its actions emitted. The model's handlers are scripts (data).

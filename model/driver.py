@@ -1,14 +1,14 @@
-"""The model's driver for the conformance runner: `python -m model.driver`."""
+"""The model's driver for the conformance runner: `python -m iohandler.model.driver`."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-from model.env import InvalidAction
-from model.iterate import run_vector
-from specs.protocol import InvalidVector, serve
-from specs.vector import Event, Vector
+from iohandler.model.env import InvalidAction
+from iohandler.model.iterate import run_vector
+from iohandler.specs.protocol import InvalidVector, serve
+from iohandler.specs.vector import Event, Vector
 
 
 def run(vector: Vector) -> Sequence[Event]:

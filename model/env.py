@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from model.state import (
+from iohandler.model.state import (
     ALWAYS_REPORTED,
     ERR,
     HUP,

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from model.state import READ_EVENTS, WRITE_EVENTS, Fd, GateName, PollSet, Record, World, index_of
-from specs.vector import Event, GateEvent
+from iohandler.model.state import READ_EVENTS, WRITE_EVENTS, Fd, GateName, PollSet, Record, World, index_of
+from iohandler.specs.vector import Event, GateEvent
 
 # A gate: consulted for fd, it may act on the world (R22) and answers open (True) or closed.
 Gate = Callable[[World, Fd, GateName], tuple[World, bool, tuple[Event, ...]]]

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from model import env
-from model.dispatch import dispatch
-from model.fill import fill
-from model.registry import live_records, set_fd_handler
-from model.state import FdState, GateName, Loop, ScriptName, Table, World, flag_names
-from specs.vector import (
+from iohandler.model import env
+from iohandler.model.dispatch import dispatch
+from iohandler.model.fill import fill
+from iohandler.model.registry import live_records, set_fd_handler
+from iohandler.model.state import Env, FdState, GateName, Loop, PollSet, ScriptName, Table, World, flag_names
+from iohandler.specs.vector import (
     Action,
     Drain,
     Event,
@@ -31,6 +31,9 @@ from specs.vector import (
 )
 
 Scripts = Mapping[ScriptName, tuple[ScriptAction, ...]]
+# How poll answers: (fds' states, poll set, notifier readable) -> (revents per entry, ret).
+# `env.poll` is Linux's poll(2) (R11, R12); tests pass another view (R36's folded one).
+PollFn = Callable[[Env, PollSet, bool], tuple[tuple[int, ...], int]]
 # Optional vector field `gate_scripts` (R22): gate name -> the script it runs when consulted.
 GATE_SCRIPTS = "gate_scripts"
 
@@ -86,6 +89,8 @@ def iterate(
     during_wait: tuple[ScriptAction, ...],
     scripts: Scripts,
     gate_runs: Mapping[GateName, ScriptName] | None = None,
+    *,
+    poll: PollFn = env.poll,
 ) -> tuple[World, tuple[Event, ...]]:
     """One non-blocking `main_loop_wait` (R13, R20, R21, R22)."""
 
@@ -103,7 +108,7 @@ def iterate(
     for action in during_wait:
         world, out = apply(world, action)
         events.extend(out)
-    revents, ret = env.poll(world.env, poll_set, world.loop.wakeup)
+    revents, ret = poll(world.env, poll_set, world.loop.wakeup)
     # R13: the notifier is read (glib's dispatch) before qemu_iohandler_poll runs the walk,
     # so a notify from inside the walk is still pending for the next iteration.
     world = world.with_loop(Loop(world.loop.records, wakeup=False))
@@ -115,10 +120,15 @@ def iterate(
 
 
 def step(
-    world: World, action: Action, scripts: Scripts, gate_runs: Mapping[GateName, ScriptName] | None = None
+    world: World,
+    action: Action,
+    scripts: Scripts,
+    gate_runs: Mapping[GateName, ScriptName] | None = None,
+    *,
+    poll: PollFn = env.poll,
 ) -> tuple[World, tuple[Event, ...]]:
     if isinstance(action, Iterate):
-        return iterate(world, action.during_wait, scripts, gate_runs)
+        return iterate(world, action.during_wait, scripts, gate_runs, poll=poll)
     return apply(world, action)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from model.state import Fd, GateName, Loop, Record, ScriptName, fds_unique, implies, index_of
+from iohandler.model.state import Fd, GateName, Loop, Record, ScriptName, fds_unique, implies, index_of
 
 CONTRACT_NAMES = (fds_unique, implies)  # the PEP 316 contracts below name these
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Generic, TypeAlias, TypeVar
 
-from specs.vector import FLAG_ORDER, Flags
+from iohandler.specs.vector import FLAG_ORDER, Flags
 
 Fd: TypeAlias = str
 ScriptName: TypeAlias = str

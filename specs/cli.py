@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from specs.runner import Outcome, run_conformance
-from specs.vector import bundled_vectors_dir
+from iohandler.specs.runner import Outcome, run_conformance
+from iohandler.specs.vector import bundled_vectors_dir
 
 
 def _conform(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     conform = sub.add_parser("conform", help="replay conformance vectors against a driver")
-    conform.add_argument("--driver", required=True, help='driver command, e.g. "python -m model.driver"')
+    conform.add_argument("--driver", required=True, help='driver command, e.g. "python -m iohandler.model.driver"')
     conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
     conform.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
     conform.add_argument("-v", "--verbose", action="store_true", help="also list passing vectors")
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from specs.verify import run_verify  # the main job needs the dev tools; conform does not
+    from iohandler.specs.verify import run_verify  # the main job needs the dev tools; conform does not
 
     return run_verify(quick=args.quick)
 

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from specs.vector import Event, Vector, VectorError, event_to_json, parse_vector
+from iohandler.specs.vector import Event, Vector, VectorError, event_to_json, parse_vector
 
 
 class InvalidVector(Exception):

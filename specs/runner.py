@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from specs.vector import (
+from iohandler.specs.vector import (
     Event,
     Vector,
     VectorError,

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from impl import HUP, IN, MainLoop
-from impl.loop import FdLike, _Record
-from impl.tracing import Handler
+from iohandler.impl import HUP, IN, MainLoop
+from iohandler.impl.loop import FdLike, _Record
+from iohandler.impl.tracing import Handler
 
 
 @dataclass(frozen=True)

@@ -31,18 +31,18 @@ from typing import Any, ClassVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-import model.iterate as model_iterate
-from impl import IN, OUT, EpollPoller, MainLoop, PollPoller, SelectorsPoller, Tracer, flag_names
-from impl.driver import RealFd
-from impl.tracing import Handler
-from model import env as model_env
-from model.dispatch import Callback
-from model.iterate import initial_world, step
-from model.registry import live_records
-from model.state import ERR, HUP, READ_EVENTS, WRITE_EVENTS, Env, Loop, PollSet, World, fds_unique, flag_mask
-from model.state import IN as M_IN
-from model.state import OUT as M_OUT
-from specs.vector import (
+import iohandler.model.iterate as model_iterate
+from iohandler.impl import IN, OUT, EpollPoller, MainLoop, PollPoller, SelectorsPoller, Tracer, flag_names
+from iohandler.impl.driver import RealFd
+from iohandler.impl.tracing import Handler
+from iohandler.model import env as model_env
+from iohandler.model.dispatch import Callback
+from iohandler.model.iterate import initial_world, step
+from iohandler.model.registry import live_records
+from iohandler.model.state import ERR, HUP, READ_EVENTS, WRITE_EVENTS, Env, Loop, PollSet, World, fds_unique, flag_mask
+from iohandler.model.state import IN as M_IN
+from iohandler.model.state import OUT as M_OUT
+from iohandler.specs.vector import (
     Action,
     Drain,
     Event,
@@ -178,26 +178,11 @@ def folded_poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, .
     return tuple(revents), sum(1 for r in revents if r) + (1 if wakeup else 0)
 
 
-@contextlib.contextmanager
-def _folded() -> Iterator[None]:
-    # model.iterate calls `env.poll` through the module, so swapping it gives the model's own
-    # iteration with selectors' view of poll, without a copy of model.iterate that could drift.
-    real = model_env.poll
-    model_env.poll = folded_poll
-    try:
-        yield
-    finally:
-        model_env.poll = real
-
-
 def model_step(
     world: World, action: Action, config: Config, *, fold: bool = False
 ) -> tuple[World, tuple[Event, ...]]:
     """model.iterate.step; with `fold`, over `folded_poll` (SPEC R36)."""
-    if not fold or not isinstance(action, Iterate):
-        return step(world, action, config.scripts, config.gate_runs)
-    with _folded():
-        return step(world, action, config.scripts, config.gate_runs)
+    return step(world, action, config.scripts, config.gate_runs, poll=folded_poll if fold else model_env.poll)
 
 
 def world_for(config: Config) -> World:
@@ -920,7 +905,7 @@ def fd_reuse_scenario(make_loop: LoopFactory, poller: str, *, iterate_first: boo
     loop's fd", so this is a scenario of its own. Returns how many loop operations it made."""
     import contextlib
 
-    from impl import ClosedFdError
+    from iohandler.impl import ClosedFdError
 
     calls: list[str] = []
     ops = 0

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from impl import POLLERS, MainLoop
+from iohandler.impl import POLLERS, MainLoop
 
 NAMES = sorted(POLLERS)
 

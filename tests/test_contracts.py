@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from specs.verify import CROSSHAIR_TARGETS, ROOT, parse_crosshair, run_crosshair
+from iohandler.specs.verify import CROSSHAIR_TARGETS, ROOT, parse_crosshair, run_crosshair
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +41,16 @@ def test_a_planted_bug_is_refuted(
     tmp_path: Path, packages: tuple[str, ...], path: str, good: str, bad: str, function: str
 ) -> None:
     """The bug goes into a copy; CrossHair must find a counterexample to a contract there."""
+    # The copy is the package iohandler.<pkg> from tmp_path, which CrossHair's cwd puts first on
+    # sys.path, ahead of the installed one.
     for pkg in packages:
-        shutil.copytree(ROOT / pkg, tmp_path / pkg)
-    source = tmp_path / path
+        shutil.copytree(ROOT / pkg, tmp_path / "iohandler" / pkg)
+    source = tmp_path / "iohandler" / path
     text = source.read_text()
     assert good in text
     source.write_text(text.replace(good, bad))
-    contracts, raw = run_crosshair([path], per_condition=3, cwd=tmp_path)
+    module = "iohandler." + path.removesuffix(".py").replace("/", ".")
+    contracts, raw = run_crosshair([module], per_condition=3, cwd=tmp_path)
     assert any(c.status == "refuted" and function in c.message for c in contracts), raw[-2000:]
 
 

@@ -27,11 +27,11 @@ from dataclasses import replace
 
 import pytest
 
-import model.iterate as model_iterate
-from impl import POLLERS
-from model.dispatch import Callback
-from model.state import READ_EVENTS, WRITE_EVENTS, Loop, Record, World
-from specs.vector import Event, GateEvent, Hangup, Iterate, ReadEvent, Send, Set, WriteEvent
+import iohandler.model.iterate as model_iterate
+from iohandler.impl import POLLERS
+from iohandler.model.dispatch import Callback
+from iohandler.model.state import READ_EVENTS, WRITE_EVENTS, Loop, Record, World
+from iohandler.specs.vector import Event, GateEvent, Hangup, Iterate, ReadEvent, Send, Set, WriteEvent
 from tests.lockstep import ALPHABET, CONFIG, Exploration, Violation, budget, explore, replay, write_stats
 
 DEPTH = max(5, budget(dev=6, ci=7, thorough=8))  # 5 under the mutation budget
@@ -162,8 +162,8 @@ def _record(world: World, fd: str) -> Record:
 def test_model_poll_returns_the_count() -> None:
     """R13/R14: poll's return value is the number of ready entries plus the notifier, not just
     "> 0" (the walk only looks at > 0, the contract says the count)."""
-    from model.env import poll
-    from model.state import FdState, Table
+    from iohandler.model.env import poll
+    from iohandler.model.state import FdState, Table
 
     env = Table((("a", FdState("socket", pending=True)), ("b", FdState("pipe-write"))))
     revents, ret = poll(env, (("a", READ_EVENTS), ("b", WRITE_EVENTS)), True)
@@ -174,8 +174,8 @@ def test_model_poll_returns_the_count() -> None:
 def test_model_refuses_invalid_actions_with_a_message() -> None:
     """The format's invalid actions (VECTORS.md) raise InvalidAction naming the fd, even when
     a vector bypasses the loader's checks."""
-    from model.env import InvalidAction, drain, send
-    from model.state import FdState
+    from iohandler.model.env import InvalidAction, drain, send
+    from iohandler.model.state import FdState
 
     for op, state, words in [
         (send, FdState("pipe-write"), "pipe-write"),
@@ -188,8 +188,8 @@ def test_model_refuses_invalid_actions_with_a_message() -> None:
 
 
 def test_model_gate_scripts_field_is_validated() -> None:
-    from model.env import InvalidAction
-    from model.iterate import gate_scripts
+    from iohandler.model.env import InvalidAction
+    from iohandler.model.iterate import gate_scripts
     from tests.lockstep import to_vector
 
     good = replace(CONFIG, gate_runs={"g": "n"})
@@ -202,7 +202,7 @@ def test_model_gate_scripts_field_is_validated() -> None:
 
 def test_model_step_without_gate_scripts() -> None:
     """step's gate_runs is optional: a gated record is consulted without any gate script."""
-    from model.iterate import step
+    from iohandler.model.iterate import step
     from tests.lockstep import world_for
 
     world, _ = step(world_for(CONFIG), Set("a", "n", None, "g"), CONFIG.scripts)
@@ -212,7 +212,7 @@ def test_model_step_without_gate_scripts() -> None:
 
 
 def test_model_table_stays_sorted_and_names_missing_keys() -> None:
-    from model.state import Table, implies
+    from iohandler.model.state import Table, implies
 
     t: Table[bool] = Table()
     for k, v in [("b", False), ("a", True), ("c", False)]:
@@ -226,8 +226,8 @@ def test_model_table_stays_sorted_and_names_missing_keys() -> None:
 
 def test_model_driver_runs_in_process() -> None:
     """model.driver.run (the runner starts it as a subprocess; here it runs in process)."""
-    from model.driver import run
-    from specs.protocol import InvalidVector
+    from iohandler.model.driver import run
+    from iohandler.specs.protocol import InvalidVector
     from tests.lockstep import to_vector
 
     assert list(run(to_vector(CONFIG, (Set("a", "n", None, None), Iterate())))) != []

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from impl import POLLERS, default_poller_name
-from impl.driver import RealFd, main, run_vector
-from specs.protocol import InvalidVector
-from specs.vector import (
+from iohandler.impl import POLLERS, default_poller_name
+from iohandler.impl.driver import RealFd, main, run_vector
+from iohandler.specs.protocol import InvalidVector
+from iohandler.specs.vector import (
     HandlersEvent,
     ReadyEvent,
     Vector,
@@ -77,7 +77,7 @@ def test_driver_protocol_over_stdin_stdout() -> None:
     lines = [json.dumps(json.loads(p.read_text())) for p in EXAMPLES]
     lines.insert(1, "not json")
     out = subprocess.run(
-        [sys.executable, "-m", "impl.driver"],
+        [sys.executable, "-m", "iohandler.impl.driver"],
         input="\n".join(lines) + "\n",
         capture_output=True,
         text=True,
@@ -214,7 +214,7 @@ def test_main_help_names_the_program_the_protocol_and_the_default_poller(capsys:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m impl.driver [-h] [--poller {")
+    assert out.startswith("usage: python -m iohandler.impl.driver [-h] [--poller {")
     assert "The loop's conformance driver" in out
     assert re.search(rf"^\s+the loop's poller \(default: {default_poller_name()}\)$", out, re.MULTILINE)
 

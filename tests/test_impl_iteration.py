@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from impl import IN, POLLERS, LoopClosedError, MainLoop, ReentrantWaitError
-from impl.pollers import Poller, make_poller
+from iohandler.impl import IN, POLLERS, LoopClosedError, MainLoop, ReentrantWaitError
+from iohandler.impl.pollers import Poller, make_poller
 from tests.support import wakeup_pending
 
 NAMES = sorted(POLLERS)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-import impl.loop
-from impl import (
+import iohandler.impl.loop as impl_loop
+from iohandler.impl import (
     READ_EVENTS,
     WRITE_EVENTS,
     ClosedFdError,
@@ -681,7 +681,7 @@ class _Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     """The loop's clock, under the test's control (the loop reads `time.monotonic()`)."""
     c = _Clock()
-    monkeypatch.setattr(impl.loop, "time", c)
+    monkeypatch.setattr(impl_loop, "time", c)
     return c
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from impl import (
+from iohandler.impl import (
     ERR,
     HUP,
     IN,

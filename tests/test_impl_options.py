@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from impl import ClosedFdError, MainLoop
+from iohandler.impl import ClosedFdError, MainLoop
 
 
 def test_poll_keeps_checking() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from impl import ERR, HUP, IN, NVAL, OUT, POLLERS, MainLoop, Poller, flag_names, pollers
-from impl.pollers import EpollPoller, default_poller_name, make_poller
+from iohandler.impl import ERR, HUP, IN, NVAL, OUT, POLLERS, MainLoop, Poller, flag_names, pollers
+from iohandler.impl.pollers import EpollPoller, default_poller_name, make_poller
 
 NAMES = sorted(POLLERS)
 

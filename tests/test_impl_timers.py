@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impl.timers import TimerHandle, TimerQueue
+from iohandler.impl.timers import TimerHandle, TimerQueue
 
 
 def noop() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from impl.wakeup import Wakeup
+from iohandler.impl.wakeup import Wakeup
 from tests.support import open_fds
 
 KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback

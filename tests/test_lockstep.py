@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
-from impl import POLLERS, MainLoop
-from impl.driver import run_vector as impl_run_vector
-from model.iterate import gate_scripts
-from specs.vector import (
+from iohandler.impl import POLLERS, MainLoop
+from iohandler.impl.driver import run_vector as impl_run_vector
+from iohandler.model.iterate import gate_scripts
+from iohandler.specs.vector import (
     Action,
     Hangup,
     Iterate,
@@ -108,7 +108,7 @@ def test_counterexample_is_a_loadable_vector(tmp_path: object) -> None:
     assert "steps:\n  1. iterate" in text
     import json
 
-    from specs.vector import parse_vector
+    from iohandler.specs.vector import parse_vector
 
     v = parse_vector(json.loads(text.split("(save as specs/vectors/<name>.json):\n", 1)[1]))
     assert impl_run_vector(v) == list(v.expect or ())
@@ -137,8 +137,8 @@ def test_impl_driver_main_in_process(poller: PollerName, monkeypatch: pytest.Mon
     import io
     import json
 
-    from impl.driver import main
-    from specs.vector import event_to_json, vector_to_json
+    from iohandler.impl.driver import main
+    from iohandler.specs.vector import event_to_json, vector_to_json
 
     config = Config({"a": "socket"}, {"g": True}, {"s0": ()}, gate_runs={"g": "s0"})
     steps: list[Action] = [Set("a", "s0", None, "g"), Hangup("a"), Iterate()]

@@ -20,7 +20,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from impl import ClosedFdError, MainLoop, UnpollableFdError
+from iohandler.impl import ClosedFdError, MainLoop, UnpollableFdError
 from tests.support import NAMES, add_stats, drain, pairs, snapshot
 
 

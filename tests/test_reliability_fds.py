@@ -23,7 +23,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from impl import ClosedFdError, MainLoop, Tracer
+from iohandler.impl import ClosedFdError, MainLoop, Tracer
 from tests.support import NAMES, add_stats, record_count
 
 WALL = 1.0  # seconds of wall time the CPU tests run for

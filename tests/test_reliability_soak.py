@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from impl import MainLoop, default_poller_name
+from iohandler.impl import MainLoop, default_poller_name
 from tests.support import add_stats, open_fds, peak_rss_bytes, record_count, rss_bytes
 
 EVENTS = int(os.environ.get("IOHANDLER_SOAK_EVENTS", "1000000"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from impl import MainLoop, Tracer, default_poller_name
+from iohandler.impl import MainLoop, Tracer, default_poller_name
 from tests.support import (
     NAMES,
     add_stats,

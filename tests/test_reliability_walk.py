@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from impl import ClosedFdError, ListTracer, MainLoop, ReentrantWaitError
+from iohandler.impl import ClosedFdError, ListTracer, MainLoop, ReentrantWaitError
 from tests.support import NAMES, Pairs, add_stats, drain, record_count, snapshot
 
 

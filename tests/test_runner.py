@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from specs.cli import main
-from specs.runner import run_conformance
-from specs.vector import bundled_vectors_dir, vector_files
+from iohandler.specs.cli import main
+from iohandler.specs.runner import run_conformance
+from iohandler.specs.vector import bundled_vectors_dir, vector_files
 
-MODEL = f"{sys.executable} -m model.driver"
+MODEL = f"{sys.executable} -m iohandler.model.driver"
 ONE = bundled_vectors_dir() / "rules" / "r05-revive-in-place.json"
 
 
@@ -59,7 +59,7 @@ def test_crashing_driver_is_reported_and_replaced(tmp_path: Path) -> None:
         f"m = pathlib.Path({str(marker)!r})\n"
         "if not m.exists():\n"
         "    sys.stdin.readline(); m.write_text('x'); print('boom', file=sys.stderr); sys.exit(3)\n"
-        "from model.driver import run\nfrom specs.protocol import serve\nsys.exit(serve(run))\n",
+        "from iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\nsys.exit(serve(run))\n",
     )
     files = [ONE, bundled_vectors_dir() / "rules" / "r16-read-then-write.json"]
     outcomes = run_conformance(driver, files)

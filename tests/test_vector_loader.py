@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from specs.vector import (
+from iohandler.specs.vector import (
     GateEvent,
     Iterate,
     Set,

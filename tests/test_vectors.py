@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from model.iterate import run_vector
-from model.regen import main as regen_main
-from specs.vector import bundled_vectors_dir, load_vector, vector_files
+from iohandler.model.iterate import run_vector
+from iohandler.model.regen import main as regen_main
+from iohandler.specs.vector import bundled_vectors_dir, load_vector, vector_files
 
 VECTORS = vector_files([bundled_vectors_dir()])
 SPEC = (bundled_vectors_dir().parent / "SPEC.md").read_text(encoding="utf-8")

@@ -28,7 +28,7 @@ cp "$ROOT/.ci/mutation/setup.cfg" "$WORK/setup.cfg"
 cd "$WORK"
 # The copy's generated SPEC table must be fresh, or test_regen_check_is_clean fails for a reason
 # no mutant caused; the unmutated model rewrites nothing else.
-"$BIN/python" -m model.regen >/dev/null
+"$BIN/python" -m iohandler.model.regen >/dev/null
 "$BIN/mutmut" run --max-children "${JOBS:-2}" "$@" || true   # non-zero when mutants survive
 "$BIN/mutmut" results --all true > "$WORK/results.txt" 2>&1 || "$BIN/mutmut" results > "$WORK/results.txt" 2>&1 || true
 "$BIN/python" "$ROOT/.ci/mutation/summary.py" "$WORK"
