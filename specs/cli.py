@@ -2,11 +2,13 @@
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
     iohandler verify                             the main job: every check, one summary table
+    iohandler --version                          the installed distribution's version
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,6 +38,7 @@ def _conform(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iohandler", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     conform = sub.add_parser("conform", help="replay conformance vectors against a driver")
@@ -52,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
+
+
+def _version() -> str:
+    # From the installed metadata, so it is the version pip installed (the checkout has no copy).
+    try:
+        return importlib.metadata.version("iohandler")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _verify(args: argparse.Namespace) -> int:
