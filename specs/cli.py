@@ -1,6 +1,7 @@
 """`iohandler`: the porter's command line.
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
+        [--format N] [--full] [--timeout S] [-v]
     iohandler verify                             the main job: every check, one summary table
     iohandler --version                          the installed distribution's version
 """
@@ -13,26 +14,35 @@ import sys
 from collections.abc import Callable, Sequence
 
 from iohandler.specs.runner import Outcome, run_conformance
-from iohandler.specs.vector import bundled_vectors_dir
+from iohandler.specs.vector import FORMATS, bundled_vectors_dir
 
 
 def _conform(args: argparse.Namespace) -> int:
     paths = args.paths or [bundled_vectors_dir()]
 
     def report(o: Outcome) -> None:
-        if o.passed:
+        if o.skipped:
+            if args.verbose:
+                print(f"SKIP {o.name}: {o.detail}")
+        elif o.passed:
             if args.verbose:
                 print(f"PASS {o.name}")
         else:
             print(f"FAIL {o.name} ({o.path})\n  {o.detail}", flush=True)
 
-    outcomes = run_conformance(args.driver, paths, timeout=args.timeout, report=report)
+    outcomes = run_conformance(
+        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full
+    )
     passed = sum(o.passed for o in outcomes)
-    failed = len(outcomes) - passed
+    skipped = sum(o.skipped for o in outcomes)
+    failed = len(outcomes) - passed - skipped
     if not outcomes:
         print("no vectors found", file=sys.stderr)
         return 2
-    print(f"{passed} passed, {failed} failed")
+    summary = f"{passed} passed, {failed} failed"
+    if skipped:
+        summary += f", {skipped} skipped (format newer than --format {args.format}: not conformance to it)"
+    print(summary)
     return 1 if failed else 0
 
 
@@ -45,7 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     conform.add_argument("--driver", required=True, help='driver command, e.g. "python -m iohandler.model.driver"')
     conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
     conform.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
-    conform.add_argument("-v", "--verbose", action="store_true", help="also list passing vectors")
+    conform.add_argument("-v", "--verbose", action="store_true", help="also list passing and skipped vectors")
+    conform.add_argument(
+        "--format", type=int, choices=range(1, len(FORMATS) + 1), default=len(FORMATS), metavar="N",
+        help=f"newest vector format the driver reads (default {len(FORMATS)}); newer vectors are skipped, "
+        "never passed",
+    )
+    conform.add_argument("--full", action="store_true", help="on a difference, print both whole traces")
     conform.set_defaults(func=_conform)
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")

@@ -12,6 +12,7 @@ import json
 import os
 import selectors
 import shlex
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from iohandler.specs.vector import (
+    FORMATS,
     Event,
     Vector,
     VectorError,
@@ -37,7 +39,8 @@ class Outcome:
     path: Path
     name: str
     passed: bool
-    detail: str = ""  # for a failure: what differed, or what went wrong
+    detail: str = ""  # for a failure: what differed, or what went wrong; for a skip: why
+    skipped: bool = False  # not run: the vector's format is newer than the driver declared
 
 
 class DriverFailure(Exception):
@@ -91,7 +94,12 @@ class Driver:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DriverFailure(f"driver gave no answer within {self.timeout:g} s (hung?)")
+                partial = f" (it wrote {len(self._buffer)} bytes but no newline)" if self._buffer else ""
+                raise DriverFailure(
+                    f"driver gave no answer within {self.timeout:g} s{partial}: does the driver flush stdout "
+                    "after each line? (the protocol needs one line per vector, flushed; a C driver "
+                    "writing to a pipe is block-buffered unless it calls fflush or setvbuf)"
+                )
             if not self._selector.select(left):
                 continue
             chunk = self._stdout.read(65536)
@@ -107,7 +115,7 @@ class Driver:
             code = self._proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return ""
-        return f" (exit code {code})"
+        return f" ({describe_exit(code)})"
 
     def stderr_text(self, limit: int = 4000) -> str:
         self._stderr.seek(0)
@@ -135,24 +143,44 @@ class Driver:
         self.close()
 
 
-def first_difference(expected: Sequence[Event], actual: Sequence[Event], context: int = 3) -> str:
-    """The first differing event, with the events around it, as readable text."""
+def describe_exit(code: int) -> str:
+    """`exit code 3`, or `killed by SIGABRT` for a process a signal ended (Popen's negative code)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def first_difference(
+    expected: Sequence[Event], actual: Sequence[Event], context: int = 3, *, full: bool = False
+) -> str:
+    """Both traces side by side around the first differing event (all of them with `full`):
+    `>>` marks the first difference, `!=` every later row that differs."""
     n = next(
         (i for i, (e, a) in enumerate(zip(expected, actual, strict=False)) if e != a),
         min(len(expected), len(actual)),
     )
-    lines = [f"first difference at event {n} (expected {len(expected)} events, got {len(actual)}):"]
+    longest = max(len(expected), len(actual))
+    lo, hi = (0, longest) if full else (max(0, n - context), min(longest, n + 1 + context))
 
-    def show(i: int, e: Event | None, mark: str) -> str:
-        return f"  {mark} [{i}] {json.dumps(event_to_json(e)) if e is not None else '(no event)'}"
+    def text(trace: Sequence[Event], i: int) -> str:
+        return json.dumps(event_to_json(trace[i])) if i < len(trace) else "(no event)"
 
-    for i in range(max(0, n - context), n):
-        lines.append(show(i, expected[i], " "))
-    lines.append(show(n, expected[n] if n < len(expected) else None, "-"))
-    lines.append(show(n, actual[n] if n < len(actual) else None, "+"))
-    for i in range(n + 1, min(len(expected), n + 1 + context)):
-        lines.append(show(i, expected[i], " "))
-    lines.append("  (- expected, + driver)")
+    rows = [(i, text(expected, i), text(actual, i)) for i in range(lo, hi)]
+    width = max(len("expected"), *(len(e) for _, e, _ in rows))
+    digits = len(str(max(hi - 1, 0)))
+    lines = [
+        f"first difference at event {n} (expected {len(expected)} events, got {len(actual)}):",
+        f"     {'#':>{digits}}  {'expected':<{width}} | driver",
+    ]
+    for i, e, a in rows:
+        mark = ">>" if i == n else ("!=" if e != a else "  ")
+        lines.append(f"  {mark} {i:>{digits}}  {e:<{width}} | {'(same)' if e == a else a}")
+    more_e, more_a = max(0, len(expected) - hi), max(0, len(actual) - hi)
+    if more_e or more_a:
+        lines.append(f"  ... {more_e} more expected, {more_a} more from the driver (--full shows both traces)")
     return "\n".join(lines)
 
 
@@ -162,9 +190,14 @@ def run_conformance(
     *,
     timeout: float = 10.0,
     report: Callable[[Outcome], None] | None = None,
+    driver_format: int = len(FORMATS),
+    full: bool = False,
 ) -> list[Outcome]:
     """Replay every vector found under `paths` against the driver. Never raises for a bad vector
-    or a bad driver: each problem becomes a failed Outcome naming the file."""
+    or a bad driver: each problem becomes a failed Outcome naming the file. A vector in a format
+    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass."""
+    if not 1 <= driver_format <= len(FORMATS):
+        raise ValueError(f"driver_format must be 1 to {len(FORMATS)}, got {driver_format!r}")
     outcomes: list[Outcome] = []
 
     def record(outcome: Outcome) -> None:
@@ -185,6 +218,10 @@ def run_conformance(
             except VectorError as e:
                 record(Outcome(path, path.stem, False, f"malformed vector: {e}"))
                 continue
+            if FORMATS.index(vector.format) + 1 > driver_format:
+                record(Outcome(path, vector.name, False, f"format {vector.format} (driver reads up to "
+                               f"{FORMATS[driver_format - 1]})", skipped=True))
+                continue
             if driver is None:
                 try:
                     driver = Driver(driver_command, timeout)
@@ -200,20 +237,21 @@ def run_conformance(
                 detail = str(e) + (f"\n  driver stderr:\n{_indent(stderr)}" if stderr.strip() else "")
                 record(Outcome(path, vector.name, False, detail))
                 continue
-            record(_judge(path, vector, answer, driver))
+            record(_judge(path, vector, answer, driver, full))
     finally:
         if driver is not None:
             code = driver.close()
-            if code not in (0, None) and outcomes:
-                last = outcomes[-1]
-                outcomes[-1] = Outcome(
+            ran = [i for i, o in enumerate(outcomes) if not o.skipped]
+            if code not in (0, None) and ran:
+                last = outcomes[ran[-1]]
+                outcomes[ran[-1]] = Outcome(
                     last.path, last.name, False, (last.detail + "\n" if last.detail else "") +
-                    f"driver exited with code {code} at end of input (the protocol asks for 0)"
+                    f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit code 0)"
                 )
     return outcomes
 
 
-def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver) -> Outcome:
+def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool) -> Outcome:
     expected = vector.expect or ()
     if "error" in answer:
         return Outcome(path, vector.name, False, f"driver could not run it: {answer['error']}")
@@ -223,7 +261,7 @@ def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver
         return Outcome(path, vector.name, False, f"driver trace is malformed: {e}")
     if tuple(actual) == tuple(expected):
         return Outcome(path, vector.name, True)
-    detail = first_difference(expected, actual)
+    detail = first_difference(expected, actual, full=full)
     stderr = driver.stderr_text()
     if stderr.strip():
         detail += f"\n  driver stderr (so far):\n{_indent(stderr)}"

@@ -1,4 +1,4 @@
-"""Conformance vector format, version 1: the types, the loader and its validation.
+"""Conformance vector format, versions 1 and 2: the types, the loader and its validation.
 
 This is the only place the format is parsed (the model's driver, the loop's driver and the
 runner all come through here), so they cannot drift apart. The contract is VECTORS.md, restated
@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 FORMAT = "iohandler-vector/1"
+# Version 2 is version 1 plus the field `gate_scripts` (VECTORS.md); a file that uses it says so.
+FORMAT_V2 = "iohandler-vector/2"
+FORMATS: tuple[str, ...] = (FORMAT, FORMAT_V2)
+GATE_SCRIPTS = "gate_scripts"
 FD_KINDS: tuple[str, ...] = ("socket", "pipe-read", "pipe-write")
 FdKind: TypeAlias = Literal["socket", "pipe-read", "pipe-write"]
 # Flags are always written in this order inside a list (VECTORS.md, "Events").
@@ -27,7 +31,7 @@ _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
 class VectorError(ValueError):
-    """A vector (or a driver's answer) does not follow format v1. The message names where."""
+    """A vector (or a driver's answer) does not follow the format. The message names where."""
 
 
 # ----------------------------------------------------------------------------------- actions
@@ -146,9 +150,18 @@ class Vector:
     gates: Mapping[str, bool]
     steps: tuple[Action, ...]
     expect: tuple[Event, ...] | None
-    # Optional fields this project adds are kept verbatim so a rewrite preserves them.
+    # Optional fields this project adds are kept verbatim so a rewrite preserves them. Until the
+    # model, the loop's driver and tests/lockstep.py read `gate_scripts` below, `extra` also holds
+    # it, raw, as it did before the field existed.
     extra: Mapping[str, object] = field(default_factory=dict)
     source: str = "<vector>"
+    # Format v2 (R22): gate name -> the script it runs when fill consults it, before it answers.
+    gate_scripts: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def format(self) -> str:
+        """The oldest format that can carry this vector: v2 only when it uses `gate_scripts`."""
+        return FORMAT_V2 if self.gate_scripts or GATE_SCRIPTS in self.extra else FORMAT
 
 
 # ------------------------------------------------------------------------------- flag helpers
@@ -206,7 +219,7 @@ def event_to_json(event: Event) -> dict[str, object]:
 
 def vector_to_json(vector: Vector) -> dict[str, object]:
     out: dict[str, object] = {
-        "format": FORMAT,
+        "format": vector.format,
         "name": vector.name,
         "description": vector.description,
         "rules": list(vector.rules),
@@ -216,6 +229,8 @@ def vector_to_json(vector: Vector) -> dict[str, object]:
         "steps": [action_to_json(a) for a in vector.steps],
     }
     out.update(vector.extra)
+    if vector.gate_scripts:
+        out[GATE_SCRIPTS] = dict(vector.gate_scripts)
     out["expect"] = [event_to_json(e) for e in vector.expect or ()]
     return out
 
@@ -405,11 +420,14 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
     at = _At(source)
     obj = _obj(value, at)
     if "format" not in obj:
-        raise at.error(f'missing field "format" (expected "{FORMAT}")')
-    if obj["format"] != FORMAT:
+        raise at.error(f'missing field "format" (expected "{FORMAT}" or "{FORMAT_V2}")')
+    if obj["format"] not in FORMATS:
         raise (at / "format").error(
-            f"unsupported format {json.dumps(obj['format'])}; this runner reads \"{FORMAT}\""
+            f"unsupported format {json.dumps(obj['format'])}; this runner reads "
+            + " and ".join(f'"{f}"' for f in FORMATS)
         )
+    if GATE_SCRIPTS in obj and obj["format"] == FORMAT:
+        raise (at / GATE_SCRIPTS).error(f'"{GATE_SCRIPTS}" needs "format": "{FORMAT_V2}"')
     missing = [k for k in (*_TOP_REQUIRED, *(("expect",) if require_expect else ())) if k not in obj]
     if missing:
         raise at.error(f"missing field(s) {missing}")
@@ -437,6 +455,15 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
         scripts[sname] = tuple(actions)
     steps = tuple(parse_action(a, at / "steps" / i) for i, a in enumerate(_list(obj["steps"], at / "steps")))
     expect = parse_trace(obj["expect"], f"{source}: expect") if "expect" in obj else None
+    gate_runs: dict[str, str] = {}
+    if GATE_SCRIPTS in obj:
+        for gate, script in _obj(obj[GATE_SCRIPTS], at / GATE_SCRIPTS).items():
+            gat = at / GATE_SCRIPTS / gate
+            if gate not in gates:
+                raise gat.error(f"gate {gate!r} is not declared in gates")
+            gate_runs[gate] = _str(script, gat)
+            if gate_runs[gate] not in scripts:
+                raise gat.error(f"script {gate_runs[gate]!r} is not declared in scripts")
 
     known = {*_TOP_REQUIRED, "expect"}
     vector = Vector(
@@ -450,6 +477,7 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
         expect=expect,
         extra={k: v for k, v in obj.items() if k not in known},
         source=source,
+        gate_scripts=gate_runs,
     )
     _check_references(vector, at)
     return vector

@@ -71,7 +71,87 @@ def test_hanging_driver_times_out(tmp_path: Path) -> None:
     driver = _script_driver(tmp_path, "import time, sys\nsys.stdin.readline()\ntime.sleep(60)\n")
     outcomes = run_conformance(driver, [ONE], timeout=0.5)
     assert len(outcomes) == 1 and not outcomes[0].passed
-    assert "no answer within 0.5 s" in outcomes[0].detail
+    assert "no answer within 0.5 s: does the driver flush stdout after each line?" in outcomes[0].detail
+
+
+def test_unflushed_answer_is_named_as_such(tmp_path: Path) -> None:
+    # What a C driver without fflush looks like from here: the answer sits in its buffer (and a
+    # partial line, if any, is counted).
+    driver = _script_driver(
+        tmp_path, "import time, sys\nsys.stdin.readline()\nsys.stdout.write('{\"tr'); sys.stdout.flush()\n"
+        "time.sleep(60)\n"
+    )
+    detail = run_conformance(driver, [ONE], timeout=0.5)[0].detail
+    assert "it wrote 4 bytes but no newline" in detail and "fflush" in detail
+
+
+def test_a_crash_names_the_signal(tmp_path: Path) -> None:
+    driver = _script_driver(tmp_path, "import os, sys\nsys.stdin.readline()\nos.abort()\n")
+    detail = run_conformance(driver, [ONE])[0].detail
+    assert "exited without answering (killed by SIGABRT)" in detail, detail
+    exits = _script_driver(tmp_path, "import sys\nsys.stdin.readline()\nsys.exit(3)\n")
+    assert "(exit code 3)" in run_conformance(exits, [ONE])[0].detail
+
+
+def _planted(tmp_path: Path) -> tuple[Path, list[dict[str, object]]]:
+    """r05 with a wrong handlers order and its last event dropped: the driver then has one more."""
+    doc = json.loads(ONE.read_text())
+    handlers = next(e for e in doc["expect"] if e["event"] == "handlers")
+    handlers["list"].reverse()
+    dropped = doc["expect"].pop()
+    f = tmp_path / "planted.json"
+    f.write_text(json.dumps(doc))
+    return f, [dropped]
+
+
+def test_difference_shows_both_sides_aligned_and_the_drivers_extra_events(tmp_path: Path) -> None:
+    f, (dropped,) = _planted(tmp_path)
+    (outcome,) = run_conformance(MODEL, [f])
+    lines = outcome.detail.splitlines()
+    first = next(line for line in lines if line.lstrip().startswith(">>"))
+    expected_side, driver_side = first.split(" | ")
+    assert '"handlers"' in expected_side and '"handlers"' in driver_side and expected_side != driver_side
+    # The columns line up: every row's separator at the same place.
+    rows = [line for line in lines if " | " in line]
+    assert len({line.index(" | ") for line in rows}) == 1
+    # The driver's event that the expectation lacks is shown, marked, against "(no event)".
+    extra = next(line for line in lines if json.dumps(dropped) in line)
+    assert extra.lstrip().startswith("!=") and "(no event)" in extra
+    # Matching context rows say so instead of repeating the event.
+    assert any(line.rstrip().endswith("| (same)") for line in rows)
+
+
+def test_full_prints_both_whole_traces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f, _ = _planted(tmp_path)
+    n = len(json.loads(f.read_text())["expect"])
+    short = run_conformance(MODEL, [f])[0].detail
+    assert main(["conform", "--full", "--driver", MODEL, str(f)]) == 1
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if " | " in line and "expected" not in line]
+    assert len(rows) == n + 1  # every expected event, plus the driver's extra one
+    assert len(rows) > len([line for line in short.splitlines() if " | " in line and "expected" not in line])
+
+
+def test_a_driver_declaring_format_1_skips_format_2_vectors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    v2 = [p for p in vector_files([bundled_vectors_dir()]) if '"iohandler-vector/2"' in p.read_text()]
+    assert v2, "the bundled gate_scripts vectors are format 2"
+    # A v1-only driver that dies if it is ever sent a v2 vector.
+    v1_only = _script_driver(
+        tmp_path,
+        "import sys\nfrom iohandler.model.driver import run\nfrom iohandler.specs.protocol import answer_for\n"
+        "import json\nfor line in sys.stdin:\n"
+        "    if 'iohandler-vector/2' in line: sys.exit(5)\n"
+        "    print(json.dumps(answer_for(line, run)), flush=True)\n",
+    )
+    outcomes = run_conformance(v1_only, [*v2[:2], ONE], driver_format=1)
+    assert [(o.passed, o.skipped) for o in outcomes] == [(False, True), (False, True), (True, False)]
+    assert "format iohandler-vector/2" in outcomes[0].detail
+    assert main(["conform", "--format", "1", "--driver", MODEL]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    n = len(vector_files([bundled_vectors_dir()]))
+    assert last.startswith(f"{n - len(v2)} passed, 0 failed, {len(v2)} skipped")
 
 
 def test_driver_garbage_and_errors_are_failures(tmp_path: Path) -> None:

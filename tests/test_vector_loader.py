@@ -66,7 +66,8 @@ def test_round_trip_through_the_file_form(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["format"], "iohandler-vector/2", 'unsupported format "iohandler-vector/2"'),
+        (["format"], "iohandler-vector/3", 'unsupported format "iohandler-vector/3"'),
+        (["gate_scripts"], {"g": "r"}, 'gate_scripts: "gate_scripts" needs "format": "iohandler-vector/2"'),
         (["format"], KeyError, 'missing field "format"'),
         (["expect"], KeyError, "missing field(s) ['expect']"),
         (["name"], "Not Kebab", "is not kebab-case"),
@@ -125,3 +126,38 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 def test_trace_parse_rejects_non_list() -> None:
     with pytest.raises(VectorError, match="expected a list"):
         parse_trace({"event": "gate"}, "driver")
+
+
+def v2(gate_scripts: object) -> dict[str, Any]:
+    doc = mutated(["format"], "iohandler-vector/2")
+    doc["gate_scripts"] = gate_scripts
+    return doc
+
+
+def test_gate_scripts_is_a_field_of_format_2(tmp_path: Path) -> None:
+    v = parse_vector(v2({"g": "r"}), "x")
+    assert v.gate_scripts == {"g": "r"} and v.format == "iohandler-vector/2"
+    assert v.extra == {"gate_scripts": {"g": "r"}}  # as before the field, until its readers switch
+    f = tmp_path / "good-one.json"
+    f.write_text(dump_vector(v))
+    again = load_vector(f)
+    assert again.gate_scripts == v.gate_scripts and json.loads(f.read_text())["format"] == "iohandler-vector/2"
+    # A v2 file without gate_scripts is still v2 on the way in; written out it needs only v1.
+    plain = parse_vector(mutated(["format"], "iohandler-vector/2"), "x")
+    assert plain.gate_scripts == {} and plain.format == "iohandler-vector/1"
+    assert parse_vector(GOOD, "x").format == "iohandler-vector/1"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["g"], "gate_scripts: expected an object"),
+        ({"nope": "r"}, "gate_scripts.nope: gate 'nope' is not declared"),
+        ({"g": "nope"}, "gate_scripts.g: script 'nope' is not declared"),
+        ({"g": 1}, "gate_scripts.g: expected a string"),
+    ],
+)
+def test_gate_scripts_are_validated(value: object, message: str) -> None:
+    with pytest.raises(VectorError) as info:
+        parse_vector(v2(value), "bad.json")
+    assert message in str(info.value)
