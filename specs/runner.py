@@ -254,7 +254,10 @@ def run_conformance(
 def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool) -> Outcome:
     expected = vector.expect or ()
     if "error" in answer:
-        return Outcome(path, vector.name, False, f"driver could not run it: {answer['error']}")
+        hint = ""
+        if vector.format != FORMATS[0]:
+            hint = f" (it is {vector.format}; a driver that reads only {FORMATS[0]} runs with --format 1)"
+        return Outcome(path, vector.name, False, f"driver could not run it: {answer['error']}{hint}")
     try:
         actual = parse_trace(answer["trace"], "driver trace")
     except VectorError as e:

@@ -168,3 +168,22 @@ def test_driver_garbage_and_errors_are_failures(tmp_path: Path) -> None:
 def test_missing_driver_and_missing_path(tmp_path: Path) -> None:
     assert "cannot start driver" in run_conformance("/nonexistent/driver", [ONE])[0].detail
     assert "no such file or folder" in run_conformance(MODEL, [tmp_path / "nope"])[0].detail
+
+
+def test_a_v1_driver_refusing_a_v2_vector_is_pointed_at_format_1(tmp_path: Path) -> None:
+    refuse = _script_driver(tmp_path, "import sys\nfor l in sys.stdin: print('{\"error\": \"v1 only\"}', flush=True)\n")
+    v2 = bundled_vectors_dir() / "gate-scripts" / "r22-gate-adds-record.json"
+    (outcome,) = run_conformance(refuse, [v2])
+    assert not outcome.passed and not outcome.skipped
+    assert "v1 only (it is iohandler-vector/2; a driver that reads only iohandler-vector/1 runs with --format 1)" \
+        in outcome.detail
+    assert "--format" not in run_conformance(refuse, [ONE])[0].detail
+
+
+def test_version_option(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"iohandler {importlib.metadata.version('iohandler')}"

@@ -70,3 +70,16 @@ def test_qemu_reference_vectors_are_bundled_verbatim() -> None:
     for src in shared.glob("*.json"):
         bundled = bundled_vectors_dir() / "qemu" / src.name
         assert json.loads(bundled.read_text()) == json.loads(src.read_text())
+
+
+def test_format_2_is_exactly_the_vectors_with_gate_scripts() -> None:
+    # v2 = v1 + gate_scripts (VECTORS.md): a file says v2 only when it needs it, and the schema
+    # refuses gate_scripts in a v1 file as the loader does.
+    schema_text = (bundled_vectors_dir().parent / "vector.schema.json").read_text()
+    schema = jsonschema.Draft202012Validator(json.loads(schema_text))
+    for p in VECTORS:
+        doc = json.loads(p.read_text())
+        assert (doc["format"] == "iohandler-vector/2") == ("gate_scripts" in doc), p
+        assert (p.parent.name == "gate-scripts") == ("gate_scripts" in doc), p
+        if "gate_scripts" in doc:
+            assert not schema.is_valid({**doc, "format": "iohandler-vector/1"}), p
