@@ -1,0 +1,130 @@
+"""The loop's lifecycle on real fds (issue 14): notify racing close, cancelled timers, loops
+dropped without close, close from another thread, fork with a live loop.
+
+Races are forced with hooks (a patched system call that runs the other side at the worst
+moment) or bounded rounds; no test relies on a sleep to line a race up.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from iohandler.impl import MainLoop
+from iohandler.impl.wakeup import Wakeup
+from tests.support import NAMES, add_stats
+
+KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback
+KIND_IDS = ["eventfd", "pipe"]
+
+
+def _unread(fd: int) -> bytes:
+    """Whatever was written into a non-blocking pipe's read end (b"" if nothing)."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return b""
+
+
+# --------------------------------------------------------------- notify racing close (defect 3)
+
+
+@pytest.mark.parametrize("use_eventfd", KINDS, ids=KIND_IDS)
+def test_wake_racing_close_never_writes_into_the_reused_number(
+    use_eventfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window: wake() has read the fd number and is about to write. A hook in the write
+    runs close() in another thread, which then opens pipes until one reuses the number. The
+    8-byte counter (or the pipe's byte) must not land in that pipe."""
+    w = Wakeup(use_eventfd=use_eventfd)
+    wfd = w._wfd
+    name = "eventfd_write" if use_eventfd else "write"
+    real: Callable[..., object] = getattr(os, name)
+    grabbed: list[tuple[int, int]] = []  # (read end, write end) of pipes opened by the closer
+    closer_done = threading.Event()
+    fired = False
+
+    def closer() -> None:
+        w.close()
+        for _ in range(8):  # the lowest free number is the one close() freed
+            r, wr = os.pipe()
+            os.set_blocking(r, False)
+            grabbed.append((r, wr))
+            if wfd in (r, wr):
+                break
+        closer_done.set()
+
+    def hooked(fd: int, data: object) -> object:
+        nonlocal fired
+        if fd == wfd and not fired:
+            fired = True
+            t = threading.Thread(target=closer)
+            t.start()
+            # Bounded: unfixed, close() returns at once; fixed, it waits for this write.
+            closer_done.wait(0.3)
+        return real(fd, data)
+
+    monkeypatch.setattr(os, name, hooked)
+    try:
+        w.wake()
+        assert fired
+        assert closer_done.wait(5.0), "close() never returned"
+        monkeypatch.undo()
+        assert any(wfd in p for p in grabbed), "the test did not get the number reused"
+        for r, wr in grabbed:
+            assert _unread(r) == b"", f"wake() wrote into pipe {r, wr} after close()"
+    finally:
+        monkeypatch.undo()
+        for r, wr in grabbed:
+            os.close(r)
+            os.close(wr)
+        w.close()
+
+
+ROUNDS = 300
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notify_and_stop_racing_close_touch_nothing_they_do_not_own(name: str) -> None:
+    """Bounded rounds of the real race through MainLoop: one thread notifies (and stops) in a
+    tight loop while this one closes the loop and opens pipes that reuse its numbers. No byte
+    may reach those pipes; notify() and stop() after close() are no-ops."""
+    leaked = 0
+    errors: list[BaseException] = []
+    for _ in range(ROUNDS):
+        loop = MainLoop(name)
+        go = threading.Event()
+        done = threading.Event()
+
+        def notifier(
+            loop: MainLoop = loop, go: threading.Event = go, done: threading.Event = done
+        ) -> None:
+            go.set()
+            try:
+                while not done.is_set():
+                    loop.notify()
+                    loop.stop()
+            except BaseException as e:  # e.g. EBADF: the number was closed under the write
+                errors.append(e)
+
+        t = threading.Thread(target=notifier)
+        t.start()
+        go.wait(5.0)
+        loop.close()
+        pipes = [os.pipe() for _ in range(3)]
+        for r, _w in pipes:
+            os.set_blocking(r, False)
+        done.set()
+        t.join(5.0)
+        assert not t.is_alive()
+        for r, wr in pipes:
+            if _unread(r):
+                leaked += 1
+            os.close(r)
+            os.close(wr)
+    assert leaked == 0, f"{leaked} of {ROUNDS} rounds wrote into a pipe that reused a loop's fd"
+    assert not errors, f"notify()/stop() raised in {len(errors)} rounds: {errors[0]!r}"
+    add_stats(lifecycle_close_race_rounds_total=ROUNDS)
