@@ -7,15 +7,17 @@ moment) or bounded rounds; no test relies on a sleep to line a race up.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from collections.abc import Callable
 
 import pytest
 
 from iohandler.impl import MainLoop
 from iohandler.impl.wakeup import Wakeup
-from tests.support import NAMES, add_stats
+from tests.support import NAMES, add_stats, rss_bytes
 
 KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback
 KIND_IDS = ["eventfd", "pipe"]
@@ -128,3 +130,43 @@ def test_notify_and_stop_racing_close_touch_nothing_they_do_not_own(name: str) -
     assert leaked == 0, f"{leaked} of {ROUNDS} rounds wrote into a pipe that reused a loop's fd"
     assert not errors, f"notify()/stop() raised in {len(errors)} rounds: {errors[0]!r}"
     add_stats(lifecycle_close_race_rounds_total=ROUNDS)
+
+
+# ---------------------------------------------------------- cancelled timers (defect 8)
+
+CANCELLED = 20_000
+PAYLOAD = 4096  # bytes per timer argument: what the cancelled timers would keep alive
+
+
+class Big:
+    """A timer argument holding PAYLOAD bytes, watched through a weakref."""
+
+    def __init__(self) -> None:
+        self.data = bytearray(PAYLOAD)
+
+
+def test_cancelled_timers_release_their_arguments_and_heap_entries() -> None:
+    """The issue's pattern, `call_later(3600, cb, big).cancel()` in a loop, without running the
+    loop: arguments are freed at cancel, the heap stays small, RSS does not grow with them."""
+    with MainLoop() as loop:
+        refs = []
+        gc.collect()
+        rss0 = rss_bytes()
+        most = 0
+        for _ in range(CANCELLED):
+            big = Big()
+            refs.append(weakref.ref(big))
+            loop.call_later(3600, lambda b: None, big).cancel()
+            most = max(most, len(loop._timers.heap))
+        del big
+        rss1 = rss_bytes()
+        alive = sum(r() is not None for r in refs)
+        assert alive == 0, f"{alive} of {CANCELLED} cancelled timers' arguments still alive"
+        assert most <= 200, f"the heap held {most} entries for cancelled timers"
+        # The loop still runs the timers that are live.
+        fired: list[int] = []
+        loop.call_later(0, fired.append, 1)
+        loop.call_later(3600, fired.append, 2).cancel()
+        loop.main_loop_wait(nonblocking=True)
+        assert fired == [1]
+    add_stats(lifecycle_cancelled_timers=CANCELLED, lifecycle_cancelled_rss_growth_bytes=rss1 - rss0)
