@@ -56,6 +56,7 @@ import os
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from operator import attrgetter
 from types import TracebackType
@@ -813,6 +814,19 @@ class MainLoop:
             self._gated_order = None
             self._deleted.clear()
             self._orphans.clear()
+            self._poller.close()
+            self._wakeup.close()
+
+    def __del__(self, _warn: Callable[..., object] = warnings.warn) -> None:
+        # Collected without close(): release the fds and say so, as sockets and asyncio do. A
+        # running loop is referenced by its own frames, so it is never collected mid-iteration;
+        # nobody else holds the lock. `_warn` is bound now: at shutdown module globals may be gone.
+        if getattr(self, "_closed", True):  # closed, or __init__ did not get that far
+            return
+        try:
+            _warn(f"unclosed loop {self!r}", ResourceWarning, source=self)
+        finally:
+            self._closed = True
             self._poller.close()
             self._wakeup.close()
 

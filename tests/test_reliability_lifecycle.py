@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -17,7 +20,7 @@ import pytest
 
 from iohandler.impl import MainLoop
 from iohandler.impl.wakeup import Wakeup
-from tests.support import NAMES, add_stats, rss_bytes
+from tests.support import NAMES, add_stats, open_fds, rss_bytes
 
 KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback
 KIND_IDS = ["eventfd", "pipe"]
@@ -170,3 +173,59 @@ def test_cancelled_timers_release_their_arguments_and_heap_entries() -> None:
         loop.main_loop_wait(nonblocking=True)
         assert fired == [1]
     add_stats(lifecycle_cancelled_timers=CANCELLED, lifecycle_cancelled_rss_growth_bytes=rss1 - rss0)
+
+
+# ------------------------------------------------- loops dropped without close (defect 9)
+
+DROPPED = 1_000
+
+
+@pytest.mark.parametrize(("name", "use_eventfd"), [(n, True) for n in NAMES] + [("epoll", False)])
+def test_a_loop_dropped_without_close_releases_its_fds_and_warns(name: str, use_eventfd: bool) -> None:
+    count = DROPPED if name == "epoll" and use_eventfd else 100
+    gc.collect()
+    before = open_fds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(count):
+            loop = MainLoop(name, use_eventfd=use_eventfd)
+            loop.call_later(3600, print)  # some state, to be dropped with it
+            del loop
+        gc.collect()
+    left = len(open_fds() - before)
+    assert left == 0, f"{left} fds left open by {count} loops dropped without close()"
+    unclosed = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert len(unclosed) == count
+    assert "unclosed" in str(unclosed[0].message) and unclosed[0].source is not None
+    if count == DROPPED:
+        add_stats(lifecycle_dropped_loops=count, lifecycle_dropped_loops_fds_left=left)
+
+
+def test_a_closed_loop_dropped_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        loop = MainLoop()
+        loop.close()
+        del loop
+        gc.collect()
+
+
+def test_a_loop_left_open_at_interpreter_exit_does_not_raise() -> None:
+    """__del__ at shutdown, when module globals may already be gone: a warning at most, never
+    an 'Exception ignored' traceback."""
+    code = (
+        "from iohandler.impl import MainLoop\n"
+        "import os\n"
+        "loop = MainLoop()\n"
+        "loop.set_fd_handler(os.pipe()[0], read=print)\n"
+        "cycle = [loop]\n"
+        "cycle.append(cycle)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
