@@ -57,6 +57,7 @@ import stat
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from operator import attrgetter
 from types import TracebackType
@@ -69,6 +70,7 @@ from iohandler.impl.errors import (
     ReentrantWaitError,
     UnpollableFdError,
 )
+from iohandler.impl.lifecycle_errors import LoopForkedError
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.timers import TimerHandle, TimerQueue
 from iohandler.impl.tracing import Handler, Tracer
@@ -166,6 +168,25 @@ def _check_delay(name: str, value: object) -> float:
     return float(value)
 
 
+_LIVE_LOOPS: weakref.WeakSet[MainLoop] = weakref.WeakSet()  # for the fork hook below
+
+
+def _after_fork_in_child() -> None:
+    """R38: a forked child shares each inherited loop's epoll set and wakeup with the parent, so
+    it may not use them. Memory only: marks the loops closed (every entry point's `_closed`
+    check then refuses, at no cost per call), empties the child's registry copy (check_fds has
+    nothing to remove), and replaces locks a parent thread may have held at the fork."""
+    for loop in list(_LIVE_LOOPS):
+        loop._forked = True
+        loop._closed = True
+        loop._by_fd = {}
+        loop._lock = threading.RLock()
+        loop._wakeup.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class MainLoop:
     """The seed's main loop. See the module docstring for the rules; `main_loop_wait` for one
     iteration. `poller`: "epoll" (default on Linux), "poll", "selectors" or a Poller."""
@@ -216,6 +237,8 @@ class MainLoop:
         self._notified = False  # a registration's notify while not waiting (set_fd_handler)
         self._stopping = False
         self._closed = False
+        self._forked = False  # inherited by a forked child (R38); set by _after_fork_in_child
+        _LIVE_LOOPS.add(self)
 
     # ------------------------------------------------------------------------ registration
 
@@ -790,6 +813,11 @@ class MainLoop:
 
     def _check_open(self) -> None:
         if self._closed:
+            if self._forked:
+                raise LoopForkedError(
+                    "the loop was inherited through fork(): its kernel objects are the parent's; "
+                    "create a new loop in the child (close() on this one is allowed)"
+                )
             raise LoopClosedError("the loop is closed")
 
     @property
@@ -801,7 +829,13 @@ class MainLoop:
         return self._closed
 
     def close(self) -> None:
-        """Release the fds the loop owns (poller, wakeup). Registered fds are not closed."""
+        """Release the fds the loop owns (poller, wakeup). Registered fds are not closed. In a
+        forked child (R38) only the child's copies are closed: the parent's registrations and
+        wakeup are untouched."""
+        if self._forked:
+            self._poller.close()  # closes the child's epoll fd only: no registration changes
+            self._wakeup.close()
+            return
         with self._lock:
             if self._closed:
                 return
@@ -821,6 +855,9 @@ class MainLoop:
         # Collected without close(): release the fds and say so, as sockets and asyncio do. A
         # running loop is referenced by its own frames, so it is never collected mid-iteration;
         # nobody else holds the lock. `_warn` is bound now: at shutdown module globals may be gone.
+        if getattr(self, "_forked", False):  # a forked child's copy: not its to warn about
+            self.close()
+            return
         if getattr(self, "_closed", True):  # closed, or __init__ did not get that far
             return
         try:

@@ -25,7 +25,7 @@ import threading
 
 
 class Wakeup:
-    __slots__ = ("_eventfd", "_lock", "_pending", "_rfd", "_wfd")
+    __slots__ = ("_eventfd", "_inherited", "_lock", "_pending", "_rfd", "_wfd")
 
     def __init__(self, use_eventfd: bool | None = None) -> None:
         if use_eventfd is None:
@@ -40,6 +40,7 @@ class Wakeup:
             os.set_blocking(self._wfd, False)
         self._pending = False
         self._lock = threading.RLock()  # wake/consume vs close: see the module docstring
+        self._inherited: tuple[int, ...] = ()  # fds a forked child holds but must not use
 
     def fileno(self) -> int:
         return self._rfd
@@ -79,9 +80,21 @@ class Wakeup:
                 pass
             self._pending = False
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the eventfd or pipe is the parent's too (a wake would wake the
+        parent's loop, a consume steal its notification), so wake/consume become no-ops; close()
+        still closes the child's copies. No lock taken: a parent thread may have held it."""
+        self._lock = threading.RLock()
+        fds = (self._rfd, self._wfd)
+        self._inherited = tuple(sorted({fd for fd in fds if fd >= 0}))
+        self._rfd = self._wfd = -1
+
     def close(self) -> None:
         """Idempotent; waits for a wake() in progress on another thread (a few microseconds)."""
         with self._lock:
+            for fd in self._inherited:
+                os.close(fd)
+            self._inherited = ()
             rfd, wfd = self._rfd, self._wfd
             self._rfd = self._wfd = -1
             if rfd >= 0:

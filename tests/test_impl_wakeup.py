@@ -152,3 +152,26 @@ def test_wakeup_works_on_fd_0() -> None:
     finally:
         os.dup2(saved, 0)
         os.close(saved)
+
+
+@pytest.mark.parametrize("use_eventfd", KINDS, ids=["eventfd", "pipe"])
+def test_after_fork_in_child_wake_and_consume_touch_nothing_and_close_releases(use_eventfd: bool) -> None:
+    # No fork needed: the hook's effect on one process's object (the fork itself: R38 tests).
+    before = open_fds()
+    w = Wakeup(use_eventfd=use_eventfd)
+    own = open_fds() - before
+    fd = w.fileno()
+    w.after_fork_in_child()
+    assert w.fileno() == -1
+    w.wake()
+    w.notify()
+    assert not readable(fd)  # the parent's notifier was not written
+    if use_eventfd:  # the parent notifies
+        os.eventfd_write(fd, 1)
+    else:
+        os.write(max(own), b"\0")  # the pipe's write end (created after its read end)
+    w.consume()  # not the child's to drain: the parent's notification stays
+    assert readable(fd)
+    w.close()
+    assert open_fds() == before
+    w.close()

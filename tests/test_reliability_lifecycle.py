@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable
 
 import pytest
 
-from iohandler.impl import MainLoop
+from iohandler.impl import LoopClosedError, MainLoop
+from iohandler.impl.lifecycle_errors import LoopForkedError
 from iohandler.impl.wakeup import Wakeup
-from tests.support import NAMES, add_stats, open_fds, rss_bytes
+from tests.support import NAMES, add_stats, kernel_registrations, open_fds, rss_bytes, wakeup_pending
 
 KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback
 KIND_IDS = ["eventfd", "pipe"]
@@ -229,3 +233,127 @@ def test_a_loop_left_open_at_interpreter_exit_does_not_raise() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------ fork with a live loop (defect 13)
+
+# Exit-code bits the forked child reports to the parent.
+REFUSED_DELETE = 1  # set_fd_handler (a delete) raised LoopForkedError
+REFUSED_WAIT = 2  # main_loop_wait raised LoopClosedError
+REFUSED_TIMER = 4  # call_later raised LoopForkedError
+CLOSED = 8  # close() returned, and the inherited loop's fds are closed in the child
+OWN_LOOP = 16  # a loop created in the child works
+ALL_BITS = 31
+CHILD_RAISED = 100
+
+
+def _child(body: Callable[[], int]) -> int:
+    """Fork; the child runs `body` and exits with its code (never returns into pytest). Returns
+    the child's exit code, waiting at most 10 s (a hung child is killed: code -9)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child process)
+        code = CHILD_RAISED
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def _use_inherited_loop(loop: MainLoop, fd: int) -> int:
+    code = 0
+    try:
+        loop.set_fd_handler(fd, None)  # the delete that used to drop the parent's registration
+    except LoopForkedError as e:
+        code |= REFUSED_DELETE if "fork" in str(e) else 0
+    try:
+        loop.main_loop_wait(nonblocking=True)
+    except LoopClosedError:
+        code |= REFUSED_WAIT
+    try:
+        loop.call_later(0, print)
+    except LoopForkedError:
+        code |= REFUSED_TIMER
+    loop.notify()  # no-ops: must not wake the parent's loop
+    loop.stop()
+    loop.check_fds()
+    inherited = {loop._poller.fileno(), loop._wakeup_fd} - {-1}
+    loop.close()
+    if loop.closed and not inherited & open_fds():
+        code |= CLOSED
+    with MainLoop() as own:
+        r, w = os.pipe()
+        called: list[object] = []
+        own.set_fd_handler(r, read=called.append, opaque=r)
+        os.write(w, b"x")
+        own.main_loop_wait(timeout=5.0)
+        if called == [r]:
+            code |= OWN_LOOP
+    return code
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_forked_child_cannot_disturb_the_parents_loop(name: str) -> None:
+    a, b = socket.socketpair()
+    got: list[bytes] = []
+    try:
+        with MainLoop(name) as loop:
+            loop.set_fd_handler(a, read=lambda _: got.append(a.recv(100)))
+            loop.main_loop_wait(nonblocking=True)  # the fill: a is in the kernel's set now
+            registered = kernel_registrations(loop)
+            assert a.fileno() in dict(registered)
+            code = _child(lambda: _use_inherited_loop(loop, a.fileno()))
+            woken = wakeup_pending(loop)
+            b.send(b"x")
+            ret = loop.main_loop_wait(timeout=2.0)
+            assert got == [b"x"]  # the parent's handler still runs
+            assert not woken  # the child's notify() did not reach the parent
+            assert ret == 1
+            assert kernel_registrations(loop) == registered
+            assert code == ALL_BITS, f"child reported {code} (bits: see REFUSED_DELETE...)"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_child_forked_while_another_thread_holds_the_loop_can_close_it() -> None:
+    """fork() while the loop's thread is in a handler (the loop's lock held): the child's copy of
+    the lock is held by a thread that does not exist there; close() must not wait for it."""
+    r, w = os.pipe()
+    in_handler = threading.Event()
+    release = threading.Event()
+
+    def handler(_: object) -> None:
+        os.read(r, 1)
+        in_handler.set()
+        release.wait(10.0)
+
+    loop = MainLoop()
+    try:
+        loop.set_fd_handler(r, read=handler)
+        t = threading.Thread(target=loop.main_loop_wait)
+        t.start()
+        os.write(w, b"x")
+        assert in_handler.wait(5.0)
+
+        def close_inherited() -> int:
+            loop.close()
+            return 0
+
+        code = _child(close_inherited)
+        release.set()
+        t.join(5.0)
+        assert code == 0, "the child hung in close() (killed)" if code == -9 else code
+    finally:
+        release.set()
+        loop.close()
+        os.close(r)
+        os.close(w)
