@@ -829,9 +829,17 @@ class MainLoop:
         return self._closed
 
     def close(self) -> None:
-        """Release the fds the loop owns (poller, wakeup). Registered fds are not closed. In a
-        forked child (R38) only the child's copies are closed: the parent's registrations and
-        wakeup are untouched."""
+        """Release the fds the loop owns (poller, wakeup). Registered fds are not closed.
+
+        From another thread while an iteration runs (R31): close() wakes the loop, ends `run` /
+        `run_until` as `stop()` would, and waits for the iteration to return (a handler running
+        then finishes first, the loop still open), then closes; the loop's caller sees its call
+        return normally, and LoopClosedError on the next. From the loop's own handlers, gates
+        and timers it raises ReentrantWaitError. A Tracer's `poll` hook (on the loop's thread,
+        during the wait) must not call it: it would wait for itself.
+
+        In a forked child (R38) only the child's copies are closed: the parent's registrations
+        and wakeup are untouched."""
         if self._forked:
             self._poller.close()  # closes the child's epoll fd only: no registration changes
             self._wakeup.close()
@@ -840,7 +848,11 @@ class MainLoop:
             if self._closed:
                 return
             if self._running:
-                raise ReentrantWaitError("close() called while an iteration is running")
+                if not self._waiting:  # we hold the lock mid-iteration: the loop's own thread
+                    raise ReentrantWaitError("close() called while an iteration is running")
+                self._await_iteration_end()
+                if self._closed:  # another thread's close() got there first
+                    return
             self._closed = True
             self._by_fd.clear()
             self._dirty.clear()
@@ -850,6 +862,16 @@ class MainLoop:
             self._orphans.clear()
             self._poller.close()
             self._wakeup.close()
+
+    def _await_iteration_end(self) -> None:
+        """close() from another thread while the loop waits (lock held on entry and exit). The
+        iteration signals nothing when it ends, so look every millisecond: wake() ends its
+        wait, `_stopping` its run, and Condition.wait lets it take the lock to finish."""
+        cond = threading.Condition(self._lock)
+        while self._running:
+            self._stopping = True
+            self._wakeup.wake()
+            cond.wait(0.001)
 
     def __del__(self, _warn: Callable[..., object] = warnings.warn) -> None:
         # Collected without close(): release the fds and say so, as sockets and asyncio do. A

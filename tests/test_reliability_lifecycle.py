@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import pytest
 
-from iohandler.impl import LoopClosedError, MainLoop
+from iohandler.impl import LoopClosedError, MainLoop, Tracer
 from iohandler.impl.lifecycle_errors import LoopForkedError
 from iohandler.impl.wakeup import Wakeup
 from tests.support import NAMES, add_stats, kernel_registrations, open_fds, rss_bytes, wakeup_pending
@@ -339,9 +339,9 @@ def test_a_child_forked_while_another_thread_holds_the_loop_can_close_it() -> No
     loop = MainLoop()
     try:
         loop.set_fd_handler(r, read=handler)
+        os.write(w, b"x")  # before the wait: its first iteration is the one that dispatches
         t = threading.Thread(target=loop.main_loop_wait)
         t.start()
-        os.write(w, b"x")
         assert in_handler.wait(5.0)
 
         def close_inherited() -> int:
@@ -354,6 +354,102 @@ def test_a_child_forked_while_another_thread_holds_the_loop_can_close_it() -> No
         assert code == 0, "the child hung in close() (killed)" if code == -9 else code
     finally:
         release.set()
+        loop.close()
+        os.close(r)
+        os.close(w)
+
+
+# --------------------------------------------- close() from another thread during a wait (12b)
+
+
+class WaitSignal(Tracer):
+    """Sets `waiting` from the poll hook: the loop has released its lock for the kernel wait."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+
+    def poll(self, entries: list[tuple[int, int]]) -> None:
+        self.waiting.set()
+
+
+@pytest.mark.parametrize("how", ["run", "run_until", "main_loop_wait"])
+@pytest.mark.parametrize("name", NAMES)
+def test_close_from_another_thread_during_a_wait_ends_the_iteration_then_closes(
+    name: str, how: str
+) -> None:
+    """R31: nothing is re-entrant, so close() waits for the iteration: it wakes the loop (and
+    ends run/run_until as stop() would), then closes once the iteration has returned."""
+    gc.collect()
+    before = open_fds()
+    signal_ = WaitSignal()
+    loop = MainLoop(name, tracer=signal_)
+    errors: list[BaseException] = []
+    calls: dict[str, Callable[[], object]] = {
+        "run": loop.run,
+        "run_until": lambda: loop.run_until(lambda: False),
+        "main_loop_wait": loop.main_loop_wait,  # no timeout: only a wakeup ends it
+    }
+
+    def runner() -> None:
+        try:
+            calls[how]()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=runner)
+    t.start()
+    try:
+        assert signal_.waiting.wait(5.0)
+        loop.close()
+        t.join(5.0)
+        assert not t.is_alive(), f"{how} did not return after close()"
+        assert errors == []
+        assert loop.closed and open_fds() == before
+        with pytest.raises(LoopClosedError):
+            loop.main_loop_wait(nonblocking=True)
+    finally:
+        if t.is_alive():
+            loop.stop()
+            t.join(5.0)
+        loop.close()
+
+
+def test_close_from_another_thread_waits_for_a_running_handler() -> None:
+    """The iteration holds the lock while a handler runs: close() returns after it, never
+    under it (the handler may still use the loop)."""
+    r, w = os.pipe()
+    in_handler = threading.Event()
+    release = threading.Event()
+    used: list[int] = []
+    loop = MainLoop()
+
+    def handler(_: object) -> None:
+        os.read(r, 1)
+        in_handler.set()
+        release.wait(10.0)
+        loop.set_fd_handler(r, None)  # the loop is still open here
+        used.append(1)
+
+    loop.set_fd_handler(r, read=handler)
+    t = threading.Thread(target=loop.run)
+    closer = threading.Thread(target=loop.close)
+    try:
+        t.start()
+        os.write(w, b"x")
+        assert in_handler.wait(5.0)
+        closer.start()
+        closer.join(0.05)  # bounded look: it cannot return while the handler holds the lock
+        assert closer.is_alive() and not loop.closed
+        release.set()
+        closer.join(5.0)
+        t.join(5.0)
+        assert not closer.is_alive() and not t.is_alive()
+        assert used == [1] and loop.closed
+    finally:
+        release.set()
+        loop.stop()
+        t.join(5.0)
+        closer.join(5.0)
         loop.close()
         os.close(r)
         os.close(w)
