@@ -1,4 +1,4 @@
-"""One-shot and periodic timers on a heap of (deadline, sequence, handle); monotonic clock.
+"""One-shot and periodic timers (R37) on a heap of (deadline, sequence, handle); monotonic clock.
 
 Cancelling drops the timer's callback and arguments at once; the heap entry (a small tuple)
 is removed when it reaches the top, or earlier by a compaction: whenever cancelled entries are

@@ -7,14 +7,17 @@ with its lock held). `consume()` reads first and clears the pending flag after: 
 that saw the flag still set between the two would be lost (the fd already drained, the flag then
 cleared), which is why callers not holding the lock (`MainLoop.notify`, `stop`) use `wake()`.
 
-`wake()` racing `close()`: reading the fd number and writing to it are two steps, and a close
-between them frees the number for the next open(), which would receive the write. A small
-re-entrant lock shared by wake, consume and close only (not the loop's lock) makes the number
-valid for the whole write. Re-entrant, so that a wake() from a signal handler interrupting a
-wake() or close() on the same thread does not deadlock: at any bytecode boundary there the
-number is either still open or already -1. Deferring the close instead (closing only once no
-writer is in flight) needs a count of writers, which is a lock again, and leaves the fd open
-for an unbounded time; the lock costs one uncontended acquire per wake.
+`wake()` racing `close()` (R35, R38): reading the fd number and writing to it are two steps,
+and a close between them frees the number for the next open(), which would get the write. A
+small re-entrant lock shared by wake, consume and close only (not the loop's lock) keeps the
+number valid for the whole write. Re-entrant, so that a wake() from a signal handler that
+interrupts a wake() or close() on the same thread cannot deadlock: at any bytecode boundary
+there the number is either still open or already -1. Deferring the close instead (closing
+once no writer is in flight) needs a count of writers, which is a lock again, and keeps the fd
+open for an unbounded time. The lock costs one uncontended acquire per wake.
+
+After fork() the child's copy is the parent's notifier too: `after_fork_in_child()` turns
+wake and consume into no-ops and leaves close() to release the child's copies.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The loop's lifecycle on real fds (issue 14): notify racing close, cancelled timers, loops
-dropped without close, close from another thread, fork with a live loop.
+"""The loop's lifecycle on real fds (issue 14, rule R38 with R31, R35 and R37): notify racing
+close, cancelled timers, loops dropped without close, close from another thread, fork with a
+live loop.
 
 Races are forced with hooks (a patched system call that runs the other side at the worst
 moment) or bounded rounds; no test relies on a sleep to line a race up.
