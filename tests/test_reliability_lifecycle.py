@@ -8,6 +8,7 @@ moment) or bounded rounds; no test relies on a sleep to line a race up.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -454,3 +455,78 @@ def test_close_from_another_thread_waits_for_a_running_handler() -> None:
         loop.close()
         os.close(r)
         os.close(w)
+
+
+class ReadyCounter(Tracer):
+    """Counts iterations (the `ready` hook, lock held) and fires `reached` at `at`."""
+
+    def __init__(self, at: int) -> None:
+        self.n = 0
+        self.at = at
+        self.reached = threading.Event()
+
+    def ready(self, entries: list[tuple[int, int]], walk: bool) -> None:
+        self.n += 1
+        if self.n == self.at:
+            self.reached.set()
+
+
+CLOSE_ROUNDS = 60
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_close_from_another_thread_at_any_point_of_a_busy_run(name: str) -> None:
+    """Bounded rounds: a loop runs with a busy handler while a feeder thread keeps it ready;
+    another thread closes it after 1 to 20 iterations, wherever the loop then is (its wait,
+    a handler, between iterations). run() returns without an error, the loop's fds are
+    released, and no call after close reaches the kernel."""
+    gc.collect()
+    before = open_fds()
+    for i in range(CLOSE_ROUNDS):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        counter = ReadyCounter(1 + i % 20)
+        loop = MainLoop(name, tracer=counter)
+        errors: list[BaseException] = []
+        stop_feeding = threading.Event()
+
+        def on_read(_: object, a: socket.socket = a) -> None:
+            with contextlib.suppress(BlockingIOError):
+                a.recv(4096)
+
+        def feeder(b: socket.socket = b, stop: threading.Event = stop_feeding) -> None:
+            while not stop.is_set():
+                with contextlib.suppress(BlockingIOError):
+                    b.send(b"x")
+
+        def runner(loop: MainLoop = loop, errors: list[BaseException] = errors) -> None:
+            try:
+                loop.run()
+            except BaseException as e:
+                errors.append(e)
+
+        b.setblocking(False)
+        loop.set_fd_handler(a, read=on_read)
+        threads = [threading.Thread(target=feeder), threading.Thread(target=runner)]
+        for t in threads:
+            t.start()
+        try:
+            assert counter.reached.wait(5.0)
+            loop.close()
+            threads[1].join(5.0)
+            assert not threads[1].is_alive() and errors == []
+            assert loop.closed
+            with pytest.raises(LoopClosedError):
+                loop.set_fd_handler(a, read=on_read)
+            loop.notify()
+            loop.stop()
+        finally:
+            stop_feeding.set()
+            loop.stop()
+            for t in threads:
+                t.join(5.0)
+            loop.close()
+            a.close()
+            b.close()
+    assert open_fds() == before
+    add_stats(lifecycle_close_from_thread_rounds_total=CLOSE_ROUNDS)
