@@ -56,6 +56,8 @@ import os
 import stat
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable
 from operator import attrgetter
 from types import TracebackType
@@ -68,6 +70,7 @@ from iohandler.impl.errors import (
     ReentrantWaitError,
     UnpollableFdError,
 )
+from iohandler.impl.lifecycle_errors import LoopForkedError
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.timers import TimerHandle, TimerQueue
 from iohandler.impl.tracing import Handler, Tracer
@@ -165,6 +168,25 @@ def _check_delay(name: str, value: object) -> float:
     return float(value)
 
 
+_LIVE_LOOPS: weakref.WeakSet[MainLoop] = weakref.WeakSet()  # for the fork hook below
+
+
+def _after_fork_in_child() -> None:
+    """R38: a forked child shares each inherited loop's epoll set and wakeup with the parent, so
+    it may not use them. Memory only: marks the loops closed (every entry point's `_closed`
+    check then refuses, at no cost per call), empties the child's registry copy (check_fds has
+    nothing to remove), and replaces locks a parent thread may have held at the fork."""
+    for loop in list(_LIVE_LOOPS):
+        loop._forked = True
+        loop._closed = True
+        loop._by_fd = {}
+        loop._lock = threading.RLock()
+        loop._wakeup.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class MainLoop:
     """The seed's main loop. See the module docstring for the rules; `main_loop_wait` for one
     iteration. `poller`: "epoll" (default on Linux), "poll", "selectors" or a Poller."""
@@ -215,6 +237,8 @@ class MainLoop:
         self._notified = False  # a registration's notify while not waiting (set_fd_handler)
         self._stopping = False
         self._closed = False
+        self._forked = False  # inherited by a forked child (R38); set by _after_fork_in_child
+        _LIVE_LOOPS.add(self)
 
     # ------------------------------------------------------------------------ registration
 
@@ -350,14 +374,18 @@ class MainLoop:
         now = time.monotonic()
         last = timers.seq
         while (handle := timers.pop_due(now, last)) is not None:
+            call = handle.call  # read once: cancel() from another thread clears it (timers.py)
+            if call is None:
+                continue
             if handle.interval is not None:  # re-arm first: cancel() in the callback works
                 nxt = handle.deadline + handle.interval
                 handle.deadline = nxt if nxt > now else now + handle.interval
                 timers.push(handle)
+            callback, args = call
             try:
-                handle.callback(*handle.args)
+                callback(*args)
             except BaseException as e:
-                e.add_note(f"iohandler: raised by timer callback {handle.callback!r}")
+                e.add_note(f"iohandler: raised by timer callback {callback!r}")
                 raise
 
     # ---------------------------------------------------------------------------- the loop
@@ -785,6 +813,11 @@ class MainLoop:
 
     def _check_open(self) -> None:
         if self._closed:
+            if self._forked:
+                raise LoopForkedError(
+                    "the loop was inherited through fork(): its kernel objects are the parent's; "
+                    "create a new loop in the child (close() on this one is allowed)"
+                )
             raise LoopClosedError("the loop is closed")
 
     @property
@@ -796,12 +829,30 @@ class MainLoop:
         return self._closed
 
     def close(self) -> None:
-        """Release the fds the loop owns (poller, wakeup). Registered fds are not closed."""
+        """Release the fds the loop owns (poller, wakeup). Registered fds are not closed.
+
+        From another thread while an iteration runs (R31): close() wakes the loop, ends `run` /
+        `run_until` as `stop()` would, and waits for the iteration to return (a handler running
+        then finishes first, the loop still open), then closes; the loop's caller sees its call
+        return normally, and LoopClosedError on the next. From the loop's own handlers, gates
+        and timers it raises ReentrantWaitError. A Tracer's `poll` hook (on the loop's thread,
+        during the wait) must not call it: it would wait for itself.
+
+        In a forked child (R38) only the child's copies are closed: the parent's registrations
+        and wakeup are untouched."""
+        if self._forked:
+            self._poller.close()  # closes the child's epoll fd only: no registration changes
+            self._wakeup.close()
+            return
         with self._lock:
             if self._closed:
                 return
             if self._running:
-                raise ReentrantWaitError("close() called while an iteration is running")
+                if not self._waiting:  # we hold the lock mid-iteration: the loop's own thread
+                    raise ReentrantWaitError("close() called while an iteration is running")
+                self._await_iteration_end()
+                if self._closed:  # another thread's close() got there first
+                    return
             self._closed = True
             self._by_fd.clear()
             self._dirty.clear()
@@ -809,6 +860,32 @@ class MainLoop:
             self._gated_order = None
             self._deleted.clear()
             self._orphans.clear()
+            self._poller.close()
+            self._wakeup.close()
+
+    def _await_iteration_end(self) -> None:
+        """close() from another thread while the loop waits (lock held on entry and exit). The
+        iteration signals nothing when it ends, so look every millisecond: wake() ends its
+        wait, `_stopping` its run, and Condition.wait lets it take the lock to finish."""
+        cond = threading.Condition(self._lock)
+        while self._running:
+            self._stopping = True
+            self._wakeup.wake()
+            cond.wait(0.001)
+
+    def __del__(self, _warn: Callable[..., object] = warnings.warn) -> None:
+        # Collected without close(): release the fds and say so, as sockets and asyncio do. A
+        # running loop is referenced by its own frames, so it is never collected mid-iteration;
+        # nobody else holds the lock. `_warn` is bound now: at shutdown module globals may be gone.
+        if getattr(self, "_forked", False):  # a forked child's copy: not its to warn about
+            self.close()
+            return
+        if getattr(self, "_closed", True):  # closed, or __init__ did not get that far
+            return
+        try:
+            _warn(f"unclosed loop {self!r}", ResourceWarning, source=self)
+        finally:
+            self._closed = True
             self._poller.close()
             self._wakeup.close()
 

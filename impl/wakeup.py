@@ -6,16 +6,29 @@ one iteration; it is only safe for callers serialized with `consume()` (the loop
 with its lock held). `consume()` reads first and clears the pending flag after: a `notify()`
 that saw the flag still set between the two would be lost (the fd already drained, the flag then
 cleared), which is why callers not holding the lock (`MainLoop.notify`, `stop`) use `wake()`.
+
+`wake()` racing `close()` (R35, R38): reading the fd number and writing to it are two steps,
+and a close between them frees the number for the next open(), which would get the write. A
+small re-entrant lock shared by wake, consume and close only (not the loop's lock) keeps the
+number valid for the whole write. Re-entrant, so that a wake() from a signal handler that
+interrupts a wake() or close() on the same thread cannot deadlock: at any bytecode boundary
+there the number is either still open or already -1. Deferring the close instead (closing
+once no writer is in flight) needs a count of writers, which is a lock again, and keeps the fd
+open for an unbounded time. The lock costs one uncontended acquire per wake.
+
+After fork() the child's copy is the parent's notifier too: `after_fork_in_child()` turns
+wake and consume into no-ops and leaves close() to release the child's copies.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import threading
 
 
 class Wakeup:
-    __slots__ = ("_eventfd", "_pending", "_rfd", "_wfd")
+    __slots__ = ("_eventfd", "_inherited", "_lock", "_pending", "_rfd", "_wfd")
 
     def __init__(self, use_eventfd: bool | None = None) -> None:
         if use_eventfd is None:
@@ -29,6 +42,8 @@ class Wakeup:
             os.set_blocking(self._rfd, False)
             os.set_blocking(self._wfd, False)
         self._pending = False
+        self._lock = threading.RLock()  # wake/consume vs close: see the module docstring
+        self._inherited: tuple[int, ...] = ()  # fds a forked child holds but must not use
 
     def fileno(self) -> int:
         return self._rfd
@@ -41,33 +56,51 @@ class Wakeup:
     def wake(self) -> None:
         """notify() for callers not serialized with consume(): never skips the write."""
         self._pending = True
-        wfd = self._wfd
-        if wfd < 0:  # closed: never write to a number that may belong to someone else now
-            return
-        try:
-            if self._eventfd:
-                os.eventfd_write(wfd, 1)
-            else:
-                os.write(wfd, b"\0")
-        except BlockingIOError:  # counter or pipe full: the fd is readable, which is the point
-            pass
+        with self._lock:  # close() cannot free the number while it is written to
+            wfd = self._wfd
+            if wfd < 0:  # closed: never write to a number that may belong to someone else now
+                return
+            try:
+                if self._eventfd:
+                    os.eventfd_write(wfd, 1)
+                else:
+                    os.write(wfd, b"\0")
+            except BlockingIOError:  # counter or pipe full: the fd is readable, the point
+                pass
 
     def consume(self) -> None:
-        rfd = self._rfd
-        try:
-            if self._eventfd:
-                os.eventfd_read(rfd)
-            else:
-                while os.read(rfd, select.PIPE_BUF):
-                    pass
-        except BlockingIOError:
-            pass
-        self._pending = False
+        with self._lock:
+            rfd = self._rfd
+            if rfd < 0:
+                return
+            try:
+                if self._eventfd:
+                    os.eventfd_read(rfd)
+                else:
+                    while os.read(rfd, select.PIPE_BUF):
+                        pass
+            except BlockingIOError:
+                pass
+            self._pending = False
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the eventfd or pipe is the parent's too (a wake would wake the
+        parent's loop, a consume steal its notification), so wake/consume become no-ops; close()
+        still closes the child's copies. No lock taken: a parent thread may have held it."""
+        self._lock = threading.RLock()
+        fds = (self._rfd, self._wfd)
+        self._inherited = tuple(sorted({fd for fd in fds if fd >= 0}))
+        self._rfd = self._wfd = -1
 
     def close(self) -> None:
-        rfd, wfd = self._rfd, self._wfd
-        self._rfd = self._wfd = -1
-        if rfd >= 0:
-            os.close(rfd)
-        if wfd != rfd:  # a pipe's other end (both are -1 once closed)
-            os.close(wfd)
+        """Idempotent; waits for a wake() in progress on another thread (a few microseconds)."""
+        with self._lock:
+            for fd in self._inherited:
+                os.close(fd)
+            self._inherited = ()
+            rfd, wfd = self._rfd, self._wfd
+            self._rfd = self._wfd = -1
+            if rfd >= 0:
+                os.close(rfd)
+            if wfd != rfd:  # a pipe's other end (both are -1 once closed)
+                os.close(wfd)

@@ -1,10 +1,16 @@
-"""The timer queue on its own: deadline order, FIFO ties, lazy cancellation, the pop_due cut-off."""
+"""The timer queue on its own: deadline order, FIFO ties, cancellation (callback dropped at once,
+heap compacted when cancelled entries dominate), the pop_due cut-off."""
 
 from __future__ import annotations
 
-import pytest
+import weakref
 
-from iohandler.impl.timers import TimerHandle, TimerQueue
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iohandler.impl.timers import COMPACT_MIN, TimerHandle, TimerQueue
+from tests.lockstep import budget
 
 
 def noop() -> None:
@@ -36,8 +42,6 @@ def test_handle_repr_names_callback_deadline_interval_and_state() -> None:
     assert repr(one_shot) == f"<TimerHandle {noop!r} at 2.500000>"
     periodic = handle(3.0, 0.25)
     assert repr(periodic) == f"<TimerHandle {noop!r} at 3.000000 every 0.25s>"
-    periodic.cancel()
-    assert repr(periodic) == f"<TimerHandle {noop!r} at 3.000000 every 0.25s cancelled>"
 
 
 def test_seq_counts_the_pushes() -> None:
@@ -105,3 +109,100 @@ def test_pop_due_with_only_cancelled_timers_due(cancel_last: bool) -> None:
         b.cancel()
     assert drain(q, 1.0) == ([] if cancel_last else [b])
     assert q.pop_due(1.0, q.seq) is None
+
+
+# ---------------------------------------------------- cancelled timers are dropped (issue 14, 8)
+
+
+class Payload:
+    """A timer argument whose lifetime a weakref can watch."""
+
+
+def test_cancel_drops_the_callback_and_its_arguments_at_once() -> None:
+    q = TimerQueue()
+    arg = Payload()
+    gone = weakref.ref(arg)
+
+    def cb(p: Payload) -> None:
+        pass
+
+    cb_gone = weakref.ref(cb)
+    h = TimerHandle(3600.0, None, cb, (arg,))
+    q.push(h)
+    del arg, cb
+    assert gone() is not None  # a live timer holds its arguments
+    h.cancel()
+    assert gone() is None and cb_gone() is None  # not at the deadline, an hour from now
+    assert h.call is None and h.callback is None and h.args is None
+    assert q.next_deadline() is None
+
+
+def test_cancelled_timers_do_not_accumulate_in_the_heap() -> None:
+    q = TimerQueue()
+    live = handle(10.0)
+    q.push(live)
+    most = 0
+    for i in range(20_000):
+        h = handle(3600.0 + i)
+        q.push(h)
+        h.cancel()
+        most = max(most, len(q.heap))
+    assert most <= 2 * COMPACT_MIN + 2, most  # compacted whenever cancelled entries dominate
+    assert drain(q, 10.0) == [live]
+
+
+def test_cancel_after_the_timer_left_the_heap_is_not_counted() -> None:
+    q = TimerQueue()
+    q.push(a := handle(1.0))
+    assert drain(q, 1.0) == [a]
+    a.cancel()  # fired already: nothing in the heap to account for
+    assert q.cancelled == 0
+    q.push(b := handle(2.0))
+    b.cancel()
+    b.cancel()  # idempotent: counted once
+    assert q.cancelled == 1
+    assert q.next_deadline() is None
+    assert q.cancelled == 0
+
+
+def test_handle_repr_after_cancel_names_no_callback() -> None:
+    h = handle(3.0, 0.25)
+    h.cancel()
+    assert repr(h) == "<TimerHandle cancelled at 3.000000 every 0.25s>"
+
+
+@settings(max_examples=budget(dev=50, ci=200, thorough=2000))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("push"), st.integers(0, 20)),
+            st.tuples(st.just("cancel"), st.integers(0, 400)),
+            st.tuples(st.just("pop"), st.integers(0, 20)),
+        ),
+        max_size=400,
+    )
+)
+def test_compaction_keeps_the_queue_equal_to_a_sorted_list(ops: list[tuple[str, int]]) -> None:
+    """Against a reference (every live timer, sorted by deadline then push order), whatever mix
+    of pushes, cancels and pops triggers compactions: same timers due, same order."""
+    q = TimerQueue()
+    pushed: list[TimerHandle] = []
+    ref: list[tuple[float, int, TimerHandle]] = []
+    for op, n in ops:
+        if op == "push":
+            h = handle(float(n))
+            q.push(h)
+            pushed.append(h)
+            ref.append((h.deadline, q.seq, h))
+            # Just after a push: compacted, or cancelled entries are at most half the heap.
+            assert len(q.heap) <= max(COMPACT_MIN, 2 * len(ref))
+        elif op == "cancel" and pushed:
+            h = pushed[n % len(pushed)]
+            h.cancel()
+            ref = [e for e in ref if e[2] is not h]
+        elif op == "pop":
+            ref.sort(key=lambda e: (e[0], e[1]))
+            due = [e[2] for e in ref if e[0] <= n]
+            assert drain(q, float(n)) == due
+            ref = [e for e in ref if e[0] > n]
+    assert q.next_deadline() == (min(e[0] for e in ref) if ref else None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import select
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -152,3 +154,67 @@ def test_wakeup_works_on_fd_0() -> None:
     finally:
         os.dup2(saved, 0)
         os.close(saved)
+
+
+@pytest.mark.parametrize("use_eventfd", KINDS, ids=["eventfd", "pipe"])
+def test_after_fork_in_child_wake_and_consume_touch_nothing_and_close_releases(use_eventfd: bool) -> None:
+    # No fork needed: the hook's effect on one process's object (the fork itself: R38 tests).
+    before = open_fds()
+    w = Wakeup(use_eventfd=use_eventfd)
+    own = open_fds() - before
+    fd = w.fileno()
+    w.after_fork_in_child()
+    assert w.fileno() == -1
+    w.wake()
+    w.notify()
+    assert not readable(fd)  # the parent's notifier was not written
+    if use_eventfd:  # the parent notifies
+        os.eventfd_write(fd, 1)
+    else:
+        os.write(max(own), b"\0")  # the pipe's write end (created after its read end)
+    w.consume()  # not the child's to drain: the parent's notification stays
+    assert readable(fd)
+    w.close()
+    assert open_fds() == before
+    w.close()
+
+
+SIGNAL_SCRIPT = """
+import os, signal
+from iohandler.impl.wakeup import Wakeup
+
+w = Wakeup(use_eventfd={eventfd})
+signal.signal(signal.SIGUSR1, lambda *_: w.wake())  # a signal handler's notify
+name = "eventfd_write" if {eventfd} else "write"
+real_write, real_close = getattr(os, name), os.close
+target = w.fileno() if {eventfd} else max(set(map(int, os.listdir("/proc/self/fd"))))
+
+def write(fd, data):  # the signal arrives while wake() holds the wakeup's lock
+    if fd == target:
+        setattr(os, name, real_write)
+        os.kill(os.getpid(), signal.SIGUSR1)
+    return real_write(fd, data)
+
+def close(fd):  # and while close() holds it
+    os.close = real_close
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return real_close(fd)
+
+setattr(os, name, write)
+w.wake()
+os.close = close
+w.close()
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("use_eventfd", KINDS, ids=["eventfd", "pipe"])
+def test_wake_from_a_signal_handler_inside_wake_or_close_does_not_deadlock(use_eventfd: bool) -> None:
+    """The wakeup's lock is re-entrant: a signal handler runs on the thread it interrupts. In a
+    subprocess, bounded: a deadlock shows as a timeout, not a hung test run."""
+    code = SIGNAL_SCRIPT.format(eventfd=use_eventfd)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("wake() from a signal handler deadlocked")
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr
