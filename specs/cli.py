@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz.add_argument("--max-steps", type=_positive, default=20, help="steps per vector at most (default: %(default)s)")
     fuzz.add_argument("--no-gate-scripts", action="store_true",
                       help="never generate gate_scripts (default: probe the driver once)")
+    fuzz.add_argument("--fold-hup-err", action="store_true",
+                      help="the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's "
+                      "selectors): compare with the model over that folded view")
     fuzz.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
     fuzz.set_defaults(func=_fuzz)
 
@@ -91,6 +94,7 @@ def _fuzz(args: argparse.Namespace) -> int:
             seed=args.seed,
             save=Path(args.save),
             gate_scripts=False if args.no_gate_scripts else None,
+            fold=args.fold_hup_err,
             max_steps=args.max_steps,
             timeout=args.timeout,
             report=lambda text: print(text, flush=True),

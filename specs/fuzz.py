@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from iohandler.model.state import Env, PollSet
 from iohandler.specs.runner import Driver, DriverFailure, first_difference
 from iohandler.specs.vector import (
     Event,
@@ -55,6 +56,7 @@ class FuzzResult:
     shrink_runs: int = 0  # vectors tried while shrinking a mismatch
     gate_scripts: bool = False
     gate_scripts_how: str = "probed"
+    fold: bool = False
     seed: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
 
@@ -63,7 +65,7 @@ class FuzzResult:
         gates = f"gate scripts {'on' if self.gate_scripts else 'off'} ({self.gate_scripts_how})"
         line = (
             f"fuzz: {self.examples} examples, {self.steps} steps, {n} mismatch{'es' if n != 1 else ''}"
-            f"; {gates}; seed {self.seed}"
+            f"; {gates}; {'HUP/ERR folded (R36); ' if self.fold else ''}seed {self.seed}"
         )
         for m in self.mismatches:
             steps, size = m.size
@@ -77,18 +79,44 @@ class _Found(AssertionError):
     """The driver's trace differs from the model's (Hypothesis shrinks on it)."""
 
 
-def _model_trace(vector: Vector) -> tuple[Event, ...]:
-    from iohandler.model.iterate import run_vector
+def folded_poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], int]:
+    """model.env.poll as a poller that folds HUP and ERR sees it (SPEC R36; Python's selectors
+    on epoll): any kernel bit but IN makes it writable, any but OUT readable, both masked by the
+    registered interest."""
+    from iohandler.model import env as model_env
+    from iohandler.model.state import ERR, HUP, IN, OUT
 
-    return run_vector(vector)  # InvalidAction here is a generator bug: let it surface
+    revents: list[int] = []
+    for fd, events in poll_set:
+        rev = model_env.readiness(env[fd]) & (events | HUP | ERR)
+        r = IN if rev & ~OUT and events & IN else 0
+        w = OUT if rev & ~IN and events & OUT else 0
+        revents.append(r | w)
+    return tuple(revents), sum(1 for r in revents if r) + (1 if wakeup else 0)
+
+
+def _model_trace(vector: Vector, *, fold: bool = False) -> tuple[Event, ...]:
+    """The model's trace; with `fold`, over `folded_poll` (R36). InvalidAction here is a
+    generator bug: it is left to surface."""
+    from iohandler.model import env as model_env
+    from iohandler.model.iterate import gate_scripts, initial_world, step
+
+    world = initial_world(vector)
+    runs = gate_scripts(vector)  # TODO(merge): Vector.gate_scripts
+    events: list[Event] = []
+    for action in vector.steps:
+        world, out = step(world, action, vector.scripts, runs, poll=folded_poll if fold else model_env.poll)
+        events.extend(out)
+    return tuple(events)
 
 
 class _Session:
     """One driver process, replaced after a crash, hang or protocol error."""
 
-    def __init__(self, command: str, timeout: float) -> None:
+    def __init__(self, command: str, timeout: float, *, fold: bool = False) -> None:
         self.command = command
         self.timeout = timeout
+        self.fold = fold
         self.driver: Driver | None = None
         self._seen: dict[str, str | None] = {}  # the shrinker meets the same vector many times
 
@@ -118,7 +146,7 @@ class _Session:
         return self._seen[key]
 
     def _mismatch(self, vector: Vector) -> str | None:
-        expect = _model_trace(vector)
+        expect = _model_trace(vector, fold=self.fold)
         got, problem = self.ask(vector)
         if got is None:
             return problem
@@ -144,14 +172,14 @@ def probe_vector() -> Vector:
     )
 
 
-def _named(vector: Vector, expect: Sequence[Event], driver: str) -> Vector:
+def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool) -> Vector:
     body = json.dumps(vector_to_json(replace(vector, name="", description="")), sort_keys=True)
     digest = hashlib.sha256(body.encode()).hexdigest()[:10]
     return replace(
         vector,
         name=f"fuzz-{digest}",
         description=f"Found by iohandler fuzz against {driver!r}: its trace differs from the model's "
-        "(expect is the model's trace).",
+        + ("(expect is the model's trace over R36's folded poll)." if fold else "(expect is the model's trace)."),
         expect=tuple(expect),
     )
 
@@ -194,12 +222,14 @@ def fuzz(
     seed: int | None = None,
     save: Path | None = Path("fuzz-failures"),
     gate_scripts: bool | None = None,
+    fold: bool = False,
     max_steps: int = 20,
     timeout: float = 10.0,
     report: Callable[[str], None] = print,
 ) -> FuzzResult:
     """Fuzz `driver` with up to `examples` generated vectors. `gate_scripts`: None probes the
-    driver once. Stops at the first mismatch, shrunk and (with `save`) saved there."""
+    driver once. `fold`: the driver's poller folds HUP/ERR (R36); compare with the folded model.
+    Stops at the first mismatch, shrunk and (with `save`) saved there."""
     try:
         import hypothesis  # noqa: F401  (the `fuzz` extra)
     except ImportError:
@@ -213,8 +243,8 @@ def fuzz(
         raise ValueError(f"examples must be at least 1, got {examples}")
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-    result = FuzzResult(seed=random.randrange(2**32) if seed is None else seed)
-    session = _Session(driver, timeout)
+    result = FuzzResult(seed=random.randrange(2**32) if seed is None else seed, fold=fold)
+    session = _Session(driver, timeout, fold=fold)
     session.driver = Driver(driver, timeout)  # DriverFailure here: the command does not start
     try:
         if gate_scripts is None:
@@ -249,7 +279,7 @@ def fuzz(
             vector, _ = failing[-1]  # Hypothesis runs the shrunk example last
             vector = _prune(session, vector)
             detail = session.mismatch(vector) or failing[-1][1]
-            found = Mismatch(_named(vector, _model_trace(vector), driver), detail)
+            found = Mismatch(_named(vector, _model_trace(vector, fold=fold), driver, fold), detail)
             if save is not None:
                 save.mkdir(parents=True, exist_ok=True)
                 found.path = save / f"{found.vector.name}.json"
@@ -262,4 +292,4 @@ def fuzz(
     return result
 
 
-__all__ = ["MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "fuzz", "probe_vector"]
+__all__ = ["MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "folded_poll", "fuzz", "probe_vector"]

@@ -130,3 +130,18 @@ def test_bad_arguments_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--examples: must be at least 1" in capsys.readouterr().err
     assert main(["fuzz", "--driver", "/nonexistent/driver", "--examples", "1"]) == 2
     assert "cannot start driver" in capsys.readouterr().err
+
+
+def test_a_folding_poller_is_fuzzed_against_the_folded_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """impl on selectors folds HUP/ERR (R36): against the plain model it mismatches on a hangup,
+    against the folded model (--fold-hup-err) it passes."""
+    driver = f"{sys.executable} -m iohandler.impl.driver --poller selectors"
+    args = ["fuzz", "--driver", driver, "--seed", "2", "--save", str(tmp_path)]
+    assert main([*args, "--examples", "300"]) == 1
+    out = capsys.readouterr().out
+    assert '"HUP"' in out or '"ERR"' in out  # the folded flags are what differed
+    n = budget(dev=100, ci=150, thorough=2000)
+    assert main([*args, "--examples", str(n), "--fold-hup-err"]) == 0
+    assert "0 mismatches; gate scripts on (probed); HUP/ERR folded (R36); seed 2" in capsys.readouterr().out

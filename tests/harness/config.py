@@ -11,9 +11,8 @@ from pathlib import Path
 
 from iohandler.model import env as model_env
 from iohandler.model.iterate import gate_scripts, initial_world, step
-from iohandler.model.state import ERR, HUP, Env, PollSet, World
-from iohandler.model.state import IN as M_IN
-from iohandler.model.state import OUT as M_OUT
+from iohandler.model.state import World
+from iohandler.specs.fuzz import folded_poll
 from iohandler.specs.scenarios import (
     Config,
     config_of,
@@ -59,18 +58,6 @@ def open_fds() -> int:
 
 
 # ------------------------------------------------------------------------------ the model
-
-
-def folded_poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], int]:
-    """model.env.poll as seen through `selectors` on epoll (SPEC R36): any kernel bit but IN
-    makes it writable, any but OUT readable, both masked by the registered interest."""
-    revents: list[int] = []
-    for fd, events in poll_set:
-        rev = model_env.readiness(env[fd]) & (events | HUP | ERR)
-        r = M_IN if rev & ~M_OUT and events & M_IN else 0
-        w = M_OUT if rev & ~M_IN and events & M_OUT else 0
-        revents.append(r | w)
-    return tuple(revents), sum(1 for r in revents if r) + (1 if wakeup else 0)
 
 
 def model_step(
