@@ -27,8 +27,6 @@ from iohandler.specs.vector import (
 )
 from tests import support
 
-# --------------------------------------------------------------------------- budgets, stats
-
 
 def profile() -> str:
     return os.environ.get("HYPOTHESIS_PROFILE", "dev")
@@ -57,9 +55,6 @@ def open_fds() -> int:
     return len(support.open_fds())
 
 
-# ------------------------------------------------------------------------------ the model
-
-
 def model_step(
     world: World, action: Action, config: Config, *, fold: bool = False
 ) -> tuple[World, tuple[Event, ...]]:
@@ -81,7 +76,6 @@ def model_trace(vector: Vector, *, fold: bool = False) -> list[Event]:
 
 def world_for(config: Config) -> World:
     return initial_world(to_vector(config, ()))
-
 
 
 __all__ = [

@@ -30,11 +30,9 @@ from iohandler.specs.vector import (
 from tests.harness.config import world_for
 from tests.harness.printing import scenario
 
-# ===================================================== exhaustive bounded exploration (model)
 # Used by tests/test_exhaustive.py (the search and its checks) and tests/test_catalogue.py
 # (the shortest sequence of the alphabet that kills a planted bug).
 
-# ------------------------------------------------------------------------------- the scope
 
 CONFIG = Config(
     fds={"a": "socket", "b": "pipe-read", "c": "pipe-write"},
@@ -71,9 +69,6 @@ ALPHABET: tuple[Action, ...] = (
     Iterate((Set("b", "n", None, None), Send("a"))),
     Iterate((SetGate("g", False), Notify())),
 )
-
-
-# ------------------------------------------------------------------------- the invariants
 
 
 class Violation(AssertionError):
@@ -189,9 +184,6 @@ def check_iteration(events: tuple[Event, ...]) -> None:
         raise Violation("R14: callbacks without a walk")
 
 
-# ----------------------------------------------------------------------------- the search
-
-
 @dataclass
 class Exploration:
     states: int
@@ -245,6 +237,5 @@ def explore(config: Config, alphabet: tuple[Action, ...], depth: int) -> Explora
 
 def _path(parent: dict[World, tuple[World, Action] | None], world: World) -> list[Action]:
     return Exploration(0, 0, 0, 0, parent, []).path(world)
-
 
 

@@ -31,8 +31,6 @@ from iohandler.specs.vector import (
 )
 from tests.harness.config import world_for
 
-# ------------------------------------------------------------------------------- printing
-
 
 def describe_action(a: Action) -> str:
     match a:

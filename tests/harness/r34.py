@@ -10,8 +10,6 @@ from iohandler.impl import MainLoop
 from iohandler.impl.driver import LoopFactory
 from tests.harness.session import failure
 
-# --------------------------------------------------------------- R34: fd-number reuse
-
 
 def fd_reuse_scenario(make_loop: LoopFactory, poller: str, *, iterate_first: bool, delete_first: bool,
                       ready_old: bool) -> int:

@@ -23,8 +23,6 @@ from tests.harness.config import model_step, open_fds, world_for
 from tests.harness.printing import counterexample, describe_event
 from tests.harness.session import CheckFailed, Session, failure
 
-# ------------------------------------------------------------------------ the state machine
-
 
 class Lockstep:
     """One lockstep run: each `do(action)` runs the action on the model and on the real loop and

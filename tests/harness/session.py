@@ -13,8 +13,6 @@ from iohandler.impl.tracing import Handler
 from iohandler.specs.scenarios import Config
 from iohandler.specs.vector import Set
 
-# ----------------------------------------------------------------------- the real session
-
 
 class CheckFailed(AssertionError):
     """A lockstep check failed; `tag` names the check."""
@@ -38,8 +36,6 @@ def failure(tag: str, message: str) -> CheckFailed:
     return cls(tag, message)
 
 
-
-
 _TFD = re.compile(r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)", re.MULTILINE)
 
 
@@ -61,7 +57,6 @@ def kernel_registrations(loop: MainLoop) -> dict[int, int] | None:
     text = Path(f"/proc/self/fdinfo/{epfd}").read_text()
     # The kernel adds HUP/ERR to every registration: compare the interest that varies.
     return {int(fd): int(ev, 16) & (IN | OUT) for fd, ev in _TFD.findall(text)}
-
 
 
 class Session(VectorSession):
