@@ -3,15 +3,14 @@ checks a trace cannot show (R17 calls, kernel registrations), each failure tagge
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from pathlib import Path
 
 from iohandler.impl import IN, OUT, EpollPoller, MainLoop, PollPoller, SelectorsPoller, flag_names
 from iohandler.impl.driver import LoopFactory, VectorSession, callback_name
 from iohandler.impl.tracing import Handler
 from iohandler.specs.scenarios import Config
 from iohandler.specs.vector import Set
+from tests import support
 
 
 class CheckFailed(AssertionError):
@@ -36,27 +35,20 @@ def failure(tag: str, message: str) -> CheckFailed:
     return cls(tag, message)
 
 
-_TFD = re.compile(r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)", re.MULTILINE)
-
-
 def kernel_registrations(loop: MainLoop) -> dict[int, int] | None:
     """fd -> IN/OUT interest the backend holds *now*. For epoll (and selectors, which is epoll on
-    Linux) this is the kernel's own book, /proc/self/fdinfo of the epoll fd; for poll(2), which
-    has no kernel registration, the poller's table. None if the loop's internals are unknown
-    (the check is then skipped, never faked)."""
+    Linux) this is the kernel's own book (tests.support.epoll_kernel_set: /proc/self/fdinfo of
+    the epoll fd), not the poller's; for poll(2), which has no kernel registration, the poller's
+    table. None if the backend is unknown (the check is then skipped, never faked). Unlike
+    tests.support.kernel_registrations it never asserts: a difference is a tagged lockstep
+    failure, and the notifier's registration is left in for the caller to count."""
     poller = getattr(loop, "_poller", None)
-    epfd: int | None = None
-    if isinstance(poller, EpollPoller):
-        epfd = poller._epoll.fileno()
-    elif isinstance(poller, SelectorsPoller):
-        epfd = poller._selector.fileno()  # DefaultSelector is epoll here
-    elif isinstance(poller, PollPoller):
-        return {fd: ev & (IN | OUT) for fd, ev in poller._fds.items()}
-    if epfd is None:
+    if isinstance(poller, PollPoller):
+        return {fd: ev & (IN | OUT) for fd, ev in poller.registered().items()}
+    if not isinstance(poller, EpollPoller | SelectorsPoller) or poller.fileno() < 0:
         return None
-    text = Path(f"/proc/self/fdinfo/{epfd}").read_text()
     # The kernel adds HUP/ERR to every registration: compare the interest that varies.
-    return {int(fd): int(ev, 16) & (IN | OUT) for fd, ev in _TFD.findall(text)}
+    return {fd: ev & (IN | OUT) for fd, ev in support.epoll_kernel_set(poller.fileno()).items()}
 
 
 class Session(VectorSession):
