@@ -9,17 +9,22 @@ saved vector while the model's driver passes it (its `expect` is the model's tra
 from __future__ import annotations
 
 import builtins
+import json
 import re
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iohandler.specs.cli import main
 from iohandler.specs.fuzz import MISSING_HYPOTHESIS, FuzzResult, FuzzUnavailable, fuzz, probe_vector
 from iohandler.specs.runner import run_conformance
-from iohandler.specs.vector import dump_vector, load_vector
+from iohandler.specs.scenarios import vectors
+from iohandler.specs.vector import bundled_vectors_dir, dump_vector, load_vector, parse_vector, vector_to_json
 from tests.harness.config import budget, model_trace, write_stats
 
 PLANTED = Path(__file__).parent / "fuzz_drivers" / "planted.py"
@@ -145,3 +150,22 @@ def test_a_folding_poller_is_fuzzed_against_the_folded_model(
     n = budget(dev=100, ci=150, thorough=2000)
     assert main([*args, "--examples", str(n), "--fold-hup-err"]) == 0
     assert "0 mismatches; gate scripts on (probed); HUP/ERR folded (R36); seed 2" in capsys.readouterr().out
+
+
+_SCHEMA = jsonschema.Draft202012Validator(
+    json.loads((bundled_vectors_dir().parent / "vector.schema.json").read_text())
+)
+
+
+@settings(max_examples=budget(dev=200, ci=300, thorough=3000))
+@given(data=st.data(), gate_scripts=st.booleans())
+def test_generated_vectors_are_valid(data: st.DataObject, gate_scripts: bool) -> None:
+    """Every generated vector passes the schema and the parser, and the model runs it without
+    InvalidAction (which would propagate and fail this test)."""
+    vector = data.draw(vectors(gate_scripts=gate_scripts))
+    doc = vector_to_json(vector)
+    assert list(_SCHEMA.iter_errors(doc)) == []
+    parsed = parse_vector(json.loads(json.dumps(doc)), require_expect=False)
+    assert replace(parsed, expect=None) == vector  # vector_to_json writes a missing expect as []
+    model_trace(vector)
+    model_trace(vector, fold=True)
