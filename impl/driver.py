@@ -1,9 +1,10 @@
 """The loop's conformance driver: `python -m iohandler.impl.driver [--poller epoll|poll|selectors]`.
 
 Reads vectors (one compact JSON per line) on stdin and answers traces (VECTORS.md, "The driver
-protocol"). Each vector gets fresh fds and a fresh MainLoop. Trace events come from the loop's
-tracer hooks; the `during_wait` actions of an `iterate` run from the `poll` hook, after the poll
-set is built and before the kernel samples readiness.
+protocol"). Each vector gets fresh fds and a fresh MainLoop (`VectorSession`, which the lockstep
+tests reuse). Trace events come from the loop's tracer hooks; the `during_wait` actions of an
+`iterate` run from the `poll` hook, after the poll set is built and before the kernel samples
+readiness.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from iohandler.impl.loop import MainLoop
@@ -21,8 +22,10 @@ from iohandler.impl.pollers import POLLERS, default_poller_name, flag_names
 from iohandler.impl.tracing import Handler, Tracer
 from iohandler.specs.protocol import InvalidVector, serve
 from iohandler.specs.vector import (
+    Action,
     Drain,
     Event,
+    FdKind,
     GateEvent,
     HandlersEvent,
     Hangup,
@@ -44,13 +47,14 @@ from iohandler.specs.vector import (
 class _Script:
     """A handler: runs the script's actions. Its trace event comes from the tracer hook."""
 
-    def __init__(self, run: _Run, name: str) -> None:
-        self.run = run
+    def __init__(self, session: VectorSession, name: str) -> None:
+        self.session = session
         self.name = name
 
     def __call__(self, opaque: Any) -> None:
-        for action in self.run.vector.scripts[self.name]:
-            self.run.act(action)
+        self.session.on_call(str(opaque), self.name)
+        for action in self.session.scripts_of[self.name]:
+            self.session.act(action)
 
     def __repr__(self) -> str:
         return f"<script {self.name}>"
@@ -60,28 +64,26 @@ class _Gate:
     """A can-read gate. With the optional vector field `gate_scripts` (SPEC R22) it also runs a
     script when consulted, then answers its (possibly changed) value."""
 
-    def __init__(self, run: _Run, name: str, value: bool, script: str | None) -> None:
-        self.run = run
+    def __init__(self, session: VectorSession, name: str, value: bool, script: str | None) -> None:
+        self.session = session
         self.name = name
         self.value = value
         self.script = script
 
     def __call__(self, opaque: Any) -> bool:
         if self.script is not None:
-            for action in self.run.vector.scripts[self.script]:
-                self.run.act(action)
+            for action in self.session.scripts_of[self.script]:
+                self.session.act(action)
         return self.value
 
     def __repr__(self) -> str:
         return f"<gate {self.name}>"
 
 
-def _name(callback: object) -> str | None:
-    """The name of a handler or gate the driver registered (a _Script or a _Gate), or None."""
-    if callback is None:
-        return None
-    assert isinstance(callback, _Script | _Gate), callback  # the driver registers no others
-    return callback.name
+def callback_name(callback: object) -> str | None:
+    """The script or gate name of a callback the session registered (None for None). A loop
+    that calls something else shows up under that thing's repr."""
+    return None if callback is None else str(getattr(callback, "name", callback))
 
 
 class RealFd:
@@ -121,64 +123,122 @@ class RealFd:
 
 
 class _Tracer(Tracer):
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+    def __init__(self, session: VectorSession) -> None:
+        self.s = session
 
     def gate(self, fd: int, gate: Handler) -> None:
-        name = _name(gate)
-        assert name is not None
-        self.run.events.append(GateEvent(self.run.names[fd], name))
+        self.s.events.append(GateEvent(self.s.names[fd], str(callback_name(gate))))
 
     def poll(self, entries: list[tuple[int, int]]) -> None:
-        run = self.run
-        run.events.append(PollEvent(tuple((run.names[fd], flag_names(ev)) for fd, ev in entries)))
-        during, run.during = run.during, ()
+        s = self.s
+        s.events.append(PollEvent(tuple((s.names[fd], flag_names(ev)) for fd, ev in entries)))
+        s.on_poll(entries)
+        during, s.during = s.during, ()
         for action in during:
-            run.act(action)
+            s.act(action)
 
     def ready(self, entries: list[tuple[int, int]], walk: bool) -> None:
-        names = self.run.names
-        self.run.events.append(
-            ReadyEvent(tuple((names[fd], flag_names(ev)) for fd, ev in entries), walk)
-        )
+        names = self.s.names
+        self.s.events.append(ReadyEvent(tuple((names[fd], flag_names(ev)) for fd, ev in entries), walk))
 
     def read(self, fd: int, callback: Handler) -> None:
-        self.run.events.append(ReadEvent(self.run.names[fd], str(_name(callback))))
+        self.s.on_dispatch(self.s.names[fd], 0, callback)
+        self.s.events.append(ReadEvent(self.s.names[fd], str(callback_name(callback))))
 
     def write(self, fd: int, callback: Handler) -> None:
-        self.run.events.append(WriteEvent(self.run.names[fd], str(_name(callback))))
+        self.s.on_dispatch(self.s.names[fd], 1, callback)
+        self.s.events.append(WriteEvent(self.s.names[fd], str(callback_name(callback))))
 
 
-class _Run:
+LoopFactory = Callable[..., MainLoop]
+"""Makes the loop: called as `make_loop(poller, tracer=...)` (MainLoop, or a variant of it)."""
+
+
+class VectorSession:
+    """One vector's world on real fds and a real loop, run one action at a time: `act(action)`
+    (or `run(action)`, which returns the events it emitted), the trace so far in `events`,
+    `close()`. Handlers and gates are the vector's scripts; each registration's opaque is the
+    fd's name. The `on_*` hooks do nothing here: a subclass (the lockstep harness) overrides
+    them to check what a trace cannot show."""
+
     during: tuple[ScriptAction, ...] = ()
     """The current iterate's `during_wait` actions, until the tracer's poll hook takes them."""
 
-    def __init__(self, vector: Vector, poller: str | None) -> None:
-        self.vector = vector
+    def __init__(
+        self,
+        fds: Mapping[str, FdKind],
+        scripts: Mapping[str, tuple[ScriptAction, ...]],
+        gates: Mapping[str, bool],
+        gate_runs: Mapping[str, str] | None = None,
+        *,
+        poller: str | None = None,
+        make_loop: LoopFactory = MainLoop,
+    ) -> None:
+        runs = dict(gate_runs or {})
+        if not all(g in gates and s in scripts for g, s in runs.items()):
+            raise InvalidVector(f"gate_scripts must map declared gates to declared scripts, got {runs!r}")
+        self.scripts_of = dict(scripts)
         self.events: list[Event] = []
-        self.scripts = {name: _Script(self, name) for name in vector.scripts}
-        runs = _gate_scripts(vector)
-        self.gates = {name: _Gate(self, name, value, runs.get(name)) for name, value in vector.gates.items()}
+        self.scripts = {name: _Script(self, name) for name in scripts}
+        self.gates = {name: _Gate(self, name, value, runs.get(name)) for name, value in gates.items()}
         self.fds: dict[str, RealFd] = {}
+        self.names: dict[int, str] = {}
         self.loop: MainLoop | None = None
         try:
-            for name, kind in vector.fds.items():
+            for name, kind in fds.items():
                 self.fds[name] = RealFd(kind)
             self.names = {f.fd: name for name, f in self.fds.items()}
-            self.loop = MainLoop(poller, tracer=_Tracer(self))
+            self.loop = make_loop(poller, tracer=_Tracer(self))
         except BaseException:
             self.close()
             raise
 
+    @classmethod
+    def for_vector(cls, vector: Vector, poller: str | None = None, make_loop: LoopFactory = MainLoop) -> VectorSession:
+        return cls(vector.fds, vector.scripts, vector.gates, _gate_scripts(vector), poller=poller, make_loop=make_loop)
+
     def close(self) -> None:
+        """Close the loop, then every fd (both ends). Safe to call twice."""
         if self.loop is not None:
             self.loop.close()
+            self.loop = None
         for f in self.fds.values():
             f.close()
+        self.fds = {}
+
+    # -- hooks (no-ops): called while the loop runs
+
+    def on_call(self, fd: str, script: str) -> None:
+        """Handler `script` is running, for the record of `fd` (from the opaque)."""
+
+    def on_dispatch(self, fd: str, role: int, callback: Handler) -> None:
+        """The loop is about to call `callback` as the read (role 0) or write (1) handler of `fd`."""
+
+    def on_poll(self, entries: list[tuple[int, int]]) -> None:
+        """The poll set is built, the kernel not yet asked (before the during_wait actions)."""
+
+    def on_set(self, action: Set) -> None:
+        """A registration (or delete) was just made."""
+
+    # -- actions
+
+    def live_rows(self) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
+        """What a `snapshot` shows: the live records in list order, by name."""
+        assert self.loop is not None
+        return tuple(
+            (self.names[r.fd], callback_name(r.read), callback_name(r.write), callback_name(r.can_read))
+            for r in self.loop.records()
+        )
+
+    def run(self, action: Action) -> list[Event]:
+        """`act(action)`; the events it emitted."""
+        start = len(self.events)
+        self.act(action)
+        return self.events[start:]
 
     def act(self, action: ScriptAction | Iterate) -> None:
         loop = self.loop
-        assert loop is not None
+        assert loop is not None, "the session is closed"
         match action:
             case Set(fd, read, write, gate):
                 loop.set_fd_handler(
@@ -186,7 +246,9 @@ class _Run:
                     self.scripts[read] if read is not None else None,
                     self.scripts[write] if write is not None else None,
                     can_read=self.gates[gate] if gate is not None else None,
+                    opaque=fd,
                 )
+                self.on_set(action)
             case Send(fd):
                 if self.fds[fd].hung:
                     raise InvalidVector(f"send on {fd!r} after its hangup")
@@ -200,37 +262,32 @@ class _Run:
             case Notify():
                 loop.notify()
             case Snapshot():
-                self.events.append(
-                    HandlersEvent(
-                        tuple(
-                            (self.names[r.fd], _name(r.read), _name(r.write), _name(r.can_read))
-                            for r in loop.records()
-                        )
-                    )
-                )
+                self.events.append(HandlersEvent(self.live_rows()))
             case Iterate(during_wait):
                 self.during = during_wait
-                loop.main_loop_wait(nonblocking=True)
+                try:
+                    loop.main_loop_wait(nonblocking=True)
+                finally:
+                    self.during = ()
 
 
 def _gate_scripts(vector: Vector) -> dict[str, str]:
+    # TODO(merge): the parsed `Vector.gate_scripts` field (specs/vector.py, branch porters).
     raw = vector.extra.get("gate_scripts", {})
-    if not isinstance(raw, dict) or not all(
-        isinstance(g, str) and g in vector.gates and isinstance(s, str) and s in vector.scripts for g, s in raw.items()
-    ):
+    if not isinstance(raw, dict) or not all(isinstance(g, str) and isinstance(s, str) for g, s in raw.items()):
         raise InvalidVector(f"gate_scripts must map declared gates to declared scripts, got {raw!r}")
     return raw
 
 
 def run_vector(vector: Vector, poller: str | None = None) -> list[Event]:
     """Run one vector on fresh fds and a fresh loop; the trace."""
-    run = _Run(vector, poller)
+    session = VectorSession.for_vector(vector, poller)
     try:
         for step in vector.steps:
-            run.act(step)
+            session.act(step)
     finally:
-        run.close()
-    return run.events
+        session.close()
+    return session.events
 
 
 def main(argv: Sequence[str] | None = None) -> int:

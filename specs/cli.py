@@ -68,6 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify.add_argument("--quick", action="store_true", help="smaller budgets (for a first look)")
     verify.set_defaults(func=_verify)
 
+    fuzz = sub.add_parser("fuzz", help="generated vectors against a driver, the model as the oracle")
+    fuzz.add_argument("--driver", required=True, help='driver command, e.g. "python -m iohandler.model.driver"')
+    fuzz.add_argument("--examples", type=_positive, default=200, help="vectors to try (default: %(default)s)")
+    fuzz.add_argument("--seed", type=int, default=None, help="repeat a run exactly (default: a random seed, printed)")
+    fuzz.add_argument("--save", default="fuzz-failures", help="folder for a mismatch's vector (default: %(default)s)")
+    fuzz.add_argument("--max-steps", type=_positive, default=20, help="steps per vector at most (default: %(default)s)")
+    fuzz.add_argument("--no-gate-scripts", action="store_true",
+                      help="never generate gate_scripts (default: probe the driver once)")
+    fuzz.add_argument("--fold-hup-err", action="store_true",
+                      help="the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's "
+                      "selectors): compare with the model over that folded view")
+    fuzz.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
+    fuzz.set_defaults(func=_fuzz)
+
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
@@ -85,6 +99,37 @@ def _verify(args: argparse.Namespace) -> int:
     from iohandler.specs.verify import run_verify  # the main job needs the dev tools; conform does not
 
     return run_verify(quick=args.quick)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fuzz(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iohandler.specs.fuzz import FuzzUnavailable, fuzz  # Hypothesis is needed only here
+    from iohandler.specs.runner import DriverFailure
+
+    try:
+        result = fuzz(
+            args.driver,
+            examples=args.examples,
+            seed=args.seed,
+            save=Path(args.save),
+            gate_scripts=False if args.no_gate_scripts else None,
+            fold=args.fold_hup_err,
+            max_steps=args.max_steps,
+            timeout=args.timeout,
+            report=lambda text: print(text, flush=True),
+        )
+    except (FuzzUnavailable, DriverFailure) as e:
+        print(f"iohandler fuzz: {e}", file=sys.stderr)
+        return 2
+    return 1 if result.mismatches else 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 
+from iohandler.impl import POLLERS, MainLoop
+
 _base = settings(
     deadline=None,  # real fds and threads: wall time is not the property under test
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -36,3 +38,10 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.fixture(params=sorted(POLLERS))
+def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
+    """A MainLoop on each poller in turn (the test runs once per poller), closed after the test."""
+    with MainLoop(request.param) as lp:
+        yield lp

@@ -1,6 +1,6 @@
 """Stateful lockstep: every generated action runs on the model and on the real loop (real sockets
 and pipes), on every poller, and the full traces must be equal; invariants after every step
-(tests/lockstep.py: R1, R17, registry order, kernel registrations, leaked fds).
+(tests/harness/: R1, R17, registry order, kernel registrations, leaked fds).
 
 epoll and poll are compared with the model exactly. selectors folds HUP/ERR into readable and
 writable (SPEC R36): it is compared with the *folded* model (model.iterate with selectors' view
@@ -124,7 +124,7 @@ def test_counterexample_is_a_loadable_vector(tmp_path: object) -> None:
 def test_reused_fd_number_never_reaches_old_handler(
     poller: PollerName, iterate_first: bool, delete_first: bool, ready_old: bool
 ) -> None:
-    """R34 (tests.lockstep.fd_reuse_scenario), on every poller."""
+    """R34 (tests.harness.r34.fd_reuse_scenario), on every poller."""
     fd_reuse_scenario(MainLoop, poller, iterate_first=iterate_first, delete_first=delete_first, ready_old=ready_old)
 
 

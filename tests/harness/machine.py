@@ -1,0 +1,178 @@
+"""The Hypothesis state machine: one rule per kind of vector action, run in lockstep."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from iohandler.impl import MainLoop
+from iohandler.impl.driver import LoopFactory
+from iohandler.model.state import World
+from iohandler.specs.scenarios import (
+    Config,
+    action_strategies,
+    configs,
+)
+from iohandler.specs.vector import (
+    Action,
+    Drain,
+    Hangup,
+    Iterate,
+    Notify,
+    ScriptAction,
+    Send,
+    SetGate,
+    Snapshot,
+)
+from tests.harness.runner import Lockstep
+from tests.harness.session import CheckFailed
+
+
+class LockstepMachine(RuleBasedStateMachine):
+    """Each rule is one vector action, run on the model and on the real loop (`Lockstep`); the
+    invariants hold after every step. Subclasses (`machine_for`) fix the poller and the loop."""
+
+    poller: ClassVar[str] = "epoll"
+    make_loop: ClassVar[LoopFactory] = MainLoop
+    stats: ClassVar[dict[str, int]] = {"examples": 0, "steps": 0}
+    failures: ClassVar[list[tuple[Config, list[Action]]]] = []  # each failing run, in order
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: Config | None = None
+        self.run: Lockstep | None = None
+
+    @initialize(config=configs())
+    def start(self, config: Config) -> None:
+        self.config = config
+        self.run = Lockstep(config, self.poller, type(self).make_loop)
+        type(self).stats["examples"] += 1
+
+    def teardown(self) -> None:
+        if self.run is not None:
+            run, self.run = self.run, None
+            try:
+                run.close()
+            except CheckFailed:
+                type(self).failures.append((run.config, list(run.steps)))
+                raise
+
+    @property
+    def world(self) -> World:
+        assert self.run is not None
+        return self.run.world
+
+    def do(self, action: Action) -> None:
+        assert self.run is not None
+        type(self).stats["steps"] += 1
+        try:
+            self.run.do(action)
+        except CheckFailed:
+            type(self).failures.append((self.run.config, list(self.run.steps)))
+            raise
+
+    @invariant()
+    def lockstep_invariants(self) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.check()
+        except CheckFailed:
+            type(self).failures.append((self.run.config, list(self.run.steps)))
+            raise
+
+    # -- rules: the actions of a vector
+
+    @rule(data=st.data())
+    def set_handler(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        self.do(data.draw(action_strategies(self.config).register, label="set"))
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        self.do(data.draw(action_strategies(self.config).delete, label="delete"))
+
+    @precondition(lambda self: self.config is not None and any(self._can_send(f) for f in self.config.fds))
+    @rule(data=st.data())
+    def send(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        self.do(Send(_pick(data, [f for f in self.config.fds if self._can_send(f)], "send")))
+
+    @precondition(lambda self: self.config is not None and bool(self.config.sendable()))
+    @rule(data=st.data())
+    def drain(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        self.do(Drain(_pick(data, self.config.sendable(), "drain")))
+
+    @precondition(lambda self: self.config is not None and bool(self.config.hangable))
+    @rule(data=st.data())
+    def hangup(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        self.do(Hangup(_pick(data, sorted(self.config.hangable), "hangup")))
+
+    @precondition(lambda self: self.config is not None and bool(self.config.gates))
+    @rule(data=st.data(), value=st.booleans())
+    def toggle_gate(self, data: st.DataObject, value: bool) -> None:
+        assert self.config is not None
+        self.do(SetGate(_pick(data, list(self.config.gates), "gate"), value))
+
+    @rule()
+    def notify(self) -> None:
+        self.do(Notify())
+
+    @rule()
+    def snapshot(self) -> None:
+        self.do(Snapshot())
+
+    @rule(data=st.data())
+    def iterate(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        during = data.draw(action_strategies(self.config).during_wait, label="during_wait")
+        self.do(Iterate(tuple(self._valid(during))))
+
+    @rule()
+    def iterate_plain(self) -> None:
+        self.do(Iterate())  # the common case, cheap to shrink to
+
+    def _can_send(self, fd: str) -> bool:
+        assert self.config is not None
+        return self.config.fds[fd] != "pipe-write" and not self.world.env[fd].hung_up
+
+    def _valid(self, actions: Sequence[ScriptAction]) -> list[ScriptAction]:
+        """Drop sends that would follow a hangup (the vector would be invalid)."""
+        hung = {f for f, s in self.world.env.pairs if s.hung_up}
+        out: list[ScriptAction] = []
+        for a in actions:
+            if isinstance(a, Hangup):
+                hung.add(a.fd)
+            elif isinstance(a, Send) and a.fd in hung:
+                continue
+            out.append(a)
+        return out
+
+
+@functools.lru_cache(maxsize=16)
+def _indices(n: int) -> st.SearchStrategy[int]:
+    return st.integers(0, n - 1)
+
+
+def _pick(data: st.DataObject, options: Sequence[str], label: str) -> str:
+    return options[data.draw(_indices(len(options)), label=label)]
+
+
+def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | None = None) -> type[LockstepMachine]:
+    """A machine class of its own (own stats) for one poller and loop factory. selectors is
+    compared against the folded model (SPEC R36), with hangups allowed."""
+    attrs: dict[str, Any] = {
+        "poller": poller,
+        "make_loop": staticmethod(make_loop),
+        "stats": {"examples": 0, "steps": 0},
+        "failures": [],
+    }
+    return type(name or f"Lockstep_{poller}", (LockstepMachine,), attrs)
+
