@@ -195,7 +195,7 @@ class VectorSession:
 
     @classmethod
     def for_vector(cls, vector: Vector, poller: str | None = None, make_loop: LoopFactory = MainLoop) -> VectorSession:
-        return cls(vector.fds, vector.scripts, vector.gates, _gate_scripts(vector), poller=poller, make_loop=make_loop)
+        return cls(vector.fds, vector.scripts, vector.gates, vector.gate_scripts, poller=poller, make_loop=make_loop)
 
     def close(self) -> None:
         """Close the loop, then every fd (both ends). Safe to call twice."""
@@ -269,14 +269,6 @@ class VectorSession:
                     loop.main_loop_wait(nonblocking=True)
                 finally:
                     self.during = ()
-
-
-def _gate_scripts(vector: Vector) -> dict[str, str]:
-    # TODO(merge): the parsed `Vector.gate_scripts` field (specs/vector.py, branch porters).
-    raw = vector.extra.get("gate_scripts", {})
-    if not isinstance(raw, dict) or not all(isinstance(g, str) and isinstance(s, str) for g, s in raw.items()):
-        raise InvalidVector(f"gate_scripts must map declared gates to declared scripts, got {raw!r}")
-    return raw
 
 
 def run_vector(vector: Vector, poller: str | None = None) -> list[Event]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from iohandler.model.state import Env, PollSet
 from iohandler.specs.runner import Driver, DriverFailure, first_difference
 from iohandler.specs.vector import (
+    FORMAT_V2,
     Event,
     Vector,
     VectorError,
@@ -99,10 +100,10 @@ def _model_trace(vector: Vector, *, fold: bool = False) -> tuple[Event, ...]:
     """The model's trace; with `fold`, over `folded_poll` (R36). InvalidAction here is a
     generator bug: it is left to surface."""
     from iohandler.model import env as model_env
-    from iohandler.model.iterate import gate_scripts, initial_world, step
+    from iohandler.model.iterate import initial_world, step
 
     world = initial_world(vector)
-    runs = gate_scripts(vector)  # TODO(merge): Vector.gate_scripts
+    runs = vector.gate_scripts
     events: list[Event] = []
     for action in vector.steps:
         world, out = step(world, action, vector.scripts, runs, poll=folded_poll if fold else model_env.poll)
@@ -162,7 +163,7 @@ def probe_vector() -> Vector:
     """A tiny vector whose trace shows whether the driver runs gate scripts (R22)."""
     return parse_vector(
         {
-            "format": "iohandler-vector/1", "name": "fuzz-probe-gate-scripts",
+            "format": FORMAT_V2, "name": "fuzz-probe-gate-scripts",
             "description": "Does the driver run a gate's script when the fill consults it?",
             "rules": ["R22"], "fds": {"a": "socket"}, "scripts": {"s": [{"do": "snapshot"}]},
             "gates": {"g": True}, "gate_scripts": {"g": "s"},
@@ -204,15 +205,9 @@ def _prune(session: _Session, vector: Vector) -> Vector:
             if fails(candidate := replace(vector, steps=tuple(steps))):
                 vector, changed = candidate, True
                 break
-    config = config_of(vector, _gate_runs(vector))
+    config = config_of(vector, vector.gate_scripts)
     smaller = to_vector(pruned(config, vector.steps), vector.steps, name=vector.name)
     return smaller if smaller.fds and smaller != vector and fails(smaller) else vector
-
-
-def _gate_runs(vector: Vector) -> dict[str, str]:
-    # TODO(merge): read the parsed `Vector.gate_scripts` field once specs/vector.py has it.
-    raw = vector.extra.get("gate_scripts", {})
-    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
 
 def fuzz(

@@ -69,7 +69,7 @@ def config_of(vector: Vector, gate_runs: Mapping[str, str] | None = None) -> Con
 
 def to_vector(config: Config, steps: Sequence[Action], expect: Sequence[Event] | None = None,
               name: str = "lockstep-counterexample", description: str = "") -> Vector:
-    """A v1 vector; unused scripts and gates are kept (a script may name them)."""
+    """A vector (v2 when it has gate scripts); unused scripts and gates are kept (a script may name them)."""
     return Vector(
         name=name,
         description=description or "A counterexample found by the lockstep suite; expect is the model's trace.",
@@ -79,7 +79,7 @@ def to_vector(config: Config, steps: Sequence[Action], expect: Sequence[Event] |
         gates=dict(config.gates),
         steps=tuple(steps),
         expect=tuple(expect) if expect is not None else None,
-        extra={"gate_scripts": dict(config.gate_runs)} if config.gate_runs else {},
+        gate_scripts=dict(config.gate_runs),
     )
 
 

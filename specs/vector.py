@@ -150,9 +150,7 @@ class Vector:
     gates: Mapping[str, bool]
     steps: tuple[Action, ...]
     expect: tuple[Event, ...] | None
-    # Optional fields this project adds are kept verbatim so a rewrite preserves them. Until the
-    # model, the loop's driver and tests/lockstep.py read `gate_scripts` below, `extra` also holds
-    # it, raw, as it did before the field existed.
+    # Fields the format does not define are kept verbatim so a rewrite preserves them.
     extra: Mapping[str, object] = field(default_factory=dict)
     source: str = "<vector>"
     # Format v2 (R22): gate name -> the script it runs when fill consults it, before it answers.
@@ -161,7 +159,7 @@ class Vector:
     @property
     def format(self) -> str:
         """The oldest format that can carry this vector: v2 only when it uses `gate_scripts`."""
-        return FORMAT_V2 if self.gate_scripts or GATE_SCRIPTS in self.extra else FORMAT
+        return FORMAT_V2 if self.gate_scripts else FORMAT
 
 
 # ------------------------------------------------------------------------------- flag helpers
@@ -465,7 +463,7 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
             if gate_runs[gate] not in scripts:
                 raise gat.error(f"script {gate_runs[gate]!r} is not declared in scripts")
 
-    known = {*_TOP_REQUIRED, "expect"}
+    known = {*_TOP_REQUIRED, "expect", GATE_SCRIPTS}
     vector = Vector(
         name=name,
         description=description,

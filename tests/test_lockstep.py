@@ -17,7 +17,6 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from iohandler.impl import POLLERS, MainLoop
 from iohandler.impl.driver import run_vector as impl_run_vector
-from iohandler.model.iterate import gate_scripts
 from iohandler.specs.vector import (
     Action,
     Hangup,
@@ -71,7 +70,7 @@ def test_session_replays_bundled_vectors(poller: PollerName) -> None:
     counterexample means what a conformance run would mean."""
     for path in vector_files([bundled_vectors_dir()]):
         v = load_vector(path)
-        config = Config(v.fds, v.gates, v.scripts, gate_runs=gate_scripts(v))
+        config = Config(v.fds, v.gates, v.scripts, gate_runs=v.gate_scripts)
         session = Session(config, poller)
         try:
             got = [e for a in v.steps for e in session.run(a)]

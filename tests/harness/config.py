@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from iohandler.model import env as model_env
-from iohandler.model.iterate import gate_scripts, initial_world, step
+from iohandler.model.iterate import initial_world, step
 from iohandler.model.state import World
 from iohandler.specs.fuzz import folded_poll
 from iohandler.specs.scenarios import (
@@ -65,7 +65,7 @@ def model_step(
 def model_trace(vector: Vector, *, fold: bool = False) -> list[Event]:
     """The model's trace of a whole vector; with `fold`, as a poller that folds HUP/ERR sees it
     (R36): what the selectors poller must answer."""
-    config = config_of(vector, gate_scripts(vector))  # TODO(merge): Vector.gate_scripts
+    config = config_of(vector, vector.gate_scripts)
     world = world_for(config)
     events: list[Event] = []
     for action in vector.steps:
