@@ -587,6 +587,15 @@ class Closure:
             flipped ^= m
         return out
 
+    def flipped(self, state: State) -> bool:
+        """Whether `path(state)` reaches the mirror image of `state` rather than `state`."""
+        flipped = False
+        link = self.parent[state]
+        while link is not None:
+            flipped ^= link[2]
+            link = self.parent[link[0]]
+        return flipped
+
     def stats(self) -> dict[str, object]:
         return {"name": self.scope.name, "closed": self.closed, "states": self.states,
                 "transitions": self.transitions, "diameter": self.diameter, "seconds": round(self.seconds, 2),
@@ -675,12 +684,7 @@ def _expand_all(scope: Scope, frontier: list[State], pool: object, closure: Clos
 
 
 def _concrete(closure: Closure, s: State, a: Action) -> Action:
-    flipped = False
-    link = closure.parent[s]
-    while link is not None:
-        flipped ^= link[2]
-        link = closure.parent[link[0]]
-    return closure.scope.mirror_action(a) if flipped else a
+    return closure.scope.mirror_action(a) if closure.flipped(s) else a
 
 
 # ------------------------------------------------------------------------------- the scopes
@@ -723,6 +727,6 @@ def scopes(large: bool) -> list[Scope]:
     base = Scope("fds" + suffix, fds, {"g": True}, {k: v for k, v in SCRIPTS.items() if k != "gs"}, alphabet,
                  swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
     gated = Scope("gate-scripts" + suffix, fds, {"g": True}, SCRIPTS,
-                  (*(x for x in alphabet if not isinstance(x, Notify)), Set("q", "n", None, "g")),
+                  (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
                   gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
     return [base, gated]
