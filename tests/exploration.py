@@ -263,7 +263,7 @@ def _fields(r: Record) -> RecordT:
     return (r.fd, r.read, r.write, r.gate, r.poll_index, r.deleted)
 
 
-@invariant("R12", "send/drain/hangup change only that fd's state, as the kind's table says; the loop is untouched")
+@invariant("R12", "send/drain/hangup change only that fd's pending/hung-up state; the loop is untouched")
 @invariant("R13", "notify makes the notifier readable and changes nothing else")
 @invariant("R21", "a snapshot changes nothing and shows the live records in list order")
 def check_other(before: World, a: Action, after: World, events: tuple[Event, ...]) -> None:
@@ -419,9 +419,9 @@ def check_call(c: Checker, w: World, fd: str, script: str) -> None:
 @invariant("R13", "the notifier is consumed before the walk; a pending notify makes poll return > 0")
 @invariant("R14", "no walk unless poll returned > 0: nothing called, nothing reaped")
 @invariant("R15", "the walk calls in list order of the records present at its start; added records are at the head")
-@invariant("R16", "read runs iff revents meet IN|HUP|ERR, write iff OUT|ERR, until a callback changes the registry")
+@invariant("R16", "the calls are exactly those the revents give each record as it is at its turn")
 @invariant("R18", "a read call shows the record's read handler, a write call its current write handler")
-@invariant("R19", "a walk unlinks exactly the records flagged deleted when it passed them; others keep their order")
+@invariant("R19", "a walk unlinks only flagged records it has passed; survivors keep their order")
 @invariant("R20", "the poll event is the poll set fill built, whatever during_wait did")
 @invariant("R21", "one poll event then one ready event; callbacks only after the ready event")
 def check_iteration(c: Checker, before: World, a: Iterate, after: World, events: tuple[Event, ...]) -> None:
@@ -713,7 +713,7 @@ def _alphabet(large: bool) -> tuple[Action, ...]:
         a += [Set(x, "k" + x, None, "g"), Set(x, "r" + x, "n", None), Set(x, None, None, None), Send(x)]
     a += [Set("q", None, "w", None), Iterate(), Iterate((Set("q", None, None, None), SetGate("g", False), Notify()))]
     if large:
-        a += [Set("q", None, None, None), Hangup("q"), SetGate("g", True), Notify()]
+        a += [Set("q", None, None, None), Hangup("q"), SetGate("g", True), Notify(), Snapshot()]
     return tuple(a)
 
 
