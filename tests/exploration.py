@@ -607,6 +607,8 @@ def _rule_key(kv: tuple[str, str]) -> int:
 
 
 _SCOPE: list[Scope] = []  # the worker's scope (set by the pool initialiser)
+# Smaller layers are expanded in process: sending states to a worker and back costs more.
+PARALLEL_FROM = 1500
 
 
 def _init(scope: Scope) -> None:
@@ -666,7 +668,7 @@ def explore(scope: Scope, *, workers: int | None = None, max_depth: int | None =
 
 def _expand_all(scope: Scope, frontier: list[State], pool: object, closure: Closure, depth: int) -> list[list[Edge]]:
     try:
-        if pool is None or len(frontier) < 64:
+        if pool is None or len(frontier) < PARALLEL_FROM:
             return [successors(scope, s) for s in frontier]
         size = max(16, len(frontier) // 64)
         chunks = [frontier[k : k + size] for k in range(0, len(frontier), size)]
