@@ -104,7 +104,7 @@ def plant(bug: Bug, folder: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     path = target / bug.file
     text = path.read_text()
-    for old, new in bug.edits:
+    for old, new in bug.edits:  # none for the control
         if text.count(old) != 1:
             raise AssertionError(f"bug {bug.name}: the original text is not in model/{bug.file} exactly once: {old!r}")
         text = text.replace(old, new)

@@ -60,6 +60,17 @@ def test_a_search_cut_short_is_not_closed() -> None:
     assert not c.closed and c.layers[-1] > 0 and c.diameter == 3
 
 
+def test_an_asymmetric_scope_is_refused() -> None:
+    """The reduction is only sound when mirroring maps the scope onto itself: it is checked."""
+    scope = next(iter(SCOPES.values()))
+    lopsided = replace(scope, alphabet=(*scope.alphabet, Send("s")))  # no Send("t") to mirror it
+    lopsided = replace(lopsided, alphabet=tuple(a for a in lopsided.alphabet if a != Send("t")))
+    with pytest.raises(ValueError, match="not closed under its symmetry"):
+        explore(lopsided, workers=1, max_depth=1)
+    with pytest.raises(ValueError, match="mirror"):
+        explore(replace(scope, scripts={**scope.scripts, "ks": ()}), workers=1, max_depth=1)
+
+
 def test_symmetry_reduction_is_sound() -> None:
     """Within a depth, the reduced search finds exactly the classes of the states the unreduced
     search finds (mirroring preserves distances, so BFS layers agree)."""

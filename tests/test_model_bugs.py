@@ -38,3 +38,10 @@ def test_planted_model_bug_is_refuted_by_the_closure(bug: Bug, tmp_path: Path) -
     _BY_BUG[bug.name] = f"refuted by {r.rule} ({what}) at depth {r.depth}"
     write_stats("model-bugs", {"bugs": len(CATALOGUE), "refuted": len(_BY_BUG),
                                "by_bug": dict(sorted(_BY_BUG.items()))})
+
+
+def test_the_unplanted_copy_closes(tmp_path: Path) -> None:
+    """The control: the same harness on an unchanged copy of the model finds no violation and
+    closes, so a refutation above is the planted bug's, not the harness's."""
+    r = refute(Bug("control", "registry.py", (), ()), tmp_path)
+    assert r.rule is None and "'closed': true" in r.message.lower(), r.message
