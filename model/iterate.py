@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from iohandler.model import env
 from iohandler.model.dispatch import dispatch
 from iohandler.model.fill import fill
 from iohandler.model.registry import live_records, set_fd_handler
-from iohandler.model.state import Env, FdState, GateName, Loop, PollSet, ScriptName, Table, World, flag_names
+from iohandler.model.state import Env, Fd, FdState, GateName, Loop, PollSet, ScriptName, Table, World, flag_names
 from iohandler.specs.vector import (
     Action,
     Drain,
@@ -36,6 +37,23 @@ Scripts = Mapping[ScriptName, tuple[ScriptAction, ...]]
 PollFn = Callable[[Env, PollSet, bool], tuple[tuple[int, ...], int]]
 
 
+@dataclass(frozen=True, slots=True)
+class Observer:
+    """Optional callbacks that watch one step from inside, so a checker needs no patching.
+    None of them can change the world; with no observer nothing is called.
+
+    on_fill(before, after, poll_set)      after fill (gate scripts included, R22)
+    on_register(fd, read, write, gate)    each set_fd_handler, before it applies
+    on_call(before, fd, script, after)    each handler the dispatch walk calls, after it ran
+    on_walk(before, after, revents, ret)  after the dispatch walk (also when poll returned 0)
+    """
+
+    on_fill: Callable[[World, World, PollSet], None] | None = None
+    on_register: Callable[[Fd, ScriptName | None, ScriptName | None, GateName | None], None] | None = None
+    on_call: Callable[[World, Fd, ScriptName, World], None] | None = None
+    on_walk: Callable[[World, World, tuple[int, ...], int], None] | None = None
+
+
 def gate_scripts(vector: Vector) -> dict[GateName, ScriptName]:
     """R22: gate name -> the script it runs when consulted (format v2; parsed in specs/vector.py)."""
     return dict(vector.gate_scripts)
@@ -49,10 +67,12 @@ def initial_world(vector: Vector) -> World:
     )
 
 
-def apply(world: World, action: ScriptAction) -> tuple[World, tuple[Event, ...]]:
+def apply(world: World, action: ScriptAction, *, observer: Observer | None = None) -> tuple[World, tuple[Event, ...]]:
     """One action outside the loop's own steps: from a step, a script or during_wait."""
     match action:
         case Set(fd, read, write, gate):
+            if observer is not None and observer.on_register is not None:
+                observer.on_register(fd, read, write, gate)
             return world.with_loop(set_fd_handler(world.loop, fd, read, write, gate)), ()
         case Send(fd):
             return _env(world, fd, env.send(fd, world.env[fd])), ()
@@ -69,11 +89,13 @@ def apply(world: World, action: ScriptAction) -> tuple[World, tuple[Event, ...]]
             return world, (HandlersEvent(rows),)
 
 
-def run_script(world: World, name: ScriptName, scripts: Scripts) -> tuple[World, tuple[Event, ...]]:
+def run_script(
+    world: World, name: ScriptName, scripts: Scripts, *, observer: Observer | None = None
+) -> tuple[World, tuple[Event, ...]]:
     """A callback: the script's actions, in order."""
     events: list[Event] = []
     for action in scripts[name]:
-        world, out = apply(world, action)
+        world, out = apply(world, action, observer=observer)
         events.extend(out)
     return world, tuple(events)
 
@@ -85,6 +107,7 @@ def iterate(
     gate_runs: Mapping[GateName, ScriptName] | None = None,
     *,
     poll: PollFn = env.poll,
+    observer: Observer | None = None,
 ) -> tuple[World, tuple[Event, ...]]:
     """One non-blocking `main_loop_wait` (R13, R20, R21, R22)."""
 
@@ -92,15 +115,24 @@ def iterate(
         # R22: a gate with a script runs it, then answers its (possibly changed) value.
         out: tuple[Event, ...] = ()
         if gate_runs and gate in gate_runs:
-            w, out = run_script(w, gate_runs[gate], scripts)
+            w, out = run_script(w, gate_runs[gate], scripts, observer=observer)
         return w, w.gates[gate], out
 
+    def call(w: World, fd: Fd, script: ScriptName) -> tuple[World, tuple[Event, ...]]:
+        after, out = run_script(w, script, scripts, observer=observer)
+        if observer is not None and observer.on_call is not None:
+            observer.on_call(w, fd, script, after)
+        return after, out
+
+    before = world
     world, poll_set, filled = fill(world, consult)
+    if observer is not None and observer.on_fill is not None:
+        observer.on_fill(before, world, poll_set)
     events: list[Event] = list(filled)
     events.append(PollEvent(tuple((fd, flag_names(ev)) for fd, ev in poll_set)))
     # R20: another thread acts while the loop blocks; the poll set is already built.
     for action in during_wait:
-        world, out = apply(world, action)
+        world, out = apply(world, action, observer=observer)
         events.extend(out)
     revents, ret = poll(world.env, poll_set, world.loop.wakeup)
     # R13: the notifier is read (glib's dispatch) before qemu_iohandler_poll runs the walk,
@@ -108,7 +140,10 @@ def iterate(
     world = world.with_loop(Loop(world.loop.records, wakeup=False))
     ready = tuple((fd, flag_names(rev)) for (fd, _), rev in zip(poll_set, revents, strict=True) if rev)
     events.append(ReadyEvent(ready, walk=ret > 0))
-    world, out = dispatch(world, revents, ret, lambda w, _fd, s: run_script(w, s, scripts))
+    before = world
+    world, out = dispatch(world, revents, ret, call)
+    if observer is not None and observer.on_walk is not None:
+        observer.on_walk(before, world, revents, ret)
     events.extend(out)
     return world, tuple(events)
 
@@ -120,10 +155,11 @@ def step(
     gate_runs: Mapping[GateName, ScriptName] | None = None,
     *,
     poll: PollFn = env.poll,
+    observer: Observer | None = None,
 ) -> tuple[World, tuple[Event, ...]]:
     if isinstance(action, Iterate):
-        return iterate(world, action.during_wait, scripts, gate_runs, poll=poll)
-    return apply(world, action)
+        return iterate(world, action.during_wait, scripts, gate_runs, poll=poll, observer=observer)
+    return apply(world, action, observer=observer)
 
 
 def run_vector(vector: Vector) -> tuple[Event, ...]:

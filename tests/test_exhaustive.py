@@ -1,158 +1,179 @@
-"""Exhaustive bounded exploration of the model (small scope, as TLC does).
+"""The model's state space, closed: explicit-state exploration to a fixpoint (tests/exploration.py).
 
-Every sequence of operations from a fixed alphabet, over three fds (one of each kind), one gate
-and a few scripts, up to DEPTH steps, breadth first, with states deduplicated (model Worlds are
-frozen and hashable). Each transition is checked:
+Per configuration the search runs breadth first until no new state appears; a configuration
+that does not close within its step bound fails. Every state and transition is checked by the
+invariants of tests/exploration.py (INVARIANTS: rule -> what). IOHANDLER_EXPLORE=large (set by
+`make verify`) runs the large scope (four fds); the default runs the CI scope, which also closes.
 
-* R1   at most one record per fd;
-* R7   an add/update leaves the wakeup pending, a delete leaves it as it was;
-* R8/R11 the poll set asks only what R8 allows, ready fds are polled fds in poll-set order and
-       report only requested events plus HUP/ERR;
-* R14  no walk: no callback and the registry unchanged;
-* R15/R17/R6 every callback runs for a record that was in the list when the walk started, is
-       live and has that handler when called, and (its first call in the walk) had a poll slot;
-* R19  a walk whose callbacks changed nothing leaves no deleted record behind.
+The closure is then replayed on the real loop, epoll and poll, through the lockstep harness
+(trace equality plus its invariants): one path per transition *kind* (the action, from a state
+class: the multiset of the records' flags, and the wakeup), longest paths first, each replayed path
+covering every kind along it.
 
-A sample of the explored sequences (the BFS paths to evenly spaced states) is replayed on the
-real loop, epoll and poll, through the lockstep harness (trace equality plus its invariants).
-Stats: $IOHANDLER_STATS_DIR/exhaustive.json {"states", "depth", "sequences", "replayed"};
-`sequences` counts the transitions explored, each standing for every sequence reaching it.
+Stats: $IOHANDLER_STATS_DIR/exploration-<name>.json {name, closed, states, transitions,
+diameter, seconds, scope, invariants, replayed, kinds, kinds_covered}.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+import os
 from dataclasses import replace
 
 import pytest
 
-import iohandler.model.iterate as model_iterate
 from iohandler.impl import POLLERS
-from iohandler.model.dispatch import Callback
-from iohandler.model.state import READ_EVENTS, WRITE_EVENTS, Loop, Record, World
-from iohandler.specs.vector import Event, GateEvent, Hangup, Iterate, ReadEvent, Send, Set, WriteEvent
-from tests.lockstep import ALPHABET, CONFIG, Exploration, Violation, budget, explore, replay, write_stats
+from iohandler.model.state import READ_EVENTS, WRITE_EVENTS
+from iohandler.specs.vector import Action, GateEvent, Hangup, Iterate, Send, Set
+from tests.exploration import Closure, Scope, State, canonical, explore, scopes, successors
+from tests.lockstep import CONFIG, Config, budget, replay, write_stats
 
-DEPTH = max(5, budget(dev=6, ci=7, thorough=8))  # 5 under the mutation budget
-REPLAYS = budget(dev=1000, ci=5000, thorough=10**9)  # about 0.5 ms each: thorough replays all
+LARGE = os.environ.get("IOHANDLER_EXPLORE") == "large"
+SCOPES = {s.name: s for s in scopes(LARGE)}
+# Covering walks replayed per poller and scope; thorough and large replay every kind.
+REPLAYS = 10**9 if LARGE else budget(dev=100, ci=300, thorough=10**9)
 
-# ------------------------------------------------------------------------------ the tests
-
-_RESULT: dict[str, Exploration] = {}
-
-
-def _explored() -> Exploration:
-    if "e" not in _RESULT:
-        _RESULT["e"] = explore(CONFIG, ALPHABET, DEPTH)
-    return _RESULT["e"]
+_CLOSURES: dict[str, Closure] = {}
+_REPLAYED: dict[str, dict[str, int]] = {}
 
 
-def test_exhaustive_model_invariants() -> None:
-    e = _explored()
-    assert e.frontier_sizes[-1] > 0, "the search ran dry before its depth: enlarge the alphabet"
-    write_stats("exhaustive", {"states": e.states, "depth": e.depth, "sequences": e.sequences,
-                               "replayed": _REPLAYED.get("n", 0)})
+def closure(name: str) -> Closure:
+    if name not in _CLOSURES:
+        _CLOSURES[name] = explore(SCOPES[name])
+    return _CLOSURES[name]
 
 
-_REPLAYED: dict[str, int] = {}
+def _write(c: Closure) -> None:
+    write_stats(f"exploration-{c.scope.name}", {**c.stats(), **_REPLAYED.get(c.scope.name, {})})
+
+
+@pytest.mark.parametrize("name", list(SCOPES))
+def test_state_space_closes(name: str) -> None:
+    c = closure(name)
+    assert c.closed, f"{name}: still {c.layers[-1]} new states at depth {c.diameter} (bound {c.scope.max_depth})"
+    assert c.states == len(c.parent) and c.transitions >= c.states - 1
+    assert c.layers[-1] == 0 and sum(c.layers) == c.states  # the last layer is empty: a fixpoint
+    _write(c)
+
+
+def test_a_search_cut_short_is_not_closed() -> None:
+    c = explore(next(iter(SCOPES.values())), workers=1, max_depth=3)
+    assert not c.closed and c.layers[-1] > 0 and c.diameter == 3
+
+
+def test_an_asymmetric_scope_is_refused() -> None:
+    """The reduction is only sound when mirroring maps the scope onto itself: it is checked."""
+    scope = next(iter(SCOPES.values()))
+    lopsided = replace(scope, alphabet=(*scope.alphabet, Send("s")))  # no Send("t") to mirror it
+    lopsided = replace(lopsided, alphabet=tuple(a for a in lopsided.alphabet if a != Send("t")))
+    with pytest.raises(ValueError, match="not closed under its symmetry"):
+        explore(lopsided, workers=1, max_depth=1)
+    with pytest.raises(ValueError, match="mirror"):
+        explore(replace(scope, scripts={**scope.scripts, "ks": ()}), workers=1, max_depth=1)
+
+
+def test_symmetry_reduction_is_sound() -> None:
+    """Within a depth, the reduced search finds exactly the classes of the states the unreduced
+    search finds (mirroring preserves distances, so BFS layers agree)."""
+    scope = next(iter(SCOPES.values()))
+    plain = replace(scope, swap_fds={}, swap_scripts={})
+    depth = 5
+    full = explore(plain, workers=1, max_depth=depth)
+    reduced = explore(scope, workers=1, max_depth=depth)
+    assert {canonical(scope, s)[0] for s in full.parent} == set(reduced.parent)
+    assert len(reduced.parent) < len(full.parent)  # it does reduce
+
+
+# ------------------------------------------------------------ the closure on the real loop
+
+
+def state_class(s: State) -> tuple[object, ...]:
+    """The multiset of the records' flags (reader, writer, gated, deleted, has a slot), the wakeup."""
+    records, wakeup, _, _ = s
+    flags = sorted((r is not None, w is not None, g is not None, d, i != -1) for _, r, w, g, i, d in records)
+    return tuple(flags), wakeup
+
+
+Kind = tuple[object, int]  # (state class, action index)
+
+
+def kinds_and_paths(c: Closure) -> tuple[set[Kind], list[list[Kind]], dict[int, State]]:
+    """Every transition kind of the closure, and for each a witness: the kinds along the
+    shortest path to a state of that class, then the kind itself."""
+    kinds: set[tuple[object, int]] = set()
+    witness: dict[tuple[object, int], State] = {}
+    for s in c.parent:  # BFS order: the first witness is a shallowest one
+        cls = state_class(s)
+        for i in range(len(c.scope.alphabet)):
+            if c.valid[s] >> i & 1:
+                kinds.add((cls, i))
+                witness.setdefault((cls, i), s)
+    paths = []
+    states = {}
+    for (kcls, i), s in witness.items():
+        along: list[tuple[object, int]] = []
+        link = c.parent[s]
+        while link is not None:
+            prev, j, _ = link
+            along.append((state_class(prev), j))
+            link = c.parent[prev]
+        paths.append([*along[::-1], (kcls, i)])
+        states[len(paths) - 1] = s
+    return kinds, paths, states
+
+
+def _config(scope: Scope) -> Config:
+    return Config(fds=dict(scope.fds), gates=dict(scope.gates), scripts=dict(scope.scripts),  # type: ignore[arg-type]
+                  gate_runs=dict(scope.gate_runs))
+
+
+def covering_walk(c: Closure, s: State, covered: set[Kind], limit: int = 60) -> tuple[list[Action], set[Kind]]:
+    """The path to `s`, then greedily a step of a kind not yet covered, while there is one."""
+    steps = c.path(s)
+    flipped = c.flipped(s)
+    new: set[Kind] = set()
+    for _ in range(limit):
+        cls = state_class(s)
+        edges = {i: (succ, m) for i, succ, m in successors(c.scope, s)}
+        pick = next((i for i in edges if (cls, i) not in covered and (cls, i) not in new), None)
+        if pick is None:
+            break
+        new.add((cls, pick))
+        a = c.scope.alphabet[pick]
+        steps.append(c.scope.mirror_action(a) if flipped else a)
+        s, m = edges[pick]
+        flipped ^= m
+    return steps, new
 
 
 @pytest.mark.parametrize("poller", [p for p in ("epoll", "poll") if p in POLLERS])
-def test_exhaustive_sample_replays_on_real_loop(poller: str) -> None:
-    """Evenly spaced explored states, deepest first; each one's BFS path runs in lockstep."""
-    e = _explored()
-    worlds = list(e.parent)
-    step = max(1, len(worlds) // REPLAYS)
-    sample = worlds[::-1][::step][:REPLAYS]
-    for world in sample:
-        steps = e.path(world)
-        failed = replay(CONFIG, steps, poller)
-        assert failed is None, str(failed)
-    _REPLAYED["n"] = _REPLAYED.get("n", 0) + len(sample)
-    write_stats("exhaustive", {"states": e.states, "depth": e.depth, "sequences": e.sequences,
-                               "replayed": _REPLAYED["n"]})
-
-
-# ------------------------------------------------------- the checks fail on planted model bugs
-
-
-@pytest.mark.parametrize(
-    ("bug", "expect"),
-    [
-        ("duplicates", "R1"),
-        ("no-wakeup", "R7"),
-        ("calls-deleted", "R17"),
-        ("no-slot-reset", "R6"),
-        ("reaps-on-zero", "R14"),
-        ("never-reaps", "R19"),
-    ],
-)
-def test_exhaustive_checks_fail_on_planted_model_bugs(bug: str, expect: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each check of the explorer is seen to fail: a planted bug in the model, a shallow search."""
-    real_set: Callable[[Loop, str, str | None, str | None, str | None], Loop] = vars(model_iterate)["set_fd_handler"]
-
-    def set_duplicates(loop: Loop, fd: str, read: str | None, write: str | None, gate: str | None) -> Loop:
-        if read is None and write is None:
-            return real_set(loop, fd, read, write, gate)
-        return Loop((Record(fd, read, write, gate), *loop.records), wakeup=True)  # no lookup
-
-    def set_no_wakeup(loop: Loop, fd: str, read: str | None, write: str | None, gate: str | None) -> Loop:
-        return replace(real_set(loop, fd, read, write, gate), wakeup=loop.wakeup)
-
-    def set_keeps_slot(loop: Loop, fd: str, read: str | None, write: str | None, gate: str | None) -> Loop:
-        out = real_set(loop, fd, read, write, gate)
-        old = next((r for r in loop.records if r.fd == fd), None)
-        if old is None or old.deleted or (read is None and write is None):
-            return out  # (a deleted record's slot is from an older poll set)
-        return Loop(tuple(replace(r, poll_index=old.poll_index) if r.fd == fd else r for r in out.records), out.wakeup)
-
-    def walk(world: World, revents: tuple[int, ...], ret: int, call: Callback,
-             *, skip_deleted: bool = True, reap: bool = True, reap_on_zero: bool = False
-             ) -> tuple[World, tuple[Event, ...]]:
-        """A small walk with switchable mistakes (the real one is model.dispatch.dispatch)."""
-        if ret <= 0:
-            if reap_on_zero:
-                return world.with_loop(Loop(tuple(r for r in world.loop.records if not r.deleted))), ()
-            return world, ()
-        events: list[Event] = []
-        for fd in [r.fd for r in world.loop.records]:
-            rec = _record(world, fd)
-            ready = 0 if rec.poll_index == -1 or (skip_deleted and rec.deleted) else revents[rec.poll_index]
-            if rec.read is not None and ready & READ_EVENTS:
-                events.append(ReadEvent(fd, rec.read))
-                world, out = call(world, fd, rec.read)
-                events.extend(out)
-            rec = _record(world, fd)
-            if (not skip_deleted or not rec.deleted) and rec.write is not None and ready & WRITE_EVENTS:
-                events.append(WriteEvent(fd, rec.write))
-                world, out = call(world, fd, rec.write)
-                events.extend(out)
-            if reap and _record(world, fd).deleted:
-                world = world.with_loop(replace(world.loop, records=tuple(r for r in world.loop.records if r.fd != fd)))
-        return world, tuple(events)
-
-    patches: dict[str, tuple[str, object]] = {
-        "duplicates": ("set_fd_handler", set_duplicates),
-        "no-wakeup": ("set_fd_handler", set_no_wakeup),
-        "no-slot-reset": ("set_fd_handler", set_keeps_slot),
-        "calls-deleted": ("dispatch", functools.partial(walk, skip_deleted=False)),
-        "reaps-on-zero": ("dispatch", functools.partial(walk, reap_on_zero=True)),
-        "never-reaps": ("dispatch", functools.partial(walk, reap=False)),
-    }
-    name, fake = patches[bug]
-    monkeypatch.setattr(model_iterate, name, fake)
-    # The unpatched walk through the same harness passes: the checks are not trigger-happy.
-    if bug == "calls-deleted":
-        monkeypatch.setattr(model_iterate, "dispatch", walk)
-        explore(CONFIG, ALPHABET, 3)
-        monkeypatch.setattr(model_iterate, "dispatch", fake)
-    with pytest.raises(Violation, match=expect):
-        explore(CONFIG, ALPHABET, 4)
-
-
-def _record(world: World, fd: str) -> Record:
-    return next(r for r in world.loop.records if r.fd == fd)
+@pytest.mark.parametrize("name", list(SCOPES))
+def test_closure_replays_on_real_loop(name: str, poller: str) -> None:
+    """Covering walks, from the deepest witnesses first, until every transition kind is
+    replayed (a kind is a valid transition: a send after a hangup is none)."""
+    c = closure(name)
+    assert c.closed
+    kinds, paths, states = kinds_and_paths(c)
+    config = _config(c.scope)
+    covered: set[Kind] = set()
+    replayed = 0
+    for k in sorted(range(len(paths)), key=lambda k: -len(paths[k])):
+        if replayed >= REPLAYS:
+            break
+        if set(paths[k]) <= covered:
+            continue
+        steps, new = covering_walk(c, states[k], covered)
+        failed = replay(config, steps, poller)
+        assert failed is None, f"{name} on {poller}: {failed}"
+        covered |= set(paths[k][:-1]) | new
+        replayed += 1
+    stats = _REPLAYED.setdefault(name, {"replayed": 0})
+    stats["replayed"] += replayed
+    stats["kinds"] = len(kinds)
+    stats["kinds_covered"] = len(covered & kinds)
+    _write(c)
+    assert covered <= kinds
+    if replayed < REPLAYS:  # the budget did not stop it: every kind is covered
+        assert covered == kinds, f"{len(kinds - covered)} kinds not replayed"
 
 
 # ------------------------------------------- model units that the mutation run showed unpinned

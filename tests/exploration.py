@@ -1,0 +1,734 @@
+"""Explicit-state exploration of the model to a fixpoint (a closed state space, as TLC reports).
+
+* the scope (`Scope`): fds, gates, scripts (data), optional gate scripts (R22), the alphabet of
+  steps, and an optional symmetry: two fds of one kind that are interchangeable once the
+  scripts naming them are swapped too (checked, not assumed: `Scope.check_symmetry`);
+* the state encoding (`encode`/`decode`): a World as nested tuples of str/int/bool, compact to
+  hash and cheap to send between processes; `canonical` picks the smaller of a state and its
+  mirror image under the symmetry;
+* the successor function (`successors`): every action of the alphabet on one state, each step
+  watched by a `Checker` (the model's `Observer`) and checked by the invariants below;
+* the search (`explore`): breadth first until no new state appears, over one or two processes.
+
+Invariants are named functions tagged with their rule (`INVARIANTS`: rule -> what is checked);
+a violation raises `Violation` whose message starts with the rule id.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias, TypeVar
+
+import iohandler.model.iterate as model_iterate
+from iohandler.model import env as model_env
+from iohandler.model.state import (
+    ERR,
+    HUP,
+    READ_EVENTS,
+    WRITE_EVENTS,
+    FdState,
+    Loop,
+    PollSet,
+    Record,
+    Table,
+    World,
+    flag_mask,
+)
+from iohandler.specs.vector import (
+    Action,
+    Drain,
+    Event,
+    GateEvent,
+    HandlersEvent,
+    Hangup,
+    Iterate,
+    Notify,
+    PollEvent,
+    ReadEvent,
+    ReadyEvent,
+    ScriptAction,
+    Send,
+    Set,
+    SetGate,
+    Snapshot,
+    WriteEvent,
+)
+
+# ------------------------------------------------------------------------------- the scope
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str
+    fds: Mapping[str, str]  # fd -> kind
+    gates: Mapping[str, bool]
+    scripts: Mapping[str, tuple[ScriptAction, ...]]
+    alphabet: tuple[Action, ...]
+    gate_runs: Mapping[str, str] = field(default_factory=dict)
+    # The symmetry: an involution on fd names and the matching one on script names.
+    swap_fds: Mapping[str, str] = field(default_factory=dict)
+    swap_scripts: Mapping[str, str] = field(default_factory=dict)
+    max_depth: int = 200  # the step bound: the search must close before it
+
+    def describe(self) -> str:
+        fds = ", ".join(f"{f}:{k}" for f, k in self.fds.items())
+        longest = max((len(s) for s in self.scripts.values()), default=0)
+        text = (f"fds {fds}; gates {', '.join(self.gates)}; {len(self.scripts)} scripts of up to {longest} actions; "
+                f"alphabet of {len(self.alphabet)} steps")
+        if self.gate_runs:
+            text += f"; gate scripts {dict(self.gate_runs)}"
+        if self.swap_fds:
+            text += f"; symmetry {'<->'.join(sorted(self.swap_fds)[:2])}"
+        return text
+
+    def mirror_action(self, a: Action) -> Action:
+        f, s = self.swap_fds, self.swap_scripts
+
+        def sc(name: str | None) -> str | None:
+            return None if name is None else s.get(name, name)
+
+        match a:
+            case Set(fd, read, write, gate):
+                return Set(f.get(fd, fd), sc(read), sc(write), gate)
+            case Send(fd):
+                return Send(f.get(fd, fd))
+            case Drain(fd):
+                return Drain(f.get(fd, fd))
+            case Hangup(fd):
+                return Hangup(f.get(fd, fd))
+            case Iterate(during):
+                return Iterate(tuple(self.mirror_script_action(x) for x in during))
+        return a
+
+    def mirror_script_action(self, a: ScriptAction) -> ScriptAction:
+        out = self.mirror_action(a)
+        assert not isinstance(out, Iterate)
+        return out
+
+    def check_symmetry(self) -> None:
+        """The reduction is sound only if mirroring maps the scope onto itself."""
+        f, s = self.swap_fds, self.swap_scripts
+        if not f:
+            return
+        if any(f.get(f[x]) != x for x in f) or any(s.get(s[x]) != x for x in s):
+            raise ValueError(f"swap_fds/swap_scripts of {self.name} must be involutions")
+        if any(self.fds[x] != self.fds[f[x]] for x in f):
+            raise ValueError(f"swap_fds of {self.name} swaps fds of different kinds")
+        for name, body in self.scripts.items():
+            if tuple(self.mirror_script_action(a) for a in body) != self.scripts[s.get(name, name)]:
+                raise ValueError(f"script {name!r} of {self.name} is not mapped onto its mirror")
+        if {self.mirror_action(a) for a in self.alphabet} != set(self.alphabet):
+            raise ValueError(f"the alphabet of {self.name} is not closed under its symmetry")
+        if any(s.get(v, v) != v for v in self.gate_runs.values()):
+            raise ValueError(f"gate scripts of {self.name} must be fixed by the symmetry")
+
+
+# ------------------------------------------------------------------------ the state encoding
+
+# (records, wakeup, env, gates); a record is (fd, read, write, gate, poll_index, deleted),
+# an fd state (fd, kind, pending, hung_up), a gate (name, value).
+RecordT: TypeAlias = tuple[str, str | None, str | None, str | None, int, bool]
+FdT: TypeAlias = tuple[str, str, bool, bool]
+State: TypeAlias = tuple[tuple[RecordT, ...], bool, tuple[FdT, ...], tuple[tuple[str, bool], ...]]
+
+
+def encode(w: World) -> State:
+    return (
+        tuple((r.fd, r.read, r.write, r.gate, r.poll_index, r.deleted) for r in w.loop.records),
+        w.loop.wakeup,
+        tuple((fd, s.kind, s.pending, s.hung_up) for fd, s in w.env.pairs),
+        w.gates.pairs,
+    )
+
+
+def decode(s: State) -> World:
+    records, wakeup, env, gates = s
+    return World(
+        Loop(tuple(Record(*r) for r in records), wakeup),
+        Table(tuple((fd, FdState(kind, pending, hung)) for fd, kind, pending, hung in env)),
+        Table(gates),
+    )
+
+
+def mirror(scope: Scope, s: State) -> State:
+    f, sc = scope.swap_fds, scope.swap_scripts
+    records, wakeup, env, gates = s
+
+    def n(x: str | None) -> str | None:
+        return None if x is None else sc.get(x, x)
+
+    return (
+        tuple((f.get(fd, fd), n(r), n(w), g, i, d) for fd, r, w, g, i, d in records),
+        wakeup,
+        tuple(sorted((f.get(fd, fd), k, p, h) for fd, k, p, h in env)),
+        gates,
+    )
+
+
+def _key(s: State) -> tuple[object, ...]:
+    # None sorts before any name: a total order on states.
+    records, wakeup, env, gates = s
+    return (tuple((fd, r or "", w or "", g or "", i, d) for fd, r, w, g, i, d in records), wakeup, env, gates)
+
+
+def canonical(scope: Scope, s: State) -> tuple[State, bool]:
+    """The representative of `s`'s class under the symmetry, and whether it is the mirror."""
+    if not scope.swap_fds:
+        return s, False
+    m = mirror(scope, s)
+    return (m, True) if _key(m) < _key(s) else (s, False)
+
+
+# ------------------------------------------------------------------------------ invariants
+
+
+class Violation(AssertionError):
+    pass
+
+
+INVARIANTS: dict[str, str] = {}
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def invariant(rule: str, text: str) -> Callable[[_F], _F]:
+    """Tag a check with its rule; INVARIANTS lists what the closure checked, for the stats."""
+
+    def tag(fn: _F) -> _F:
+        INVARIANTS[rule] = f"{INVARIANTS[rule]}; {text}" if rule in INVARIANTS else text
+        return fn
+
+    return tag
+
+
+def fail(rule: str, message: str) -> Violation:
+    return Violation(f"{rule}: {message}")
+
+
+def _fds(records: Iterable[Record]) -> list[str]:
+    return [r.fd for r in records]
+
+
+def _rec(w: World, fd: str) -> Record | None:
+    return next((r for r in w.loop.records if r.fd == fd), None)
+
+
+@invariant("R1", "at most one record per fd, deleted ones included (every state)")
+def check_unique(w: World) -> None:
+    if len(set(_fds(w.loop.records))) != len(w.loop.records):
+        raise fail("R1", f"two records for one fd: {_fds(w.loop.records)}")
+
+
+@invariant("R2", "a registration of an fd without a record puts it at the head, the rest unchanged")
+@invariant("R3", "an update keeps the record's position and the others unchanged")
+@invariant("R5", "registering a deleted, unreaped record revives it in place")
+@invariant("R6", "a registration leaves the record with poll slot -1")
+@invariant("R4", "a delete only flags the record: same list, same order, nothing unlinked")
+@invariant("R7", "add/update leave the wakeup pending; a delete leaves it as it was")
+def check_set(before: Loop, a: Set, after: Loop) -> None:
+    old = before.records
+    i = next((k for k, r in enumerate(old) if r.fd == a.fd), -1)
+    fresh = Record(a.fd, a.read, a.write, a.gate)
+    if a.read is None and a.write is None:
+        want = old if i == -1 else (*old[:i], Record(*_fields(old[i])[:5], True), *old[i + 1 :])
+        if after.records != want:
+            raise fail("R4", f"delete of {a.fd}: {old} became {after.records}")
+        if after.wakeup != before.wakeup:
+            raise fail("R7", f"delete of {a.fd} changed the wakeup")
+        return
+    if not after.wakeup:
+        raise fail("R7", f"registration of {a.fd} left no wakeup pending")
+    if i == -1:
+        if after.records[1:] != old or after.records[0].fd != a.fd:
+            raise fail("R2", f"add of {a.fd}: {_fds(old)} became {_fds(after.records)}")
+        if after.records[0] != fresh:
+            rule = "R6" if after.records[0].poll_index != -1 else "R2"
+            raise fail(rule, f"new record {after.records[0]}, not {fresh}")
+        return
+    j = next((k for k, r in enumerate(after.records) if r.fd == a.fd), -1)
+    rule = "R5" if old[i].deleted else "R3"
+    if j != i or len(after.records) != len(old):
+        raise fail(rule, f"registration of {a.fd} moved it: {_fds(old)} became {_fds(after.records)}")
+    if after.records[i] != fresh:
+        got = after.records[i]
+        raise fail("R6" if got.poll_index != -1 else rule, f"registration of {a.fd} left {got}, not {fresh}")
+    if (*after.records[:i], *after.records[i + 1 :]) != (*old[:i], *old[i + 1 :]):
+        raise fail(rule, f"registration of {a.fd} changed other records")
+
+
+def _fields(r: Record) -> RecordT:
+    return (r.fd, r.read, r.write, r.gate, r.poll_index, r.deleted)
+
+
+@invariant("R12", "send/drain/hangup change only that fd's pending/hung-up state; the loop is untouched")
+@invariant("R13", "notify makes the notifier readable and changes nothing else")
+@invariant("R21", "a snapshot changes nothing and shows the live records in list order")
+def check_other(before: World, a: Action, after: World, events: tuple[Event, ...]) -> None:
+    if isinstance(a, Notify):
+        if after != World(Loop(before.loop.records, True), before.env, before.gates):
+            raise fail("R13", "notify changed more than the wakeup")
+        return
+    if isinstance(a, Snapshot):
+        rows = tuple((r.fd, r.read, r.write, r.gate) for r in before.loop.records if not r.deleted)
+        if after != before or events != (HandlersEvent(rows),):
+            raise fail("R21", f"snapshot gave {events}, want the live records {rows}")
+        return
+    if isinstance(a, SetGate):
+        if after != World(before.loop, before.env, before.gates.set(a.gate, a.value)):
+            raise fail("R9", "setting a gate changed more than its value")
+        return
+    assert isinstance(a, Send | Drain | Hangup)
+    old = before.env[a.fd]
+    new = {Send: FdState(old.kind, True, old.hung_up), Drain: FdState(old.kind, False, old.hung_up),
+           Hangup: FdState(old.kind, old.pending, True)}[type(a)]
+    if after.loop != before.loop or after.gates != before.gates or after.env != before.env.set(a.fd, new):
+        raise fail("R12", f"{a} changed more than {a.fd}'s state")
+
+
+def expected_fill(w: World) -> tuple[PollSet, list[tuple[str, str]]]:
+    """R8-R10 for gates that only answer: the poll set and the consultations, from the state."""
+    poll_set: list[tuple[str, int]] = []
+    consulted: list[tuple[str, str]] = []
+    for r in w.loop.records:
+        if r.deleted:
+            continue
+        asked = 0
+        if r.read is not None:
+            if r.gate is not None:
+                consulted.append((r.fd, r.gate))
+            if r.gate is None or w.gates[r.gate]:
+                asked |= READ_EVENTS
+        if r.write is not None:
+            asked |= WRITE_EVENTS
+        if asked:
+            poll_set.append((r.fd, asked))
+    return tuple(poll_set), consulted
+
+
+def _strip(records: Iterable[Record]) -> tuple[tuple[object, ...], ...]:
+    return tuple((r.fd, r.read, r.write, r.gate, r.deleted) for r in records)
+
+
+@invariant("R8", "each entry asks IN|HUP|ERR for an open-gated reader, OUT|ERR for a writer; slots match entries")
+@invariant("R9", "gates are consulted at fill only, once per live gated reader, in list order")
+@invariant("R10", "a closed-gated record with no writer is not polled")
+@invariant("R22", "fill visits only the records present when it started: one added by a gate is not polled")
+def check_fill(before: World, after: World, poll_set: PollSet, events: Sequence[Event]) -> None:
+    start = _fds(before.loop.records)
+    gates = [(e.fd, e.gate) for e in events if isinstance(e, GateEvent)]
+    quiet = _strip(after.loop.records) == _strip(before.loop.records) and after.gates == before.gates \
+        and after.env == before.env
+    if quiet:  # no gate script changed anything: the poll set is a function of the state
+        want, consulted = expected_fill(before)
+        if poll_set != want:
+            extra = {f for f, _ in poll_set} - {f for f, _ in want}
+            closed = {r.fd for r in before.loop.records if not r.deleted and r.write is None and r.gate is not None
+                      and r.read is not None and not before.gates[r.gate]}
+            rule = "R10" if extra and extra <= closed else "R8"
+            raise fail(rule, f"poll set {poll_set}, want {want}")
+        if gates != consulted:
+            raise fail("R9", f"gates consulted {gates}, want {consulted}")
+    for fd, mask in poll_set:
+        if mask not in (READ_EVENTS, WRITE_EVENTS, READ_EVENTS | WRITE_EVENTS):
+            raise fail("R8", f"{fd} polled for {mask:#x}")
+        if fd not in start:
+            raise fail("R22", f"{fd}, added during fill, is polled")
+    polled = [fd for fd, _ in poll_set]
+    if polled != [fd for fd in start if fd in polled] or len(set(polled)) != len(polled):
+        raise fail("R8", f"poll set {polled} is not in list order {start}")
+    if [fd for fd, _ in gates] != [fd for fd in start if fd in {f for f, _ in gates}] or len(gates) != len(set(gates)):
+        raise fail("R9", f"gates consulted {gates}: not once each in list order {start}")
+    for r in after.loop.records:
+        if r.fd not in start and r.poll_index != -1:
+            raise fail("R22", f"{r.fd}, added during fill, has slot {r.poll_index}")
+        was = _rec(before, r.fd)
+        if was is not None and not was.deleted and r.fd not in polled and r.poll_index != -1:
+            raise fail("R8", f"{r.fd} is not polled yet has slot {r.poll_index}")
+    for k, fd in enumerate(polled):
+        now = _rec(after, fd)
+        if now is not None and now.poll_index not in (k, -1):
+            raise fail("R8", f"{fd} is entry {k} of the poll set, its slot says {now.poll_index}")
+
+
+@dataclass
+class Checker:
+    """The model's Observer for one step: what the step did, seen from inside."""
+
+    scripts: Mapping[str, tuple[ScriptAction, ...]] = field(default_factory=dict)
+    registered: list[str] = field(default_factory=list)  # fds registered since the last fill (R6)
+    fill_regs: dict[str, tuple[str | None, str | None, str | None]] = field(default_factory=dict)  # by gates
+    fill_registered: bool = False
+    fills: list[tuple[World, World, PollSet]] = field(default_factory=list)
+    calls: list[tuple[World, str, str, World]] = field(default_factory=list)
+    walks: list[tuple[World, World, tuple[int, ...], int]] = field(default_factory=list)
+
+    def observer(self) -> model_iterate.Observer:
+        return model_iterate.Observer(on_fill=self.on_fill, on_register=self.on_register,
+                                      on_call=self.on_call, on_walk=self.on_walk)
+
+    def on_fill(self, before: World, after: World, poll_set: PollSet) -> None:
+        check_fill_keeps(self, after)
+        self.fill_registered = bool(self.registered)
+        self.registered.clear()  # R22: a gate's registrations are part of this fill
+        self.fills.append((before, after, poll_set))
+
+    def on_register(self, fd: str, read: str | None, write: str | None, gate: str | None) -> None:
+        if read is not None or write is not None:
+            self.registered.append(fd)
+        if not self.fills:
+            self.fill_regs[fd] = (read, write, gate)
+
+    def on_call(self, before: World, fd: str, script: str, after: World) -> None:
+        check_call(self, before, fd, script)
+        self.calls.append((before, fd, script, after))
+
+    def on_walk(self, before: World, after: World, revents: tuple[int, ...], ret: int) -> None:
+        self.walks.append((before, after, revents, ret))
+
+
+@invariant("R17", "a handler runs only for a live record")
+@invariant("R18", "a handler runs only while its record has it")
+@invariant("R6", "a record registered after the fill is not called in that iteration's walk")
+@invariant("R22", "what a gate script registers during fill is what the filled list holds")
+def check_fill_keeps(c: Checker, after: World) -> None:
+    for fd, (read, write, gate) in c.fill_regs.items():
+        rec = _rec(after, fd)
+        if rec is None or (read is None and write is None) != rec.deleted or (
+                not rec.deleted and (rec.read, rec.write, rec.gate) != (read, write, gate)):
+            raise fail("R22", f"a gate script registered {fd} as {read}/{write}/{gate}; after fill it is {rec}")
+
+
+def check_call(c: Checker, w: World, fd: str, script: str) -> None:
+    if not c.fills:
+        raise fail("R15", f"{script} ran for {fd} outside an iteration")
+    rec = _rec(w, fd)
+    if rec is None or rec.deleted:
+        raise fail("R17", f"{script} ran for {fd}, whose record is deleted")
+    if script not in (rec.read, rec.write):
+        raise fail("R18", f"{script} ran for {fd}, whose handlers are {rec.read}/{rec.write}")
+    # on_call comes after the call: leave out the registrations the script itself made
+    own = sum(1 for x in c.scripts[script] if isinstance(x, Set) and (x.read or x.write))
+    if fd in c.registered[: len(c.registered) - own] and fd not in {f for _, f, _, _ in c.calls}:
+        raise fail("R6", f"{fd} was registered after the fill, yet called in this walk")
+
+
+@invariant("R11", "ready fds are polled fds, in poll-set order, reporting at most the request plus HUP/ERR")
+@invariant("R13", "the notifier is consumed before the walk; a pending notify makes poll return > 0")
+@invariant("R14", "no walk unless poll returned > 0: nothing called, nothing reaped")
+@invariant("R15", "the walk calls in list order of the records present at its start; added records are at the head")
+@invariant("R16", "the calls are exactly those the revents give each record as it is at its turn")
+@invariant("R18", "a read call shows the record's read handler, a write call its current write handler")
+@invariant("R19", "a walk unlinks only flagged records it has passed; survivors keep their order")
+@invariant("R20", "the poll event is the poll set fill built, whatever during_wait did")
+@invariant("R21", "one poll event then one ready event; callbacks only after the ready event")
+def check_iteration(c: Checker, before: World, a: Iterate, after: World, events: tuple[Event, ...]) -> None:
+    polls = [i for i, e in enumerate(events) if isinstance(e, PollEvent)]
+    readies = [i for i, e in enumerate(events) if isinstance(e, ReadyEvent)]
+    if len(polls) != 1 or len(readies) != 1 or polls[0] > readies[0] or len(c.fills) != 1 or len(c.walks) != 1:
+        raise fail("R21", "one fill, one poll event, then one ready event, one walk")
+    poll, ready = events[polls[0]], events[readies[0]]
+    assert isinstance(poll, PollEvent) and isinstance(ready, ReadyEvent)
+    f_before, f_after, poll_set = c.fills[0]
+    check_fill(f_before, f_after, poll_set, events[: polls[0]])
+    if poll.entries != tuple((fd, _names(m)) for fd, m in poll_set):
+        raise fail("R20", f"poll event {poll.entries} is not the poll set {poll_set}")
+    asked = dict(poll_set)
+    got = [fd for fd, _ in ready.fds]
+    if got != [fd for fd, _ in poll_set if fd in got]:
+        raise fail("R11", "ready fds are not in poll-set order")
+    for fd, flags in ready.fds:
+        if fd not in asked or flag_mask(flags) & ~(asked[fd] | HUP | ERR):
+            raise fail("R11", f"{fd} reported {flags}, more than requested plus HUP/ERR")
+    w_before, w_after, revents, ret = c.walks[0]
+    if w_before.loop.wakeup:
+        raise fail("R13", "the notifier was still readable when the walk started")
+    notified = before.loop.wakeup or any(isinstance(x, Notify) or (isinstance(x, Set) and (x.read or x.write))
+                                         for x in a.during_wait) or c.fill_registered
+    if (notified or ready.fds) and not ready.walk:
+        raise fail("R13", "a pending notify or a ready fd, yet no walk")
+    if ready.walk != (ret > 0):
+        raise fail("R21", "the ready event's walk flag is not poll's return > 0")
+    calls = [e for e in events if isinstance(e, ReadEvent | WriteEvent)]
+    if any(i < readies[0] for i, e in enumerate(events) if isinstance(e, ReadEvent | WriteEvent)):
+        raise fail("R21", "a callback before the ready event")
+    if ret <= 0:
+        if calls or c.calls or w_after.loop.records != w_before.loop.records:
+            raise fail("R14", "a walk ran (or reaped) although poll returned 0")
+        return
+    if len(calls) != len(c.calls):
+        raise fail("R21", f"{len(calls)} call events for {len(c.calls)} calls")
+    start = w_before.loop.records
+    order = _fds(start)
+    # R15: calls in list order, over the start records only.
+    positions = [order.index(fd) if fd in order else -1 for _, fd, _, _ in c.calls]
+    if -1 in positions or positions != sorted(positions):
+        raise fail("R15", f"calls {[fd for _, fd, _, _ in c.calls]} not in list order {order}")
+    # R16-R18: the walk replayed from the revents and the worlds the calls left: at each start
+    # record's turn, the handlers its record has then and the revents read once before them.
+    cur, n = w_before, 0
+    for fd in order:
+        rec = _rec(cur, fd)
+        live = rec is not None and not rec.deleted
+        rev = revents[rec.poll_index] if rec is not None and live and rec.poll_index != -1 else 0
+        for kind, bits in (("read", READ_EVENTS), ("write", WRITE_EVENTS)):
+            rec = _rec(cur, fd)
+            handler = None if rec is None or rec.deleted else rec.read if kind == "read" else rec.write
+            if handler is None or not rev & bits:
+                continue
+            if n >= len(c.calls) or (calls[n].fd, calls[n].script, type(calls[n])) != (fd, handler, _EV[kind]):
+                seen_call = calls[n] if n < len(calls) else "no call"
+                rule = "R18" if kind == "write" and n > 0 and c.calls[n - 1][1] == fd else "R16"
+                raise fail(rule, f"at {fd}'s turn (revents {rev:#x}) want {kind} {handler}, got {seen_call}")
+            cur, n = c.calls[n][3], n + 1
+    if n != len(c.calls):
+        raise fail("R16", f"calls beyond what the revents ask: {calls[n:]}")
+    # R19: the walk unlinks a record only when it has passed it.
+    for w, fd, _, _ in c.calls:
+        early = [x for x in order if _rec(w, x) is None and order.index(x) >= order.index(fd)]
+        if early:
+            raise fail("R19", f"{early} unlinked before the walk reached them (at {fd}'s call)")
+    # R19: unlinked records were deleted when passed; deleted start records that stay were
+    # deleted after the walk passed them, by a later record's callback. After the walk the
+    # list is the records callbacks added (at the head, R15) then the survivors in start order.
+    final = w_after.loop.records
+    k = next(k for k in range(len(final) + 1) if _subsequence(_fds(final[k:]), order))
+    touched = {fd for w, _, _, w2 in c.calls for fd in _fds(w2.loop.records) if _rec(w, fd) != _rec(w2, fd)}
+    if not set(_fds(final[:k])) <= touched:
+        raise fail("R15", f"the walk turned {order} into {_fds(final)}: records reordered, or added not at the head")
+    survivors = {r.fd: r for r in final[k:]}
+    for fd in order:
+        r = survivors.get(fd)
+        if r is None and not start[order.index(fd)].deleted and not any(
+                (x := _rec(w2, fd)) is not None and x.deleted for _, _, _, w2 in c.calls):
+            raise fail("R19", f"{fd} was unlinked, yet never flagged deleted")
+        if r is not None and r.deleted and not any(order.index(cfd) > order.index(fd) for _, cfd, _, _ in c.calls):
+            raise fail("R19", f"{fd} stays flagged deleted, but no later record's callback ran")
+
+
+def _subsequence(xs: list[str], ys: list[str]) -> bool:
+    it = iter(ys)
+    return all(x in it for x in xs)
+
+
+_EV = {"read": ReadEvent, "write": WriteEvent}
+
+
+def _names(mask: int) -> tuple[str, ...]:
+    from iohandler.model.state import flag_names
+
+    return flag_names(mask)
+
+
+# ---------------------------------------------------------------------- the successor function
+
+Edge: TypeAlias = tuple[int, State, bool]  # action index, canonical successor, mirrored
+
+
+def step_checked(scope: Scope, world: World, action: Action) -> World | None:
+    """One checked step; None for a step the vector format forbids (a send after a hangup)."""
+    c = Checker(scope.scripts)
+    try:
+        after, events = model_iterate.step(world, action, scope.scripts, scope.gate_runs, observer=c.observer())
+    except model_env.InvalidAction:
+        return None
+    check_unique(after)
+    if isinstance(action, Set):
+        check_set(world.loop, action, after.loop)
+    elif isinstance(action, Iterate):
+        check_iteration(c, world, action, after, events)
+    else:
+        check_other(world, action, after, events)
+    return after
+
+
+def successors(scope: Scope, state: State) -> list[Edge]:
+    world = decode(state)
+    out: list[Edge] = []
+    for i, action in enumerate(scope.alphabet):
+        after = step_checked(scope, world, action)
+        if after is not None:
+            canon, mirrored = canonical(scope, encode(after))
+            out.append((i, canon, mirrored))
+    return out
+
+
+# ------------------------------------------------------------------------------- the search
+
+
+@dataclass
+class Closure:
+    scope: Scope
+    closed: bool
+    states: int
+    transitions: int
+    invalid: int
+    diameter: int
+    seconds: float
+    parent: dict[State, tuple[State, int, bool] | None]
+    layers: list[int]
+    valid: dict[State, int] = field(default_factory=dict)  # per state: bit i set if action i is valid
+
+    def path(self, state: State) -> list[Action]:
+        """A concrete action sequence from the initial state to `state` (up to the symmetry)."""
+        links: list[tuple[int, bool]] = []
+        link = self.parent[state]
+        while link is not None:
+            prev, i, m = link
+            links.append((i, m))
+            link = self.parent[prev]
+        out: list[Action] = []
+        flipped = False  # the concrete state is the mirror of the canonical one
+        for i, m in reversed(links):
+            a = self.scope.alphabet[i]
+            out.append(self.scope.mirror_action(a) if flipped else a)
+            flipped ^= m
+        return out
+
+    def flipped(self, state: State) -> bool:
+        """Whether `path(state)` reaches the mirror image of `state` rather than `state`."""
+        flipped = False
+        link = self.parent[state]
+        while link is not None:
+            flipped ^= link[2]
+            link = self.parent[link[0]]
+        return flipped
+
+    def stats(self) -> dict[str, object]:
+        return {"name": self.scope.name, "closed": self.closed, "states": self.states,
+                "transitions": self.transitions, "diameter": self.diameter, "seconds": round(self.seconds, 2),
+                "scope": self.scope.describe(), "invariants": dict(sorted(INVARIANTS.items(), key=_rule_key))}
+
+
+def _rule_key(kv: tuple[str, str]) -> int:
+    return int(kv[0][1:])
+
+
+_SCOPE: list[Scope] = []  # the worker's scope (set by the pool initialiser)
+# Smaller layers are expanded in process: sending states to a worker and back costs more.
+PARALLEL_FROM = 1500
+
+
+def _init(scope: Scope) -> None:
+    _SCOPE[:] = [scope]
+
+
+def _expand(chunk: list[State]) -> list[list[Edge]]:
+    return [successors(_SCOPE[0], s) for s in chunk]
+
+
+def initial_state(scope: Scope) -> State:
+    w = World(Loop(), Table(tuple(sorted((fd, FdState(k)) for fd, k in scope.fds.items()))),
+              Table(tuple(sorted(scope.gates.items()))))
+    return canonical(scope, encode(w))[0]
+
+
+def explore(scope: Scope, *, workers: int | None = None, max_depth: int | None = None,
+            on_violation: Callable[[Violation, Closure, State, int], None] | None = None) -> Closure:
+    """Breadth first until no new state appears (closed) or `max_depth` layers (not closed).
+    A violation is re-raised with the rule first, then its depth and shortest action path."""
+    scope.check_symmetry()
+    bound = scope.max_depth if max_depth is None else max_depth
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    start = initial_state(scope)
+    parent: dict[State, tuple[State, int, bool] | None] = {start: None}
+    closure = Closure(scope, False, 0, 0, 0, 0, 0.0, parent, [1])
+    frontier = [start]
+    pool = multiprocessing.get_context("fork").Pool(workers, _init, (scope,)) if workers > 1 else None
+    try:
+        depth = 0
+        while frontier and depth < bound:
+            expanded = _expand_all(scope, frontier, pool, closure, depth)
+            nxt: list[State] = []
+            for state, edges in zip(frontier, expanded, strict=True):
+                closure.transitions += len(edges)
+                closure.invalid += len(scope.alphabet) - len(edges)
+                closure.valid[state] = sum(1 << i for i, _, _ in edges)
+                for i, succ, m in edges:
+                    if succ not in parent:
+                        parent[succ] = (state, i, m)
+                        nxt.append(succ)
+            depth += 1
+            if nxt:
+                closure.diameter = depth
+            frontier = nxt
+            closure.layers.append(len(nxt))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    closure.closed = not frontier
+    closure.states = len(parent)
+    closure.seconds = time.perf_counter() - t0
+    return closure
+
+
+def _expand_all(scope: Scope, frontier: list[State], pool: object, closure: Closure, depth: int) -> list[list[Edge]]:
+    try:
+        if pool is None or len(frontier) < PARALLEL_FROM:
+            return [successors(scope, s) for s in frontier]
+        size = max(16, len(frontier) // 64)
+        chunks = [frontier[k : k + size] for k in range(0, len(frontier), size)]
+        return [edges for part in pool.map(_expand, chunks) for edges in part]  # type: ignore[attr-defined]
+    except Violation:
+        # Find the state again, in this process, for the shortest path to it.
+        for s in frontier:
+            for action in scope.alphabet:
+                try:
+                    step_checked(scope, decode(s), action)
+                except Violation as e:
+                    steps = [*closure.path(s), _concrete(closure, s, action)]
+                    raise Violation(f"{e}\n  at depth {depth + 1}: " + "; ".join(map(str, steps))) from None
+        raise
+
+
+def _concrete(closure: Closure, s: State, a: Action) -> Action:
+    return closure.scope.mirror_action(a) if closure.flipped(s) else a
+
+
+# ------------------------------------------------------------------------------- the scopes
+# Two sockets s and t are interchangeable (the symmetry swaps them and their scripts), so
+# records of one kind interfere; q is a pipe's write end, and the large scope adds p, its read
+# end (four fds). Scripts chain up to three actions: rs registers on t a reader whose script
+# deletes s; gates are toggled from scripts; during_wait acts between fill and poll.
+
+SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
+    "n": (),
+    "ks": (Set("t", None, None, None), Drain("s"), SetGate("g", False)),  # deletes t, closes g
+    "kt": (Set("s", None, None, None), Drain("t"), SetGate("g", False)),
+    # a chain: t gets a reader that deletes s; s's record changes under its own read handler
+    "rs": (Set("t", "kt", None, None), Set("s", "ks", None, "g"), Drain("s")),
+    "rt": (Set("s", "ks", None, None), Set("t", "kt", None, "g"), Drain("t")),
+    "w": (Set("q", None, None, None), SetGate("g", True), Notify()),  # q's writer deletes q, opens g
+    "gs": (Set("q", None, "n", None), SetGate("g", False)),  # gate g's script (R22): q's writer n, closes g
+}
+SWAP_FDS = {"s": "t", "t": "s"}
+SWAP_SCRIPTS = {"ks": "kt", "kt": "ks", "rs": "rt", "rt": "rs"}
+
+
+def _alphabet(large: bool) -> tuple[Action, ...]:
+    a: list[Action] = []
+    for x in ("s", "t"):
+        a += [Set(x, "k" + x, None, "g"), Set(x, "r" + x, "n", None), Set(x, None, None, None), Send(x)]
+    a += [Set("q", None, "w", None), Iterate(), Iterate((Set("q", None, None, None), SetGate("g", False), Notify()))]
+    if large:
+        a += [Set("q", None, None, None), Hangup("q"), SetGate("g", True), Notify(), Snapshot()]
+    return tuple(a)
+
+
+def scopes(large: bool) -> list[Scope]:
+    """The configurations the closure runs: `large` for `make verify`, the other for CI (the
+    same fds and scripts, fewer steps: gates are then toggled by scripts only). A fourth fd
+    (a pipe's read end) multiplied the states past what `make verify` affords."""
+    fds = {"s": "socket", "t": "socket", "q": "pipe-write"}
+    suffix = "-large" if large else ""
+    alphabet = _alphabet(large)
+    base = Scope("fds" + suffix, fds, {"g": True}, {k: v for k, v in SCRIPTS.items() if k != "gs"}, alphabet,
+                 swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
+    gated = Scope("gate-scripts" + suffix, fds, {"g": True}, SCRIPTS,
+                  (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
+                  gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
+    return [base, gated]
