@@ -58,7 +58,8 @@ BUGS = {
                                         "if record.write is not None", "iohandler.model.contracts.lemma_walk_is_fold"),
     # walk step: the write check with the handler from before the read handler ran (R18).
     "step-write-check-old-handler": ("model/contracts.py",
-                                     "    record = world.loop.records[index_of(world.loop.records, fd)]\n    if not record.deleted and record.write",
+                                     "    record = world.loop.records[index_of(world.loop.records, fd)]\n"
+                                     "    if not record.deleted and record.write",
                                      "    if not record.deleted and record.write",
                                      "iohandler.model.contracts.lemma_walk_step"),
     # impl/: flag names in the wrong order; the trace format fixes IN, OUT, HUP, ERR (R21).
