@@ -1,7 +1,8 @@
 """`iohandler`: the porter's command line.
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
-    iohandler verify                             the main job: every check, one summary table
+    iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
+    iohandler verify --proofs-from F             rewrite specs/PROOFS.md from a saved report
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from iohandler.specs.runner import Outcome, run_conformance
 from iohandler.specs.vector import bundled_vectors_dir
@@ -47,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")
     verify.add_argument("--quick", action="store_true", help="smaller budgets (for a first look)")
+    verify.add_argument("--json", type=Path, metavar="FILE", help="write every row and its figures as JSON")
+    verify.add_argument("--proofs", type=Path, metavar="PATH", help="write the proof table here (default in a "
+                        "checkout: specs/PROOFS.md, on full runs)")
+    verify.add_argument("--only", action="append", default=[], metavar="NAME", help="run only the checks whose "
+                        "name contains NAME (repeatable); the proof table is then written only with --proofs")
+    verify.add_argument("--proofs-from", type=Path, metavar="FILE", help="only rewrite the proof table from a "
+                        "saved --json report")
     verify.set_defaults(func=_verify)
 
     args = parser.parse_args(argv)
@@ -55,9 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from iohandler.specs.verify import run_verify  # the main job needs the dev tools; conform does not
+    from iohandler.specs.verify import proofs_from, run_verify  # the dev tools; conform needs none
 
-    return run_verify(quick=args.quick)
+    if args.proofs_from is not None:
+        return proofs_from(args.proofs_from, args.proofs)
+    return run_verify(quick=args.quick, json_path=args.json, proofs_path=args.proofs, only=args.only)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,22 @@ that confirms every one (specs/PROOFS.md).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from iohandler.specs.verify import CROSSHAIR_TARGETS, ROOT, parse_crosshair, run_crosshair
+from iohandler.specs import verify
+from iohandler.specs.verify import (
+    CROSSHAIR_TARGETS,
+    ROOT,
+    describe_condition,
+    in_checkout,
+    parse_crosshair,
+    proof_table,
+    run_crosshair,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +103,61 @@ def test_parse_crosshair_statuses() -> None:
         "/x/model/a.py:6: info: Unable to meet precondition\n"
     )
     assert [c.status for c in parse_crosshair(out)] == ["confirmed", "unconfirmed", "refuted", "unexplored"]
+
+
+def test_conditions_are_described_from_their_source() -> None:
+    """The proof table's rule tags and bounds come from the source: a lemma's asserts, a
+    docstring's post: line."""
+    lemma = ROOT / "model" / "contracts.py"
+    line = next(i for i, ln in enumerate(lemma.read_text().splitlines(), 1) if ln.startswith("def lemma_walk_step("))
+    info = describe_condition(f"{lemma}:{line}")
+    assert info["function"] == "lemma_walk_step"
+    assert {"R15", "R16", "R17", "R18", "R19"} <= set(str(r) for r in info["rules"])  # type: ignore[attr-defined]
+    assert str(info["bounds"]).startswith("0 <= h <= 2")
+    pollers = ROOT / "impl" / "pollers.py"
+    post = next(i for i, ln in enumerate(pollers.read_text().splitlines(), 1) if "post: set(__return__)" in ln)
+    info = describe_condition(f"{pollers}:{post}")
+    assert info["rules"] == ["R21"] and info["bounds"] == "pre: 0 <= events < 64"
+
+
+def test_proof_table_from_a_report() -> None:
+    report: dict[str, object] = {
+        "date": "2026-01-01 00:00 UTC", "quick": False, "passed": 2, "failed": 0,
+        "rows": [{"name": "CrossHair (model/, impl/)", "passed": True, "seconds": 9.0},
+                 {"name": "exhaustive exploration", "passed": True, "seconds": 5.0}],
+        "crosshair": {"conditions": 1, "confirmed": 1, "unconfirmed": 0, "refuted": 0, "per_condition_s": 9,
+                      "seconds": 9.0, "each": [{"where": "x:1", "file": "model/contracts.py", "line": 1,
+                                                "function": "lemma_x", "rules": ["R17"], "bounds": "0 <= a <= 1",
+                                                "status": "confirmed"}]},
+        "exploration": [{"name": "large", "closed": True, "states": 10, "transitions": 20, "diameter": 3,
+                         "seconds": 1.0, "invariants": {"R1": "at most one record per fd"}}],
+        "rules": {"R1": {"vectors": ["rules/a.json"], "tests": ["tests/test_x.py"]},
+                  "R17": {"vectors": [], "tests": []}},
+    }
+    table = proof_table(report)
+    assert "| R1 | - | at most one record per fd (`large`, 10 states) | 1 | test_x.py |" in table
+    assert "| R17 | 1: 1 confirmed (`lemma_x`) | - | - | - |" in table
+    assert "`0 <= a <= 1`" in table
+
+
+def test_outside_a_checkout_only_the_vectors_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not in_checkout(tmp_path) and in_checkout(ROOT)
+    monkeypatch.setattr(verify, "in_checkout", lambda root=ROOT: False)
+    ran: list[str] = []
+
+    def fake_vectors(driver: str) -> tuple[bool, str]:
+        ran.append(driver)
+        return True, "1/1 vectors"
+
+    monkeypatch.setattr(verify, "check_vectors", fake_vectors)
+    report = tmp_path / "report.json"
+    assert verify.run_verify(json_path=report) == 0
+    out = capsys.readouterr().out
+    assert verify.NEEDS_CHECKOUT in out and "3 passed, 0 failed" in out
+    assert [d.split(" -m ")[1] for d in ran] == [
+        "iohandler.model.driver", "iohandler.impl.driver --poller epoll", "iohandler.impl.driver --poller poll"
+    ]
+    assert not (tmp_path / "PROOFS.md").exists()
+    assert json.loads(report.read_text())["checkout"] is False
