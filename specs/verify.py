@@ -449,7 +449,7 @@ def _row(report: dict[str, object], name: str) -> dict[str, object] | None:
 def _status(row: dict[str, object] | None) -> str:
     if row is None:
         return "not run"
-    return f"{'PASS' if row.get('passed') else 'FAIL'} ({row.get('seconds')} s)"
+    return f"{'PASS' if row.get('passed') else 'FAIL'}, {row.get('seconds')} s"
 
 
 def proof_table(report: dict[str, object]) -> str:
@@ -492,15 +492,17 @@ def proof_table(report: dict[str, object]) -> str:
             )
     else:
         lines.append("")
-        lines.append(f"Closed state-space exploration: not run ({_status(ex_row)}; no exploration stats).")
+        why = "the row did not run" if ex_row is None else f"the row: {_status(ex_row)}, but no exploration stats"
+        lines.append(f"Closed state-space exploration: no figures ({why}).")
     bugs = report.get("model_bugs")
     if isinstance(bugs, dict):
         lines.append(f"Model bug catalogue: {bugs.get('refuted')} of {bugs.get('bugs')} planted bugs refuted.")
     lines += [
         "",
-        "| rule | CrossHair conditions | closure invariants | vectors | tests that name it |",
-        "| --- | --- | --- | --- | --- |",
+        "| rule | last run | CrossHair conditions | closure invariants | vectors | tests that name it |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    vector_rows = [r for r in rows_of(report) if str(r.get("name", "")).startswith("vectors vs")]
     for rule in sorted(rules, key=lambda r: int(r[1:])):
         mine = [c for c in conditions if rule in (c.get("rules") or [])]
         if mine:
@@ -519,8 +521,17 @@ def proof_table(report: dict[str, object]) -> str:
                 inv.append(f"{invariants[rule]} (`{e.get('name')}`, {e.get('states')} states)")
         vectors = rules[rule].get("vectors", [])
         tests = rules[rule].get("tests", [])
+        status = []
+        if mine:
+            proven = all(c.get("status") == "confirmed" for c in mine)
+            status.append("proven in bounds" if proven else "not all confirmed")
+        if inv:
+            status.append("closed" if ex_row is not None and ex_row.get("passed") else "closure failed")
+        if vectors and vector_rows:
+            status.append("vectors pass" if all(r.get("passed") for r in vector_rows) else "vectors FAIL")
         lines.append(
-            f"| {rule} | {crosshair} | {'; '.join(inv) or '-'} | {len(vectors) or '-'} | "
+            f"| {rule} | {', '.join(status) or 'not run here'} | {crosshair} | {'; '.join(inv) or '-'} | "
+            f"{len(vectors) or '-'} | "
             f"{', '.join(t.removeprefix('tests/') for t in tests) or '-'} |"
         )
     lines += ["", "## Bounds of each CrossHair condition", "", "| condition | rules | status | bounds |",

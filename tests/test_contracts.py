@@ -135,8 +135,8 @@ def test_proof_table_from_a_report() -> None:
                   "R17": {"vectors": [], "tests": []}},
     }
     table = proof_table(report)
-    assert "| R1 | - | at most one record per fd (`large`, 10 states) | 1 | test_x.py |" in table
-    assert "| R17 | 1: 1 confirmed (`lemma_x`) | - | - | - |" in table
+    assert "| R1 | closed | - | at most one record per fd (`large`, 10 states) | 1 | test_x.py |" in table
+    assert "| R17 | proven in bounds | 1: 1 confirmed (`lemma_x`) | - | - | - |" in table
     assert "`0 <= a <= 1`" in table
 
 
