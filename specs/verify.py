@@ -173,6 +173,8 @@ def describe_condition(where: str) -> dict[str, object]:
         if not isinstance(node, ast.FunctionDef) or not node.lineno <= line <= (node.end_lineno or node.lineno):
             continue
         info["function"] = node.name
+        doc = ast.get_docstring(node) or ""
+        info["states"] = " ".join(doc.split("\n\n")[0].split())  # the docstring's first paragraph
         body = lines[node.lineno - 1 : node.end_lineno]
         if own.strip().startswith("post:"):  # PEP 316: one condition per line
             info["rules"] = RULE_TAG.findall(own.partition("#")[2])
@@ -534,12 +536,13 @@ def proof_table(report: dict[str, object]) -> str:
             f"{len(vectors) or '-'} | "
             f"{', '.join(t.removeprefix('tests/') for t in tests) or '-'} |"
         )
-    lines += ["", "## Bounds of each CrossHair condition", "", "| condition | rules | status | bounds |",
-              "| --- | --- | --- | --- |"]
+    lines += ["", "## Bounds of each CrossHair condition", "", "| condition | rules | status | bounds | over |",
+              "| --- | --- | --- | --- | --- |"]
     for c in conditions:
         label = f"`{c.get('file', c.get('where'))}:{c.get('line')}` {c.get('function', '')}"
         bounds = str(c.get("bounds") or "-").replace("|", "\\|")
-        lines.append(f"| {label} | {' '.join(c.get('rules') or []) or '-'} | {c.get('status')} | `{bounds}` |")
+        over = str(c.get("states") or "-").replace("|", "\\|") if "lemma_" in str(c.get("function")) else "-"
+        lines.append(f"| {label} | {' '.join(c.get('rules') or []) or '-'} | {c.get('status')} | `{bounds}` | {over} |")
     lines += [
         "",
         "The lemmas (model/contracts.py) pick fds, scripts and gates from fixed tuples by the bounded ints "

@@ -60,6 +60,11 @@ BUGS = {
     "model-registration-does-not-notify": ("model/registry.py", "Loop(records, wakeup=True)",
                                            "Loop(records, wakeup=loop.wakeup)",
                                            "iohandler.model.contracts.lemma_register_existing"),
+    # registration: a revived record moves to the head (R5).
+    "model-revival-to-head": ("model/registry.py", "if i == -1 else _put(loop.records, i, fresh)",
+                              "if i == -1 else (fresh, *loop.records[:i], *loop.records[i + 1 :]) "
+                              "if loop.records[i].deleted else _put(loop.records, i, fresh)",
+                              "iohandler.model.contracts.lemma_register_existing"),
     # fill: a gate's change to its own record ignored; the write handler read before the gate (R22).
     "model-fill-ignores-gate-change": ("model/fill.py", "record = _record(world, fd)  # the gate may", "# the gate may",
                                        "iohandler.model.contracts.lemma_fill_is_fold"),
