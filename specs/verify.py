@@ -546,9 +546,11 @@ def proof_table(report: dict[str, object]) -> str:
     lines += [
         "",
         "The lemmas (model/contracts.py) pick fds, scripts and gates from fixed tuples by the bounded ints "
-        "above; the walk and fill lemmas state the rules on one step from any mid-walk state in bounds and "
-        "prove the model's `dispatch` and `fill` equal the fold of that step. Rules with no CrossHair "
-        "condition rest on the closure, the vectors and the tests in their row.",
+        "above. The step lemmas state the rules on one step of the walk and of fill at the middle record of "
+        "three (one passed, one ahead), over every combination in bounds of that record's handlers, gate, "
+        "deleted flag, poll slot and revents and of the registrations its callback or gate makes; the fold "
+        "lemmas prove the model's `dispatch` and `fill` equal the fold of that step over 0-2 records. Rules "
+        "with no CrossHair condition rest on the closure, the vectors and the tests in their row.",
         "",
     ]
     return "\n".join(lines)
