@@ -12,10 +12,9 @@ fixed, up to renaming, by positions and flags. The bounds are in each lemma's fi
 
 fill and the walk are loops. `fill_step` and `walk_step` restate one iteration of their bodies as
 pure functions; the step lemmas prove the rules for one step at the middle record of three (one
-passed, one ahead) over every combination in bounds of its handlers, gate, deleted flag, poll slot
-and revents and of the registrations its gate or callback makes (data), and the fold lemmas prove
-that the model's `fill` and `dispatch` equal the fold of the step over their domain, so the rules
-are proven of the model.
+passed, one ahead) over all in-bounds handlers, gate, deleted flag, poll slot, revents and the
+registrations its gate or callback makes (data); the fold lemmas prove the model's `fill` and
+`dispatch` equal the fold of the step over their domain, so the rules are proven of the model.
 
 Run: `crosshair check --analysis_kind=asserts iohandler.model.contracts`.
 """
