@@ -232,31 +232,35 @@ FILL_ACTIONS: tuple[tuple[Registration, ...], ...] = (
 )
 
 
-def lemma_fill_step(h: int, deleted: bool, is_open: bool, action: int) -> None:
-    """fill at record b of a, b, c: a already filled, c not yet; b's handlers and gate by `h`."""
+def lemma_fill_step(h: int, deleted: bool, is_open: bool, action: int, passed: bool, ahead: bool) -> None:
+    """fill at record b, with a record a already filled and a record c not yet, or not (b at the
+    head, the tail, alone); b's handlers and gate by `h`, its gate runs FILL_ACTIONS[action]."""
     assert 0 <= h <= 7 and 0 <= action <= 5
     h, deleted, is_open = _pick(h, 8), _flag(deleted), _flag(is_open)
+    passed, ahead = _flag(passed), _flag(ahead)
     b = Record("b", R if h & 1 else None, W if h & 2 else None, OPEN if h & 4 else None, 7, deleted)
     a = Record("a", R, None, None, 0)
     c = Record("c", R, None, None, 5)
-    world = World(Loop((a, b, c)), Table(), Table((("g", is_open),)))
-    before: PollSet = (("a", READ_EVENTS),)
+    world = World(Loop((*[a] * passed, b, *[c] * ahead)), Table(), Table((("g", is_open),)))
+    before: PollSet = (("a", READ_EVENTS),) * passed
     out, polled, events = fill_step(world, "b", scripted_gate(action), before)
     consulted = not deleted and b.read is not None and b.gate is not None
     assert events == ((GateEvent("b", OPEN),) if consulted else ())  # R9
     added = consulted and _pick(action, 6) == 5
-    assert [r.fd for r in out.loop.records] == [NEW] * added + ["a", "b", "c"]  # R22
-    assert out.loop.records[added] == a  # R22
+    assert [r.fd for r in out.loop.records] == [NEW] * added + ["a"] * passed + ["b"] + ["c"] * ahead  # R22
+    assert out.loop.records[added : added + passed] == (a,) * passed  # R22
     if deleted:
         assert out == world and polled == before  # R8
         return
-    now = out.loop.records[index_of(out.loop.records, "b")]
+    left = _apply(world.loop, FILL_ACTIONS[_pick(action, 6)]).records if consulted else world.loop.records
+    gate_left = left[index_of(left, "b")]  # b as its gate left it
     asked = (READ_EVENTS if b.read is not None and (b.gate is None or is_open) else 0) | (
-        WRITE_EVENTS if now.write is not None else 0
+        WRITE_EVENTS if gate_left.write is not None else 0
     )  # R8 R22: the write handler as the gate left it
     assert polled == ((*before, ("b", asked)) if asked else before)  # R8 R10
-    assert now.poll_index == (1 if asked else -1)  # R8 R10 R22
-    assert out.loop.records[-1].poll_index == 5  # R22: c not filled yet
+    now = out.loop.records[index_of(out.loop.records, "b")]
+    assert now == replace(gate_left, poll_index=len(before) if asked else -1)  # R8 R10 R22
+    assert not ahead or out.loop.records[-1].poll_index == 5  # R22: c not filled yet
 
 
 FILL_RECORDS = (
@@ -345,17 +349,19 @@ FOLD_ACTIONS = (0, 1, 2, 5, 6)  # of WALK_ACTIONS: the fold lemma's smaller doma
 FOLD_REVENTS = (IN, OUT, IN | OUT)
 
 
-def lemma_walk_step(h: int, deleted: bool, slotted: bool, v: int, action: int) -> None:
-    """The walk at record b of a, b, c: a passed, c ahead. b's handlers by `h`, its revents
-    REVENTS[v]; its read handler runs WALK_ACTIONS[action], its write handler deletes b."""
+def lemma_walk_step(h: int, deleted: bool, slotted: bool, v: int, action: int, passed: bool, ahead: bool) -> None:
+    """The walk at record b, with a record a already passed and a record c ahead of it, or not (b
+    at the head, the tail, alone). b's handlers by `h`, its revents REVENTS[v]; its read handler
+    runs WALK_ACTIONS[action] (on a or c: nothing if absent), its write handler deletes b."""
     assert 0 <= h <= 2 and 0 <= v <= 5 and 0 <= action <= 6
     h, deleted, slotted = _pick(h, 3), _flag(deleted), _flag(slotted)
+    passed, ahead = _flag(passed), _flag(ahead)
     v = _pick(v, 6) if slotted and not deleted else 0
     read, write = HANDLERS[h]
     b = Record("b", read, write, None, 0 if slotted else -1, deleted)
     a = Record("a", R, W, None, 1)
     c = Record("c", R, W, None, 2)
-    world = World(Loop((a, b, c)), Table(), Table())
+    world = World(Loop((*[a] * passed, b, *[c] * ahead)), Table(), Table())
     call = Scripts(action, (("b", None, None, None),))
     out, events = walk_step(world, "b", (REVENTS[v], IN, IN), call)
     ready = REVENTS[v] if slotted and not deleted else 0  # R18: read once, before the read handler
@@ -369,8 +375,10 @@ def lemma_walk_step(h: int, deleted: bool, slotted: bool, v: int, action: int) -
     assert any(name == W for _, name, _ in call.calls) == write_called  # R16 R17 R18
     added = read_called and _pick(action, 7) == 6
     reaped = deleted or (read_called and _pick(action, 7) == 1) or write_called
-    assert [r.fd for r in out.loop.records] == [NEW] * added + ["a"] + ["b"] * (not reaped) + ["c"]  # R15 R19
-    assert out.loop.records[-1] == replace(c, deleted=read_called and _pick(action, 7) == 5)  # R15
+    fds = [NEW] * added + ["a"] * passed + ["b"] * (not reaped) + ["c"] * ahead
+    assert [r.fd for r in out.loop.records] == fds  # R15 R19
+    if ahead:
+        assert out.loop.records[-1] == replace(c, deleted=read_called and _pick(action, 7) == 5)  # R15
     assert fds_unique(out.loop.records)  # R1
     assert [(e.fd, e.script) for e in events if isinstance(e, ReadEvent | WriteEvent)] == [(fd, s) for fd, s, _ in call.calls]  # R16
     assert len(events) == len(call.calls)  # R15 R16

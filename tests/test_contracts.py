@@ -68,6 +68,11 @@ BUGS = {
     # fill: a gate's change to its own record ignored; the write handler read before the gate (R22).
     "model-fill-ignores-gate-change": ("model/fill.py", "record = _record(world, fd)  # the gate may", "# the gate may",
                                        "iohandler.model.contracts.lemma_fill_is_fold"),
+    # fill step: the write handler read before the gate ran (R22).
+    "step-fill-ignores-gate-change": ("model/contracts.py",
+                                      "            events.extend(out)\n"
+                                      "            record = world.loop.records[index_of(world.loop.records, fd)]\n",
+                                      "            events.extend(out)\n", "iohandler.model.contracts.lemma_fill_step"),
     # walk: the deleted check before the write handler removed (R17).
     "model-walk-calls-deleted-writer": ("model/dispatch.py", "if not record.deleted and record.write is not None",
                                         "if record.write is not None", "iohandler.model.contracts.lemma_walk_is_fold"),
