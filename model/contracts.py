@@ -11,7 +11,7 @@ do. The model compares names only for equality, so fixed names lose nothing: a s
 fixed, up to renaming, by positions and flags. The bounds are in each lemma's first assert.
 
 fill and the walk are loops. `fill_step` and `walk_step` restate one iteration of their bodies as
-pure functions; the step lemmas prove the rules for one step at the middle record of three (one
+pure functions; the step lemmas prove the rules for one step at a record (with or without one
 passed, one ahead) over all in-bounds handlers, gate, deleted flag, poll slot, revents and the
 registrations its gate or callback makes (data); the fold lemmas prove the model's `fill` and
 `dispatch` equal the fold of the step over their domain, so the rules are proven of the model.

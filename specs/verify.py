@@ -546,8 +546,8 @@ def proof_table(report: dict[str, object]) -> str:
     lines += [
         "",
         "The lemmas (model/contracts.py) pick fds, scripts and gates from fixed tuples by the bounded ints "
-        "above. The step lemmas state the rules on one step of the walk and of fill at the middle record of "
-        "three (one passed, one ahead), over every combination in bounds of that record's handlers, gate, "
+        "above. The step lemmas state the rules on one step of the walk and of fill at a record, with or "
+        "without a record passed and one ahead, over every combination in bounds of its handlers, gate, "
         "deleted flag, poll slot and revents and of the registrations its callback or gate makes; the fold "
         "lemmas prove the model's `dispatch` and `fill` equal the fold of that step over 0-2 records. Rules "
         "with no CrossHair condition rest on the closure, the vectors and the tests in their row.",
