@@ -64,11 +64,12 @@ _FLAG_NAMES: tuple[tuple[int, str], ...] = ((IN, "IN"), (OUT, "OUT"), (HUP, "HUP
 def flag_names(events: int) -> tuple[str, ...]:
     """The vector format's names, in its order (IN, OUT, HUP, ERR); NVAL has no name there.
 
-    post: set(__return__) <= {"IN", "OUT", "HUP", "ERR"}
-    post: list(__return__) == sorted(__return__, key=["IN", "OUT", "HUP", "ERR"].index)
-    post: len(set(__return__)) == len(__return__)
-    post: (__return__ == ()) == (events & (IN | OUT | HUP | ERR) == 0)
-    post: ("IN" in __return__) == bool(events & IN) and ("ERR" in __return__) == bool(events & ERR)
+    pre: 0 <= events < 64
+    post: set(__return__) <= {"IN", "OUT", "HUP", "ERR"}  # R21
+    post: list(__return__) == sorted(__return__, key=["IN", "OUT", "HUP", "ERR"].index)  # R21
+    post: len(set(__return__)) == len(__return__)  # R21
+    post: (__return__ == ()) == (events & (IN | OUT | HUP | ERR) == 0)  # R21
+    post: ("IN" in __return__) == bool(events & IN) and ("ERR" in __return__) == bool(events & ERR)  # R21
     """
     return tuple(name for bit, name in _FLAG_NAMES if events & bit)
 

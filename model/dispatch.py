@@ -43,7 +43,8 @@ def dispatch(
         record's *current* write handler (a read handler may have updated or revived it).
     R19 a deleted record is unlinked when the walk passes it, after its handlers.
 
-    Contracts: model.contracts.dispatch_registrations states them with callbacks as data.
+    Contracts: model/contracts.py proves them of one step (lemma_walk_step, callbacks as data)
+    and proves this function the fold of that step (lemma_walk_is_fold, lemma_no_walk).
     """
     if ret <= 0:
         return world, ()

@@ -22,10 +22,7 @@ from iohandler.model.state import (
     Fd,
     FdState,
     PollSet,
-    implies,
 )
-
-CONTRACT_NAMES = (implies,)  # the PEP 316 contracts below name it
 
 
 class InvalidAction(Exception):
@@ -33,10 +30,7 @@ class InvalidAction(Exception):
 
 
 def readiness(fd: FdState) -> int:
-    """R12. What the kernel would report if asked for everything.
-
-    post: implies(fd.kind == "socket", __return__ & OUT != 0)
-    post: implies(not fd.pending and not fd.hung_up, __return__ & (IN | HUP | ERR) == 0)
+    """R12. What the kernel would report if asked for everything. Contract: lemma_readiness.
     """
     if fd.kind == "socket":
         return OUT | (IN | HUP if fd.hung_up else IN if fd.pending else 0)
@@ -68,13 +62,7 @@ def poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], in
     """R11, R13. Revents per poll-set entry and poll's return value.
 
     Each entry reports readiness ∩ (requested ∪ {HUP, ERR}); poll returns how many entries
-    (the loop's wakeup notifier among them) have non-zero revents.
-
-    pre: len(poll_set) <= 3
-    pre: all(fd in [name for name, _ in env.pairs] for fd, _ in poll_set)
-    post: len(__return__[0]) == len(poll_set)
-    post: all(rev & ~(ev | HUP | ERR) == 0 for rev, (_, ev) in zip(__return__[0], poll_set))
-    post: __return__[1] == sum(1 for rev in __return__[0] if rev) + (1 if wakeup else 0)
+    (the loop's wakeup notifier among them) have non-zero revents. Contract: lemma_poll.
     """
     revents = tuple(readiness(env[fd]) & (events | ALWAYS_REPORTED) for fd, events in poll_set)
     return revents, sum(1 for r in revents if r) + (1 if wakeup else 0)

@@ -43,7 +43,8 @@ def fill(world: World, consult: Gate = answer_only) -> tuple[World, PollSet, tup
         and not polled; the write handler is read after the gate ran, and the slot assigned
         after it, so a gate's change to its *own* record is polled and dispatched as changed.
 
-    Contracts: model.contracts.fill_gates states them for gates that only answer.
+    Contracts: model/contracts.py proves them of one step (lemma_fill_step, gates' actions as
+    data) and proves this function the fold of that step (lemma_fill_is_fold).
     """
     poll_set: list[tuple[Fd, int]] = []
     events: list[Event] = []

@@ -1,15 +1,14 @@
 """`qemu_set_fd_handler2`: add, update, delete, revive. Rules R1-R7 (specs/SPEC.md).
 
-Contracts are PEP 316 docstrings that `crosshair check --analysis_kind=PEP316` explores.
+Contracts: the lemmas `lemma_register_*` and `lemma_live_records` of model/contracts.py, over
+bounded domains CrossHair exhausts (specs/PROOFS.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from iohandler.model.state import Fd, GateName, Loop, Record, ScriptName, fds_unique, implies, index_of
-
-CONTRACT_NAMES = (fds_unique, implies)  # the PEP 316 contracts below name these
+from iohandler.model.state import Fd, GateName, Loop, Record, ScriptName, index_of
 
 
 def set_fd_handler(
@@ -22,17 +21,6 @@ def set_fd_handler(
     R3  an update keeps the record's position; R5 so does reviving a deleted, unreaped record.
     R6  add and update reset the poll slot: no callback from the poll set already built.
     R7  add and update notify; delete does not.
-
-    pre: len(loop.records) <= 3
-    pre: fds_unique(loop.records)
-    post: fds_unique(__return__.records)
-    post: len(__return__.records) - len(loop.records) in (0, 1)
-    post: [r.fd for r in __return__.records if r.fd != fd] == [r.fd for r in loop.records if r.fd != fd]
-    post: implies(read is None and write is None, __return__.wakeup == loop.wakeup)
-    post: implies(read is not None or write is not None, __return__.wakeup)
-    post: implies(read is not None or write is not None, __return__.records[index_of(__return__.records, fd)] == Record(fd, read, write, gate))
-    post: implies((read is not None or write is not None) and index_of(loop.records, fd) == -1, __return__.records[0].fd == fd)
-    post: implies(read is None and write is None, [(r.fd, r.read, r.write, r.gate, r.poll_index) for r in __return__.records] == [(r.fd, r.read, r.write, r.gate, r.poll_index) for r in loop.records])
     """
     i = index_of(loop.records, fd)
     if read is None and write is None:
@@ -46,10 +34,6 @@ def set_fd_handler(
 
 def live_records(loop: Loop) -> tuple[Record, ...]:
     """The records a `snapshot` shows: not deleted, in list order.
-
-    pre: len(loop.records) <= 3
-    post: all(not r.deleted for r in __return__)
-    post: [r for r in loop.records if not r.deleted] == list(__return__)
     """
     return tuple(r for r in loop.records if not r.deleted)
 

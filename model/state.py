@@ -33,8 +33,9 @@ _BITS = {"IN": IN, "OUT": OUT, "HUP": HUP, "ERR": ERR}
 def flag_names(mask: int) -> Flags:
     """The mask as names in the vector order IN, OUT, HUP, ERR.
 
-    post: flag_mask(__return__) == mask & (IN | OUT | HUP | ERR)
-    post: list(__return__) == sorted(__return__, key=FLAG_ORDER.index)
+    pre: 0 <= mask < 64
+    post: flag_mask(__return__) == mask & (IN | OUT | HUP | ERR)  # R21
+    post: list(__return__) == sorted(__return__, key=FLAG_ORDER.index)  # R21
     """
     return tuple(name for name in FLAG_ORDER if mask & _BITS[name])
 
@@ -94,12 +95,7 @@ class Table(Generic[_V]):
         raise KeyError(key)
 
     def set(self, key: str, value: _V) -> Table[_V]:
-        """A copy with `key` answering `value`; pairs stay sorted and unique.
-
-        pre: len({k for k, _ in self.pairs}) == len(self.pairs)
-        post: __return__[key] is value
-        post: len({k for k, _ in __return__.pairs}) == len(__return__.pairs)
-        """
+        """A copy with `key` answering `value`; pairs stay sorted and unique (lemma_table_set)."""
         rest = tuple((k, v) for k, v in self.pairs if k != key)
         return Table(tuple(sorted((*rest, (key, value)), key=lambda kv: kv[0])))
 

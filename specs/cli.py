@@ -2,7 +2,10 @@
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
         [--format N] [--full] [--timeout S] [-v]
-    iohandler verify                             the main job: every check, one summary table
+    iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
+                                                 generated scenarios, the model as the oracle
+    iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
+    iohandler verify --proofs-from F             rewrite specs/PROOFS.md from a saved report
     iohandler --version                          the installed distribution's version
 """
 
@@ -12,6 +15,7 @@ import argparse
 import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from iohandler.specs.runner import Outcome, run_conformance
 from iohandler.specs.vector import FORMATS, bundled_vectors_dir
@@ -66,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")
     verify.add_argument("--quick", action="store_true", help="smaller budgets (for a first look)")
+    verify.add_argument("--json", type=Path, metavar="FILE", help="write every row and its figures as JSON")
+    verify.add_argument("--proofs", type=Path, metavar="PATH", help="write the proof table here (default in a "
+                        "checkout: specs/PROOFS.md, on full runs)")
+    verify.add_argument("--only", action="append", default=[], metavar="NAME", help="run only the checks whose "
+                        "name contains NAME (repeatable); the proof table is then written only with --proofs")
+    verify.add_argument("--proofs-from", type=Path, metavar="FILE", help="only rewrite the proof table from a "
+                        "saved --json report")
     verify.set_defaults(func=_verify)
 
     fuzz = sub.add_parser("fuzz", help="generated vectors against a driver, the model as the oracle")
@@ -96,9 +107,11 @@ def _version() -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from iohandler.specs.verify import run_verify  # the main job needs the dev tools; conform does not
+    from iohandler.specs.verify import proofs_from, run_verify  # the dev tools; conform needs none
 
-    return run_verify(quick=args.quick)
+    if args.proofs_from is not None:
+        return proofs_from(args.proofs_from, args.proofs)
+    return run_verify(quick=args.quick, json_path=args.json, proofs_path=args.proofs, only=args.only)
 
 
 def _positive(text: str) -> int:
