@@ -464,9 +464,10 @@ class BadCallsMachine(RuleBasedStateMachine):
         if self.loop is None:
             return
         lp = self.loop
-        for fd, rec in lp._by_fd.items():
-            assert rec.fd == fd
-            assert rec.deleted == (rec in lp._deleted)
+        snap = lp.snapshot()
+        fds = [r.fd for r in snap.records]
+        assert len(fds) == len(set(fds))  # R1
+        assert [r.fd for r in snap.records if not r.deleted] == [r.fd for r in lp.records()]
         snapshot(lp)  # checks the poller's book against the kernel's epoll set
 
 

@@ -87,7 +87,6 @@ def test_r31_reentrant_wait_refused_and_changes_nothing(
         except ReentrantWaitError as e:
             refused.append(e)
         assert snapshot(loop) == before
-        loop._stopping = False
         return True
 
     loop.set_fd_handler(b, log.cb("rb"))  # older: walked after a
