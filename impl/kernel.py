@@ -12,7 +12,7 @@ Kernel facts this relies on (pollers.py has the backends' own):
   timerfd, signalfd, epoll, ...), which all share one inode on Linux.
 * epoll keys a registration by (open file description, fd number): `EPOLL_CTL_MOD` of a number
   to its registered events succeeds only if N still names the file registered under it, and
-  fails (ENOENT, EBADF) otherwise. That is the cheapest positive answer (`Poller.confirmer`).
+  fails (ENOENT, EBADF) otherwise. That is the cheapest positive answer (`Poller.confirm`).
 * A registration whose file outlived its number (a dup or a fork child keeps it) cannot be
   removed by number; only a new kernel object (`Poller.rebuild`) is rid of it. Such numbers are
   `orphans` until then.
@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 
 from iohandler.impl.errors import ClosedFdError, FdError, UnpollableFdError
 from iohandler.impl.pollers import Poller
 from iohandler.impl.registry import Record
-
-Confirm = Callable[[int, int], object]
 
 
 def identity(st: os.stat_result) -> object:
@@ -37,11 +34,12 @@ def identity(st: os.stat_result) -> object:
 
 
 class Kernel:
-    """`poller` with the file identity of each registration. `wait`, `full` and `confirm` are
-    the poller's hot-path callables (Poller.fast_wait, Poller.confirmer), renewed by `rebuild`;
-    `lost` holds the fds the last rebuild could not register again, for the loop to handle."""
+    """`poller` with the file identity of each registration. The loop reads the poller's
+    hot-path attributes itself (Poller: `wait_once`, `batch_full`, `confirm`, the latter only if
+    `fast_confirm`); `lost` holds the fds the last rebuild could not register again, for the
+    loop to handle."""
 
-    __slots__ = ("confirm", "fast_confirm", "full", "lost", "orphans", "poller", "wait")
+    __slots__ = ("fast_confirm", "lost", "orphans", "poller")
 
     def __init__(self, poller: Poller, *, fast_confirm: bool = True) -> None:
         self.poller = poller
@@ -51,8 +49,6 @@ class Kernel:
         # the new record.
         self.orphans: set[int] = set()
         self.lost: list[int] = []
-        self.wait, self.full = poller.fast_wait()
-        self.confirm: Confirm | None = poller.confirmer() if fast_confirm else None
 
     def registrations(self) -> dict[int, int]:
         """fd -> events the poller holds (a copy)."""
@@ -137,7 +133,8 @@ class Kernel:
     def drop(self, rec: Record) -> None:
         """Stop polling the record's fd; remember the number if the kernel may keep it."""
         if rec.kev:
-            rec.kev = 0
+            # kev is cleared last: if a signal handler's exception cuts this short, the record
+            # still says it is polled and the next drop (or fill) finishes the job.
             try:
                 self.poller.modify(rec.fd, 0)
             except OSError:  # the number no longer names the file: maybe out of reach
@@ -145,14 +142,16 @@ class Kernel:
             else:
                 if self.poller.silent_removal and self.file_problem(rec) is not None:
                     self.orphans.add(rec.fd)
+            rec.kev = 0
 
     def rebuild(self) -> None:
         """Re-create the poller's kernel object from its book, dropping registrations that
         outlived their fd numbers. Fds that cannot be registered again go to `lost`."""
+        # An exception from a signal handler between the rebuild and the extend loses the
+        # fds it could not register: they were closed, and are found as an idle fd epoll
+        # forgot is (R33: a re-registration or check_fds()).
         self.lost.extend(self.poller.rebuild())
         self.orphans.clear()  # the new kernel object holds only the book's registrations
-        self.wait, self.full = self.poller.fast_wait()  # the old ones name the old object
-        self.confirm = self.poller.confirmer() if self.fast_confirm else None
 
     def has_object(self) -> bool:
         return self.poller.fileno() >= 0

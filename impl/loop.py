@@ -349,8 +349,13 @@ class MainLoop:
         docstring). run() lives here rather than calling main_loop_wait so that an iteration
         pays no call, lock round trip or local setup of its own (bench/)."""
         lock = self._lock
-        lock.acquire()
-        try:
+        # R35: an exception from a signal handler can surface after any call returns. `with`
+        # on the C lock leaves no gap between acquiring and the protected block; the release
+        # around the wait is re-taken by `_relock`, which cannot leave it released. A caller
+        # already holding the lock keeps it through the wait (releasing one level would not
+        # free it anyway).
+        mine = not lock._is_owned()  # type: ignore[attr-defined]  # RLock's own, in C
+        with lock:
             if self._running:
                 raise ReentrantWaitError(
                     "main_loop_wait called while an iteration is running (from a callback, "
@@ -361,9 +366,10 @@ class MainLoop:
             self._running = True
             try:
                 wfd = self._wakeup_fd
+                poller = self._poller
+                use_confirm = self._kernel.fast_confirm
                 get = self._by_fd.get
                 check = self._check_files
-                kernel = self._kernel
                 reg = self._registry
                 pending = self._deleted  # flagged, not yet reaped (these containers live as
                 timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
@@ -386,18 +392,20 @@ class MainLoop:
                             timeout = left if timeout is None else min(timeout, left)
                     if tr is not None:
                         entries = self._poll_set()  # under the lock: a consistent view
-                    wait = kernel.wait  # re-read: anything that rebuilds the kernel set renews it
+                    wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
                     self._waiting = True
-                    lock.release()
                     try:
+                        if mine:
+                            lock.release()
                         if tr is not None:
                             tr.poll(entries)
                         events = wait(timeout)
                     finally:
-                        lock.acquire()
+                        if mine:
+                            self._relock()
                         self._waiting = self._polling = False
-                    if len(events) >= kernel.full:  # a full batch: maybe more are ready
-                        events = kernel.poller.wait(0)
+                    if len(events) >= poller.batch_full:  # a full batch: maybe more are ready
+                        events = poller.wait(0)
 
                     # Collect and confirm (R11, R33/R34). Pollers report only requested events
                     # plus HUP/ERR(/NVAL), and only for fds registered at the fill: records with
@@ -429,7 +437,7 @@ class MainLoop:
                         # The poller's confirm (epoll: one EPOLL_CTL_MOD, kernel.py) answers
                         # for every ready fd in the common case; the first fd it cannot confirm
                         # and those after it get the fstat check. Inline on purpose (bench/).
-                        confirm = kernel.confirm
+                        confirm = poller.confirm if use_confirm else None
                         if confirm is None:
                             self._check_ready_files(ready)
                         else:
@@ -492,9 +500,23 @@ class MainLoop:
                         return ret
                     timeout = None
             finally:
-                self._running = self._polling = False
-        finally:
-            lock.release()
+                self._running = self._polling = self._waiting = False
+
+    def _relock(self) -> None:
+        """Take the loop's lock back after the wait, once, whatever a signal handler raises
+        meanwhile (its exception is raised once the lock is held: R35)."""
+        lock = self._lock
+        owned = lock._is_owned  # type: ignore[attr-defined]
+        late: BaseException | None = None
+        while True:
+            try:
+                if not owned():
+                    lock.acquire()  # an interrupted acquire raises without the lock: retried
+                break
+            except BaseException as e:
+                late = e
+        if late is not None:
+            raise late
 
     def _fill(self) -> None:
         """qemu_iohandler_fill over the records that can have changed: dirty ones and gated
@@ -504,54 +526,64 @@ class MainLoop:
         tr = self._tracer
         reg = self._registry
         dirty = reg.dirty
-        todo: list[Record]
-        if dirty:
-            reg.dirty = set()
-            if len(dirty) == 1 and not reg.gated:  # one registration since the last fill
-                todo = list(dirty)
+        todo: list[Record] = []
+        try:
+            if dirty:
+                if len(dirty) == 1 and not reg.gated:  # one registration since the last fill
+                    todo = list(dirty)
+                else:
+                    todo = sorted(dirty | reg.gated, key=SEQ, reverse=True)
+                reg.dirty = set()
             else:
-                todo = sorted(dirty | reg.gated, key=SEQ, reverse=True)
-        else:
-            todo = reg.gated_order if reg.gated_order is not None else reg.sort_gated()
-        i, n = 0, len(todo)
-        while i < n:
-            rec = todo[i]
-            i += 1
-            ev = 0
-            if not rec.deleted:
-                if rec.read is not None:
-                    gate = rec.can_read
-                    if gate is None:
-                        ev = READ_EVENTS
-                    else:
-                        try:
-                            if tr is not None:
-                                tr.gate(rec.fd, gate)
-                            if gate(rec.opaque):
-                                ev = READ_EVENTS
-                        except BaseException as e:
-                            reg.dirty.update(todo[i - 1 :])  # revisit the rest next fill
-                            e.add_note(f"iohandler: raised by the can_read gate {gate!r} of fd {rec.fd}")
-                            raise
-                        if reg.dirty:
-                            todo = self._merge_dirty(todo, i, rec.seq)
-                            n = len(todo)
-                # The seed reads fd_write after the gate ran, so a gate's changes count here.
-                if rec.write is not None:
-                    ev |= WRITE_EVENTS
-            rec.stale = False
-            if ev != rec.kev or rec.renew:
-                self._sync(rec, ev)
+                todo = reg.gated_order if reg.gated_order is not None else reg.sort_gated()
+            i, n = 0, len(todo)
+            while i < n:
+                rec = todo[i]
+                i += 1
+                ev = 0
+                if not rec.deleted:
+                    if rec.read is not None:
+                        gate = rec.can_read
+                        if gate is None:
+                            ev = READ_EVENTS
+                        else:
+                            try:
+                                if tr is not None:
+                                    tr.gate(rec.fd, gate)
+                                if gate(rec.opaque):
+                                    ev = READ_EVENTS
+                            except BaseException as e:
+                                e.add_note(f"iohandler: raised by the can_read gate {gate!r} of fd {rec.fd}")
+                                raise
+                            if reg.dirty:
+                                todo = self._merge_dirty(todo, i, rec.seq)
+                                n = len(todo)
+                    # The seed reads fd_write after the gate ran, so a gate's changes count here.
+                    if rec.write is not None:
+                        ev |= WRITE_EVENTS
+                rec.stale = False
+                if ev != rec.kev or rec.renew:
+                    self._sync(rec, ev)
+        except BaseException:
+            # Whatever raised (a gate, a signal handler, the kernel: R32, R35), every record this
+            # fill took is visited again by the next one: a second visit changes nothing for a
+            # record already synced, and gated records are consulted every fill anyway.
+            if reg.dirty is not dirty:
+                reg.dirty.update(dirty)
+            reg.dirty.update(todo)
+            raise
 
     def _merge_dirty(self, todo: list[Record], i: int, seq: int) -> list[Record]:
         reg = self._registry
         late = [r for r in reg.dirty if r.seq < seq]  # behind the fill's position
         if not late:
             return todo
-        reg.dirty.difference_update(late)
         rest = set(todo[i:])
         rest.update(late)
-        return todo[:i] + sorted(rest, key=SEQ, reverse=True)
+        merged = todo[:i] + sorted(rest, key=SEQ, reverse=True)
+        # Taken out of `dirty` last: until then an exception leaves them there (see _fill).
+        reg.dirty.difference_update(late)
+        return merged
 
     def _poll_set(self) -> list[tuple[int, int]]:
         """This iteration's poll set in list order (for the tracer only: O(registered))."""
@@ -601,12 +633,15 @@ class MainLoop:
     def _quarantine(self, rec: Record, err: FdError) -> None:
         """R33: the record is deleted (reaped by the next walk), its registration dropped, and
         `err` raised at the end of the iteration."""
-        self._kernel.drop(rec)
+        # In this order, an exception from a signal handler at any point leaves a record the
+        # next fill or walk finishes with, and the error (whose raising rebuilds the kernel
+        # set) pending (R35).
+        self._fd_errors.append(err)
         reg = self._registry
         if not rec.deleted:
             reg.flag_deleted(rec)
+        self._kernel.drop(rec)
         reg.dirty.discard(rec)  # nothing left to sync
-        self._fd_errors.append(err)
 
     def _raise_fd_errors(self) -> None:
         if self._kernel.has_object():

@@ -133,23 +133,26 @@ class Registry:
 
     def flag_deleted(self, rec: Record) -> None:
         """R4: flag only; the next fill stops polling it, a walk reaps it (R19)."""
-        rec.deleted = True
-        self.deleted.add(rec)
-        if not rec.queued:  # one entry per record: delete/revive churn cannot grow the heap
-            rec.queued = True
-            heapq.heappush(self._heap, (-rec.seq, id(rec), rec))
+        # Ordered so that an exception from a signal handler between any two steps leaves a
+        # record the next fill, walk or registration finishes with (R35).
         self.dirty.add(rec)
+        self.deleted.add(rec)
+        rec.deleted = True
+        if not rec.queued:  # one entry per record: delete/revive churn cannot grow the heap
+            heapq.heappush(self._heap, (-rec.seq, id(rec), rec))
+            rec.queued = True
         if rec in self.gated:
             self.gated.discard(rec)
             self.gated_order = None
 
     def unlink(self, rec: Record) -> None:
-        """Reap a deleted record (the walk reached it, R19), then `release` it."""
-        self.deleted.discard(rec)
-        self.dirty.discard(rec)
+        """Reap a deleted record (the walk reached it, R19) and `release` it. Released first:
+        cut short, the record is still there for the next walk to reap."""
+        self.release(rec)
         if self.by_fd.get(rec.fd) is rec:
             del self.by_fd[rec.fd]
-        self.release(rec)
+        self.dirty.discard(rec)
+        self.deleted.discard(rec)
 
     def release(self, rec: Record) -> None:
         """The record's kernel registration is no longer wanted (a reap, or a delete)."""
@@ -167,17 +170,21 @@ class Registry:
         A walk's calls come with decreasing bounds; records at or above `hi` were deleted
         behind the walk and wait for the next one."""
         heap = self._heap
+        pop = heapq.heappop
+        # Each entry leaves the heap only after what it stands for is done: cut short by a
+        # signal handler's exception, the entry is still there (or in two places: harmless).
         while heap and -heap[0][0] > lo:
-            entry = heapq.heappop(heap)
+            entry = heap[0]
             rec = entry[2]
             if not rec.deleted or rec not in self.deleted:
                 rec.queued = False  # revived or already reaped: a stale entry
-                continue
-            if rec.seq >= hi:
+                pop(heap)
+            elif rec.seq >= hi:
                 self._behind.append(entry)
-                continue
-            rec.queued = False
-            self.unlink(rec)
+                pop(heap)
+            else:
+                self.unlink(rec)
+                pop(heap)
 
     def clear(self) -> None:
         self.by_fd.clear()

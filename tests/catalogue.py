@@ -246,10 +246,19 @@ class _KeepsDeletedRegistry(Registry):
         super().flag_deleted(rec)
         self.dirty.discard(rec)
 
+    reaping = False
+
     def release(self, rec: Record) -> None:
-        if rec.deleted and self.by_fd.get(rec.fd) is rec:
-            return  # the delete path's early drop is what this bug forgets too (a reap unlinks first)
+        if rec.deleted and not self.reaping:
+            return  # the delete path's early drop is what this bug forgets too
         super().release(rec)
+
+    def unlink(self, rec: Record) -> None:
+        self.reaping = True
+        try:
+            super().unlink(rec)
+        finally:
+            self.reaping = False
 
 
 class DeletedStaysPolled(_Planted):
