@@ -27,8 +27,8 @@ def fd_number(fd: object) -> int:
             raise TypeError(f"fd must be an int or have fileno(), got {type(fd).__name__}")
         try:
             n = fileno()
-        except (OSError, ValueError) as e:  # e.g. a closed file object
-            raise ValueError(f"fd.fileno() failed: {e}") from e
+        except Exception as e:  # a closed file object (ValueError), or any other failure
+            raise ValueError(f"fd.fileno() failed: {type(e).__name__}: {e}") from e
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"fd.fileno() must return an int, got {type(n).__name__}")
     if n < 0:
@@ -47,6 +47,10 @@ def check_delay(name: str, value: object) -> float:
     """A finite number of seconds >= 0, as a float."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not value >= 0 or math.isinf(value):  # `not >=` also rejects NaN
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        raise ValueError(f"{name} must be finite and >= 0, got an int of {int(value).bit_length()} bits") from None
+    if not seconds >= 0 or math.isinf(seconds):  # `not >=` also rejects NaN
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return float(value)
+    return seconds

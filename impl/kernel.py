@@ -39,7 +39,7 @@ class Kernel:
     `fast_confirm`); `lost` holds the fds the last rebuild could not register again, for the
     loop to handle."""
 
-    __slots__ = ("fast_confirm", "lost", "orphans", "poller")
+    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller")
 
     def __init__(self, poller: Poller, *, fast_confirm: bool = True) -> None:
         self.poller = poller
@@ -49,6 +49,7 @@ class Kernel:
         # the new record.
         self.orphans: set[int] = set()
         self.lost: list[int] = []
+        self.own_fd = poller.fileno()  # the kernel object's fd (R38), renewed by rebuild
 
     def registrations(self) -> dict[int, int]:
         """fd -> events the poller holds (a copy)."""
@@ -151,6 +152,7 @@ class Kernel:
         # fds it could not register: they were closed, and are found as an idle fd epoll
         # forgot is (R33: a re-registration or check_fds()).
         self.lost.extend(self.poller.rebuild())
+        self.own_fd = self.poller.fileno()
         self.orphans.clear()  # the new kernel object holds only the book's registrations
 
     def has_object(self) -> bool:

@@ -48,6 +48,9 @@ from iohandler.impl.wakeup import Wakeup
 __all__ = ["FdLike", "HandlerInfo", "LoopSnapshot", "MainLoop", "Seams"]
 
 _FILE_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR))  # what epoll refuses (EPERM)
+MAX_WAIT = 86400.0
+"""The longest single kernel wait, in seconds (R39): epoll and poll take an int of milliseconds,
+at most 2**31 - 1 (about 24.8 days)."""
 
 # The argument checks' old private names, for code that imported them from here.
 _fd_number, _check_callable, _check_delay, _FD_LIMIT = fd_number, check_callable, check_delay, FD_LIMIT
@@ -194,10 +197,14 @@ class MainLoop:
                         # fixed (R20), so then it waits for the next fill as the seed does.
                         reg.release(rec)
             return
+        if self._closed:  # R30: a closed loop says so first, whatever the fd
+            self._check_open()
         try:
             st = os.fstat(n)
         except OSError as e:
             raise ClosedFdError(n, f"fd {n} is not open: {e.strerror}") from e
+        if n == self._wakeup_fd or n == self._kernel.own_fd:
+            self._refuse_own_fd(n)
         if not self._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
             raise UnpollableFdError(
                 n, f"fd {n} is a regular file or directory; the {self._poller.name} poller "
@@ -233,6 +240,13 @@ class MainLoop:
                 self._wakeup.notify()
             else:
                 self._notified = True
+
+    def _refuse_own_fd(self, n: int) -> None:
+        """R38: the loop's own fds are not the caller's to register."""
+        what = "wakeup notifier (notify() and stop() write to it)" if n == self._wakeup_fd else (
+            f"{self._poller.name} poller's kernel object"
+        )
+        raise ValueError(f"fd {n} is the loop's own {what}; it cannot be registered")
 
     def records(self) -> list[HandlerInfo]:
         """Live (not deleted) records in list order, newest first."""
@@ -399,7 +413,10 @@ class MainLoop:
                             lock.release()
                         if tr is not None:
                             tr.poll(entries)
-                        events = wait(timeout)
+                        if timeout is not None and timeout > MAX_WAIT:
+                            events = self._long_wait(wait, timeout)
+                        else:
+                            events = wait(timeout)
                     finally:
                         if mine:
                             self._relock()
@@ -501,6 +518,20 @@ class MainLoop:
                     timeout = None
             finally:
                 self._running = self._polling = self._waiting = False
+
+    def _long_wait(
+        self, wait: Callable[[float | None], list[tuple[int, int]]], timeout: float
+    ) -> list[tuple[int, int]]:
+        """R39: a wait longer than the kernel takes, in steps of at most MAX_WAIT, until
+        something is ready or `timeout` has really passed."""
+        end = time.monotonic() + timeout
+        while True:
+            events = wait(min(timeout, MAX_WAIT))
+            if events:
+                return events
+            timeout = end - time.monotonic()
+            if timeout <= 0:
+                return events
 
     def _relock(self) -> None:
         """Take the loop's lock back after the wait, once, whatever a signal handler raises
