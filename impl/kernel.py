@@ -9,7 +9,17 @@ Kernel facts this relies on (pollers.py has the backends' own):
   So "is ready fd N still the file registered?" needs the file's identity, recorded at
   registration, compared with what N names now.
 * `(st_dev, st_ino)` from fstat identifies a file, except for anonymous-inode files (eventfd,
-  timerfd, signalfd, epoll, ...), which all share one inode on Linux.
+  timerfd, signalfd, epoll, ...), which all share one inode on Linux: fstat cannot tell two of
+  them apart. Nothing else names such a file once its fd is closed: `/proc/self/fdinfo/N` of an
+  eventfd has an `eventfd-id`, but it is the lowest free id, so a new eventfd takes the id of
+  one just closed (seen on 6.18); kcmp(2) compares two open descriptors, and the old one is
+  closed. So their identity is "unknown": a re-registration of such a number is always a fresh
+  kernel registration (`renew`: drop, rebuild, register), so the file that took the number is
+  registered and the old one's events cannot reach it (a dup keeping the old file alive
+  included); a ready fd of unknown identity is taken to be the file registered. On epoll (and
+  selectors, which is epoll here) that is sound: the confirm below proves it, and a closed file's
+  registration is gone. On poll, an anonymous fd closed without a delete whose number is reused
+  before the next wait is not detected (R34 says: delete before close).
 * epoll keys a registration by (open file description, fd number): `EPOLL_CTL_MOD` of a number
   to its registered events succeeds only if N still names the file registered under it, and
   fails (ENOENT, EBADF) otherwise. That is the cheapest positive answer (`Poller.confirm`).
@@ -28,9 +38,36 @@ from iohandler.impl.pollers import Poller
 from iohandler.impl.registry import Record
 
 
-def identity(st: os.stat_result) -> object:
-    """The file identity recorded at registration and compared later."""
+def _anon_inode() -> tuple[int, int] | None:
+    """The (st_dev, st_ino) every anonymous-inode file shares, or None if there is none."""
+    eventfd = getattr(os, "eventfd", None)
+    if eventfd is None:  # pragma: no cover - not Linux
+        return None
+    fd = eventfd(0)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
     return (st.st_dev, st.st_ino)
+
+
+ANON_INODE = _anon_inode()
+UNKNOWN = None  # the identity part of an anonymous file nothing names
+
+
+def identity(st: os.stat_result, fd: int) -> tuple[object, ...]:
+    """The identity of the file `fd` names (`st` is its fstat), recorded at registration and
+    compared later; see the module docstring for anonymous-inode files (`fd` is for a port
+    that can name them)."""
+    key = (st.st_dev, st.st_ino)
+    if key != ANON_INODE:
+        return key
+    return (*key, UNKNOWN)
+
+
+def is_unknown(ident: tuple[object, ...]) -> bool:
+    """An anonymous file whose identity nothing names: a re-registration renews it."""
+    return len(ident) == 3 and ident[2] is UNKNOWN
 
 
 class Kernel:
@@ -61,12 +98,28 @@ class Kernel:
             st = os.fstat(rec.fd)
         except OSError:
             return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if identity(st) != rec.ident:
+        if identity(st, rec.fd) != rec.ident:
             return (
                 f"fd {rec.fd} was closed while registered and its number now names another "
                 "file; its handlers were removed"
             )
         return None
+
+    def may_have_changed(self, rec: Record) -> bool:
+        """For a registered record of unknown identity (an anonymous file) being registered
+        again: could its number name another file than the one the kernel holds? poll takes
+        numbers afresh (no); epoll's confirm answers; selectors cannot tell (yes)."""
+        poller = self.poller
+        if not (poller.tracks_files or poller.silent_removal):
+            return False
+        confirm = poller.confirm
+        if confirm is None:
+            return True
+        try:
+            confirm(rec.fd, rec.kev)
+        except (OSError, ValueError):
+            return True
+        return False
 
     def check_ready(self, ready: list[Record]) -> list[tuple[Record, FdError]]:
         """R33/R34 for ready records the poller's confirm did not vouch for: one fstat each."""
@@ -80,7 +133,7 @@ class Kernel:
             except OSError:
                 pass
             else:
-                if identity(st) == rec.ident:
+                if identity(st, rec.fd) == rec.ident:
                     continue
             problem = self.file_problem(rec)
             if problem is not None:

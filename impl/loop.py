@@ -38,7 +38,7 @@ from iohandler.impl.errors import (
     ReentrantWaitError,
     UnpollableFdError,
 )
-from iohandler.impl.kernel import Kernel, identity
+from iohandler.impl.kernel import Kernel, identity, is_unknown
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -223,9 +223,9 @@ class MainLoop:
             rec.write = write
             rec.can_read = can_read
             rec.opaque = opaque
-            ident = identity(st)
-            if rec.kev and ident != rec.ident:
-                rec.renew = True  # the kernel's registration (if any) is the old file's
+            ident = identity(st, n)
+            if rec.kev and (ident != rec.ident or (is_unknown(ident) and self._kernel.may_have_changed(rec))):
+                rec.renew = True  # the kernel's registration (if any) may be the old file's
             rec.ident = ident
             rec.stale = True
             reg.dirty.add(rec)

@@ -47,7 +47,7 @@ class Record:
     can_read: Handler | None
     opaque: Any
     stale: bool  # the seed's poll_index == -1 since the last add/update (R6)
-    ident: object  # the file's identity at the last add/update (kernel.py)
+    ident: tuple[object, ...]  # the file's identity at the last add/update (kernel.py)
     rev: int  # revents of the current iteration (set for ready records before it is read)
 
     def __init__(self, fd: int, seq: int) -> None:
@@ -72,7 +72,7 @@ class RecordView:
     stale: bool
     kev: int
     renew: bool
-    ident: object
+    ident: tuple[object, ...] | None
     read: Handler | None
     write: Handler | None
     can_read: Handler | None
