@@ -25,6 +25,7 @@ import os
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -48,6 +49,8 @@ from iohandler.impl.wakeup import Wakeup
 __all__ = ["FdLike", "HandlerInfo", "LoopSnapshot", "MainLoop", "Seams"]
 
 _FILE_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR))  # what epoll refuses (EPERM)
+SPIN_LIMIT = 1000  # R40: QEMU's MAX_MAIN_LOOP_SPIN
+SPIN_PAUSE = 0.001  # seconds; QEMU's 1 ms poll timeout
 MAX_WAIT = 86400.0
 """The longest single kernel wait, in seconds (R39): epoll and poll take an int of milliseconds,
 at most 2**31 - 1 (about 24.8 days)."""
@@ -151,6 +154,8 @@ class MainLoop:
         self._polling = False  # from the start of a fill to the end of its wait
         self._waiting = False
         self._notified = False  # a registration's notify while not waiting (set_fd_handler)
+        self._spins = 0  # iterations in a row that returned at once and ran nothing (R40)
+        self._spin_warned = False
         self._stopping = False
         self._closed = False
 
@@ -407,10 +412,13 @@ class MainLoop:
                     if tr is not None:
                         entries = self._poll_set()  # under the lock: a consistent view
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
+                    pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
                     self._waiting = True
                     try:
                         if mine:
                             lock.release()
+                        if pause:
+                            self._pause()
                         if tr is not None:
                             tr.poll(entries)
                         if timeout is not None and timeout > MAX_WAIT:
@@ -468,6 +476,7 @@ class MainLoop:
                     ret = len(ready) + woke
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
+                    called = False
                     if ret:
                         # Walk (R14-R19): qemu_iohandler_poll over the ready records and the
                         # records flagged deleted (the only ones a walk does anything to).
@@ -488,6 +497,7 @@ class MainLoop:
                                         if tr is not None:
                                             tr.read(rec.fd, cb)
                                         cb(rec.opaque)
+                                        called = True
                                     except BaseException as e:
                                         self._abort_walk(rec, e, "read", cb)
                                         raise
@@ -501,6 +511,7 @@ class MainLoop:
                                             if tr is not None:
                                                 tr.write(rec.fd, cb)
                                             cb(rec.opaque)
+                                            called = True
                                         except BaseException as e:
                                             self._abort_walk(rec, e, "write", cb)
                                             raise
@@ -508,6 +519,11 @@ class MainLoop:
                                 self._reap(rec)
                         if pending:
                             reg.reap_between(0, prev)  # seqs start at 1
+                    if ret and not called:  # the wait returned at once and nothing ran: R40
+                        if not nonblocking:
+                            self._spins += 1
+                    elif self._spins:
+                        self._spins = 0
                     # Timers (R37).
                     if timer_heap:
                         self._run_timers()
@@ -518,6 +534,19 @@ class MainLoop:
                     timeout = None
             finally:
                 self._running = self._polling = self._waiting = False
+
+    def _pause(self) -> None:
+        """R40: QEMU's throttle (util/main-loop.c): after SPIN_LIMIT iterations in a row that
+        returned at once and ran nothing, warn once, then pause before each wait."""
+        if not self._spin_warned:
+            self._spin_warned = True
+            warnings.warn(
+                f"iohandler: the loop spun for {SPIN_LIMIT} iterations (main-loop: WARNING: I/O "
+                "thread spun for 1000 iterations); pausing 1 ms before each wait until a handler runs",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        time.sleep(SPIN_PAUSE)
 
     def _long_wait(
         self, wait: Callable[[float | None], list[tuple[int, int]]], timeout: float
