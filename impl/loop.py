@@ -491,6 +491,8 @@ class MainLoop:
                             prev = rec.seq
                             if not rec.deleted and not rec.stale:
                                 rev = rec.rev
+                                if called and check and not self._recheck(rec):
+                                    rev = 0  # R33/R34: closed or reused by a handler of this walk
                                 cb = rec.read
                                 if cb is not None and rev & read_events:
                                     try:
@@ -506,7 +508,9 @@ class MainLoop:
                                 # the seed does.
                                 if not rec.deleted:
                                     cb = rec.write
-                                    if cb is not None and rev & write_events:
+                                    if cb is not None and rev & write_events and (
+                                        not called or not check or self._recheck(rec)
+                                    ):
                                         try:
                                             if tr is not None:
                                                 tr.write(rec.fd, cb)
@@ -669,6 +673,23 @@ class MainLoop:
             self._quarantine(rec, err)
         if kernel.lost:
             self._quarantine_lost()
+
+    def _recheck(self, rec: Record) -> bool:
+        """R33/R34 again for a ready record, because a handler ran since the batch was
+        confirmed (it may have closed this fd, and a new file taken the number). False: the
+        record was quarantined."""
+        confirm = self._poller.confirm if self._kernel.fast_confirm else None
+        if confirm is not None:
+            try:
+                confirm(rec.fd, rec.kev)
+            except (OSError, ValueError):
+                pass
+            else:
+                return True
+        bad = self._kernel.check_ready([rec])
+        for r, err in bad:
+            self._quarantine(r, err)
+        return not bad
 
     def _check_ready_files(self, ready: list[Record]) -> None:
         """R33/R34 for ready records the poller's confirm did not vouch for."""
