@@ -232,13 +232,11 @@ class RegistrationDoesNotNotify(MainLoop):
 
     def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
                        can_read: Handler | None = None, opaque: Any = None) -> None:
-        state = vars(self)
-        wakeup = state["_wakeup"]
-        pending, notified = self.snapshot().wakeup_pending, state["_notified"]
+        pending, notified = self.snapshot().wakeup_pending, self._notified
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
-        state["_notified"] = notified  # take back the notify the registration just made
+        self._notified = notified  # take back the notify the registration just made
         if not pending and self.snapshot().wakeup_pending:
-            wakeup.consume()
+            self._wakeup.consume()
 
 
 class _KeepsDeletedRegistry(Registry):
@@ -288,9 +286,8 @@ class ConsumesNotifyAfterWalk(MainLoop):
 
     def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
         ret = super().main_loop_wait(nonblocking, timeout)
-        state = vars(self)
-        state["_notified"] = False
-        state["_wakeup"].consume()
+        self._notified = False
+        self._wakeup.consume()
         return ret
 
 
