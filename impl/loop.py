@@ -427,7 +427,12 @@ class MainLoop:
                             events = wait(timeout)
                     finally:
                         if mine:
-                            self._relock()
+                            try:
+                                if not lock._is_owned():  # type: ignore[attr-defined]
+                                    lock.acquire()
+                            except BaseException:  # a signal handler's, mid-way: _relock
+                                self._relock()
+                                raise
                         self._waiting = self._polling = False
                     if len(events) >= poller.batch_full:  # a full batch: maybe more are ready
                         events = poller.wait(0)
@@ -567,20 +572,17 @@ class MainLoop:
                 return events
 
     def _relock(self) -> None:
-        """Take the loop's lock back after the wait, once, whatever a signal handler raises
-        meanwhile (its exception is raised once the lock is held: R35)."""
+        """Take the loop's lock back after the wait when a signal handler's exception cut the
+        plain re-acquire short: retried until held, once (R35); the caller re-raises."""
         lock = self._lock
         owned = lock._is_owned  # type: ignore[attr-defined]
-        late: BaseException | None = None
         while True:
             try:
                 if not owned():
                     lock.acquire()  # an interrupted acquire raises without the lock: retried
                 break
-            except BaseException as e:
-                late = e
-        if late is not None:
-            raise late
+            except BaseException:  # another signal: the first one is re-raised
+                continue
 
     def _fill(self) -> None:
         """qemu_iohandler_fill over the records that can have changed: dirty ones and gated
