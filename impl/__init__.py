@@ -17,10 +17,11 @@ from iohandler.impl.errors import (
     FdError,
     IOHandlerError,
     LoopClosedError,
+    LoopForkedError,
     ReentrantWaitError,
     UnpollableFdError,
 )
-from iohandler.impl.loop import FdLike, HandlerInfo, MainLoop
+from iohandler.impl.loop import FdLike, HandlerInfo, LoopSnapshot, MainLoop, Seams
 from iohandler.impl.pollers import (
     ERR,
     HUP,
@@ -37,6 +38,7 @@ from iohandler.impl.pollers import (
     default_poller_name,
     flag_names,
 )
+from iohandler.impl.registry import Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle
 from iohandler.impl.tracing import Handler, ListTracer, Tracer
 
@@ -58,10 +60,16 @@ __all__ = [
     "IOHandlerError",
     "ListTracer",
     "LoopClosedError",
+    "LoopForkedError",
+    "LoopSnapshot",
     "MainLoop",
     "PollPoller",
     "Poller",
+    "Record",
+    "RecordView",
     "ReentrantWaitError",
+    "Registry",
+    "Seams",
     "SelectorsPoller",
     "TimerHandle",
     "Tracer",

@@ -11,6 +11,12 @@ class LoopClosedError(IOHandlerError, RuntimeError):
     """The loop was closed; it cannot register or wait any more."""
 
 
+class LoopForkedError(LoopClosedError):
+    """The loop was inherited through fork(): the child shares the parent's kernel objects
+    (epoll set, wakeup), so every use from the child is refused (R41). The child creates its own
+    loop; `close()` on the inherited one releases the child's copies of its fds only."""
+
+
 class ReentrantWaitError(IOHandlerError, RuntimeError):
     """`main_loop_wait` was called while an iteration is running (from a callback, a gate or a
     timer, or from another thread)."""

@@ -1,56 +1,25 @@
 """MainLoop: QEMU's classic fd-handler loop (qemu_set_fd_handler2, qemu_iohandler_fill,
 qemu_iohandler_poll, main_loop_wait, qemu_notify_event; QEMU 1.5-2.3), the seed's semantics
-without its O(registered) walks.
+without its O(registered) walks. The rules are specs/SPEC.md's; code points to them.
 
-Seed order without the list. Handlers live in a dict fd -> record; the seed's list order
-(newest record first) is "creation sequence number, descending", because records are only ever
-inserted at the head and unlinked. Kernel registrations persist (a poller keeps them) and change
-only at fill time for records marked dirty by a registration, plus the gated records, whose gate
-is consulted every fill. The wait reports ready fds; those records are sorted by sequence
-number, so an idle iteration costs O(ready + gated + changed), not O(registered).
+Three parts, calls in one direction (loop -> registry, loop -> kernel):
+* registry.py: records, list order, the dirty/gated/deleted sets, flag and reap (R1-R6, R19);
+* kernel.py: the poller with each registration's file identity, orphans, rebuild (R33, R34);
+* this file: the lifecycle, the lock (R35) and the hot path. An iteration (`_iterate`) is
+  fill (`_fill`, R8-R10, R22), wait (R13, R20, R37's timeout), collect and confirm (R11,
+  R33/R34), walk (R14-R19, inline: it is the hot path), timers (R37).
 
-The seed's poll_index becomes two things: `kev`, the events the kernel was given at the last
-fill (so exactly this iteration's poll set: changes made after the fill wait for the next one),
-and `stale`, set by every add/update and cleared when a fill visits the record (the seed's
-`poll_index = -1`: no callback in the walk of an iteration whose fill came before the update).
+Kernel registrations persist (a poller keeps them) and change only at fill time for records
+marked dirty by a registration, plus the gated records, whose gate is consulted every fill. The
+wait reports ready fds; those records are sorted by sequence number, so an idle iteration costs
+O(ready + gated + changed), not O(registered).
 
-Locking rule. One re-entrant lock guards the registry, the timers and the loop state. The loop
-holds it for the whole iteration except the kernel wait (and the tracer's `poll` hook, which
-stands for "during the wait"), and `run`/`run_until` hold it from one iteration to the next, like
-QEMU's global mutex: callbacks, gates, timers and run_until's predicate run with it held, and
-`set_fd_handler` from another thread blocks until the loop is waiting, then takes effect at the
-next fill (the notify it sends ends the current wait). `notify()` takes no lock.
-
-Reliability rules (the seed leaves these open):
-* Bad arguments raise TypeError / ValueError naming the argument, before any state changes
-  (handler and gate types are checked on deletes too); an
-  add/update of an fd that is not open raises ClosedFdError, of a file the poller cannot poll
-  (epoll: regular files) UnpollableFdError. A delete needs no open fd (close-then-delete works).
-* `main_loop_wait` while an iteration runs (from a callback, gate, timer or another thread)
-  raises ReentrantWaitError (a RuntimeError) and changes nothing.
-* A callback, gate or timer that raises: the exception propagates unchanged out of
-  `main_loop_wait`, with a note naming the fd and handler. The record being visited is finished
-  first (reaped if deleted); the rest of the walk (and the timers) is left for the next
-  iteration, which works normally: ready fds stay ready (level-triggered), deleted records are
-  reaped by the next walk. A gate that raises aborts the fill before the wait.
-* An fd closed while registered, or whose number now names another file, is found when the
-  kernel says so (epoll_ctl ENOENT/EBADF, POLLNVAL) or, on every poller, by comparing the file
-  identity (st_dev, st_ino) of each ready fd with the one seen at registration (epoll keeps
-  reporting a closed number while a dup of its file is open elsewhere). A delete drops the
-  kernel registration at once (unless the poll set is fixed: between a fill and the end of its
-  wait), so the usual delete-then-close removes it through an open fd; a registration that
-  outlived its number anyway (events for an fd the loop did not register, a quarantine, a
-  number re-registered for another file) makes the loop rebuild the kernel set. The record is
-  then deleted (as a delete would: reaped by the next walk) and its kernel registration
-  dropped, so the loop never spins on NVAL nor calls the old handler for a new file;
-  ClosedFdError naming the fd is raised at the end of that iteration (or of the next, if a
-  callback's exception propagated first). `check_fds()` finds closed fds that epoll forgot
-  silently.
+Beyond the seed: bad arguments (R30, args.py), re-entrant waits (R31), exceptions (R32), closed
+and reused fds (R33, R34), threads (R35).
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import stat
@@ -59,32 +28,37 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from operator import attrgetter
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
+from iohandler.impl.args import FD_LIMIT, FdLike, check_callable, check_delay, fd_number
 from iohandler.impl.errors import (
     ClosedFdError,
     FdError,
     LoopClosedError,
+    LoopForkedError,
     ReentrantWaitError,
     UnpollableFdError,
 )
-from iohandler.impl.lifecycle_errors import LoopForkedError
+from iohandler.impl.kernel import Kernel, identity, is_unknown
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
+from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle, TimerQueue
 from iohandler.impl.tracing import Handler, Tracer
 from iohandler.impl.wakeup import Wakeup
 
-_FD_LIMIT = 2**31  # fds are C ints
+__all__ = ["FdLike", "HandlerInfo", "LoopSnapshot", "MainLoop", "Seams"]
+
 _FILE_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR))  # what epoll refuses (EPERM)
+SPIN_LIMIT = 1000  # R40: QEMU's MAX_MAIN_LOOP_SPIN
+SPIN_PAUSE = 0.001  # seconds; QEMU's 1 ms poll timeout
+MAX_WAIT = 86400.0
+"""The longest single kernel wait, in seconds (R39): epoll and poll take an int of milliseconds,
+at most 2**31 - 1 (about 24.8 days)."""
 
-
-class HasFileno(Protocol):
-    def fileno(self) -> int: ...
-
-
-FdLike = int | HasFileno
+# The argument checks' old private names, for code that imported them from here.
+_fd_number, _check_callable, _check_delay, _FD_LIMIT = fd_number, check_callable, check_delay, FD_LIMIT
 
 
 class HandlerInfo(NamedTuple):
@@ -97,89 +71,52 @@ class HandlerInfo(NamedTuple):
     opaque: Any
 
 
-class _Record:
-    __slots__ = (
-        "can_read",
-        "deleted",
-        "fd",
-        "ident",
-        "kev",
-        "opaque",
-        "read",
-        "renew",
-        "rev",
-        "seq",
-        "stale",
-        "write",
-    )
+class LoopSnapshot(NamedTuple):
+    """`MainLoop.snapshot()`: the loop's state, read-only, for tests and debugging."""
 
-    # Set by set_fd_handler right after construction, before anything reads them:
-    read: Handler | None
-    write: Handler | None
-    can_read: Handler | None
-    opaque: Any
-    stale: bool  # the seed's poll_index == -1 since the last add/update
-    ident: tuple[int, int]  # (st_dev, st_ino) of the file at the last add/update
-    rev: int  # revents of the current iteration (set for ready records before it is read)
-
-    def __init__(self, fd: int, seq: int) -> None:
-        self.fd = fd
-        self.seq = seq  # creation order: list order is seq descending
-        self.deleted = False
-        self.kev = 0  # events given to the kernel at the last fill; 0 = not polled
-        self.renew = False  # the fd number now names another file: register afresh at fill
+    records: tuple[RecordView, ...]  # every record held, deleted ones included, newest first
+    seq: int  # the last sequence number given
+    kernel: dict[int, int]  # fd -> events the poller holds (the wakeup fd included)
+    wakeup_fd: int
+    wakeup_pending: bool  # the notifier was written and not yet consumed (as the loop knows)
+    notified: bool  # a registration's notify waiting for the next iteration (R35)
+    waiting: bool  # the loop is in the kernel wait
+    running: bool
+    stopping: bool
+    closed: bool
+    fd_errors: int  # errors found, waiting to be raised (R33)
+    timers: tuple[tuple[float, int, TimerHandle], ...]  # the timer heap: (deadline, n, handle)
 
 
-_SEQ = attrgetter("seq")
+@dataclass(frozen=True)
+class Seams:
+    """Where tests (tests/catalogue.py plants bugs through these) and debugging tools reach
+    into a loop without its private fields. `registry`: a fresh Registry (or subclass) to use.
+    `kernel`: builds the Kernel (or subclass) from the poller and `fast_confirm`.
+    `before_walk(ready)`: called with the ready records in walk order after the identity check,
+    right before each walk (it may reorder them or change their `rev`); with it every ready fd
+    gets the fstat check instead of the poller's confirm."""
+
+    registry: Registry | None = None
+    kernel: Callable[..., Kernel] | None = None
+    before_walk: Callable[[list[Record]], object] | None = None
 
 
-def _fd_number(fd: object) -> int:
-    if isinstance(fd, bool):
-        raise TypeError("fd must be an int or have fileno(), got bool")
-    if isinstance(fd, int):
-        n = fd
-    else:
-        fileno = getattr(fd, "fileno", None)
-        if not callable(fileno):
-            raise TypeError(f"fd must be an int or have fileno(), got {type(fd).__name__}")
-        try:
-            n = fileno()
-        except (OSError, ValueError) as e:  # e.g. a closed file object
-            raise ValueError(f"fd.fileno() failed: {e}") from e
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"fd.fileno() must return an int, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"fd must be >= 0, got {n}")
-    if n >= _FD_LIMIT:
-        raise ValueError(f"fd must be < 2**31, got {n}")
-    return n
-
-
-def _check_callable(name: str, value: object) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
-
-
-def _check_delay(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not value >= 0 or math.isinf(value):  # `not >=` also rejects NaN
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return float(value)
+_NO_SEAMS = Seams()
 
 
 _LIVE_LOOPS: weakref.WeakSet[MainLoop] = weakref.WeakSet()  # for the fork hook below
 
 
 def _after_fork_in_child() -> None:
-    """R38: a forked child shares each inherited loop's epoll set and wakeup with the parent, so
+    """R41: a forked child shares each inherited loop's epoll set and wakeup with the parent, so
     it may not use them. Memory only: marks the loops closed (every entry point's `_closed`
     check then refuses, at no cost per call), empties the child's registry copy (check_fds has
     nothing to remove), and replaces locks a parent thread may have held at the fork."""
     for loop in list(_LIVE_LOOPS):
         loop._forked = True
         loop._closed = True
-        loop._by_fd = {}
+        loop._registry.clear()  # memory only: the kernel objects are the parent's
         loop._lock = threading.RLock()
         loop._wakeup.after_fork_in_child()
 
@@ -198,46 +135,51 @@ class MainLoop:
         tracer: Tracer | None = None,
         use_eventfd: bool | None = None,
         check_files: bool = True,
+        seams: Seams | None = None,
     ) -> None:
         """`check_files=False` drops the per-ready-fd identity check (R33/R34) where the poller
         tracks files (epoll), saving a system call per ready event. Only for callers that always
         delete a handler before closing its fd: epoll keeps reporting a closed fd whose file a
         dup or a fork keeps open. Pollers that follow fd numbers (poll, selectors) always check,
-        since that is what stops them spinning on NVAL."""
-        self._poller = make_poller(poller)
+        since that is what stops them spinning on NVAL.
+
+        `seams`: for tests and debugging only (see Seams)."""
+        seams = seams if seams is not None else _NO_SEAMS
+        registry = seams.registry
+        if registry is not None and registry.by_fd:
+            raise ValueError("seams.registry must be empty")
+        before_walk = seams.before_walk
+        poller_obj = make_poller(poller)
         try:
             self._wakeup = Wakeup(use_eventfd)
             self._wakeup_fd = self._wakeup.fileno()
-            self._poller.modify(self._wakeup_fd, READ_EVENTS)
+            poller_obj.modify(self._wakeup_fd, READ_EVENTS)
         except BaseException:
-            self._poller.close()
+            poller_obj.close()
             raise
         self._lock = threading.RLock()
-        self._by_fd: dict[int, _Record] = {}
-        self._seq = 0
-        self._dirty: set[_Record] = set()  # interest may have changed since the last fill
-        self._gated: set[_Record] = set()  # live, read handler and gate: consulted every fill
-        self._gated_order: list[_Record] | None = None  # _gated in list order, cached
-        self._deleted: set[_Record] = set()  # flagged deleted, not yet reaped
-        # Numbers whose kernel registration could not be removed (pollers.py: a dup keeps the
-        # old file's registration out of reach). Registering such a number again rebuilds the
-        # kernel set first, or the old file's events would reach the new record.
-        self._orphans: set[int] = set()
+        self._poller = poller_obj
+        self._kernel = (seams.kernel or Kernel)(poller_obj, fast_confirm=before_walk is None)
+        self._registry = reg = registry if registry is not None else Registry()
+        reg.on_release = self._kernel.drop
+        self._before_walk = before_walk
+        self._by_fd = reg.by_fd  # the same dict: the hot path's lookups
+        self._deleted = reg.deleted  # the same set: a cheap "anything to reap?"
         self._fd_errors: list[FdError] = []
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap  # the same list: a cheap "any timers?"
-        self._wait, self._full = self._poller.fast_wait()  # refreshed by _rebuild_kernel_set
         # R33/R34 on every poller unless the caller opted out where the kernel tracks files.
-        self._check_files = check_files or not self._poller.tracks_files
-        self._confirm = self._fast_confirm()  # refreshed by _rebuild_kernel_set
+        self._check_files = check_files or not poller_obj.tracks_files
         self._tracer = tracer
         self._running = False
         self._polling = False  # from the start of a fill to the end of its wait
         self._waiting = False
         self._notified = False  # a registration's notify while not waiting (set_fd_handler)
+        self._spins = 0  # iterations in a row that returned at once and ran nothing (R40)
+        self._spin_warned = False
         self._stopping = False
         self._closed = False
-        self._forked = False  # inherited by a forked child (R38); set by _after_fork_in_child
+        self._forked = False  # inherited by a forked child (R41); set by _after_fork_in_child
         _LIVE_LOOPS.add(self)
 
     # ------------------------------------------------------------------------ registration
@@ -257,22 +199,23 @@ class MainLoop:
         deleted but not yet reaped; it gets no callback until the next fill; notify()."""
         # Registration is a hot path: the common case (an int fd in range, callables or None)
         # is checked inline; anything else goes through the full checks and their errors.
-        n = fd if type(fd) is int and 0 <= fd < _FD_LIMIT else _fd_number(fd)
+        n = fd if type(fd) is int and 0 <= fd < FD_LIMIT else fd_number(fd)
         if not (
             (read is None or callable(read))
             and (write is None or callable(write))
             and (can_read is None or callable(can_read))  # checked on a delete too
         ):
-            _check_callable("read", read)
-            _check_callable("write", write)
-            _check_callable("can_read", can_read)
+            check_callable("read", read)
+            check_callable("write", write)
+            check_callable("can_read", can_read)
         if read is None and write is None:
             with self._lock:
                 if self._closed:  # _check_open only when it raises: saves a call
                     self._check_open()
                 rec = self._by_fd.get(n)
                 if rec is not None and not rec.deleted:
-                    self._flag_deleted(rec)
+                    reg = self._registry
+                    reg.flag_deleted(rec)
                     if rec.kev and not (self._polling or self._waiting):
                         # Drop the kernel registration now, while the fd is normally still
                         # open: an epoll registration can only be removed through an open fd,
@@ -280,12 +223,16 @@ class MainLoop:
                         # holding the file, a later removal would fail and it would keep
                         # reporting). Between a fill and the end of its wait the poll set is
                         # fixed (R20), so then it waits for the next fill as the seed does.
-                        self._drop_registration(rec)
+                        reg.release(rec)
             return
+        if self._closed:  # R30: a closed loop says so first, whatever the fd
+            self._check_open()
         try:
             st = os.fstat(n)
         except OSError as e:
             raise ClosedFdError(n, f"fd {n} is not open: {e.strerror}") from e
+        if n == self._wakeup_fd or n == self._kernel.own_fd:
+            self._refuse_own_fd(n)
         if not self._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
             raise UnpollableFdError(
                 n, f"fd {n} is a regular file or directory; the {self._poller.name} poller "
@@ -294,30 +241,23 @@ class MainLoop:
         with self._lock:
             if self._closed:  # _check_open only when it raises: saves a call
                 self._check_open()
+            reg = self._registry
             rec = self._by_fd.get(n)
             if rec is None:
-                self._seq += 1
-                rec = self._by_fd[n] = _Record(n, self._seq)
+                rec = reg.add(n)
             elif rec.deleted:
-                rec.deleted = False
-                self._deleted.discard(rec)
+                reg.revive(rec)
             rec.read = read
             rec.write = write
             rec.can_read = can_read
             rec.opaque = opaque
-            ident = (st.st_dev, st.st_ino)
-            if rec.kev and ident != rec.ident:
-                rec.renew = True  # the kernel's registration (if any) is the old file's
+            ident = identity(st, n)
+            if rec.kev and (ident != rec.ident or (is_unknown(ident) and self._kernel.may_have_changed(rec))):
+                rec.renew = True  # the kernel's registration (if any) may be the old file's
             rec.ident = ident
             rec.stale = True
-            self._dirty.add(rec)
-            gated = read is not None and can_read is not None
-            if gated != (rec in self._gated):
-                if gated:
-                    self._gated.add(rec)
-                else:
-                    self._gated.discard(rec)
-                self._gated_order = None
+            reg.dirty.add(rec)
+            reg.set_gated(rec, read is not None and can_read is not None)
             # notify(), with the lock held. While the loop waits (another thread got the lock)
             # the wakeup fd ends the wait. Otherwise nobody is in the kernel: the loop thread
             # itself (a callback, a gate) or no loop at all holds the lock, and the next
@@ -329,11 +269,55 @@ class MainLoop:
             else:
                 self._notified = True
 
+    def _refuse_own_fd(self, n: int) -> None:
+        """R38: the loop's own fds are not the caller's to register."""
+        what = "wakeup notifier (notify() and stop() write to it)" if n == self._wakeup_fd else (
+            f"{self._poller.name} poller's kernel object"
+        )
+        raise ValueError(f"fd {n} is the loop's own {what}; it cannot be registered")
+
     def records(self) -> list[HandlerInfo]:
         """Live (not deleted) records in list order, newest first."""
         with self._lock:
-            live = sorted((r for r in self._by_fd.values() if not r.deleted), key=_SEQ)
+            live = sorted((r for r in self._by_fd.values() if not r.deleted), key=SEQ)
         return [HandlerInfo(r.fd, r.read, r.write, r.can_read, r.opaque) for r in reversed(live)]
+
+    def snapshot(self) -> LoopSnapshot:
+        """The loop's state, read-only (O(registered)): for tests and debugging."""
+        with self._lock:
+            return LoopSnapshot(
+                records=self._registry.snapshot(),
+                seq=self._registry.seq,
+                kernel=self._kernel.registrations(),
+                wakeup_fd=self._wakeup_fd,
+                wakeup_pending=self._wakeup_pending(),
+                notified=self._notified,
+                waiting=self._waiting,
+                running=self._running,
+                stopping=self._stopping,
+                closed=self._closed,
+                fd_errors=len(self._fd_errors),
+                timers=tuple(self._timer_heap),
+            )
+
+    def _wakeup_pending(self) -> bool:
+        return self._wakeup.pending
+
+    @property
+    def wakeup_fd(self) -> int:
+        """The loop's own notifier fd (R13); -1 once closed."""
+        return self._wakeup_fd if not self._closed else -1
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The loop's re-entrant lock (R35), held by an iteration except during its wait: hold
+        it to make several calls atomic with respect to the loop (QEMU's global mutex)."""
+        return self._lock
+
+    @property
+    def poller(self) -> Poller:
+        """The loop's poller (read it only: `registered()`, `fileno()`, `name`)."""
+        return self._poller
 
     def notify(self) -> None:
         """qemu_notify_event: the next (or current) wait returns at once. Any thread."""
@@ -346,13 +330,13 @@ class MainLoop:
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         """Run `callback(*args)` once, after dispatch, in the first iteration `delay` s on."""
-        return self._add_timer(_check_delay("delay", delay), None, callback, args)
+        return self._add_timer(check_delay("delay", delay), None, callback, args)
 
     def call_every(
         self, interval: float, callback: Callable[..., object], *args: Any
     ) -> TimerHandle:
         """Run `callback(*args)` every `interval` s (> 0) until cancelled; no catch-up bursts."""
-        iv = _check_delay("interval", interval)
+        iv = check_delay("interval", interval)
         if iv <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         return self._add_timer(iv, iv, callback, args)
@@ -360,7 +344,7 @@ class MainLoop:
     def _add_timer(
         self, delay: float, interval: float | None, callback: Callable[..., object], args: Any
     ) -> TimerHandle:
-        _check_callable("callback", callback)
+        check_callable("callback", callback)
         with self._lock:
             self._check_open()
             handle = TimerHandle(time.monotonic() + delay, interval, callback, args)
@@ -395,7 +379,7 @@ class MainLoop:
         notify, `timeout` seconds or the next timer), dispatch if ret > 0, expired timers.
         Returns ret: ready handler fds, plus 1 if the wakeup fd was readable."""
         if timeout is not None:
-            timeout = _check_delay("timeout", timeout)
+            timeout = check_delay("timeout", timeout)
         return self._iterate(nonblocking, timeout, once=True)
 
     def _iterate(
@@ -406,34 +390,44 @@ class MainLoop:
         once: bool = False,
         until: Callable[[], object] | None = None,
     ) -> int:
-        """Iterations, with the lock held throughout but for the waits: one (`once`), or until
-        stop() or `until()`. run() lives here rather than calling main_loop_wait so that an
-        iteration pays no call, lock round trip or local setup of its own (bench/: K=1
-        dispatch ~15% of the floor)."""
+        """Iterations, with the lock held throughout but for the waits (R35): one (`once`), or
+        until stop() or `until()`. Each is fill, wait, collect and confirm, walk, timers (module
+        docstring). run() lives here rather than calling main_loop_wait so that an iteration
+        pays no call, lock round trip or local setup of its own (bench/)."""
         lock = self._lock
-        lock.acquire()
-        try:
+        # R35: an exception from a signal handler can surface after any call returns. `with`
+        # on the C lock leaves no gap between acquiring and the protected block; the release
+        # around the wait is re-taken by `_relock`, which cannot leave it released. A caller
+        # already holding the lock keeps it through the wait (releasing one level would not
+        # free it anyway).
+        mine = not lock._is_owned()  # type: ignore[attr-defined]  # RLock's own, in C
+        with lock:
+            if self._closed:  # first: a forked child's copy says so (R41) whatever it was doing
+                self._check_open()
             if self._running:
                 raise ReentrantWaitError(
                     "main_loop_wait called while an iteration is running (from a callback, "
                     "a gate or a timer, or from another thread)"
                 )
-            if self._closed:
-                raise LoopClosedError("the loop is closed")
             self._running = True
             try:
                 wfd = self._wakeup_fd
+                poller = self._poller
+                use_confirm = self._kernel.fast_confirm
                 get = self._by_fd.get
                 check = self._check_files
+                reg = self._registry
                 pending = self._deleted  # flagged, not yet reaped (these containers live as
                 timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
                 fd_errors = self._fd_errors
                 read_events, write_events = READ_EVENTS, WRITE_EVENTS
                 while True:
                     tr = self._tracer
-                    if self._dirty or self._gated:
+                    # Fill (R8-R10, R22).
+                    if reg.dirty or reg.gated:
                         self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
+                    # Wait (R13, R20, R37).
                     notified = self._notified  # read after the fill: a gate may notify
                     if nonblocking or notified:
                         timeout = 0.0
@@ -444,22 +438,36 @@ class MainLoop:
                             timeout = left if timeout is None else min(timeout, left)
                     if tr is not None:
                         entries = self._poll_set()  # under the lock: a consistent view
-                    wait = self._wait  # re-read: anything that rebuilds the kernel set renews it
+                    wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
+                    pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
                     self._waiting = True
-                    lock.release()
                     try:
+                        if mine:
+                            lock.release()
+                        if pause:
+                            self._pause()
                         if tr is not None:
                             tr.poll(entries)
-                        events = wait(timeout)
+                        if timeout is not None and timeout > MAX_WAIT:
+                            events = self._long_wait(wait, timeout)
+                        else:
+                            events = wait(timeout)
                     finally:
-                        lock.acquire()
+                        if mine:
+                            try:
+                                if not lock._is_owned():  # type: ignore[attr-defined]
+                                    lock.acquire()
+                            except BaseException:  # a signal handler's, mid-way: _relock
+                                self._relock()
+                                raise
                         self._waiting = self._polling = False
-                    if len(events) >= self._full:  # a full batch: maybe more are ready
-                        events = self._poller.wait(0)
+                    if len(events) >= poller.batch_full:  # a full batch: maybe more are ready
+                        events = poller.wait(0)
 
-                    # Pollers report only requested events plus HUP/ERR(/NVAL), and only for fds
-                    # registered at the fill: records with kev != 0 (see _Record).
-                    ready: list[_Record] = []
+                    # Collect and confirm (R11, R33/R34). Pollers report only requested events
+                    # plus HUP/ERR(/NVAL), and only for fds registered at the fill: records with
+                    # kev != 0 (registry.Record).
+                    ready: list[Record] = []
                     woke = 0
                     if notified:
                         self._notified = False
@@ -481,13 +489,12 @@ class MainLoop:
                     if stray:
                         self._rebuild_kernel_set()
                     if len(ready) > 1:
-                        ready.sort(key=_SEQ, reverse=True)
+                        ready.sort(key=SEQ, reverse=True)
                     if check and ready:
-                        # R33/R34. The poller's confirm (epoll: one EPOLL_CTL_MOD) answers
+                        # The poller's confirm (epoll: one EPOLL_CTL_MOD, kernel.py) answers
                         # for every ready fd in the common case; the first fd it cannot confirm
-                        # and those after it get the fstat check. Inline: as a method call it
-                        # cost ~0.05x the floor at K=1 (bench/).
-                        confirm = self._confirm
+                        # and those after it get the fstat check. Inline on purpose (bench/).
+                        confirm = poller.confirm if use_confirm else None
                         if confirm is None:
                             self._check_ready_files(ready)
                         else:
@@ -496,27 +503,35 @@ class MainLoop:
                                     confirm(r.fd, r.kev)
                             except (OSError, ValueError):  # r and those after it: fstat decides
                                 self._check_ready_files(ready[ready.index(r) :])
+                    if self._before_walk is not None:
+                        self._before_walk(ready)
                     ret = len(ready) + woke
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
+                    called = False
                     if ret:
-                        # qemu_iohandler_poll: the seed's safe walk, restricted to ready records
-                        # and records flagged deleted (the only ones a walk does anything to).
-                        # Records added during the walk are not in `ready`. Inline: as a method
-                        # call it cost ~8% of the loop's own work per iteration (bench/).
+                        # Walk (R14-R19): qemu_iohandler_poll over the ready records and the
+                        # records flagged deleted (the only ones a walk does anything to).
+                        # Records added during the walk are not in `ready` (R15). Inline on
+                        # purpose: it is the hot path (bench/).
                         prev: float = math.inf  # the walk's position: seq >= prev was passed
+                        if pending:
+                            reg.begin_walk()
                         for rec in ready:
                             if pending:
-                                self._reap_between(rec.seq, prev)
+                                reg.reap_between(rec.seq, prev)
                             prev = rec.seq
                             if not rec.deleted and not rec.stale:
                                 rev = rec.rev
+                                if called and check and not self._recheck(rec):
+                                    rev = 0  # R33/R34: closed or reused by a handler of this walk
                                 cb = rec.read
                                 if cb is not None and rev & read_events:
                                     try:
                                         if tr is not None:
                                             tr.read(rec.fd, cb)
                                         cb(rec.opaque)
+                                        called = True
                                     except BaseException as e:
                                         self._abort_walk(rec, e, "read", cb)
                                         raise
@@ -525,18 +540,27 @@ class MainLoop:
                                 # the seed does.
                                 if not rec.deleted:
                                     cb = rec.write
-                                    if cb is not None and rev & write_events:
+                                    if cb is not None and rev & write_events and (
+                                        not called or not check or self._recheck(rec)
+                                    ):
                                         try:
                                             if tr is not None:
                                                 tr.write(rec.fd, cb)
                                             cb(rec.opaque)
+                                            called = True
                                         except BaseException as e:
                                             self._abort_walk(rec, e, "write", cb)
                                             raise
                             if rec.deleted:
                                 self._reap(rec)
                         if pending:
-                            self._reap_between(0, prev)  # seqs start at 1
+                            reg.reap_between(0, prev)  # seqs start at 1
+                    if ret and not called:  # the wait returned at once and nothing ran: R40
+                        if not nonblocking:
+                            self._spins += 1
+                    elif self._spins:
+                        self._spins = 0
+                    # Timers (R37).
                     if timer_heap:
                         self._run_timers()
                     if fd_errors:
@@ -545,217 +569,192 @@ class MainLoop:
                         return ret
                     timeout = None
             finally:
-                self._running = self._polling = False
-        finally:
-            lock.release()
+                self._running = self._polling = self._waiting = False
+
+    def _pause(self) -> None:
+        """R40: QEMU's throttle (util/main-loop.c): after SPIN_LIMIT iterations in a row that
+        returned at once and ran nothing, warn once, then pause before each wait."""
+        if not self._spin_warned:
+            self._spin_warned = True
+            warnings.warn(
+                f"iohandler: the loop spun for {SPIN_LIMIT} iterations (main-loop: WARNING: I/O "
+                "thread spun for 1000 iterations); pausing 1 ms before each wait until a handler runs",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        time.sleep(SPIN_PAUSE)
+
+    def _long_wait(
+        self, wait: Callable[[float | None], list[tuple[int, int]]], timeout: float
+    ) -> list[tuple[int, int]]:
+        """R39: a wait longer than the kernel takes, in steps of at most MAX_WAIT, until
+        something is ready or `timeout` has really passed."""
+        end = time.monotonic() + timeout
+        while True:
+            events = wait(min(timeout, MAX_WAIT))
+            if events:
+                return events
+            timeout = end - time.monotonic()
+            if timeout <= 0:
+                return events
+
+    def _relock(self) -> None:
+        """Take the loop's lock back after the wait when a signal handler's exception cut the
+        plain re-acquire short: retried until held, once (R35); the caller re-raises."""
+        lock = self._lock
+        owned = lock._is_owned  # type: ignore[attr-defined]
+        while True:
+            try:
+                if not owned():
+                    lock.acquire()  # an interrupted acquire raises without the lock: retried
+                break
+            except BaseException:  # another signal: the first one is re-raised
+                continue
 
     def _fill(self) -> None:
         """qemu_iohandler_fill over the records that can have changed: dirty ones and gated
-        ones, in list order. Gates run user code, which may change the registry: a record it
-        dirties that the fill has not reached yet is visited in this fill, others wait."""
+        ones, in list order (R8-R10). Gates run user code, which may change the registry (R22):
+        a record it dirties that the fill has not reached yet is visited in this fill, others
+        wait."""
         tr = self._tracer
-        dirty = self._dirty
-        todo: list[_Record]
-        if dirty:
-            self._dirty = set()
-            if len(dirty) == 1 and not self._gated:  # one registration since the last fill
-                todo = list(dirty)
+        reg = self._registry
+        dirty = reg.dirty
+        todo: list[Record] = []
+        try:
+            if dirty:
+                if len(dirty) == 1 and not reg.gated:  # one registration since the last fill
+                    todo = list(dirty)
+                else:
+                    todo = sorted(dirty | reg.gated, key=SEQ, reverse=True)
+                reg.dirty = set()
             else:
-                todo = sorted(dirty | self._gated, key=_SEQ, reverse=True)
-        else:
-            todo = self._gated_order if self._gated_order is not None else self._sort_gated()
-        i, n = 0, len(todo)
-        while i < n:
-            rec = todo[i]
-            i += 1
-            ev = 0
-            if not rec.deleted:
-                if rec.read is not None:
-                    gate = rec.can_read
-                    if gate is None:
-                        ev = READ_EVENTS
-                    else:
-                        try:
-                            if tr is not None:
-                                tr.gate(rec.fd, gate)
-                            if gate(rec.opaque):
-                                ev = READ_EVENTS
-                        except BaseException as e:
-                            self._dirty.update(todo[i - 1 :])  # revisit the rest next fill
-                            e.add_note(f"iohandler: raised by the can_read gate {gate!r} of fd {rec.fd}")
-                            raise
-                        if self._dirty:
-                            todo = self._merge_dirty(todo, i, rec.seq)
-                            n = len(todo)
-                # The seed reads fd_write after the gate ran, so a gate's changes count here.
-                if rec.write is not None:
-                    ev |= WRITE_EVENTS
-            rec.stale = False
-            if ev != rec.kev or rec.renew:
-                self._sync(rec, ev)
+                todo = reg.gated_order if reg.gated_order is not None else reg.sort_gated()
+            i, n = 0, len(todo)
+            while i < n:
+                rec = todo[i]
+                i += 1
+                ev = 0
+                if not rec.deleted:
+                    if rec.read is not None:
+                        gate = rec.can_read
+                        if gate is None:
+                            ev = READ_EVENTS
+                        else:
+                            try:
+                                if tr is not None:
+                                    tr.gate(rec.fd, gate)
+                                if gate(rec.opaque):
+                                    ev = READ_EVENTS
+                            except BaseException as e:
+                                e.add_note(f"iohandler: raised by the can_read gate {gate!r} of fd {rec.fd}")
+                                raise
+                            if reg.dirty:
+                                todo = self._merge_dirty(todo, i, rec.seq)
+                                n = len(todo)
+                    # The seed reads fd_write after the gate ran, so a gate's changes count here.
+                    if rec.write is not None:
+                        ev |= WRITE_EVENTS
+                rec.stale = False
+                if ev != rec.kev or rec.renew:
+                    self._sync(rec, ev)
+        except BaseException:
+            # Whatever raised (a gate, a signal handler, the kernel: R32, R35), every record this
+            # fill took is visited again by the next one: a second visit changes nothing for a
+            # record already synced, and gated records are consulted every fill anyway.
+            if reg.dirty is not dirty:
+                reg.dirty.update(dirty)
+            reg.dirty.update(todo)
+            raise
 
-    def _sort_gated(self) -> list[_Record]:
-        self._gated_order = sorted(self._gated, key=_SEQ, reverse=True)
-        return self._gated_order
-
-    def _merge_dirty(self, todo: list[_Record], i: int, seq: int) -> list[_Record]:
-        late = [r for r in self._dirty if r.seq < seq]  # behind the fill's position
+    def _merge_dirty(self, todo: list[Record], i: int, seq: int) -> list[Record]:
+        reg = self._registry
+        late = [r for r in reg.dirty if r.seq < seq]  # behind the fill's position
         if not late:
             return todo
-        self._dirty.difference_update(late)
         rest = set(todo[i:])
         rest.update(late)
-        return todo[:i] + sorted(rest, key=_SEQ, reverse=True)
+        merged = todo[:i] + sorted(rest, key=SEQ, reverse=True)
+        # Taken out of `dirty` last: until then an exception leaves them there (see _fill).
+        reg.dirty.difference_update(late)
+        return merged
 
     def _poll_set(self) -> list[tuple[int, int]]:
         """This iteration's poll set in list order (for the tracer only: O(registered))."""
-        polled = sorted((r for r in self._by_fd.values() if r.kev), key=_SEQ, reverse=True)
+        polled = sorted((r for r in self._by_fd.values() if r.kev), key=SEQ, reverse=True)
         return [(r.fd, r.kev) for r in polled]
 
-    def _abort_walk(self, rec: _Record, e: BaseException, role: str, cb: Handler) -> None:
+    def _abort_walk(self, rec: Record, e: BaseException, role: str, cb: Handler) -> None:
+        """R32: finish the record in hand, name it in a note; the rest waits."""
         if rec.deleted:
             self._reap(rec)
         e.add_note(f"iohandler: raised by the {role} handler {cb!r} of fd {rec.fd}")
 
-    # --------------------------------------------------------------------- record keeping
+    def _reap(self, rec: Record) -> None:
+        """R19: unlink a deleted record the walk reached (and drop its kernel registration)."""
+        self._registry.unlink(rec)
 
-    def _flag_deleted(self, rec: _Record) -> None:
-        rec.deleted = True
-        self._deleted.add(rec)
-        self._dirty.add(rec)  # the next fill stops polling it
-        if rec in self._gated:
-            self._gated.discard(rec)
-            self._gated_order = None
+    # ------------------------------------------------------------- kernel problems (R33/R34)
 
-    def _reap_between(self, lo: int, hi: float) -> None:
-        for rec in [r for r in self._deleted if lo < r.seq < hi]:
-            self._reap(rec)
-
-    def _reap(self, rec: _Record) -> None:
-        """Unlink a deleted record (the walk reached it)."""
-        self._deleted.discard(rec)
-        self._dirty.discard(rec)
-        if self._by_fd.get(rec.fd) is rec:
-            del self._by_fd[rec.fd]
-        self._drop_registration(rec)
-
-    def _sync(self, rec: _Record, ev: int) -> None:
-        """Give the kernel the record's new interest; quarantine the record if its file is
-        gone or is not the one registered."""
-        if rec.renew:
-            rec.renew = False
-            self._drop_registration(rec)
-            # The number was closed while registered: with a dup of the old file alive, its
-            # epoll registration survives under this number beside the new one. Start afresh.
-            self._rebuild_kernel_set()
-        if not ev:
-            self._drop_registration(rec)
-            return
-        if not rec.kev:  # a fresh registration: make sure it is still the same file
-            problem = self._file_problem(rec)
-            if problem is not None:
-                self._quarantine(rec, ClosedFdError(rec.fd, problem))
-                return
-            if rec.fd in self._orphans:
-                self._rebuild_kernel_set()
-        try:
-            self._poller.modify(rec.fd, ev)
-        except OSError as e:
-            problem = self._file_problem(rec)
-            if problem is None and e.errno == errno.ENOENT:
-                # epoll dropped the registration when the old file closed, and the number was
-                # re-registered (set_fd_handler) for the file it names now: register afresh.
-                try:
-                    self._poller.modify(rec.fd, ev)
-                except OSError as e2:
-                    e = e2
-                else:
-                    rec.kev = ev
-                    return
-            err: FdError
-            if problem is None and e.errno == errno.EPERM:
-                err = UnpollableFdError(rec.fd, f"fd {rec.fd}: {self._poller.name} cannot poll it")
-            else:
-                err = ClosedFdError(rec.fd, problem or f"fd {rec.fd}: {e.strerror}")
-            err.__cause__ = e
+    def _sync(self, rec: Record, ev: int) -> None:
+        kernel = self._kernel
+        err = kernel.sync(rec, ev)
+        if err is not None:
             self._quarantine(rec, err)
-            return
-        rec.kev = ev
+        if kernel.lost:
+            self._quarantine_lost()
 
-    def _file_problem(self, rec: _Record) -> str | None:
-        try:
-            st = os.fstat(rec.fd)
-        except OSError:
-            return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if (st.st_dev, st.st_ino) != rec.ident:
-            return (
-                f"fd {rec.fd} was closed while registered and its number now names another "
-                "file; its handlers were removed"
-            )
-        return None
-
-    def _fast_confirm(self) -> Callable[[int, int], object] | None:
-        """The poller's confirmer for the iteration's inline check, or None: no confirmer, or
-        a subclass hooks `_check_ready_files` (tests/catalogue.py), which must then see every
-        ready batch. It is asked `confirm(fd, rec.kev)`: a record with kev != 0 is registered
-        for exactly those events (`_sync` sets both)."""
-        if type(self)._check_ready_files is not MainLoop._check_ready_files:
-            return None
-        return self._poller.confirmer()
-
-    def _check_ready_files(self, ready: list[_Record]) -> None:
-        """R33/R34: a ready fd must still name the file registered. poll reports a closed
-        number as NVAL and a reused one as the new file; epoll keeps reporting a closed number
-        while a dup of its file is open. One fstat per ready record not already confirmed by
-        the poller (the inline check in `_iterate`)."""
-        fstat = os.fstat
-        for rec in ready:
-            if rec.deleted or rec.stale:
-                continue
+    def _recheck(self, rec: Record) -> bool:
+        """R33/R34 again for a ready record, because a handler ran since the batch was
+        confirmed (it may have closed this fd, and a new file taken the number). False: the
+        record was quarantined."""
+        confirm = self._poller.confirm if self._kernel.fast_confirm else None
+        if confirm is not None:
             try:
-                st = fstat(rec.fd)
-            except OSError:
+                confirm(rec.fd, rec.kev)
+            except (OSError, ValueError):
                 pass
             else:
-                if (st.st_dev, st.st_ino) == rec.ident:
-                    continue
-            problem = self._file_problem(rec)
-            if problem is not None:
-                self._quarantine(rec, ClosedFdError(rec.fd, problem))
+                return True
+        bad = self._kernel.check_ready([rec])
+        for r, err in bad:
+            self._quarantine(r, err)
+        return not bad
+
+    def _check_ready_files(self, ready: list[Record]) -> None:
+        """R33/R34 for ready records the poller's confirm did not vouch for."""
+        for rec, err in self._kernel.check_ready(ready):
+            self._quarantine(rec, err)
 
     def _rebuild_kernel_set(self) -> None:
-        """Re-create the poller's kernel object from its book (dropping registrations that
-        outlived their fd numbers); records whose fd cannot be registered again are removed."""
-        failed = self._poller.rebuild()
-        self._orphans.clear()  # the new kernel object holds only the book's registrations
-        self._confirm = self._fast_confirm()  # the old ones name the old kernel object
-        self._wait, self._full = self._poller.fast_wait()
-        for fd in failed:
+        self._kernel.rebuild()
+        self._quarantine_lost()
+
+    def _quarantine_lost(self) -> None:
+        """Records whose fd a rebuild could not register again are removed (R33)."""
+        kernel = self._kernel
+        lost, kernel.lost = kernel.lost, []
+        for fd in lost:
             rec = self._by_fd.get(fd)
             if rec is not None:  # the book holds the wakeup fd and records with kev != 0 only
-                problem = self._file_problem(rec) or f"fd {fd}: cannot be registered again"
+                rec.kev = 0  # the rebuild dropped it from the book
+                problem = kernel.file_problem(rec) or f"fd {fd}: cannot be registered again"
                 self._quarantine(rec, ClosedFdError(fd, problem))
 
-    def _drop_registration(self, rec: _Record) -> None:
-        if rec.kev:
-            rec.kev = 0
-            try:
-                self._poller.modify(rec.fd, 0)
-            except OSError:  # the number no longer names the file: maybe out of reach
-                self._orphans.add(rec.fd)
-            else:
-                if self._poller.silent_removal and self._file_problem(rec) is not None:
-                    self._orphans.add(rec.fd)
-
-    def _quarantine(self, rec: _Record, err: FdError) -> None:
-        self._drop_registration(rec)
-        if not rec.deleted:
-            self._flag_deleted(rec)
-        self._dirty.discard(rec)  # nothing left to sync
+    def _quarantine(self, rec: Record, err: FdError) -> None:
+        """R33: the record is deleted (reaped by the next walk), its registration dropped, and
+        `err` raised at the end of the iteration."""
+        # In this order, an exception from a signal handler at any point leaves a record the
+        # next fill or walk finishes with, and the error (whose raising rebuilds the kernel
+        # set) pending (R35).
         self._fd_errors.append(err)
+        reg = self._registry
+        if not rec.deleted:
+            reg.flag_deleted(rec)
+        self._kernel.drop(rec)
+        reg.dirty.discard(rec)  # nothing left to sync
 
     def _raise_fd_errors(self) -> None:
-        if self._poller.fileno() >= 0:
+        if self._kernel.has_object():
             # A quarantined fd's registration could not be removed by number if a dup of its
             # file is still open somewhere; it would keep reporting. Rare: rebuild.
             self._rebuild_kernel_set()
@@ -768,12 +767,13 @@ class MainLoop:
 
     def check_fds(self) -> None:
         """Look at every live record's file (O(registered) fstat calls): finds fds closed while
-        registered that epoll forgot without a word. Such records are removed and
+        registered that epoll forgot silently (R33). Such records are removed and
         ClosedFdError is raised, as when an iteration finds them."""
         with self._lock:
+            kernel = self._kernel
             for rec in list(self._by_fd.values()):
                 if not rec.deleted:
-                    problem = self._file_problem(rec)
+                    problem = kernel.file_problem(rec)
                     if problem is not None:
                         self._quarantine(rec, ClosedFdError(rec.fd, problem))
             if self._fd_errors:
@@ -838,7 +838,7 @@ class MainLoop:
         and timers it raises ReentrantWaitError. A Tracer's `poll` hook (on the loop's thread,
         during the wait) must not call it: it would wait for itself.
 
-        In a forked child (R38) only the child's copies are closed: the parent's registrations
+        In a forked child (R41) only the child's copies are closed: the parent's registrations
         and wakeup are untouched."""
         if self._forked:
             self._poller.close()  # closes the child's epoll fd only: no registration changes
@@ -854,13 +854,8 @@ class MainLoop:
                 if self._closed:  # another thread's close() got there first
                     return
             self._closed = True
-            self._by_fd.clear()
-            self._dirty.clear()
-            self._gated.clear()
-            self._gated_order = None
-            self._deleted.clear()
-            self._orphans.clear()
-            self._poller.close()
+            self._registry.clear()
+            self._kernel.close()
             self._wakeup.close()
 
     def _await_iteration_end(self) -> None:

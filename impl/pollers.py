@@ -34,6 +34,7 @@ book says the fd is not registered, and the error propagates for the loop to jud
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import select
 import selectors
@@ -75,7 +76,21 @@ def flag_names(events: int) -> tuple[str, ...]:
 
 
 class Poller(ABC):
-    """Persistent interest per fd, and a wait that reports `(fd, revents)` pairs."""
+    """Persistent interest per fd, and a wait that reports `(fd, revents)` pairs.
+
+    The loop's hot path reads three attributes, kept in step with the kernel object by every
+    method that replaces it (a rebuild sets them with no call in between, so an exception from a
+    signal handler cannot leave them naming a closed object): `wait_once(timeout)`, `wait`
+    without its completeness step (a result of `batch_full` or more events may be partial, and
+    the loop then calls `wait(0)` for all of them); `batch_full`; `confirm`, a fast positive
+    answer to "does ready fd still name the file registered?" or None (then the loop compares
+    fstat identities): `confirm(fd, events)` with the events fd is registered for; returning
+    normally proves it, raising (OSError, ValueError) proves nothing.
+    """
+
+    wait_once: Callable[[float | None], list[tuple[int, int]]] | None = None  # None: `wait`
+    batch_full: int = sys.maxsize
+    confirm: Callable[[int, int], object] | None = None
 
     name: ClassVar[str]
     tracks_files: ClassVar[bool]
@@ -113,17 +128,12 @@ class Poller(ABC):
         return []
 
     def fast_wait(self) -> tuple[Callable[[float | None], list[tuple[int, int]]], int]:
-        """The loop's hot path: `(wait_once, full)`. `wait_once(timeout)` is `wait` without
-        its completeness step: a result of `full` or more events may be partial, and the loop
-        then calls `wait(0)` for all of them. Valid until `rebuild()` or `close()`."""
-        return self.wait, sys.maxsize
+        """`(wait_once, batch_full)`, as the attributes are now."""
+        return self.wait_once or self.wait, self.batch_full
 
     def confirmer(self) -> Callable[[int, int], object] | None:
-        """A fast positive answer to "does ready fd still name the file registered?", or None
-        (then the loop compares fstat identities). `confirm(fd, events)`, with the events fd is
-        registered for: returning normally proves it; raising (OSError, ValueError) proves
-        nothing. Valid until `rebuild()` or `close()`; a stale one only raises."""
-        return None
+        """`confirm`, as the attribute is now."""
+        return self.confirm
 
 
 class EpollPoller(Poller):
@@ -136,6 +146,21 @@ class EpollPoller(Poller):
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._fds: dict[int, int] = {}
+        self._hot(self._epoll)
+
+    def _hot(self, ep: select.epoll) -> None:
+        # The C methods themselves: no Python frame per iteration (bench/). Called with a
+        # timeout only, epoll.poll returns at most FD_SETSIZE - 1 events.
+        if type(self).wait is not EpollPoller.wait:  # a subclass's wait must be seen
+            self.wait_once, self.batch_full = self.wait, sys.maxsize
+        else:
+            self.wait_once, self.batch_full = ep.poll, _POLL_DEFAULT_MAXEVENTS
+        # EPOLL_CTL_MOD to the events already registered changes nothing, and succeeds only if
+        # the set holds a registration for (the file fd names *now*, fd): epoll keys them by
+        # (file, number), and every registration the loop makes is of the file the record saw
+        # (a record whose file changed is renewed before it is polled again). So success means
+        # "not closed, number not reused": one bare system call, cheaper than an os.fstat.
+        self.confirm = ep.modify
 
     def modify(self, fd: int, events: int) -> None:
         fds = self._fds
@@ -144,11 +169,15 @@ class EpollPoller(Poller):
             return
         ep = self._epoll
         if not events:
-            del fds[fd]
             # ENOENT/EBADF: the number no longer names the registered file. The kernel forgot the
             # registration if the file is gone, or keeps it out of reach if a dup holds the file
             # (see above): the error goes to the loop, which cannot tell the two apart either.
-            ep.unregister(fd)
+            # The book changes after the kernel: an exception in between leaves the book
+            # claiming a registration, which the next modify(fd, 0) removes (or finds gone).
+            try:
+                ep.unregister(fd)
+            finally:
+                fds.pop(fd, None)
             return
         try:
             if old:
@@ -182,32 +211,26 @@ class EpollPoller(Poller):
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def fast_wait(self) -> tuple[Callable[[float | None], list[tuple[int, int]]], int]:
-        # The C method itself: no Python frame per iteration (bench/: ~10% of the loop's own
-        # cost at K=1). Called with a timeout only, it returns at most FD_SETSIZE - 1 events.
-        if type(self).wait is not EpollPoller.wait:  # a subclass's wait must be seen
-            return super().fast_wait()
-        return self._epoll.poll, _POLL_DEFAULT_MAXEVENTS
-
-    def confirmer(self) -> Callable[[int, int], object] | None:
-        # EPOLL_CTL_MOD to the events already registered changes nothing, and succeeds only if
-        # the set holds a registration for (the file fd names *now*, fd): epoll keys them by
-        # (file, number), and every registration the loop makes is of the file the record saw
-        # (a record whose file changed is renewed before it is polled again). So success means
-        # "not closed, number not reused": one bare system call, about half of an os.fstat
-        # with its stat_result (bench/: ~150 ns per ready fd).
-        return self._epoll.modify
-
     def rebuild(self) -> list[int]:
-        old, self._epoll = self._epoll, select.epoll()
-        old.close()
+        # The new object is complete before it replaces the old one, and the hot-path
+        # attributes follow at once: an exception anywhere leaves a consistent poller.
+        new = select.epoll()
         failed: list[int] = []
-        for fd, events in list(self._fds.items()):
-            try:
-                self._epoll.register(fd, events)
-            except OSError:
-                del self._fds[fd]
-                failed.append(fd)
+        try:
+            for fd, events in list(self._fds.items()):
+                try:
+                    new.register(fd, events)
+                except OSError:
+                    failed.append(fd)
+        except BaseException:
+            new.close()
+            raise
+        old = self._epoll
+        self._epoll = new
+        self._hot(new)
+        for fd in failed:
+            self._fds.pop(fd, None)
+        old.close()
         return failed
 
 
@@ -226,15 +249,27 @@ class PollPoller(Poller):
         old = self._fds.get(fd, 0)
         if events == old:
             return
+        # The poll object first, the book after: an exception in between leaves the book
+        # behind, and the next modify of fd (or a rebuild) puts the two in step again.
         if events:
             self._poll.register(fd, events)  # registers or modifies; no system call
             self._fds[fd] = events
         else:
+            with contextlib.suppress(KeyError):  # an earlier unregister's book update was interrupted
+                self._poll.unregister(fd)
             del self._fds[fd]
-            self._poll.unregister(fd)
 
     def wait(self, timeout: float | None) -> list[tuple[int, int]]:
         return self._poll.poll(None if timeout is None else timeout * 1000.0)
+
+    def rebuild(self) -> list[int]:
+        # poll(2) keeps nothing in the kernel, but the poll object may hold an fd the book lost
+        # (an interrupted modify): polled, never dispatched, it would make every wait return.
+        new = select.poll()
+        for fd, events in list(self._fds.items()):
+            new.register(fd, events)
+        self._poll = new
+        return []
 
     def close(self) -> None:
         self._fds.clear()
@@ -263,6 +298,7 @@ class SelectorsPoller(Poller):
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._masks: dict[int, int] = {}
+        self._suspect = False  # an exception interrupted the selector: its map may be wrong
 
     def modify(self, fd: int, events: int) -> None:
         mask = (selectors.EVENT_READ if events & IN else 0) | (
@@ -271,24 +307,35 @@ class SelectorsPoller(Poller):
         old = self._masks.get(fd, 0)
         if mask == old:
             return
+        if self._suspect:
+            self.rebuild()
         sel = self._selector
-        if not mask:
-            del self._masks[fd]
-            # No KeyError (the book and the selector agree) and no OSError: selectors
-            # swallows the kernel's (fd closed meanwhile) itself.
-            sel.unregister(fd)
-            return
         try:
-            if old:
-                sel.modify(fd, mask)  # on failure selectors unregisters fd itself
-            else:
-                sel.register(fd, mask)
+            if not mask:
+                # No OSError: selectors swallows the kernel's (fd closed meanwhile) itself.
+                sel.unregister(fd)
+                del self._masks[fd]
+                return
+            try:
+                if old:
+                    sel.modify(fd, mask)  # on failure selectors unregisters fd itself
+                else:
+                    sel.register(fd, mask)
+            except OSError:
+                self._masks.pop(fd, None)
+                raise
+            except ValueError as e:  # selectors' word for a negative fd (never in the book)
+                raise OSError(errno.EBADF, str(e)) from e
+            self._masks[fd] = mask
         except OSError:
-            self._masks.pop(fd, None)
             raise
-        except ValueError as e:  # selectors' word for a negative fd (never in the book)
-            raise OSError(errno.EBADF, str(e)) from e
-        self._masks[fd] = mask
+        except BaseException:
+            # selectors keeps its own map beside the kernel's set; an exception (a signal
+            # handler's) between the two updates leaves them out of step. Our book says fd is
+            # not registered; the next modify rebuilds the selector from the book.
+            self._masks.pop(fd, None)
+            self._suspect = True
+            raise
 
     def wait(self, timeout: float | None) -> list[tuple[int, int]]:
         return [(key.fd, _FLAGS_OF_MASK[mask]) for key, mask in self._selector.select(timeout)]
@@ -304,15 +351,23 @@ class SelectorsPoller(Poller):
         return self._selector.fileno() if hasattr(self._selector, "fileno") else -1
 
     def rebuild(self) -> list[int]:
-        old, self._selector = self._selector, selectors.DefaultSelector()
-        old.close()
+        new = selectors.DefaultSelector()
         failed: list[int] = []
-        for fd, mask in list(self._masks.items()):
-            try:
-                self._selector.register(fd, mask)
-            except (OSError, ValueError):
-                del self._masks[fd]
-                failed.append(fd)
+        try:
+            for fd, mask in list(self._masks.items()):
+                try:
+                    new.register(fd, mask)
+                except (OSError, ValueError):
+                    failed.append(fd)
+        except BaseException:
+            new.close()
+            raise
+        old = self._selector
+        self._selector = new
+        self._suspect = False
+        for fd in failed:
+            self._masks.pop(fd, None)
+        old.close()
         return failed
 
 

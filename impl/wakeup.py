@@ -7,7 +7,7 @@ with its lock held). `consume()` reads first and clears the pending flag after: 
 that saw the flag still set between the two would be lost (the fd already drained, the flag then
 cleared), which is why callers not holding the lock (`MainLoop.notify`, `stop`) use `wake()`.
 
-`wake()` racing `close()` (R35, R38): reading the fd number and writing to it are two steps,
+`wake()` racing `close()` (R35, R41): reading the fd number and writing to it are two steps,
 and a close between them frees the number for the next open(), which would get the write. A
 small re-entrant lock shared by wake, consume and close only (not the loop's lock) keeps the
 number valid for the whole write. Re-entrant, so that a wake() from a signal handler that
@@ -47,6 +47,11 @@ class Wakeup:
 
     def fileno(self) -> int:
         return self._rfd
+
+    @property
+    def pending(self) -> bool:
+        """Written and not yet consumed, as far as this process knows (for snapshots)."""
+        return self._pending
 
     def notify(self) -> None:
         """Coalescing: for callers serialized with consume() (the loop's lock held)."""

@@ -17,10 +17,10 @@ import os
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from iohandler.impl import HUP, IN, MainLoop
-from iohandler.impl.loop import FdLike, _Record
+from iohandler.impl import HUP, IN, FdError, FdLike, MainLoop, Record, Registry, Seams
+from iohandler.impl.kernel import Kernel
 from iohandler.impl.tracing import Handler
 
 
@@ -58,8 +58,9 @@ def _patched(method: Callable[..., Any], *edits: tuple[str, str]) -> Callable[..
 
 class CallsDeletedHandler(MainLoop):
     """The walk forgets the `!ioh->deleted` checks: a record deleted by an earlier handler in
-    the same walk (or during the wait) is still called. The walk is inline in `_iterate`, so
-    this variant is `_iterate` recompiled without those two checks."""
+    the same walk (or during the wait) is still called. The walk is inline in the iteration,
+    so this variant is that method recompiled without those two checks (the one place the
+    catalogue names a private of the loop: the walk's body has no seam, on purpose)."""
 
     _iterate = _patched(
         MainLoop._iterate,
@@ -68,129 +69,147 @@ class CallsDeletedHandler(MainLoop):
     )
 
 
-# The walk's pre-walk hook: `_check_ready_files(ready)` is called with the ready records in walk
-# order right before the walk (the variants below run on pollers that check, as all do by default).
+class _Planted(MainLoop):
+    """A loop whose bug is planted through its public seams (impl.Seams): a Registry or Kernel
+    subclass of the variant's, and/or its `before_walk` hook, called with the ready records in
+    walk order right before each walk (every poller checks ready fds by default)."""
+
+    registry_class: ClassVar[type[Registry]] = Registry
+    kernel_class: ClassVar[type[Kernel]] = Kernel
+
+    def __init__(self, poller: Any = None, **kwargs: Any) -> None:
+        self.planted = self.registry_class()
+        hook = self.before_walk if type(self).before_walk is not _Planted.before_walk else None
+        seams = Seams(registry=self.planted, kernel=self.kernel_class, before_walk=hook)
+        super().__init__(poller, seams=seams, **kwargs)
+
+    def before_walk(self, ready: list[Record]) -> None:
+        pass
 
 
-class ReapsBeforeWalk(MainLoop):
+class ReapsBeforeWalk(_Planted):
     """Reaps every deleted record before the walk starts, instead of as the walk passes it: a
     record revived by an earlier handler in the walk comes back at the head, not in place."""
 
-    def _check_ready_files(self, ready: list[_Record]) -> None:
-        super()._check_ready_files(ready)
-        for rec in list(self._deleted):
-            self._reap(rec)
+    def before_walk(self, ready: list[Record]) -> None:
+        for rec in list(self.planted.deleted):
+            self.planted.unlink(rec)
 
 
-class UnlinksOnDeleteInWalk(MainLoop):
+class _UnlinkingRegistry(Registry):
+    walking = False
+
+    def flag_deleted(self, rec: Record) -> None:
+        super().flag_deleted(rec)
+        if self.walking:
+            self.unlink(rec)
+
+
+class UnlinksOnDeleteInWalk(_Planted):
     """Delete unlinks at once while a walk runs (the dangling-next-pointer bug, made safe in
     Python): a record deleted behind the walk is gone instead of flagged until the next walk."""
 
-    _walking = False
+    registry_class = _UnlinkingRegistry
 
-    def _check_ready_files(self, ready: list[_Record]) -> None:
-        super()._check_ready_files(ready)
-        self._walking = True  # until the iteration ends
+    def before_walk(self, ready: list[Record]) -> None:
+        assert isinstance(self.planted, _UnlinkingRegistry)
+        self.planted.walking = True  # until the iteration ends
 
     def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
         try:
             return super().main_loop_wait(nonblocking, timeout)
         finally:
-            self._walking = False
-
-    def _flag_deleted(self, rec: _Record) -> None:
-        super()._flag_deleted(rec)
-        if self._walking:
-            self._reap(rec)
+            assert isinstance(self.planted, _UnlinkingRegistry)
+            self.planted.walking = False
 
 
-class WalksInKernelOrder(MainLoop):
+class WalksInKernelOrder(_Planted):
     """Dispatches in the order the kernel reports (here fd-number order, as poll's array
     gives) instead of list order, newest first."""
 
-    def _check_ready_files(self, ready: list[_Record]) -> None:
-        super()._check_ready_files(ready)
+    def before_walk(self, ready: list[Record]) -> None:
         ready.sort(key=lambda r: r.fd)
 
 
-class ReapsWhenRetZero(MainLoop):
+class ReapsWhenRetZero(_Planted):
     """Reaps deleted records after an iteration with nothing ready (ret == 0), when the seed
     runs no walk at all: a later re-add goes to the head instead of reviving in place."""
 
     def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
         ret = super().main_loop_wait(nonblocking, timeout)
         if ret == 0:
-            with self._lock:
-                for rec in list(self._deleted):
-                    self._reap(rec)
+            with self.lock:
+                for rec in list(self.planted.deleted):
+                    self.planted.unlink(rec)
         return ret
 
 
-class GateAtDispatch(MainLoop):
+class GateAtDispatch(_Planted):
     """Consults the gate again when the walk starts and drops IN/HUP if it is closed now: a
     gate closed after fill (by another thread, or a handler) wrongly suppresses the read."""
 
-    def _check_ready_files(self, ready: list[_Record]) -> None:
+    def before_walk(self, ready: list[Record]) -> None:
         for rec in ready:
             gate = rec.can_read
             if gate is not None and rec.read is not None and not gate(rec.opaque):
                 rec.rev &= ~(IN | HUP)
-        super()._check_ready_files(ready)
 
 
-class IgnoresHupForRead(MainLoop):
+class IgnoresHupForRead(_Planted):
     """Runs the read handler on IN and ERR only: a peer's hangup (HUP without IN) is never
     delivered, so the reader never sees EOF."""
 
-    def _check_ready_files(self, ready: list[_Record]) -> None:
+    def before_walk(self, ready: list[Record]) -> None:
         for rec in ready:
             rec.rev &= ~HUP
-        super()._check_ready_files(ready)
 
 
 # ---------------------------------------------------------------------------- registration
 
 
-class InsertsAtTail(MainLoop):
+class InsertsAtTail(_Planted):
     """New records go to the tail (QLIST_INSERT_TAIL, or append to a list): oldest first."""
 
     def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
                        can_read: Handler | None = None, opaque: Any = None) -> None:
-        before = set(map(id, self._by_fd.values()))
+        reg = self.planted
+        before = set(map(id, reg.by_fd.values()))
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
-        fresh = [r for r in self._by_fd.values() if id(r) not in before]
+        fresh = [r for r in reg.by_fd.values() if id(r) not in before]
         if fresh:  # list order is seq descending: move every other record up, the new one last
-            for rec in {*self._by_fd.values(), *self._deleted}:
+            for rec in {*reg.by_fd.values(), *reg.deleted}:
                 if rec is not fresh[0]:
                     rec.seq += 1
             fresh[0].seq = 1
-            self._gated_order = None
+            reg.gated_order = None
 
 
-class RevivesAsNewRecord(MainLoop):
+class RevivesAsNewRecord(_Planted):
     """The lookup skips deleted records, so re-registering an fd whose record is deleted but not
     yet reaped creates a second record at the head (two records for one fd: R1)."""
 
     def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
                        can_read: Handler | None = None, opaque: Any = None) -> None:
         n = fd if isinstance(fd, int) else fd.fileno()
-        rec = self._by_fd.get(n)
+        by_fd = self.planted.by_fd
+        rec = by_fd.get(n)
         if rec is not None and rec.deleted and (read is not None or write is not None):
-            del self._by_fd[n]  # the old one stays in _deleted, for the walk to reap
+            del by_fd[n]  # the old one stays in `deleted`, for the walk to reap
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
 
 
-class KeepsPollSlotOnUpdate(MainLoop):
+class KeepsPollSlotOnUpdate(_Planted):
     """An update keeps the record's place in the poll set already built (no `poll_index = -1`):
     a record updated during the walk or the wait is dispatched with its new handlers at once."""
 
     def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
                        can_read: Handler | None = None, opaque: Any = None) -> None:
         n = fd if isinstance(fd, int) else fd.fileno()
-        rec = self._by_fd.get(n)
+        by_fd = self.planted.by_fd
+        rec = by_fd.get(n)
         stale = rec.stale if rec is not None else None
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
-        if rec is not None and stale is not None and self._by_fd.get(n) is rec:
+        if rec is not None and stale is not None and by_fd.get(n) is rec:
             rec.stale = stale
 
 
@@ -201,44 +220,50 @@ class DeleteNotifies(MainLoop):
                        can_read: Handler | None = None, opaque: Any = None) -> None:
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
         if read is None and write is None:
-            self._wakeup.notify()
+            self.notify()
 
 
 class RegistrationDoesNotNotify(MainLoop):
     """An add or update does not wake the loop: a loop blocked in poll never sees the new
-    interest (R7), and an idle iteration after a registration runs no walk."""
+    interest (R7), and an idle iteration after a registration runs no walk.
+
+    The one variant that reads the loop's private state (with ConsumesNotifyAfterWalk): a
+    registration's notify is a flag on the registration's hot path (R35), with no seam."""
 
     def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
                        can_read: Handler | None = None, opaque: Any = None) -> None:
-        wakeup = self._wakeup
-        pending, notified = wakeup._pending, self._notified
+        pending, notified = self.snapshot().wakeup_pending, self._notified
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
         self._notified = notified  # take back the notify the registration just made
-        if not pending and wakeup._pending:
-            wakeup.consume()
+        if not pending and self.snapshot().wakeup_pending:
+            self._wakeup.consume()
 
 
-class DeletedStaysPolled(MainLoop):
+class _KeepsDeletedRegistry(Registry):
+    def flag_deleted(self, rec: Record) -> None:
+        super().flag_deleted(rec)
+        self.dirty.discard(rec)
+
+    reaping = False
+
+    def release(self, rec: Record) -> None:
+        if rec.deleted and not self.reaping:
+            return  # the delete path's early drop is what this bug forgets too
+        super().release(rec)
+
+    def unlink(self, rec: Record) -> None:
+        self.reaping = True
+        try:
+            super().unlink(rec)
+        finally:
+            self.reaping = False
+
+
+class DeletedStaysPolled(_Planted):
     """A delete does not mark the record for the next fill, so the kernel keeps polling a
     deleted fd (until a walk happens to reap it)."""
 
-    def _flag_deleted(self, rec: _Record) -> None:
-        super()._flag_deleted(rec)
-        self._dirty.discard(rec)
-
-    def _drop_registration(self, rec: _Record) -> None:
-        if rec.deleted and rec.fd in self._by_fd and self._by_fd[rec.fd] is rec and not self._reaping:
-            return  # the delete path's early drop is what this bug forgets too
-        super()._drop_registration(rec)
-
-    _reaping = False
-
-    def _reap(self, rec: _Record) -> None:
-        self._reaping = True
-        try:
-            super()._reap(rec)
-        finally:
-            self._reaping = False
+    registry_class = _KeepsDeletedRegistry
 
 
 # -------------------------------------------------------------------------------- wakeup
@@ -249,14 +274,15 @@ class LosesNotifyDuringWait(MainLoop):
     "pending" flag cleared after the wait instead of before): the waiting loop sleeps on."""
 
     def notify(self) -> None:
-        if self._waiting:
+        if self.snapshot().waiting:
             return
         super().notify()
 
 
 class ConsumesNotifyAfterWalk(MainLoop):
     """Reads the notifier after the walk instead of before it: a notify (or a registration)
-    made by a handler is swallowed, so the next iteration does not wake for it."""
+    made by a handler is swallowed, so the next iteration does not wake for it. (Reads the
+    loop's private notify flag: see RegistrationDoesNotNotify.)"""
 
     def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
         ret = super().main_loop_wait(nonblocking, timeout)
@@ -268,12 +294,16 @@ class ConsumesNotifyAfterWalk(MainLoop):
 # ------------------------------------------------------------------ kernel and fd hygiene
 
 
-class LeaksKernelRegistration(MainLoop):
+class _LeakingRegistry(Registry):
+    def unlink(self, rec: Record) -> None:
+        rec.kev = 0  # so the release finds nothing to drop
+        super().unlink(rec)
+
+
+class LeaksKernelRegistration(_Planted):
     """Reaping forgets the kernel registration: the backend keeps polling an fd no record owns."""
 
-    def _reap(self, rec: _Record) -> None:
-        rec.kev = 0  # so the reap finds nothing to drop
-        super()._reap(rec)
+    registry_class = _LeakingRegistry
 
 
 LEAKED: list[int] = []  # fds a leaking variant left open; test_catalogue closes them
@@ -283,20 +313,24 @@ class CloseLeaksWakeup(MainLoop):
     """close() leaves the wakeup notifier open: one fd leaked per loop."""
 
     def close(self) -> None:
-        wakeup = self._wakeup
-        LEAKED.append(os.dup(wakeup.fileno()))  # stands for the fd close() forgot
+        if not self.closed:
+            LEAKED.append(os.dup(self.wakeup_fd))  # stands for the fd close() forgot
         super().close()
 
 
-class ReusedNumberReachesOldHandler(MainLoop):
+class _TrustingKernel(Kernel):
+    def check_ready(self, ready: list[Record]) -> list[tuple[Record, FdError]]:
+        return []
+
+    def file_problem(self, rec: Record) -> str | None:
+        return None
+
+
+class ReusedNumberReachesOldHandler(_Planted):
     """Never checks that a ready fd still names the file registered: after close and reuse of
     the number, poll(2) reports the new file and the old record's handler runs for it (R34)."""
 
-    def _check_ready_files(self, ready: list[_Record]) -> None:
-        return
-
-    def _file_problem(self, rec: _Record) -> str | None:
-        return None
+    kernel_class = _TrustingKernel
 
 
 VARIANTS: tuple[Variant, ...] = (

@@ -74,7 +74,7 @@ def epoll_kernel_set(epfd: int) -> dict[int, int]:
 
 def kernel_registrations(loop: MainLoop) -> tuple[tuple[int, int], ...]:
     """The poller's book, checked against the kernel's own epoll set where there is one."""
-    poller = loop._poller
+    poller = loop.poller
     book = poller.registered()
     epfd = poller.fileno()
     if epfd >= 0:
@@ -92,58 +92,46 @@ def kernel_registrations(loop: MainLoop) -> tuple[tuple[int, int], ...]:
 def wakeup_pending(loop: MainLoop) -> bool:
     """Is the loop's notifier readable? Asked of the kernel without consuming it."""
     p = select.poll()
-    p.register(loop._wakeup_fd, select.POLLIN)
+    p.register(loop.wakeup_fd, select.POLLIN)
     return bool(p.poll(0))
 
 
 def snapshot(loop: MainLoop) -> tuple[Any, ...]:
     """Everything a call could change: records (live and flagged deleted) with their handlers
-    (by identity), opaque (by identity), position (seq), poll slot state; the bookkeeping sets;
-    timers; the kernel registrations; the pending wakeup."""
-    with loop._lock:
-        recs = tuple(
-            sorted(
-                (
-                    r.seq,
-                    fd,
-                    r.fd,
-                    r.deleted,
-                    r.stale,
-                    r.kev,
-                    r.renew,
-                    r.ident,
-                    id(r.read),
-                    id(r.write),
-                    id(r.can_read),
-                    id(r.opaque),
-                )
-                for fd, r in loop._by_fd.items()
-            )
+    (by identity), opaque (by identity), position (seq), poll slot state and membership of the
+    bookkeeping sets; timers; the kernel registrations; the pending wakeup."""
+    snap = loop.snapshot()
+    recs = tuple(
+        sorted(
+            (r.seq, r.fd, r.fd, r.deleted, r.stale, r.kev, r.renew, r.ident,
+             id(r.read), id(r.write), id(r.can_read), id(r.opaque))
+            for r in snap.records
         )
-        ids = (
-            frozenset(r.fd for r in loop._dirty),
-            frozenset(r.fd for r in loop._gated),
-            frozenset(r.fd for r in loop._deleted),
-        )
-        timers = tuple((d, s, id(h), h.cancelled) for d, s, h in loop._timers.heap)
-        return (
-            recs,
-            ids,
-            loop._seq,
-            len(loop._fd_errors),
-            timers,
-            kernel_registrations(loop),
-            wakeup_pending(loop),
-            loop._wakeup._pending,
-            loop._notified,
-            loop._stopping,
-            loop._closed,
-        )
+    )
+    ids = (
+        frozenset(r.fd for r in snap.records if r.dirty),
+        frozenset(r.fd for r in snap.records if r.gated),
+        frozenset(r.fd for r in snap.records if r.deleted),
+    )
+    timers = tuple((d, s, id(h), h.cancelled) for d, s, h in snap.timers)
+    return (
+        recs,
+        ids,
+        snap.seq,
+        snap.fd_errors,
+        timers,
+        kernel_registrations(loop),
+        wakeup_pending(loop),
+        snap.wakeup_pending,
+        snap.notified,
+        snap.stopping,
+        snap.closed,
+    )
 
 
 def record_count(loop: MainLoop) -> int:
     """Records held, live or flagged deleted but not yet reaped."""
-    return len(loop._by_fd)
+    return len(loop.snapshot().records)
 
 
 # ---------------------------------------------------------------------------- process

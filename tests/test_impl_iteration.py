@@ -1,4 +1,4 @@
-"""One iteration and the run loop (MainLoop._iterate): the wait's timeout, the loop state other
+"""One iteration and the run loop (MainLoop.main_loop_wait, run, run_until): the wait's timeout, the loop state other
 calls see during an iteration, stray kernel reports (R33), the exact error texts (R31, R32),
 run/run_until/stop.
 
@@ -173,7 +173,7 @@ def test_a_registration_from_another_thread_wakes_a_blocked_wait(
     a, _ = pair
 
     def register_once_waiting() -> None:
-        while not loop._waiting:
+        while not loop.snapshot().waiting:
             time.sleep(0.001)
         loop.set_fd_handler(a, None, lambda _: None)
 
@@ -183,7 +183,7 @@ def test_a_registration_from_another_thread_wakes_a_blocked_wait(
         assert loop.main_loop_wait(timeout=10) == 1  # the wakeup; a waits for the next fill
     finally:
         t.join()
-    assert poller.results == [[(loop._wakeup_fd, IN)]]  # the fd ended the wait, not the timeout
+    assert poller.results == [[(loop.wakeup_fd, IN)]]  # the fd ended the wait, not the timeout
 
 
 # ------------------------------------------------------------- state seen during an iteration

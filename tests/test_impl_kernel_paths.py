@@ -627,22 +627,29 @@ def test_a_record_deleted_and_reaped_in_one_walk_is_released_at_once(name: str, 
 
 
 class ConfirmingPoll(PollPoller):
-    """poll(2) with a confirmer (the Poller hook for "ready fd still names the registered
-    file"): it logs each question with the generation of the confirmer asked, and confirms."""
+    """poll(2) with a `confirm` (the Poller hook for "ready fd still names the registered
+    file"): it logs each question with the generation of the confirm asked, and confirms. A
+    rebuild installs a new one, as epoll's does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.generation = 0
         self.asked: list[tuple[int, int, int]] = []
+        self._renew()
 
-    def confirmer(self) -> Callable[[int, int], object]:
+    def _renew(self) -> None:
         self.generation += 1
         generation = self.generation
 
         def confirm(fd: int, events: int) -> None:
             self.asked.append((generation, fd, events))
 
-        return confirm
+        self.confirm = confirm
+
+    def rebuild(self) -> list[int]:
+        failed = super().rebuild()
+        self._renew()
+        return failed
 
 
 def test_the_loop_asks_the_pollers_current_confirmer_about_ready_fds(socks: Pairs, owned: list[int]) -> None:

@@ -158,7 +158,7 @@ def test_wakeup_works_on_fd_0() -> None:
 
 @pytest.mark.parametrize("use_eventfd", KINDS, ids=["eventfd", "pipe"])
 def test_after_fork_in_child_wake_and_consume_touch_nothing_and_close_releases(use_eventfd: bool) -> None:
-    # No fork needed: the hook's effect on one process's object (the fork itself: R38 tests).
+    # No fork needed: the hook's effect on one process's object (the fork itself: R41 tests).
     before = open_fds()
     w = Wakeup(use_eventfd=use_eventfd)
     own = open_fds() - before

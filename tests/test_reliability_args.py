@@ -88,7 +88,7 @@ BAD_FDS: list[Bad] = [
     Bad("fileno huge", lambda: _Fileno(2**31), ValueError, r"fd must be < 2\*\*31"),
     Bad("fileno raises", lambda: _Fileno(OSError(9, "gone")), ValueError, r"fd\.fileno\(\) failed"),
     Bad("closed socket", _closed_socket, ValueError, r"fd must be >= 0, got -1"),
-    Bad("closed file", _closed_file, ValueError, r"fd\.fileno\(\) failed: I/O operation on closed file"),
+    Bad("closed file", _closed_file, ValueError, r"fd\.fileno\(\) failed: ValueError: I/O operation on closed file"),
 ]
 """fd values refused whatever the call (add, update or delete): checked first."""
 
@@ -464,9 +464,10 @@ class BadCallsMachine(RuleBasedStateMachine):
         if self.loop is None:
             return
         lp = self.loop
-        for fd, rec in lp._by_fd.items():
-            assert rec.fd == fd
-            assert rec.deleted == (rec in lp._deleted)
+        snap = lp.snapshot()
+        fds = [r.fd for r in snap.records]
+        assert len(fds) == len(set(fds))  # R1
+        assert [r.fd for r in snap.records if not r.deleted] == [r.fd for r in lp.records()]
         snapshot(lp)  # checks the poller's book against the kernel's epoll set
 
 

@@ -1,4 +1,4 @@
-"""The loop's lifecycle on real fds (issue 14, rule R38 with R31, R35 and R37): notify racing
+"""The loop's lifecycle on real fds (issue 14, rule R41 with R31, R35 and R37): notify racing
 close, cancelled timers, loops dropped without close, close from another thread, fork with a
 live loop.
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 import pytest
 
 from iohandler.impl import LoopClosedError, MainLoop, Tracer
-from iohandler.impl.lifecycle_errors import LoopForkedError
+from iohandler.impl.errors import LoopForkedError
 from iohandler.impl.wakeup import Wakeup
 from tests.support import NAMES, add_stats, kernel_registrations, open_fds, rss_bytes, wakeup_pending
 

@@ -116,7 +116,7 @@ def test_soak_events_memory_flat_no_fd_leak() -> None:
         while soak.events < EVENTS:
             loop.main_loop_wait(timeout=1.0)
             iterations += 1
-            soak.max_deleted = max(soak.max_deleted, len(loop._deleted))
+            soak.max_deleted = max(soak.max_deleted, sum(r.deleted for r in loop.snapshot().records))
             if soak.events >= next_sample:
                 soak.sample()
                 if not rss_warm:

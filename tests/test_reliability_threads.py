@@ -80,21 +80,23 @@ class Worker:
             drain(sock)
             called.set()
 
-        with self.loop._lock:  # no walk can drain the input before the registration lands
+        with self.loop.lock:  # no walk can drain the input before the registration lands
             b.send(b"p")
             k0 = self.counter.iterations
             gate = (lambda _: True) if self.rng.random() < 0.3 else None
             self.loop.set_fd_handler(a, handler, can_read=gate, opaque=a)
         if not called.wait(PROBE_DEADLINE):
-            with self.loop._lock:
-                rec = self.loop._by_fd.get(a.fileno())
+            with self.loop.lock:
+                snap = self.loop.snapshot()
+                recs = [r for r in snap.records if r.fd == a.fileno()]
                 state = (
                     None
-                    if rec is None
-                    else (rec.deleted, rec.stale, rec.kev, rec.renew, rec.read is handler, rec in self.loop._dirty)
+                    if not recs
+                    else (recs[0].deleted, recs[0].stale, recs[0].kev, recs[0].renew, recs[0].read is handler,
+                          recs[0].dirty)
                 )
-                book = self.loop._poller.registered().get(a.fileno())
-                wk = (wakeup_pending(self.loop), self.loop._wakeup._pending, self.loop._waiting)
+                book = snap.kernel.get(a.fileno())
+                wk = (wakeup_pending(self.loop), snap.wakeup_pending, snap.waiting)
             self.errors.append(
                 f"lost wakeup: fd {a.fileno()} registered at iteration {k0} never dispatched "
                 f"(now {self.counter.iterations}; record {state}, poller {book}, wakeup {wk})"
@@ -188,7 +190,7 @@ def run_threads(poller: str, seconds: float) -> None:
             quiet.pairs[0] = quiet._pair()  # a new fd: not polled yet, its input wakes nothing
             quiet.pairs.append((a, b))  # closed at the end
             t_wait = time.monotonic()
-            while not loop._waiting and time.monotonic() - t_wait < 2:
+            while not loop.snapshot().waiting and time.monotonic() - t_wait < 2:
                 time.sleep(0.0005)
             time.sleep(0.001)
             if not lt.is_alive() or quiet.errors:
@@ -211,7 +213,7 @@ def run_threads(poller: str, seconds: float) -> None:
             loop.main_loop_wait(nonblocking=True)  # a walk: unreaped records go
             assert record_count(loop) == len(expected)
             kernel_registrations(loop)  # the book and the kernel's epoll set agree
-            polled = {fd for fd, _ in kernel_registrations(loop)} - {loop._wakeup_fd}
+            polled = {fd for fd, _ in kernel_registrations(loop)} - {loop.wakeup_fd}
             assert polled == set(expected)
             iterations = counter.iterations
         finally:
@@ -256,7 +258,7 @@ def test_r35_notify_racing_the_consume_is_not_lost(
     its notifier (after its last read, before the pending flag is cleared) must still make the
     next wait return at once. The race is forced: that read runs the other thread."""
     with MainLoop(use_eventfd=use_eventfd) as loop:
-        wfd = loop._wakeup_fd
+        wfd = loop.wakeup_fd
         real_read, real_eventfd_read = os.read, os.eventfd_read
         armed = [True]
 

@@ -87,7 +87,6 @@ def test_r31_reentrant_wait_refused_and_changes_nothing(
         except ReentrantWaitError as e:
             refused.append(e)
         assert snapshot(loop) == before
-        loop._stopping = False
         return True
 
     loop.set_fd_handler(b, log.cb("rb"))  # older: walked after a
@@ -128,8 +127,6 @@ def test_r31_wait_from_another_thread_while_blocked_is_refused(loop: MainLoop) -
         loop.main_loop_wait(nonblocking=True)
     except ReentrantWaitError as e:
         errors.append(e)
-    with pytest.raises(ReentrantWaitError):
-        loop.close()
     loop.notify()
     t.join(5)
     assert not t.is_alive() and len(errors) == 1

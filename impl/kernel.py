@@ -1,0 +1,216 @@
+"""The loop's kernel bookkeeping (R33, R34): which file each registration is for, whether a ready
+fd still names it, and registrations that outlived their fd numbers. One small object over a
+Poller; it reads and writes a record's `kev`, `ident` and `renew`, and reports problems to the
+loop, which decides what they do to the registry (it never touches the registry itself).
+
+Kernel facts this relies on (pollers.py has the backends' own):
+
+* An fd number can be closed and reused for another file at any time between two system calls.
+  So "is ready fd N still the file registered?" needs the file's identity, recorded at
+  registration, compared with what N names now.
+* `(st_dev, st_ino)` from fstat identifies a file, except for anonymous-inode files (eventfd,
+  timerfd, signalfd, epoll, ...), which all share one inode on Linux: fstat cannot tell two of
+  them apart. Nothing else names such a file once its fd is closed: `/proc/self/fdinfo/N` of an
+  eventfd has an `eventfd-id`, but it is the lowest free id, so a new eventfd takes the id of
+  one just closed (seen on 6.18); kcmp(2) compares two open descriptors, and the old one is
+  closed. So their identity is "unknown": a re-registration of such a number is always a fresh
+  kernel registration (`renew`: drop, rebuild, register), so the file that took the number is
+  registered and the old one's events cannot reach it (a dup keeping the old file alive
+  included); a ready fd of unknown identity is taken to be the file registered. On epoll (and
+  selectors, which is epoll here) that is sound: the confirm below proves it, and a closed file's
+  registration is gone. On poll, an anonymous fd closed without a delete whose number is reused
+  before the next wait is not detected (R34 says: delete before close).
+* epoll keys a registration by (open file description, fd number): `EPOLL_CTL_MOD` of a number
+  to its registered events succeeds only if N still names the file registered under it, and
+  fails (ENOENT, EBADF) otherwise. That is the cheapest positive answer (`Poller.confirm`).
+* A registration whose file outlived its number (a dup or a fork child keeps it) cannot be
+  removed by number; only a new kernel object (`Poller.rebuild`) is rid of it. Such numbers are
+  `orphans` until then.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from iohandler.impl.errors import ClosedFdError, FdError, UnpollableFdError
+from iohandler.impl.pollers import Poller
+from iohandler.impl.registry import Record
+
+
+def _anon_inode() -> tuple[int, int] | None:
+    """The (st_dev, st_ino) every anonymous-inode file shares, or None if there is none."""
+    eventfd = getattr(os, "eventfd", None)
+    if eventfd is None:  # pragma: no cover - not Linux
+        return None
+    fd = eventfd(0)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return (st.st_dev, st.st_ino)
+
+
+ANON_INODE = _anon_inode()
+UNKNOWN = None  # the identity part of an anonymous file nothing names
+
+
+def identity(st: os.stat_result, fd: int) -> tuple[object, ...]:
+    """The identity of the file `fd` names (`st` is its fstat), recorded at registration and
+    compared later; see the module docstring for anonymous-inode files (`fd` is for a port
+    that can name them)."""
+    key = (st.st_dev, st.st_ino)
+    if key != ANON_INODE:
+        return key
+    return (*key, UNKNOWN)
+
+
+def is_unknown(ident: tuple[object, ...]) -> bool:
+    """An anonymous file whose identity nothing names: a re-registration renews it."""
+    return len(ident) == 3 and ident[2] is UNKNOWN
+
+
+class Kernel:
+    """`poller` with the file identity of each registration. The loop reads the poller's
+    hot-path attributes itself (Poller: `wait_once`, `batch_full`, `confirm`, the latter only if
+    `fast_confirm`); `lost` holds the fds the last rebuild could not register again, for the
+    loop to handle."""
+
+    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller")
+
+    def __init__(self, poller: Poller, *, fast_confirm: bool = True) -> None:
+        self.poller = poller
+        self.fast_confirm = fast_confirm
+        # Numbers whose kernel registration could not be removed (see above). Registering such
+        # a number again rebuilds the kernel set first, or the old file's events would reach
+        # the new record.
+        self.orphans: set[int] = set()
+        self.lost: list[int] = []
+        self.own_fd = poller.fileno()  # the kernel object's fd (R38), renewed by rebuild
+
+    def registrations(self) -> dict[int, int]:
+        """fd -> events the poller holds (a copy)."""
+        return self.poller.registered()
+
+    def file_problem(self, rec: Record) -> str | None:
+        """Why `rec.fd` no longer names the file registered, or None if it does."""
+        try:
+            st = os.fstat(rec.fd)
+        except OSError:
+            return f"fd {rec.fd} was closed while registered; its handlers were removed"
+        if identity(st, rec.fd) != rec.ident:
+            return (
+                f"fd {rec.fd} was closed while registered and its number now names another "
+                "file; its handlers were removed"
+            )
+        return None
+
+    def may_have_changed(self, rec: Record) -> bool:
+        """For a registered record of unknown identity (an anonymous file) being registered
+        again: could its number name another file than the one the kernel holds? poll takes
+        numbers afresh (no); epoll's confirm answers; selectors cannot tell (yes)."""
+        poller = self.poller
+        if not (poller.tracks_files or poller.silent_removal):
+            return False
+        confirm = poller.confirm
+        if confirm is None:
+            return True
+        try:
+            confirm(rec.fd, rec.kev)
+        except (OSError, ValueError):
+            return True
+        return False
+
+    def check_ready(self, ready: list[Record]) -> list[tuple[Record, FdError]]:
+        """R33/R34 for ready records the poller's confirm did not vouch for: one fstat each."""
+        fstat = os.fstat
+        bad: list[tuple[Record, FdError]] = []
+        for rec in ready:
+            if rec.deleted or rec.stale:
+                continue
+            try:
+                st = fstat(rec.fd)
+            except OSError:
+                pass
+            else:
+                if identity(st, rec.fd) == rec.ident:
+                    continue
+            problem = self.file_problem(rec)
+            if problem is not None:
+                bad.append((rec, ClosedFdError(rec.fd, problem)))
+        return bad
+
+    def sync(self, rec: Record, ev: int) -> FdError | None:
+        """Give the kernel the record's new interest (0: none). Returns the error that makes
+        the record unusable (its file is gone, not the one registered, or unpollable)."""
+        if rec.renew:
+            rec.renew = False
+            self.drop(rec)
+            # The number was closed while registered: with a dup of the old file alive, its
+            # epoll registration survives under this number beside the new one. Start afresh.
+            self.rebuild()
+        if not ev:
+            self.drop(rec)
+            return None
+        if not rec.kev:  # a fresh registration: make sure it is still the same file
+            problem = self.file_problem(rec)
+            if problem is not None:
+                return ClosedFdError(rec.fd, problem)
+            if rec.fd in self.orphans:
+                self.rebuild()
+        poller = self.poller
+        try:
+            poller.modify(rec.fd, ev)
+        except OSError as e:
+            problem = self.file_problem(rec)
+            if problem is None and e.errno == errno.ENOENT:
+                # epoll dropped the registration when the old file closed, and the number was
+                # re-registered for the file it names now: register afresh.
+                try:
+                    poller.modify(rec.fd, ev)
+                except OSError as e2:
+                    e = e2
+                else:
+                    rec.kev = ev
+                    return None
+            err: FdError
+            if problem is None and e.errno == errno.EPERM:
+                err = UnpollableFdError(rec.fd, f"fd {rec.fd}: {poller.name} cannot poll it")
+            else:
+                err = ClosedFdError(rec.fd, problem or f"fd {rec.fd}: {e.strerror}")
+            err.__cause__ = e
+            self.drop(rec)
+            return err
+        rec.kev = ev
+        return None
+
+    def drop(self, rec: Record) -> None:
+        """Stop polling the record's fd; remember the number if the kernel may keep it."""
+        if rec.kev:
+            # kev is cleared last: if a signal handler's exception cuts this short, the record
+            # still says it is polled and the next drop (or fill) finishes the job.
+            try:
+                self.poller.modify(rec.fd, 0)
+            except OSError:  # the number no longer names the file: maybe out of reach
+                self.orphans.add(rec.fd)
+            else:
+                if self.poller.silent_removal and self.file_problem(rec) is not None:
+                    self.orphans.add(rec.fd)
+            rec.kev = 0
+
+    def rebuild(self) -> None:
+        """Re-create the poller's kernel object from its book, dropping registrations that
+        outlived their fd numbers. Fds that cannot be registered again go to `lost`."""
+        # An exception from a signal handler between the rebuild and the extend loses the
+        # fds it could not register: they were closed, and are found as an idle fd epoll
+        # forgot is (R33: a re-registration or check_fds()).
+        self.lost.extend(self.poller.rebuild())
+        self.own_fd = self.poller.fileno()
+        self.orphans.clear()  # the new kernel object holds only the book's registrations
+
+    def has_object(self) -> bool:
+        return self.poller.fileno() >= 0
+
+    def close(self) -> None:
+        self.orphans.clear()
+        self.poller.close()

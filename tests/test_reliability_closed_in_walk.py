@@ -1,0 +1,64 @@
+"""R33/R34 inside one walk: a handler closes another ready fd without deleting it, and its number
+comes to name another file before the walk reaches it. The old record's handler must not be
+called (for the new file, or for a closed fd), on every poller; ClosedFdError names the fd."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from iohandler.impl import ClosedFdError, MainLoop
+
+POLLERS = ["epoll", "poll", "selectors"]
+
+
+@pytest.fixture
+def socks() -> Iterator[list[socket.socket]]:
+    owned: list[socket.socket] = []
+    yield owned
+    for s in owned:
+        s.close()
+
+
+def _pair(owned: list[socket.socket]) -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    owned += [a, b]
+    return a, b
+
+
+@pytest.mark.parametrize("reuse", [True, False], ids=["reused", "closed"])
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r34_a_handler_closing_a_later_ready_fd_keeps_its_old_handler_away(
+    poller: str, reuse: bool, socks: list[socket.socket]
+) -> None:
+    calls: list[str] = []
+    x, x_peer = _pair(socks)  # older: walked after `a`
+    a, a_peer = _pair(socks)
+    other, other_peer = _pair(socks)
+    xfd = x.fileno()
+    x_peer.send(b"x")
+    other_peer.send(b"o")  # the file that takes x's number is readable too
+    a_peer.send(b"a")
+
+    def on_a(_: object) -> None:
+        calls.append("a")
+        if reuse:
+            os.dup2(other.fileno(), xfd)  # x's number now names `other`'s file
+        else:
+            x.detach()
+            os.close(xfd)
+
+    with MainLoop(poller) as loop:
+        loop.set_fd_handler(x, lambda _: calls.append("x-old"))
+        loop.set_fd_handler(a, on_a)
+        with pytest.raises(ClosedFdError) as info:
+            loop.main_loop_wait(nonblocking=True)
+        assert info.value.fd == xfd
+        assert calls == ["a"]
+        assert [r.fd for r in loop.records()] == [a.fileno()]
+    if reuse:
+        os.close(xfd)
+        x.detach()

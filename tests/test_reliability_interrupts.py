@@ -1,0 +1,281 @@
+"""R35, R32: an exception from a signal handler (KeyboardInterrupt) at ANY bytecode of an
+iteration leaves the lock released, the loop consistent and usable, and nothing pending lost.
+
+The exception is planted by a trace function (`sys.settrace` with `f_trace_opcodes`) that raises
+at the N-th opportunity in impl/'s own modules during one `main_loop_wait`, for N over every
+opportunity of that iteration. An
+opportunity is a bytecode where CPython runs pending signal handlers (its "eval breaker"): the
+instruction after a call returns (a C call: a lock's acquire, a system call), a function's
+entry (RESUME) and a backward jump. Elsewhere no signal handler runs, so an exception there is a
+trace function's, not a signal's: out of scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dis
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Any
+
+import pytest
+
+import iohandler.impl.kernel
+import iohandler.impl.loop
+import iohandler.impl.pollers
+import iohandler.impl.registry
+import iohandler.impl.timers
+import iohandler.impl.wakeup
+from iohandler.impl import ClosedFdError, MainLoop
+from tests.support import add_stats, kernel_registrations
+
+_IMPL_FILES = frozenset(
+    m.__file__
+    for m in (
+        iohandler.impl.loop,
+        iohandler.impl.registry,
+        iohandler.impl.kernel,
+        iohandler.impl.pollers,
+        iohandler.impl.timers,
+        iohandler.impl.wakeup,
+    )
+    if m.__file__ is not None
+)
+
+
+_CALLS = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_INTRINSIC_1", "CALL_KW"})
+_BREAKERS = frozenset({"RESUME", "JUMP_BACKWARD"})
+_POINTS: dict[CodeType, frozenset[int]] = {}
+
+
+def signal_points(code: CodeType) -> frozenset[int]:
+    """Offsets of `code` where CPython may run a signal handler (see the module docstring)."""
+    points = _POINTS.get(code)
+    if points is None:
+        found: set[int] = set()
+        after_call = False
+        for ins in dis.get_instructions(code):
+            if after_call or ins.opname in _BREAKERS:
+                found.add(ins.offset)
+            after_call = ins.opname in _CALLS
+        points = _POINTS[code] = frozenset(found)
+    return points
+
+
+class Injector:
+    """Raises KeyboardInterrupt at the `at`-th signal point reached in impl/ (never if `at` is
+    None); counts them all."""
+
+    def __init__(self, at: int | None) -> None:
+        self.at = at
+        self.count = 0
+        self.fired = False
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename not in _IMPL_FILES:
+            return None
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        return self._local
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode" and frame.f_lasti in signal_points(frame.f_code):
+            self.count += 1
+            if self.count == self.at:
+                self.fired = True
+                raise KeyboardInterrupt(f"planted at opcode {self.count}")
+        return self._local
+
+
+@dataclass
+class Scene:
+    """Three records whose handlers must run (reader, gated reader, writer), a timer, one record
+    deleted and one added since the last fill, and (`orphan`) an fd closed while registered
+    while a dup keeps its file, so that the iteration quarantines it and rebuilds the kernel set."""
+
+    loop: MainLoop
+    socks: list[socket.socket] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+    expected: frozenset[str] = frozenset()
+    forbidden: frozenset[str] = frozenset()
+    extra_fds: list[int] = field(default_factory=list)
+
+    def pair(self) -> tuple[socket.socket, socket.socket]:
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        self.socks += [a, b]
+        return a, b
+
+    def reader(self, name: str) -> Any:
+        def cb(sock: socket.socket) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            try:
+                while sock.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+        return cb
+
+    def counter(self, name: str) -> Any:
+        def cb(*_: object) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+        return cb
+
+    def close(self) -> None:
+        self.loop.close()
+        for s in self.socks:
+            s.close()
+        for fd in self.extra_fds:
+            os.close(fd)
+
+
+def build(poller: str, *, orphan: bool, with_timer: bool = False) -> Scene:
+    scene = Scene(MainLoop(poller))
+    loop = scene.loop
+    old, old_peer = scene.pair()
+    gone, _ = scene.pair()
+    loop.set_fd_handler(old, scene.reader("old"), opaque=old)
+    loop.set_fd_handler(gone, scene.counter("gone"))
+    if orphan:
+        lost, lost_peer = scene.pair()
+        loop.set_fd_handler(lost, scene.counter("lost"))
+    loop.main_loop_wait(nonblocking=True)  # everything above is in the kernel now
+    a, pa = scene.pair()
+    b, pb = scene.pair()
+    c, _ = scene.pair()
+    loop.set_fd_handler(a, scene.reader("a"), opaque=a)  # fresh registrations: the fill syncs them
+    loop.set_fd_handler(b, scene.reader("b"), can_read=lambda _: True, opaque=b)
+    loop.set_fd_handler(c, None, scene.counter("c"))
+    loop.set_fd_handler(gone, None, None)  # deleted, not yet dropped from the poll set
+    loop.call_later(0, scene.counter("timer"))
+    for peer in (pa, pb, old_peer):
+        peer.send(b"x")
+    # The timer runs under the planted exceptions too, but is not expected: see
+    # test_r35_interrupt_does_not_lose_a_due_timer.
+    expected = {"a", "b", "c", "old"} | ({"timer"} if with_timer else set())
+    if orphan:
+        scene.extra_fds.append(os.dup(lost.fileno()))  # keeps the file (and its epoll entry)
+        lost.close()
+        lost_peer.send(b"x")
+    scene.expected = frozenset(expected)
+    scene.forbidden = frozenset({"gone", "lost"})
+    return scene
+
+
+def lock_is_free(loop: MainLoop) -> bool:
+    got: list[bool] = []
+
+    def probe() -> None:
+        ok = loop.lock.acquire(timeout=2)
+        got.append(ok)
+        if ok:
+            loop.lock.release()
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return got == [True]
+
+
+def run_with(injector: Injector, loop: MainLoop) -> BaseException | None:
+    sys.settrace(injector)
+    try:
+        loop.main_loop_wait(nonblocking=True)
+    except BaseException as e:  # the planted exception, or the orphan's ClosedFdError
+        return e
+    finally:
+        sys.settrace(None)
+    return None
+
+
+def check_after(scene: Scene, planted: int, exc: BaseException | None) -> None:
+    loop = scene.loop
+    where = f"planted at opcode {planted}"
+    if exc is not None and not isinstance(exc, KeyboardInterrupt | ClosedFdError):
+        raise AssertionError(f"{where}: the planted exception was replaced by {exc!r}") from exc
+    assert lock_is_free(loop), f"{where}: the lock is still held"
+    snap = loop.snapshot()
+    assert not (snap.running or snap.waiting), f"{where}: state left {snap}"
+    for _ in range(6):  # ready fds are level-triggered; the rest waits for a few iterations
+        if scene.expected <= scene.calls.keys():
+            break
+        with contextlib.suppress(ClosedFdError):  # the orphan, found by a later iteration
+            loop.main_loop_wait(nonblocking=True)
+    missing = scene.expected - scene.calls.keys()
+    assert not missing, f"{where}: handlers never called afterwards: {sorted(missing)} ({scene.calls})"
+    bad = scene.forbidden & scene.calls.keys()
+    assert not bad, f"{where}: handlers called that must not be: {sorted(bad)}"
+    # Nothing is half-registered: with every handler deleted, two iterations leave the kernel
+    # holding the wakeup fd only, and an idle iteration finds nothing ready (no spin).
+    for rec in loop.records():
+        loop.set_fd_handler(rec.fd, None, None)
+    for _ in range(2):
+        with contextlib.suppress(ClosedFdError):
+            loop.main_loop_wait(nonblocking=True)
+    assert loop.main_loop_wait(nonblocking=True) == 0, f"{where}: an idle iteration found something ready"
+    assert loop.records() == []
+    book = dict(kernel_registrations(loop))
+    assert set(book) == {loop.wakeup_fd}, f"{where}: kernel book {book}"
+
+
+def opcodes_of_one_iteration(poller: str, orphan: bool) -> int:
+    scene = build(poller, orphan=orphan, with_timer=True)
+    try:
+        counter = Injector(None)
+        run_with(counter, scene.loop)
+        return counter.count
+    finally:
+        scene.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_trace() -> Iterator[None]:
+    yield
+    sys.settrace(None)
+
+
+@pytest.mark.parametrize("orphan", [False, True], ids=["plain", "orphan"])
+@pytest.mark.parametrize("poller", ["epoll", "poll", "selectors"])
+def test_r35_interrupt_at_any_opcode_leaves_the_loop_usable(poller: str, orphan: bool) -> None:
+    total = opcodes_of_one_iteration(poller, orphan)
+    assert total > 50  # the trace does see the iteration
+    for n in range(1, total + 1):
+        scene = build(poller, orphan=orphan)
+        try:
+            injector = Injector(n)
+            exc = run_with(injector, scene.loop)
+            assert injector.fired, f"opcode {n} of {total} not reached"
+            check_after(scene, n, exc)
+        finally:
+            scene.close()
+    add_stats(interrupt_points_total=total)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a one-shot timer popped from the queue (impl/timers.py pop_due) before its callback "
+    "starts is lost if a signal handler raises in between; the timer code belongs to another "
+    "branch (reported to the coordinator)",
+)
+def test_r35_interrupt_does_not_lose_a_due_timer() -> None:
+    total = opcodes_of_one_iteration("epoll", False)
+    lost = []
+    for n in range(1, total + 1):
+        scene = build("epoll", orphan=False, with_timer=True)
+        try:
+            exc = run_with(Injector(n), scene.loop)
+            try:
+                check_after(scene, n, exc)
+            except AssertionError as e:
+                lost.append(str(e))
+        finally:
+            scene.close()
+    assert lost == []
