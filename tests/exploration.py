@@ -38,6 +38,7 @@ from iohandler.model.state import (
     World,
     flag_mask,
 )
+from iohandler.specs.scenarios import Config
 from iohandler.specs.vector import (
     Action,
     Drain,
@@ -732,3 +733,9 @@ def scopes(large: bool) -> list[Scope]:
                   (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
                   gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
     return [base, gated]
+
+
+def lockstep_config(scope: Scope) -> Config:
+    """The scope as the lockstep harness's Config, to replay closure paths on the real loop."""
+    return Config(fds=dict(scope.fds), gates=dict(scope.gates), scripts=dict(scope.scripts),  # type: ignore[arg-type]
+                  gate_runs=dict(scope.gate_runs))

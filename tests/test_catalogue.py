@@ -20,13 +20,10 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from tests.catalogue import LEAKED, VARIANTS, Variant
+from tests.exploration import Closure, explore, lockstep_config, scopes
 from tests.lockstep import (
-    ALPHABET,
-    CONFIG,
     CheckFailed,
-    Exploration,
     budget,
-    explore,
     fd_reuse_scenario,
     machine_for,
     minimise,
@@ -36,19 +33,22 @@ from tests.lockstep import (
 )
 
 RESULTS: dict[str, dict[str, object]] = {}
-EXHAUSTIVE_DEPTH = 5  # the shortest killing sequence of the exhaustive alphabet, up to this depth
-_EXPLORED: list[Exploration] = []
+EXHAUSTIVE_DEPTH = 5  # the shortest killing sequence of the exploration's alphabet, up to this depth
+_EXPLORED: list[Closure] = []
 
 
 def _shortest_in_alphabet(variant: Variant) -> tuple[int | None, str | None]:
-    """Replay the explored states' BFS paths on the variant, shallowest first: the first failure
-    is the shortest sequence of the exhaustive alphabet that kills it."""
+    """Replay the BFS paths of the exploration (tests/exploration.py, its first CI scope) on the
+    variant, shallowest first: the first failure is the shortest sequence of that alphabet that
+    kills it."""
+    scope = scopes(False)[0]
     if not _EXPLORED:
-        _EXPLORED.append(explore(CONFIG, ALPHABET, EXHAUSTIVE_DEPTH))
+        _EXPLORED.append(explore(scope, workers=1, max_depth=EXHAUSTIVE_DEPTH))
     e = _EXPLORED[0]
-    for world in e.parent:  # insertion order is BFS order
-        steps = e.path(world)
-        failed = replay(CONFIG, steps, variant.poller, variant.loop)
+    config = lockstep_config(scope)
+    for state in e.parent:  # insertion order is BFS order
+        steps = e.path(state)
+        failed = replay(config, steps, variant.poller, variant.loop)
         if failed is not None:
             return len(steps), failed.tag
     return None, None

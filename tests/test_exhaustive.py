@@ -24,8 +24,8 @@ import pytest
 from iohandler.impl import POLLERS
 from iohandler.model.state import READ_EVENTS, WRITE_EVENTS
 from iohandler.specs.vector import Action, GateEvent, Hangup, Iterate, Send, Set
-from tests.exploration import Closure, Scope, State, canonical, explore, scopes, successors
-from tests.lockstep import CONFIG, Config, budget, replay, write_stats
+from tests.exploration import Closure, State, canonical, explore, lockstep_config, scopes, successors
+from tests.lockstep import CONFIG, budget, replay, write_stats
 
 LARGE = os.environ.get("IOHANDLER_EXPLORE") == "large"
 SCOPES = {s.name: s for s in scopes(LARGE)}
@@ -121,11 +121,6 @@ def kinds_and_paths(c: Closure) -> tuple[set[Kind], list[list[Kind]], dict[int, 
     return kinds, paths, states
 
 
-def _config(scope: Scope) -> Config:
-    return Config(fds=dict(scope.fds), gates=dict(scope.gates), scripts=dict(scope.scripts),  # type: ignore[arg-type]
-                  gate_runs=dict(scope.gate_runs))
-
-
 def covering_walk(c: Closure, s: State, covered: set[Kind], limit: int = 60) -> tuple[list[Action], set[Kind]]:
     """The path to `s`, then greedily a step of a kind not yet covered, while there is one."""
     steps = c.path(s)
@@ -153,7 +148,7 @@ def test_closure_replays_on_real_loop(name: str, poller: str) -> None:
     c = closure(name)
     assert c.closed
     kinds, paths, states = kinds_and_paths(c)
-    config = _config(c.scope)
+    config = lockstep_config(c.scope)
     covered: set[Kind] = set()
     replayed = 0
     for k in sorted(range(len(paths)), key=lambda k: -len(paths[k])):

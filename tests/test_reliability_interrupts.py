@@ -261,9 +261,8 @@ def test_r35_interrupt_at_any_opcode_leaves_the_loop_usable(poller: str, orphan:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a one-shot timer popped from the queue (impl/timers.py pop_due) before its callback "
-    "starts is lost if a signal handler raises in between; the timer code belongs to another "
-    "branch (reported to the coordinator)",
+    reason="known gap (SPEC R35): a one-shot timer popped from the queue (impl/timers.py pop_due) "
+    "before its callback starts is lost if a signal handler raises in between",
 )
 def test_r35_interrupt_does_not_lose_a_due_timer() -> None:
     total = opcodes_of_one_iteration("epoll", False)
