@@ -29,7 +29,7 @@ venv: $(STAMP)
 
 # The main job: mypy strict, ruff, CrossHair, lockstep, exhaustive, catalogue, vectors; one summary.
 verify: $(STAMP)
-	$(BIN)/iohandler verify
+	$(BIN)/iohandler verify --json verify-report.json
 
 # The tests (what CI runs), with the bounded, derandomized `ci` Hypothesis profile unless told otherwise.
 test: $(STAMP)

@@ -32,13 +32,13 @@ from iohandler.specs.vector import (
 from tests.harness.config import model_trace
 from tests.support import open_fds
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-EXAMPLES = sorted((SHARED / "vector-examples").glob("*.json"))
+# The traces taken from QEMU itself, as bundled (test_vectors checks them against their source).
+EXAMPLES = sorted((bundled_vectors_dir() / "qemu").glob("*.json"))
 BUNDLED = vector_files([bundled_vectors_dir()]) if bundled_vectors_dir().is_dir() else []
 ROOT = Path(__file__).resolve().parents[1]
 
 needs_examples = pytest.mark.skipif(
-    not EXAMPLES, reason=f"the QEMU example vectors are not there ({SHARED / 'vector-examples'})"
+    not EXAMPLES, reason=f"the QEMU example vectors are not there ({bundled_vectors_dir() / 'qemu'})"
 )
 
 

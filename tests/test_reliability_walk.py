@@ -1,5 +1,5 @@
 """R31 (no re-entrant wait), R32 (an exception in a handler, gate or timer) and the seed's rule for
-a gate that changes the registry during fill (SEMANTICS.md "fill"; R6, R8, R15, R19), on real fds
+a gate that changes the registry during fill (SPEC R22; R6, R8, R15, R19), on real fds
 and every poller."""
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def test_r32_closed_fd_error_waits_behind_a_handler_exception(loop: MainLoop, so
 
 
 def test_gate_changing_the_registry_follows_the_seed(loop: MainLoop, socks: Pairs) -> None:
-    """SEMANTICS.md fill (R6, R8, R15, R19): list c, g (gated), a, u; all readable. g's gate
+    """R22 (with R6, R8, R15, R19): list c, g (gated), a, u; all readable. g's gate
     deletes c (already filled: still polled and reported ready, no call, reaped by this walk)
     and a (not yet filled: not polled, no call, reaped by this walk), updates u (not yet
     filled: filled with the new handler, called now) and c2 (filled: no call now), and adds n
