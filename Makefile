@@ -31,9 +31,10 @@ venv: $(STAMP)
 verify: $(STAMP)
 	$(BIN)/iohandler verify --json verify-report.json
 
-# The tests (what CI runs), with the bounded, derandomized `ci` Hypothesis profile unless told otherwise.
+# The tests (what CI runs), with the bounded, derandomized `ci` Hypothesis profile unless told
+# otherwise, on both cores: a test file stays on one worker (module-level caches, stats files).
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Side-by-side benchmarks (about 3 min; BENCH_ARGS=--quick for about 20 s). Results in bench/results/.
 bench: $(STAMP)

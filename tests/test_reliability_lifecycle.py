@@ -166,7 +166,7 @@ def test_cancelled_timers_release_their_arguments_and_heap_entries() -> None:
             big = Big()
             refs.append(weakref.ref(big))
             loop.call_later(3600, lambda b: None, big).cancel()
-            most = max(most, len(loop._timers.heap))
+            most = max(most, len(loop.snapshot().timers))
         del big
         rss1 = rss_bytes()
         alive = sum(r() is not None for r in refs)
@@ -270,7 +270,8 @@ def _child(body: Callable[[], int]) -> int:
     return -9
 
 
-def _use_inherited_loop(loop: MainLoop, fd: int) -> int:
+def _use_inherited_loop(loop: MainLoop, fd: int, inherited: set[int]) -> int:
+    """In the child; `inherited`: the loop's own fds, read in the parent before the fork."""
     code = 0
     try:
         loop.set_fd_handler(fd, None)  # the delete that used to drop the parent's registration
@@ -287,7 +288,6 @@ def _use_inherited_loop(loop: MainLoop, fd: int) -> int:
     loop.notify()  # no-ops: must not wake the parent's loop
     loop.stop()
     loop.check_fds()
-    inherited = {loop._poller.fileno(), loop._wakeup_fd} - {-1}
     loop.close()
     if loop.closed and not inherited & open_fds():
         code |= CLOSED
@@ -312,7 +312,8 @@ def test_a_forked_child_cannot_disturb_the_parents_loop(name: str) -> None:
             loop.main_loop_wait(nonblocking=True)  # the fill: a is in the kernel's set now
             registered = kernel_registrations(loop)
             assert a.fileno() in dict(registered)
-            code = _child(lambda: _use_inherited_loop(loop, a.fileno()))
+            own_fds = {loop.poller.fileno(), loop.wakeup_fd}
+            code = _child(lambda: _use_inherited_loop(loop, a.fileno(), own_fds))
             woken = wakeup_pending(loop)
             b.send(b"x")
             ret = loop.main_loop_wait(timeout=2.0)
