@@ -490,19 +490,21 @@ class MainLoop:
                         self._rebuild_kernel_set()
                     if len(ready) > 1:
                         ready.sort(key=SEQ, reverse=True)
-                    if check and ready:
-                        # The poller's confirm (epoll: one EPOLL_CTL_MOD, kernel.py) answers
-                        # for every ready fd in the common case; the first fd it cannot confirm
-                        # and those after it get the fstat check. Inline on purpose (bench/).
+                    first = ready[0] if ready else None
+                    if check and first is not None:
+                        # R33/R34, one check per ready fd: the first here, each later one at its
+                        # turn in the walk (a handler that ran before it may have closed it, so
+                        # a check made now would have to be made again). The poller's confirm
+                        # (epoll: one EPOLL_CTL_MOD, kernel.py) answers in the common case, else
+                        # fstat decides. Inline on purpose (bench/).
                         confirm = poller.confirm if use_confirm else None
                         if confirm is None:
-                            self._check_ready_files(ready)
+                            self._check_ready_files(ready[:1])
                         else:
                             try:
-                                for r in ready:
-                                    confirm(r.fd, r.kev)
-                            except (OSError, ValueError):  # r and those after it: fstat decides
-                                self._check_ready_files(ready[ready.index(r) :])
+                                confirm(first.fd, first.kev)
+                            except (OSError, ValueError):
+                                self._check_ready_files(ready[:1])
                     if self._before_walk is not None:
                         self._before_walk(ready)
                     ret = len(ready) + woke
@@ -523,8 +525,8 @@ class MainLoop:
                             prev = rec.seq
                             if not rec.deleted and not rec.stale:
                                 rev = rec.rev
-                                if called and check and not self._recheck(rec):
-                                    rev = 0  # R33/R34: closed or reused by a handler of this walk
+                                if check and rec is not first and not self._recheck(rec):
+                                    rev = 0  # R33/R34: closed, or reused (maybe by a handler)
                                 cb = rec.read
                                 if cb is not None and rev & read_events:
                                     try:
@@ -704,9 +706,9 @@ class MainLoop:
             self._quarantine_lost()
 
     def _recheck(self, rec: Record) -> bool:
-        """R33/R34 again for a ready record, because a handler ran since the batch was
-        confirmed (it may have closed this fd, and a new file taken the number). False: the
-        record was quarantined."""
+        """R33/R34 for a ready record at its turn in the walk, after the handlers before it
+        (which may have closed this fd, and a new file taken the number). False: the record
+        was quarantined."""
         confirm = self._poller.confirm if self._kernel.fast_confirm else None
         if confirm is not None:
             try:
