@@ -357,20 +357,8 @@ class MainLoop:
         timers = self._timers
         now = time.monotonic()
         last = timers.seq
-        while (handle := timers.pop_due(now, last)) is not None:
-            call = handle.call  # read once: cancel() from another thread clears it (timers.py)
-            if call is None:
-                continue
-            if handle.interval is not None:  # re-arm first: cancel() in the callback works
-                nxt = handle.deadline + handle.interval
-                handle.deadline = nxt if nxt > now else now + handle.interval
-                timers.push(handle)
-            callback, args = call
-            try:
-                callback(*args)
-            except BaseException as e:
-                e.add_note(f"iohandler: raised by timer callback {callback!r}")
-                raise
+        while (handle := timers.due(now, last)) is not None:
+            timers.fire(handle, now)
 
     # ---------------------------------------------------------------------------- the loop
 

@@ -37,7 +37,7 @@ class TimerHandle:
         self.interval = interval
         # One field, read once by the loop: a cancel() from another thread between reading a
         # callback and its arguments could otherwise pair the callback with cleared arguments.
-        self.call: Call | None = (callback, args)  # None once cancelled
+        self.call: Call | None = (callback, args)  # None once cancelled, or a one-shot fired
         self.cancelled = False
         self._queue: TimerQueue | None = None  # the queue whose heap holds it, if any
 
@@ -63,13 +63,13 @@ class TimerHandle:
     def __repr__(self) -> str:
         every = f" every {self.interval}s" if self.interval is not None else ""
         call = self.call
-        what = "cancelled" if call is None else repr(call[0])
+        what = repr(call[0]) if call is not None else "cancelled" if self.cancelled else "done"
         return f"<TimerHandle {what} at {self.deadline:.6f}{every}>"
 
 
 class TimerQueue:
     """`seq` counts the pushes: the n-th push is number n, which breaks ties of equal deadlines
-    (first pushed, first due) and is what `pop_due`'s `last_seq` compares with. `cancelled`
+    (first pushed, first due) and is what `due`'s `last_seq` compares with. `cancelled`
     counts the cancelled entries still in the heap (approximately, under threads)."""
 
     __slots__ = ("cancelled", "heap", "seq")
@@ -91,9 +91,9 @@ class TimerQueue:
         """Rebuild the heap from its live entries, in place (the loop holds the list)."""
         heap = self.heap
         for entry in heap:
-            if entry[2].cancelled:
+            if entry[2].call is None:
                 entry[2]._queue = None
-        heap[:] = [entry for entry in heap if not entry[2].cancelled]
+        heap[:] = [(h.deadline, seq, h) for _, seq, h in heap if h.call is not None]
         heapq.heapify(heap)
         self.cancelled = 0
 
@@ -102,24 +102,62 @@ class TimerQueue:
         if handle.cancelled and self.cancelled > 0:
             self.cancelled -= 1
 
-    def next_deadline(self) -> float | None:
+    def _tidy(self) -> None:
+        """Settle the top of the heap: drop dead entries (cancelled, or a one-shot already
+        fired) and move a periodic timer fired since to its new deadline. Each change is one C
+        call (heappop, heapreplace), so an exception from a signal handler between two of them
+        leaves every entry either settled or still to settle, never lost."""
         heap = self.heap
         if self.cancelled * 2 > len(heap) > COMPACT_MIN:
             self.compact()
-        while heap and heap[0][2].cancelled:
-            self._popped(heapq.heappop(heap)[2])
+        while heap:
+            deadline, _, handle = heap[0]
+            if handle.call is None:
+                self._popped(heapq.heappop(heap)[2])
+            elif deadline != handle.deadline:  # re-armed by fire(): it goes behind the rest
+                self.seq += 1
+                heapq.heapreplace(heap, (handle.deadline, self.seq, handle))
+            else:
+                return
+
+    def next_deadline(self) -> float | None:
+        self._tidy()
+        heap = self.heap
         return heap[0][0] if heap else None
 
-    def pop_due(self, now: float, last_seq: int) -> TimerHandle | None:
-        """The earliest live timer due at `now` and pushed no later than `last_seq`, so that a
-        timer (re)armed by a timer callback waits for the next iteration instead of looping."""
+    def due(self, now: float, last_seq: int) -> TimerHandle | None:
+        """The earliest live timer due at `now` and pushed no later than `last_seq` (so that a
+        timer (re)armed by a timer callback waits for the next iteration instead of looping).
+        It stays in the heap until `fire` has marked it taken."""
+        self._tidy()
         heap = self.heap
-        while heap:
+        if heap:
             deadline, seq, handle = heap[0]
-            if deadline > now or seq > last_seq:
-                return None
-            heapq.heappop(heap)
-            self._popped(handle)
-            if not handle.cancelled:
+            if deadline <= now and seq <= last_seq:
                 return handle
         return None
+
+    @staticmethod
+    def fire(handle: TimerHandle, now: float) -> None:
+        """Mark `handle`'s tick taken, then call its callback (R35, R37).
+
+        A timer is taken by a plain store on the handle, not by removing it from the heap (the
+        next `_tidy` does that): the callback is called right after the store, with no call in
+        between, and CPython runs signal handlers only where a call returns, at a function's
+        entry and at a backward jump. So an exception from a signal handler either comes before
+        the store, and the timer stays due for the next iteration, or after the callback has
+        been entered: a due timer is never lost, and never run twice."""
+        call = handle.call  # read once: cancel() from another thread clears it
+        if call is None:
+            return
+        callback, args = call
+        if handle.interval is not None:  # re-armed before the call: cancel() in it works
+            nxt = handle.deadline + handle.interval
+            handle.deadline = nxt if nxt > now else now + handle.interval
+        else:
+            handle.call = None
+        try:
+            callback(*args)
+        except BaseException as e:
+            e.add_note(f"iohandler: raised by timer callback {callback!r}")
+            raise

@@ -1,5 +1,5 @@
 """The timer queue on its own: deadline order, FIFO ties, cancellation (callback dropped at once,
-heap compacted when cancelled entries dominate), the pop_due cut-off."""
+heap compacted when cancelled entries dominate), the due cut-off."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def handle(deadline: float, interval: float | None = None) -> TimerHandle:
 def drain(q: TimerQueue, now: float) -> list[TimerHandle]:
     last = q.seq
     out = []
-    while (h := q.pop_due(now, last)) is not None:
+    while (h := q.due(now, last)) is not None:
+        q.fire(h, now)
         out.append(h)
     return out
 
@@ -62,27 +63,30 @@ def test_due_timers_pop_in_deadline_order_equal_deadlines_fifo() -> None:
     assert q.next_deadline() is None
 
 
-def test_pop_due_includes_the_deadline_itself_and_not_later_ones() -> None:
+def test_due_includes_the_deadline_itself_and_not_later_ones() -> None:
     q = TimerQueue()
     q.push(now := handle(5.0))
     q.push(later := handle(5.5))
-    assert q.pop_due(4.999, q.seq) is None
-    assert q.pop_due(5.0, q.seq) is now
-    assert q.pop_due(5.0, q.seq) is None  # not due, although pushed before the cut-off
+    assert q.due(4.999, q.seq) is None
+    assert q.due(5.0, q.seq) is now
+    assert q.due(5.0, q.seq) is now  # looked at, not taken: it stays due until fired
+    q.fire(now, 5.0)
+    assert q.due(5.0, q.seq) is None  # later is not due, although pushed before the cut-off
     assert q.next_deadline() == later.deadline
 
 
-def test_pop_due_leaves_timers_pushed_after_the_cut_off() -> None:
+def test_due_leaves_timers_pushed_after_the_cut_off() -> None:
     q = TimerQueue()
     q.push(before := handle(2.0))
     last = q.seq
     q.push(after := handle(1.0))  # due first, but armed after the iteration began
-    assert q.pop_due(10.0, last) is None
-    assert q.pop_due(10.0, q.seq) is after
-    assert q.pop_due(10.0, q.seq) is before
+    assert q.due(10.0, last) is None
+    assert q.due(10.0, q.seq) is after
+    q.fire(after, 10.0)
+    assert q.due(10.0, q.seq) is before
 
 
-def test_cancelled_timers_are_skipped_by_next_deadline_and_pop_due() -> None:
+def test_cancelled_timers_are_skipped_by_next_deadline_and_due() -> None:
     q = TimerQueue()
     assert q.next_deadline() is None
     a, b, c = handle(1.0), handle(2.0), handle(3.0)
@@ -100,7 +104,7 @@ def test_cancelled_timers_are_skipped_by_next_deadline_and_pop_due() -> None:
 
 
 @pytest.mark.parametrize("cancel_last", [False, True])
-def test_pop_due_with_only_cancelled_timers_due(cancel_last: bool) -> None:
+def test_due_with_only_cancelled_timers_due(cancel_last: bool) -> None:
     q = TimerQueue()
     q.push(a := handle(1.0))
     q.push(b := handle(1.0))
@@ -108,7 +112,7 @@ def test_pop_due_with_only_cancelled_timers_due(cancel_last: bool) -> None:
     if cancel_last:
         b.cancel()
     assert drain(q, 1.0) == ([] if cancel_last else [b])
-    assert q.pop_due(1.0, q.seq) is None
+    assert q.due(1.0, q.seq) is None
 
 
 # ---------------------------------------------------- cancelled timers are dropped (issue 14, 8)
@@ -206,3 +210,45 @@ def test_compaction_keeps_the_queue_equal_to_a_sorted_list(ops: list[tuple[str, 
             assert drain(q, float(n)) == due
             ref = [e for e in ref if e[0] > n]
     assert q.next_deadline() == (min(e[0] for e in ref) if ref else None)
+
+
+def test_fire_marks_a_one_shot_done_and_the_next_look_drops_it() -> None:
+    q = TimerQueue()
+    calls: list[int] = []
+    q.push(h := TimerHandle(1.0, None, calls.append, (7,)))
+    q.fire(h, 1.0)
+    assert calls == [7]
+    assert h.call is None and not h.cancelled
+    assert repr(h) == "<TimerHandle done at 1.000000>"
+    assert q.due(1.0, q.seq) is None
+    assert q.heap == []
+    q.fire(h, 1.0)  # fired already: nothing happens
+    assert calls == [7]
+
+
+def test_fire_moves_a_periodic_timer_behind_timers_armed_before_it() -> None:
+    q = TimerQueue()
+    q.push(p := handle(1.0, 1.0))
+    q.push(o := handle(1.5))
+    last = q.seq
+    assert q.due(1.2, last) is p
+    q.fire(p, 1.2)
+    assert p.deadline == 2.0
+    assert q.due(1.2, last) is None  # re-armed, with a sequence number past the cut-off
+    assert [h for _, _, h in sorted(q.heap)] == [o, p]
+    assert q.next_deadline() == 1.5
+    q.fire(p, 5.0)  # fell behind: re-armed from now, no catch-up burst
+    assert p.deadline == 6.0
+
+
+def test_an_exception_from_the_callback_names_it_and_the_tick_counts() -> None:
+    q = TimerQueue()
+
+    def boom() -> None:
+        raise KeyError("x")
+
+    q.push(h := TimerHandle(1.0, None, boom, ()))
+    with pytest.raises(KeyError) as info:
+        q.fire(h, 1.0)
+    assert any("raised by timer callback" in n for n in info.value.__notes__)
+    assert q.due(1.0, q.seq) is None  # a one-shot that raised has run: not run again
