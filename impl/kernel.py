@@ -10,16 +10,21 @@ Kernel facts this relies on (pollers.py has the backends' own):
   registration, compared with what N names now.
 * `(st_dev, st_ino)` from fstat identifies a file, except for anonymous-inode files (eventfd,
   timerfd, signalfd, epoll, ...), which all share one inode on Linux: fstat cannot tell two of
-  them apart. Nothing else names such a file once its fd is closed: `/proc/self/fdinfo/N` of an
+  them apart. Nothing names such a file once its fd is closed: `/proc/self/fdinfo/N` of an
   eventfd has an `eventfd-id`, but it is the lowest free id, so a new eventfd takes the id of
-  one just closed (seen on 6.18); kcmp(2) compares two open descriptors, and the old one is
-  closed. So their identity is "unknown": a re-registration of such a number is always a fresh
-  kernel registration (`renew`: drop, rebuild, register), so the file that took the number is
-  registered and the old one's events cannot reach it (a dup keeping the old file alive
-  included); a ready fd of unknown identity is taken to be the file registered. On epoll (and
-  selectors, which is epoll here) that is sound: the confirm below proves it, and a closed file's
-  registration is gone. On poll, an anonymous fd closed without a delete whose number is reused
-  before the next wait is not detected (R34 says: delete before close).
+  one just closed (seen on 6.18). So their identity is "unknown", and another mechanism answers:
+  - epoll (and selectors, which is epoll here): a re-registration of such a number is a fresh
+    kernel registration (`renew`: drop, rebuild, register) unless the confirm below proves the
+    number still names the file, so the file that took the number is registered and the old
+    one's events cannot reach it (a dup keeping the old file alive included); a closed file's
+    registration is gone, so a ready fd of unknown identity is the file registered.
+  - poll follows numbers, so a ready number may name a file that took it after the close. The
+    loop holds a *witness* per such registration: a dup of the file registered, taken when the
+    registration reaches the kernel and closed when it leaves. kcmp(2) (`KCMP_FILE`) tells
+    whether the number and the witness name the same open file. The witness keeps the old file
+    open until the loop drops the registration (harmless for eventfd, timerfd, signalfd, epoll;
+    R34 asks for a delete before the close anyway). Where kcmp is missing or refused (seccomp),
+    or the dup fails (EMFILE), there is no witness and such a reuse goes undetected.
 * epoll keys a registration by (open file description, fd number): `EPOLL_CTL_MOD` of a number
   to its registered events succeeds only if N still names the file registered under it, and
   fails (ENOENT, EBADF) otherwise. That is the cheapest positive answer (`Poller.confirm`).
@@ -32,6 +37,8 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
+from collections.abc import Callable
 
 from iohandler.impl.errors import ClosedFdError, FdError, UnpollableFdError
 from iohandler.impl.pollers import Poller
@@ -70,13 +77,61 @@ def is_unknown(ident: tuple[object, ...]) -> bool:
     return len(ident) == 3 and ident[2] is UNKNOWN
 
 
+# kcmp's number, where it is known; the probe below checks it on this machine before any use.
+_SYS_KCMP = {
+    "x86_64": 312, "aarch64": 272, "riscv64": 272, "loongarch64": 272,
+    "i386": 349, "i686": 349, "armv7l": 378, "ppc64le": 354, "s390x": 343,
+}
+_KCMP_FILE = 0
+_kcmp: list[Callable[[int, int], bool] | None] = []  # filled by the first call below
+
+
+def same_file_check() -> Callable[[int, int], bool] | None:
+    """`f(a, b)`: do this process's fds `a` and `b` name the same open file (kcmp(2),
+    `KCMP_FILE`)? None where kcmp is unavailable. Probed once, on a dup pair and a different
+    file, so a wrong system call number or a seccomp refusal gives None, never a wrong answer."""
+    if not _kcmp:
+        _kcmp.append(_probe_kcmp())
+    return _kcmp[0]
+
+
+def _probe_kcmp() -> Callable[[int, int], bool] | None:
+    nr = _SYS_KCMP.get(platform.machine())
+    eventfd = getattr(os, "eventfd", None)
+    if nr is None or eventfd is None:  # pragma: no cover - not Linux, or an unlisted machine
+        return None
+    import ctypes  # only here: most loops never need it
+
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    getpid = os.getpid  # at each call: in a forked child, kcmp must name the child
+
+    def order(a: int, b: int) -> int:
+        pid = getpid()
+        return int(syscall(nr, pid, pid, _KCMP_FILE, a, b))
+
+    def same(a: int, b: int) -> bool:
+        return order(a, b) == 0
+
+    a = eventfd(0)
+    try:
+        b, c = os.dup(a), eventfd(0)
+        try:
+            works = order(a, b) == 0 and order(a, c) in (1, 2, 3)  # -1: missing or refused
+        finally:
+            os.close(b)
+            os.close(c)
+    finally:
+        os.close(a)
+    return same if works else None
+
+
 class Kernel:
     """`poller` with the file identity of each registration. The loop reads the poller's
     hot-path attributes itself (Poller: `wait_once`, `batch_full`, `confirm`, the latter only if
     `fast_confirm`); `lost` holds the fds the last rebuild could not register again, for the
     loop to handle."""
 
-    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller")
+    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnesses")
 
     def __init__(self, poller: Poller, *, fast_confirm: bool = True) -> None:
         self.poller = poller
@@ -87,6 +142,10 @@ class Kernel:
         self.orphans: set[int] = set()
         self.lost: list[int] = []
         self.own_fd = poller.fileno()  # the kernel object's fd (R38), renewed by rebuild
+        # fd -> witness (module docstring), for anonymous files on a poller that follows
+        # numbers. same_file is looked up at the first such registration.
+        self.witnesses: dict[int, int] = {}
+        self.same_file: Callable[[int, int], bool] | None = None
 
     def registrations(self) -> dict[int, int]:
         """fd -> events the poller holds (a copy)."""
@@ -98,20 +157,50 @@ class Kernel:
             st = os.fstat(rec.fd)
         except OSError:
             return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if identity(st, rec.fd) != rec.ident:
+        if identity(st, rec.fd) != rec.ident or not self._witnessed(rec):
             return (
                 f"fd {rec.fd} was closed while registered and its number now names another "
                 "file; its handlers were removed"
             )
         return None
 
+    def _witnessed(self, rec: Record) -> bool:
+        """False if `rec.fd` has a witness and names another file than it."""
+        w = self.witnesses.get(rec.fd)
+        return w is None or self.same_file is None or self.same_file(rec.fd, w)
+
+    def _take_witness(self, rec: Record) -> None:
+        """A fresh registration of an anonymous file on a poller that follows numbers."""
+        if self.poller.tracks_files or self.poller.silent_removal or not is_unknown(rec.ident):
+            return
+        if self.same_file is None:
+            self.same_file = same_file_check()
+            if self.same_file is None:
+                return
+        try:
+            w = os.dup(rec.fd)
+        except OSError:  # EMFILE: no witness, the reuse goes undetected (module docstring)
+            return
+        # A signal handler's exception between the dup and this store leaks the dup: one fd,
+        # no lost work.
+        old = self.witnesses.get(rec.fd)
+        self.witnesses[rec.fd] = w
+        if old is not None:
+            os.close(old)
+
+    def _release_witness(self, fd: int) -> None:
+        w = self.witnesses.pop(fd, None)
+        if w is not None:
+            os.close(w)
+
     def may_have_changed(self, rec: Record) -> bool:
         """For a registered record of unknown identity (an anonymous file) being registered
         again: could its number name another file than the one the kernel holds? poll takes
-        numbers afresh (no); epoll's confirm answers; selectors cannot tell (yes)."""
+        numbers afresh, and its witness answers (no witness: no); epoll's confirm answers;
+        selectors cannot tell (yes)."""
         poller = self.poller
         if not (poller.tracks_files or poller.silent_removal):
-            return False
+            return not self._witnessed(rec)
         confirm = poller.confirm
         if confirm is None:
             return True
@@ -133,7 +222,9 @@ class Kernel:
             except OSError:
                 pass
             else:
-                if identity(st, rec.fd) == rec.ident:
+                if identity(st, rec.fd) == rec.ident and (
+                    rec.fd not in self.witnesses or self._witnessed(rec)
+                ):
                     continue
             problem = self.file_problem(rec)
             if problem is not None:
@@ -172,6 +263,7 @@ class Kernel:
                     e = e2
                 else:
                     rec.kev = ev
+                    self._take_witness(rec)
                     return None
             err: FdError
             if problem is None and e.errno == errno.EPERM:
@@ -181,7 +273,11 @@ class Kernel:
             err.__cause__ = e
             self.drop(rec)
             return err
-        rec.kev = ev
+        if not rec.kev:
+            rec.kev = ev
+            self._take_witness(rec)
+        else:
+            rec.kev = ev
         return None
 
     def drop(self, rec: Record) -> None:
@@ -197,6 +293,7 @@ class Kernel:
                 if self.poller.silent_removal and self.file_problem(rec) is not None:
                     self.orphans.add(rec.fd)
             rec.kev = 0
+            self._release_witness(rec.fd)
 
     def rebuild(self) -> None:
         """Re-create the poller's kernel object from its book, dropping registrations that
@@ -204,7 +301,10 @@ class Kernel:
         # An exception from a signal handler between the rebuild and the extend loses the
         # fds it could not register: they were closed, and are found as an idle fd epoll
         # forgot is (R33: a re-registration or check_fds()).
-        self.lost.extend(self.poller.rebuild())
+        lost = self.poller.rebuild()
+        self.lost.extend(lost)
+        for fd in lost:
+            self._release_witness(fd)
         self.own_fd = self.poller.fileno()
         self.orphans.clear()  # the new kernel object holds only the book's registrations
 
@@ -214,3 +314,5 @@ class Kernel:
     def close(self) -> None:
         self.orphans.clear()
         self.poller.close()
+        while self.witnesses:
+            os.close(self.witnesses.popitem()[1])

@@ -831,7 +831,7 @@ class MainLoop:
         In a forked child (R41) only the child's copies are closed: the parent's registrations
         and wakeup are untouched."""
         if self._forked:
-            self._poller.close()  # closes the child's epoll fd only: no registration changes
+            self._kernel.close()  # the child's copies of the epoll fd and witnesses: no registration changes
             self._wakeup.close()
             return
         with self._lock:
@@ -871,7 +871,7 @@ class MainLoop:
             _warn(f"unclosed loop {self!r}", ResourceWarning, source=self)
         finally:
             self._closed = True
-            self._poller.close()
+            self._kernel.close()
             self._wakeup.close()
 
     def __enter__(self) -> MainLoop:

@@ -4,12 +4,15 @@ one (st_dev, st_ino), so comparing fstat results cannot tell two of them apart."
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator
 
 import pytest
 
 from iohandler.impl import ClosedFdError, MainLoop
+from iohandler.impl.kernel import same_file_check
+from tests.support import open_fds
 
 POLLERS = ["epoll", "poll", "selectors"]
 
@@ -80,24 +83,11 @@ def test_r34_reregistered_eventfd_number_does_not_hear_the_old_file_kept_by_a_du
         assert calls == []
 
 
-@pytest.mark.parametrize(
-    "poller",
-    [
-        "epoll",
-        pytest.param(
-            "poll",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="poll follows numbers and nothing names a closed anonymous file: not "
-                "detected (impl/kernel.py; R34: delete before close)",
-            ),
-        ),
-        "selectors",
-    ],
-)
+@pytest.mark.parametrize("poller", POLLERS)
 def test_r34_eventfd_number_reused_without_reregistration_never_reaches_the_old_handler(
     poller: str, fds: list[int]
 ) -> None:
+    _needs_kcmp(poller)
     calls: list[str] = []
     with MainLoop(poller) as loop:
         old = _eventfd(fds)
@@ -116,3 +106,87 @@ def test_r34_eventfd_number_reused_without_reregistration_never_reaches_the_old_
         if poller == "poll":  # epoll (selectors' too) forgot the closed file silently (R33)
             assert raised == 1
             assert loop.records() == []
+
+
+# ------------------------------------------------- poll's witnesses (impl/kernel.py, R34)
+
+
+def _needs_kcmp(poller: str) -> None:
+    if poller == "poll" and same_file_check() is None:
+        pytest.skip("kcmp(2) is missing or refused here: poll cannot tell anonymous files apart")
+
+
+@pytest.mark.parametrize("how", ["delete", "close", "drop", "quarantine"])
+def test_r34_poll_witness_lives_exactly_as_long_as_the_registration(how: str, fds: list[int]) -> None:
+    """The dup poll holds for an anonymous file is taken when the registration reaches the
+    kernel, and closed when it leaves it: by a delete, by close(), by a loop collected without
+    close(), or by the quarantine of a reused number. No fd is left behind."""
+    _needs_kcmp("poll")
+    before = open_fds()
+    loop: MainLoop | None = MainLoop("poll")
+    assert loop is not None
+    ev = _eventfd(fds)
+    loop.set_fd_handler(ev, lambda _: None)
+    assert open_fds() - before == {ev, loop.wakeup_fd}  # not synced yet: no witness
+    loop.main_loop_wait(nonblocking=True)
+    witnesses = open_fds() - before - {ev, loop.wakeup_fd}
+    assert len(witnesses) == 1  # one dup, of the eventfd
+    (w,) = witnesses
+    assert same_file_check() is not None and same_file_check()(w, ev)  # type: ignore[misc]
+    if how == "delete":
+        loop.set_fd_handler(ev, None, None)
+        loop.main_loop_wait(nonblocking=True)
+        assert open_fds() - before == {ev, loop.wakeup_fd}
+        loop.close()
+    elif how == "close":
+        loop.close()
+    elif how == "drop":
+        with pytest.warns(ResourceWarning):
+            loop = None
+            gc.collect()
+    else:
+        new = _reuse_as_eventfd(ev, fds)
+        os.eventfd_write(new, 1)
+        with pytest.raises(ClosedFdError):
+            for _ in range(3):
+                loop.main_loop_wait(nonblocking=True)
+        assert loop.records() == []
+        loop.close()
+    assert open_fds() - before <= set(fds)
+
+
+def test_r34_poll_witness_tells_a_reregistered_reused_number_from_the_same_file(fds: list[int]) -> None:
+    """Re-registering a number that still names the file registered keeps its registration and
+    witness; one a new anonymous file took after the close renews both."""
+    _needs_kcmp("poll")
+    calls: list[str] = []
+    with MainLoop("poll") as loop:
+        ev = _eventfd(fds)
+        loop.set_fd_handler(ev, lambda _: calls.append("first"))
+        loop.main_loop_wait(nonblocking=True)
+        (w,) = loop_witnesses(fds, loop)
+        loop.set_fd_handler(ev, lambda _: calls.append("same"))
+        loop.main_loop_wait(nonblocking=True)
+        assert loop_witnesses(fds, loop) == [w]  # the same file: nothing renewed
+        new = _reuse_as_eventfd(ev, fds)
+
+        def on_new(_: object) -> None:
+            calls.append("new")
+            os.eventfd_read(new)
+
+        loop.set_fd_handler(new, on_new)
+        loop.main_loop_wait(nonblocking=True)
+        (w2,) = loop_witnesses(fds, loop)
+        assert same_file_check()(w2, new)  # type: ignore[misc]
+        os.eventfd_write(new, 1)
+        loop.main_loop_wait(nonblocking=True)
+        assert calls == ["new"]
+
+
+def loop_witnesses(fds: list[int], loop: MainLoop) -> list[int]:
+    """The loop's fds that are neither the test's nor its wakeup: its witnesses."""
+    kinds = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in open_fds()}
+    return sorted(
+        fd for fd, kind in kinds.items()
+        if "eventfd" in kind and fd not in fds and fd != loop.wakeup_fd
+    )
