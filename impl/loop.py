@@ -95,11 +95,14 @@ class Seams:
     `kernel`: builds the Kernel (or subclass) from the poller and `fast_confirm`.
     `before_walk(ready)`: called with the ready records in walk order after the identity check,
     right before each walk (it may reorder them or change their `rev`); with it every ready fd
-    gets the fstat check instead of the poller's confirm."""
+    gets the fstat check instead of the poller's confirm. `wakeup(use_eventfd)`: builds the
+    Wakeup (or subclass); the loop calls its `notify`, `wake` and `consume` and reads and clears
+    its `flag` (wakeup.py)."""
 
     registry: Registry | None = None
     kernel: Callable[..., Kernel] | None = None
     before_walk: Callable[[list[Record]], object] | None = None
+    wakeup: Callable[[bool | None], Wakeup] | None = None
 
 
 _NO_SEAMS = Seams()
@@ -151,7 +154,7 @@ class MainLoop:
         before_walk = seams.before_walk
         poller_obj = make_poller(poller)
         try:
-            self._wakeup = Wakeup(use_eventfd)
+            self._wakeup = (seams.wakeup or Wakeup)(use_eventfd)
             self._wakeup_fd = self._wakeup.fileno()
             poller_obj.modify(self._wakeup_fd, READ_EVENTS)
         except BaseException:
@@ -174,7 +177,6 @@ class MainLoop:
         self._running = False
         self._polling = False  # from the start of a fill to the end of its wait
         self._waiting = False
-        self._notified = False  # a registration's notify while not waiting (set_fd_handler)
         self._spins = 0  # iterations in a row that returned at once and ran nothing (R40)
         self._spin_warned = False
         self._stopping = False
@@ -261,13 +263,13 @@ class MainLoop:
             # notify(), with the lock held. While the loop waits (another thread got the lock)
             # the wakeup fd ends the wait. Otherwise nobody is in the kernel: the loop thread
             # itself (a callback, a gate) or no loop at all holds the lock, and the next
-            # iteration reads this flag before its wait. Either way that iteration polls with
-            # timeout 0 and counts the wakeup once in its ret; the flag saves an eventfd write
-            # and read per registration.
+            # iteration reads the wakeup's flag before its wait. Either way that iteration polls
+            # with timeout 0 and counts the wakeup once in its ret; the flag saves an eventfd
+            # write and read per registration.
             if self._waiting:
                 self._wakeup.notify()
             else:
-                self._notified = True
+                self._wakeup.flag = True
 
     def _refuse_own_fd(self, n: int) -> None:
         """R38: the loop's own fds are not the caller's to register."""
@@ -291,7 +293,7 @@ class MainLoop:
                 kernel=self._kernel.registrations(),
                 wakeup_fd=self._wakeup_fd,
                 wakeup_pending=self._wakeup_pending(),
-                notified=self._notified,
+                notified=self._wakeup.flag,
                 waiting=self._waiting,
                 running=self._running,
                 stopping=self._stopping,
@@ -400,6 +402,7 @@ class MainLoop:
             self._running = True
             try:
                 wfd = self._wakeup_fd
+                wakeup = self._wakeup
                 poller = self._poller
                 use_confirm = self._kernel.fast_confirm
                 get = self._by_fd.get
@@ -416,7 +419,7 @@ class MainLoop:
                         self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
                     # Wait (R13, R20, R37).
-                    notified = self._notified  # read after the fill: a gate may notify
+                    notified = wakeup.flag  # read after the fill: a gate may notify
                     if nonblocking or notified:
                         timeout = 0.0
                     elif timer_heap:
@@ -458,13 +461,13 @@ class MainLoop:
                     ready: list[Record] = []
                     woke = 0
                     if notified:
-                        self._notified = False
+                        wakeup.flag = False
                         woke = 1
                     stray = False
                     for fd, ev in events:
                         if fd == wfd:
                             woke = 1
-                            self._wakeup.consume()  # before the walk: a notify there wakes the next
+                            wakeup.consume()  # before the walk: a notify there wakes the next
                             continue
                         rec = get(fd)
                         if rec is not None and rec.kev:

@@ -28,7 +28,7 @@ import threading
 
 
 class Wakeup:
-    __slots__ = ("_eventfd", "_inherited", "_lock", "_pending", "_rfd", "_wfd")
+    __slots__ = ("_eventfd", "_inherited", "_lock", "_pending", "_rfd", "_wfd", "flag")
 
     def __init__(self, use_eventfd: bool | None = None) -> None:
         if use_eventfd is None:
@@ -42,6 +42,10 @@ class Wakeup:
             os.set_blocking(self._rfd, False)
             os.set_blocking(self._wfd, False)
         self._pending = False
+        # The cheapest notify: a registration made while nobody waits sets this instead of
+        # writing the fd (the loop's lock held); the next iteration reads it before its wait,
+        # polls with timeout 0 and clears it (MainLoop.set_fd_handler).
+        self.flag = False
         self._lock = threading.RLock()  # wake/consume vs close: see the module docstring
         self._inherited: tuple[int, ...] = ()  # fds a forked child holds but must not use
 

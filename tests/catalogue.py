@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from iohandler.impl import HUP, IN, FdError, FdLike, MainLoop, Record, Registry, Seams
 from iohandler.impl.kernel import Kernel
 from iohandler.impl.tracing import Handler
+from iohandler.impl.wakeup import Wakeup
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class CallsDeletedHandler(MainLoop):
     """The walk forgets the `!ioh->deleted` checks: a record deleted by an earlier handler in
     the same walk (or during the wait) is still called. The walk is inline in the iteration,
     so this variant is that method recompiled without those two checks (the one place the
-    catalogue names a private of the loop: the walk's body has no seam, on purpose)."""
+    catalogue touches a private of the loop, and it is a method's source, not a field: the
+    walk's body has no seam, on purpose)."""
 
     _iterate = _patched(
         MainLoop._iterate,
@@ -223,20 +225,31 @@ class DeleteNotifies(MainLoop):
             self.notify()
 
 
+class _DeafWakeup(Wakeup):
+    """A wakeup whose coalescing notify() and flag do nothing: the loop's own ways to notify a
+    registration (and a timer armed while it waits); wake() (notify(), stop()) still works."""
+
+    __slots__ = ()
+
+    def notify(self) -> None:
+        pass
+
+    @property  # shadows the base class slot: a no-op
+    def flag(self) -> bool:
+        return False
+
+    @flag.setter
+    def flag(self, value: bool) -> None:
+        pass
+
+
 class RegistrationDoesNotNotify(MainLoop):
     """An add or update does not wake the loop: a loop blocked in poll never sees the new
-    interest (R7), and an idle iteration after a registration runs no walk.
+    interest (R7), and an idle iteration after a registration runs no walk. Planted through
+    the wakeup seam (Seams.wakeup)."""
 
-    The one variant that reads the loop's private state (with ConsumesNotifyAfterWalk): a
-    registration's notify is a flag on the registration's hot path (R35), with no seam."""
-
-    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
-                       can_read: Handler | None = None, opaque: Any = None) -> None:
-        pending, notified = self.snapshot().wakeup_pending, self._notified
-        super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
-        self._notified = notified  # take back the notify the registration just made
-        if not pending and self.snapshot().wakeup_pending:
-            self._wakeup.consume()
+    def __init__(self, poller: Any = None, **kwargs: Any) -> None:
+        super().__init__(poller, seams=Seams(wakeup=_DeafWakeup), **kwargs)
 
 
 class _KeepsDeletedRegistry(Registry):
@@ -281,13 +294,22 @@ class LosesNotifyDuringWait(MainLoop):
 
 class ConsumesNotifyAfterWalk(MainLoop):
     """Reads the notifier after the walk instead of before it: a notify (or a registration)
-    made by a handler is swallowed, so the next iteration does not wake for it. (Reads the
-    loop's private notify flag: see RegistrationDoesNotNotify.)"""
+    made by a handler is swallowed, so the next iteration does not wake for it. Planted
+    through the wakeup seam: the variant keeps the Wakeup it gave the loop."""
+
+    def __init__(self, poller: Any = None, **kwargs: Any) -> None:
+        self.notifier: Wakeup | None = None
+        super().__init__(poller, seams=Seams(wakeup=self._make_wakeup), **kwargs)
+
+    def _make_wakeup(self, use_eventfd: bool | None) -> Wakeup:
+        self.notifier = Wakeup(use_eventfd)
+        return self.notifier
 
     def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
         ret = super().main_loop_wait(nonblocking, timeout)
-        self._notified = False
-        self._wakeup.consume()
+        assert self.notifier is not None
+        self.notifier.flag = False
+        self.notifier.consume()
         return ret
 
 
