@@ -131,7 +131,7 @@ class Kernel:
     `fast_confirm`); `lost` holds the fds the last rebuild could not register again, for the
     loop to handle."""
 
-    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnesses")
+    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnessing", "witnesses")
 
     def __init__(self, poller: Poller, *, fast_confirm: bool = True) -> None:
         self.poller = poller
@@ -145,6 +145,7 @@ class Kernel:
         # fd -> witness (module docstring), for anonymous files on a poller that follows
         # numbers. same_file is looked up at the first such registration.
         self.witnesses: dict[int, int] = {}
+        self.witnessing = not (poller.tracks_files or poller.silent_removal)
         self.same_file: Callable[[int, int], bool] | None = None
 
     def registrations(self) -> dict[int, int]:
@@ -157,7 +158,7 @@ class Kernel:
             st = os.fstat(rec.fd)
         except OSError:
             return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if identity(st, rec.fd) != rec.ident or not self._witnessed(rec):
+        if identity(st, rec.fd) != rec.ident or (rec.fd in self.witnesses and not self._witnessed(rec)):
             return (
                 f"fd {rec.fd} was closed while registered and its number now names another "
                 "file; its handlers were removed"
@@ -171,7 +172,7 @@ class Kernel:
 
     def _take_witness(self, rec: Record) -> None:
         """A fresh registration of an anonymous file on a poller that follows numbers."""
-        if self.poller.tracks_files or self.poller.silent_removal or not is_unknown(rec.ident):
+        if not is_unknown(rec.ident):
             return
         if self.same_file is None:
             self.same_file = same_file_check()
@@ -263,7 +264,8 @@ class Kernel:
                     e = e2
                 else:
                     rec.kev = ev
-                    self._take_witness(rec)
+                    if self.witnessing:
+                        self._take_witness(rec)
                     return None
             err: FdError
             if problem is None and e.errno == errno.EPERM:
@@ -273,7 +275,7 @@ class Kernel:
             err.__cause__ = e
             self.drop(rec)
             return err
-        if not rec.kev:
+        if not rec.kev and self.witnessing:
             rec.kev = ev
             self._take_witness(rec)
         else:
@@ -293,7 +295,8 @@ class Kernel:
                 if self.poller.silent_removal and self.file_problem(rec) is not None:
                     self.orphans.add(rec.fd)
             rec.kev = 0
-            self._release_witness(rec.fd)
+            if self.witnesses:
+                self._release_witness(rec.fd)
 
     def rebuild(self) -> None:
         """Re-create the poller's kernel object from its book, dropping registrations that
@@ -303,8 +306,9 @@ class Kernel:
         # forgot is (R33: a re-registration or check_fds()).
         lost = self.poller.rebuild()
         self.lost.extend(lost)
-        for fd in lost:
-            self._release_witness(fd)
+        if self.witnesses:
+            for fd in lost:
+                self._release_witness(fd)
         self.own_fd = self.poller.fileno()
         self.orphans.clear()  # the new kernel object holds only the book's registrations
 

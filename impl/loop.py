@@ -41,7 +41,7 @@ from iohandler.impl.errors import (
     ReentrantWaitError,
     UnpollableFdError,
 )
-from iohandler.impl.kernel import Kernel, identity, is_unknown
+from iohandler.impl.kernel import ANON_INODE, Kernel, identity, is_unknown
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -253,13 +253,16 @@ class MainLoop:
             rec.write = write
             rec.can_read = can_read
             rec.opaque = opaque
-            ident = identity(st, n)
+            ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
+            if ident == ANON_INODE:
+                ident = identity(st, n)
             if rec.kev and (ident != rec.ident or (is_unknown(ident) and self._kernel.may_have_changed(rec))):
                 rec.renew = True  # the kernel's registration (if any) may be the old file's
             rec.ident = ident
             rec.stale = True
             reg.dirty.add(rec)
-            reg.set_gated(rec, read is not None and can_read is not None)
+            if can_read is not None or rec in reg.gated:  # set_gated, only where it can change
+                reg.set_gated(rec, read is not None and can_read is not None)
             # notify(), with the lock held. While the loop waits (another thread got the lock)
             # the wakeup fd ends the wait. Otherwise nobody is in the kernel: the loop thread
             # itself (a callback, a gate) or no loop at all holds the lock, and the next
