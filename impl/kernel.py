@@ -131,7 +131,7 @@ class Kernel:
     `fast_confirm`); `lost` holds the fds the last rebuild could not register again, for the
     loop to handle."""
 
-    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnessing", "witnesses")
+    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnesses", "witnessing")
 
     def __init__(self, poller: Poller, *, fast_confirm: bool = True) -> None:
         self.poller = poller

@@ -4,7 +4,7 @@
 #
 #   .ci/mutation/run.sh                 run everything (JOBS=2 workers by default)
 #   .ci/mutation/run.sh show NAME       the diff of one mutant (after a run)
-#   .ci/mutation/run.sh 'impl.wakeup.*'   only the mutants matching (fnmatch) these patterns
+#   .ci/mutation/run.sh 'iohandler.impl.wakeup.*'   only the mutants matching (fnmatch) these
 #
 # It works on a scratch copy ($MUTATION_WORKDIR, default /tmp/iohandler-mutation) so the checkout
 # is never touched, with this folder's setup.cfg as mutmut's configuration.
@@ -26,9 +26,17 @@ mkdir -p "$WORK"
 git -C "$ROOT" ls-files -z | tar -C "$ROOT" --null -T - -cf - | tar -C "$WORK" -xf -
 cp "$ROOT/.ci/mutation/setup.cfg" "$WORK/setup.cfg"
 cd "$WORK"
+# The tests import iohandler.model, .impl and .specs. mutmut names a mutant after its file's path
+# and puts mutants/ first on sys.path, so the copy it mutates is laid out as the package:
+# iohandler/{model,impl,specs} (setup.cfg). The top-level folders stay, unmutated, for the tests
+# that read files by path (SPEC.md, the vectors, the sources).
+mkdir -p iohandler
+cp -r model impl specs iohandler/
 # The copy's generated SPEC table must be fresh, or test_regen_check_is_clean fails for a reason
 # no mutant caused; the unmutated model rewrites nothing else.
-"$BIN/python" -m iohandler.model.regen >/dev/null
+PYTHONPATH="$WORK" "$BIN/python" -m iohandler.model.regen >/dev/null
 "$BIN/mutmut" run --max-children "${JOBS:-2}" "$@" || true   # non-zero when mutants survive
+# Had the tests imported the checkout, mutmut would have stopped early ("tests import the
+# source under a different module path"): the summary then counts no mutants.
 "$BIN/mutmut" results --all true > "$WORK/results.txt" 2>&1 || "$BIN/mutmut" results > "$WORK/results.txt" 2>&1 || true
 "$BIN/python" "$ROOT/.ci/mutation/summary.py" "$WORK"
