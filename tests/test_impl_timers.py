@@ -252,3 +252,71 @@ def test_an_exception_from_the_callback_names_it_and_the_tick_counts() -> None:
         q.fire(h, 1.0)
     assert any("raised by timer callback" in n for n in info.value.__notes__)
     assert q.due(1.0, q.seq) is None  # a one-shot that raised has run: not run again
+
+
+def test_compaction_happens_exactly_when_cancelled_entries_are_more_than_half() -> None:
+    """The policy of the module docstring, at its boundary: a heap of more than COMPACT_MIN
+    entries is rebuilt from its live ones once cancelled entries are more than half of it."""
+    q = TimerQueue()
+    n = 2 * (COMPACT_MIN // 2 + 2)  # even, and more than COMPACT_MIN
+    hs = [handle(1.0 + i) for i in range(n)]
+    for h in hs:
+        q.push(h)
+    for h in hs[n // 2 :]:  # the later half: none reaches the top, so only a compaction drops them
+        h.cancel()
+    assert q.cancelled == n // 2
+    assert q.next_deadline() == 1.0
+    assert len(q.heap) == n  # exactly half: kept
+    hs[n // 2 - 1].cancel()
+    assert q.next_deadline() == 1.0
+    assert len(q.heap) == n // 2 - 1  # more than half: rebuilt from the live ones
+    assert q.cancelled == 0
+    hs[0].cancel()  # live entries still belong to the queue: a cancel is counted
+    assert q.cancelled == 1
+
+
+def test_the_cancelled_count_follows_only_cancelled_entries_leaving() -> None:
+    q = TimerQueue()
+    q.push(a := handle(1.0))
+    q.push(c := handle(2.0))
+    q.push(b := handle(3.0))
+    b.cancel()
+    assert drain(q, 1.0) == [a]  # a live entry leaves: the count of cancelled ones stays
+    assert q.cancelled == 1
+    assert drain(q, 2.0) == [c]
+    assert q.next_deadline() is None  # b leaves
+    assert q.cancelled == 0
+
+
+def test_a_rearmed_periodic_timer_is_a_push_after_the_cut_off() -> None:
+    """seq counts pushes, a periodic timer's re-arm included, so a timer armed after the
+    iteration's cut-off stays after it whatever the periodic timers did."""
+    q = TimerQueue()
+    q.push(handle(5.0))
+    q.push(handle(5.0))
+    q.push(p := handle(1.0, 1.0))
+    last = q.seq
+    assert q.due(1.0, last) is p
+    q.fire(p, 1.0)
+    assert q.due(1.0, last) is None  # p is re-armed at 2.0: a push
+    assert q.seq == last + 1
+    q.push(late := handle(1.0))  # armed by a callback, say
+    assert q.due(1.0, last) is None
+    assert q.due(1.0, q.seq) is late
+
+
+def test_a_push_compacts_exactly_when_cancelled_entries_are_more_than_half() -> None:
+    q = TimerQueue()
+    n = COMPACT_MIN + 37  # odd, more than COMPACT_MIN
+    hs = [handle(1.0 + i) for i in range(n)]
+    for h in hs:
+        q.push(h)
+    k = (n + 1) // 2
+    for h in hs[n - k :]:
+        h.cancel()
+    q.push(handle(1000.0))
+    assert len(q.heap) == n + 1 == 2 * q.cancelled  # exactly half: kept
+    hs[n - k - 1].cancel()
+    q.push(handle(1001.0))
+    assert len(q.heap) == n - k - 1 + 2  # more than half: rebuilt at the push
+    assert q.cancelled == 0
