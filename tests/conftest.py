@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 
 from iohandler.impl import POLLERS, MainLoop
+from tests.support import Pairs, pairs
 
 _base = settings(
     deadline=None,  # real fds and threads: wall time is not the property under test
@@ -38,6 +39,13 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.fixture
+def socks() -> Iterator[Pairs]:
+    """Non-blocking socketpairs made with `socks.pair()`, all closed after the test."""
+    with pairs() as p:
+        yield p
 
 
 @pytest.fixture(params=sorted(POLLERS))

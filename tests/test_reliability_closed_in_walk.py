@@ -5,39 +5,24 @@ called (for the new file, or for a closed fd), on every poller; ClosedFdError na
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 
 import pytest
 
 from iohandler.impl import ClosedFdError, MainLoop
+from tests.support import Pairs
 
 POLLERS = ["epoll", "poll", "selectors"]
-
-
-@pytest.fixture
-def socks() -> Iterator[list[socket.socket]]:
-    owned: list[socket.socket] = []
-    yield owned
-    for s in owned:
-        s.close()
-
-
-def _pair(owned: list[socket.socket]) -> tuple[socket.socket, socket.socket]:
-    a, b = socket.socketpair()
-    owned += [a, b]
-    return a, b
 
 
 @pytest.mark.parametrize("reuse", [True, False], ids=["reused", "closed"])
 @pytest.mark.parametrize("poller", POLLERS)
 def test_r34_a_handler_closing_a_later_ready_fd_keeps_its_old_handler_away(
-    poller: str, reuse: bool, socks: list[socket.socket]
+    poller: str, reuse: bool, socks: Pairs
 ) -> None:
     calls: list[str] = []
-    x, x_peer = _pair(socks)  # older: walked after `a`
-    a, a_peer = _pair(socks)
-    other, other_peer = _pair(socks)
+    x, x_peer = socks.pair()  # older: walked after `a`
+    a, a_peer = socks.pair()
+    other, other_peer = socks.pair()
     xfd = x.fileno()
     x_peer.send(b"x")
     other_peer.send(b"o")  # the file that takes x's number is readable too

@@ -11,16 +11,15 @@ must still be called (the pause delays, it changes nothing).
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from iohandler.impl import MainLoop
-from tests.support import add_stats
+from tests.support import Pairs, add_stats
 
 RUN_S = 1.0
 MAX_CPU = 0.15  # of one core: spinning is 1.0 (0.3 to 0.5 on a busy 2-core machine)
@@ -30,25 +29,9 @@ def _noop(_: object) -> None:
     return None
 
 
-@pytest.fixture
-def socks() -> Iterator[list[socket.socket]]:
-    owned: list[socket.socket] = []
-    yield owned
-    for s in owned:
-        s.close()
-
-
-def _pair(owned: list[socket.socket]) -> tuple[socket.socket, socket.socket]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    owned += [a, b]
-    return a, b
-
-
-def _gate_registers(loop: MainLoop, owned: list[socket.socket], fds: list[int]) -> None:
-    x, _ = _pair(owned)
-    other, _ = _pair(owned)
+def _gate_registers(loop: MainLoop, owned: Pairs, fds: list[int]) -> None:
+    x, _ = owned.pair()
+    other, _ = owned.pair()
 
     def gate(_: object) -> bool:
         loop.set_fd_handler(other, _noop)  # an update: notifies (R7), so the next poll is 0
@@ -57,9 +40,9 @@ def _gate_registers(loop: MainLoop, owned: list[socket.socket], fds: list[int]) 
     loop.set_fd_handler(x, _noop, can_read=gate)
 
 
-def _gate_updates_newer_ready(loop: MainLoop, owned: list[socket.socket], fds: list[int]) -> None:
-    older, _ = _pair(owned)
-    newer, peer = _pair(owned)
+def _gate_updates_newer_ready(loop: MainLoop, owned: Pairs, fds: list[int]) -> None:
+    older, _ = owned.pair()
+    newer, peer = owned.pair()
 
     def gate(_: object) -> bool:
         loop.set_fd_handler(newer, _noop)  # already filled: stale, never dispatched (R6, R22)
@@ -70,14 +53,14 @@ def _gate_updates_newer_ready(loop: MainLoop, owned: list[socket.socket], fds: l
     peer.send(b"x")  # ready for good
 
 
-def _write_only_on_hung_up_pipe(loop: MainLoop, owned: list[socket.socket], fds: list[int]) -> None:
+def _write_only_on_hung_up_pipe(loop: MainLoop, owned: Pairs, fds: list[int]) -> None:
     r, w = os.pipe()
     os.close(w)
     fds.append(r)
     loop.set_fd_handler(r, None, _noop)  # polls OUT; gets HUP only, which calls nothing
 
 
-SPINS: dict[str, Callable[[MainLoop, list[socket.socket], list[int]], None]] = {
+SPINS: dict[str, Callable[[MainLoop, Pairs, list[int]], None]] = {
     "gate-registers": _gate_registers,
     "gate-updates-newer-ready": _gate_updates_newer_ready,
     "write-only-hup": _write_only_on_hung_up_pipe,
@@ -86,14 +69,14 @@ SPINS: dict[str, Callable[[MainLoop, list[socket.socket], list[int]], None]] = {
 
 @pytest.mark.parametrize("case", sorted(SPINS))
 def test_r40_a_spinning_loop_uses_a_fraction_of_a_core_and_still_dispatches(
-    case: str, socks: list[socket.socket]
+    case: str, socks: Pairs
 ) -> None:
     fds: list[int] = []
     got: list[bytes] = []
     try:
         with MainLoop("epoll") as loop:
             SPINS[case](loop, socks, fds)
-            reader, peer = _pair(socks)
+            reader, peer = socks.pair()
             loop.set_fd_handler(reader, lambda s: got.append(s.recv(16)), opaque=reader)
             threading.Timer(RUN_S / 2, peer.send, (b"y",)).start()
             iterations = 0
@@ -121,7 +104,7 @@ def test_r40_a_spinning_loop_uses_a_fraction_of_a_core_and_still_dispatches(
     assert len(spun) == 1  # warned once, as QEMU does
 
 
-def test_r40_nonblocking_calls_are_never_paused(socks: list[socket.socket]) -> None:
+def test_r40_nonblocking_calls_are_never_paused(socks: Pairs) -> None:
     with MainLoop("epoll") as loop:
         _gate_registers(loop, socks, [])
         t0 = time.monotonic()
