@@ -245,3 +245,15 @@ def test_main_serves_on_the_poller_asked_for(
     assert answers["selectors"] != {"trace": expect} and "trace" in answers["selectors"]
     folded = [event_to_json(e) for e in model_trace(load_vector(path), fold=True)]
     assert answers["selectors"] == {"trace": folded}
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [{"g": "nope"}, {"nope": "s"}, {"nope": "nope"}],
+    ids=["undeclared-script", "undeclared-gate", "neither"],
+)
+def test_gate_scripts_must_name_a_declared_gate_and_a_declared_script(runs: dict[str, str]) -> None:
+    from iohandler.impl.driver import VectorSession
+
+    with pytest.raises(InvalidVector, match="gate_scripts must map declared gates to declared scripts"):
+        VectorSession({"a": "socket"}, {"s": ()}, {"g": True}, runs)

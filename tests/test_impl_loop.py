@@ -723,3 +723,52 @@ def test_timer_added_from_thread_shortens_a_blocking_wait(loop: MainLoop) -> Non
         loop.main_loop_wait(timeout=3)
     adder.join()
     assert fired == [1] and time.monotonic() - t0 < 2
+
+
+# ------------------------------------------------------------ snapshot(): every field
+
+
+def test_snapshot_shows_every_record_field_and_the_loop_state(socks: Fds) -> None:
+    """snapshot() is the seam tests and debuggers read instead of private fields: each field is
+    what the loop holds, deleted records included (newest first)."""
+    fds = socks
+    with MainLoop("epoll") as loop:
+        (a, _), (b, _), (c, _) = fds.pair(), fds.pair(), fds.pair()
+
+        def r(_: object) -> None:
+            pass
+
+        def w(_: object) -> None:
+            pass
+
+        def g(_: object) -> bool:
+            return True
+
+        loop.set_fd_handler(a, r, opaque="A")
+        loop.set_fd_handler(b, None, w, opaque="B")
+        loop.main_loop_wait(nonblocking=True)
+        loop.set_fd_handler(c, r, can_read=g, opaque="C")  # not filled yet: dirty, stale
+        loop.set_fd_handler(a, None, None)  # deleted, not yet reaped
+        snap = loop.snapshot()
+        assert [v.fd for v in snap.records] == [c.fileno(), b.fileno(), a.fileno()]
+        vc, vb, va = snap.records
+        assert (vc.seq, vb.seq, va.seq) == (3, 2, 1) and snap.seq == 3
+        assert (vc.read, vc.write, vc.can_read, vc.opaque) == (r, None, g, "C")
+        assert (vb.read, vb.write, vb.can_read, vb.opaque) == (None, w, None, "B")
+        assert (va.deleted, vb.deleted, vc.deleted) == (True, False, False)
+        assert (vc.stale, vc.dirty, vc.gated, vc.kev, vc.renew) == (True, True, True, 0, False)
+        assert (vb.stale, vb.dirty, vb.gated, vb.kev) == (False, False, False, OUT | ERR)
+        assert va.kev == 0 and va.dirty is True  # a delete drops the kernel registration at once
+        st = os.fstat(b.fileno())
+        assert vb.ident == (st.st_dev, st.st_ino)
+        assert snap.kernel == {loop.wakeup_fd: IN | HUP | ERR, b.fileno(): OUT | ERR}
+        assert snap.wakeup_fd == loop.wakeup_fd
+        assert (snap.notified, snap.wakeup_pending) == (True, False)  # a registration's flag
+        assert (snap.waiting, snap.running, snap.stopping, snap.closed) == (False,) * 4
+        assert snap.fd_errors == 0
+        handle = loop.call_later(60, r, None)
+        (deadline, n, h), = loop.snapshot().timers
+        assert h is handle and deadline == handle.deadline and n >= 1
+        loop.stop()
+        assert loop.snapshot().stopping is True
+    assert loop.snapshot().closed is True

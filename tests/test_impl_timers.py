@@ -320,3 +320,31 @@ def test_a_push_compacts_exactly_when_cancelled_entries_are_more_than_half() -> 
     q.push(handle(1001.0))
     assert len(q.heap) == n - k - 1 + 2  # more than half: rebuilt at the push
     assert q.cancelled == 0
+
+
+def test_a_heap_of_exactly_compact_min_entries_is_not_compacted() -> None:
+    q = TimerQueue()
+    hs = [handle(1.0 + i) for i in range(COMPACT_MIN - 1)]
+    for h in hs:
+        q.push(h)
+    for h in hs[1:]:
+        h.cancel()
+    q.push(handle(1000.0))  # COMPACT_MIN entries, nearly all cancelled: skipping is cheaper
+    assert len(q.heap) == COMPACT_MIN
+    assert q.next_deadline() == 1.0
+    assert len(q.heap) == COMPACT_MIN
+
+
+def test_cancel_after_a_fired_timer_was_compacted_away_is_harmless() -> None:
+    q = TimerQueue()
+    q.push(first := handle(0.5))
+    q.fire(first, 0.5)  # fired: its entry stays until the top is settled, or a compaction
+    hs = [handle(2.0 + i) for i in range(2 * COMPACT_MIN)]
+    for h in hs:
+        q.push(h)
+    for h in hs[1:]:
+        h.cancel()
+    q.compact()
+    assert [e[2] for e in q.heap] == [hs[0]]
+    first.cancel()  # no longer in any heap: nothing to count
+    assert q.cancelled == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -190,3 +191,58 @@ def loop_witnesses(fds: list[int], loop: MainLoop) -> list[int]:
         fd for fd, kind in kinds.items()
         if "eventfd" in kind and fd not in fds and fd != loop.wakeup_fd
     )
+
+
+# --------------------------------------------- the probes themselves (impl/kernel.py)
+
+
+def test_anon_inode_is_what_every_eventfd_reports() -> None:
+    """The shared inode is measured afresh (not only cached at import): two new eventfds and
+    the loop's own wakeup report it, a socket does not."""
+    from iohandler.impl.kernel import ANON_INODE, _anon_inode
+
+    shared = _anon_inode()
+    assert shared == ANON_INODE
+    a, b = os.eventfd(0), os.eventfd(0)
+    s1, s2 = socket.socketpair()
+    try:
+        for fd in (a, b):
+            st = os.fstat(fd)
+            assert (st.st_dev, st.st_ino) == shared
+        st = os.fstat(s1.fileno())
+        assert (st.st_dev, st.st_ino) != shared
+    finally:
+        os.close(a)
+        os.close(b)
+        s1.close()
+        s2.close()
+
+
+def test_the_kcmp_probe_answers_same_file_for_dups_only() -> None:
+    """`_probe_kcmp` run afresh (the cached answer of `same_file_check` hides it): true for a dup,
+    false for another eventfd, a socket, a closed or a negative number; it leaves no fd open."""
+    from iohandler.impl.kernel import _probe_kcmp
+
+    before = open_fds()
+    same = _probe_kcmp()
+    assert open_fds() == before
+    if same is None:
+        pytest.skip("kcmp(2) is missing or refused here")
+    a = os.eventfd(0)
+    b, c = os.dup(a), os.eventfd(0)
+    s1, s2 = socket.socketpair()
+    try:
+        assert same(a, b) and same(b, a) and same(a, a)
+        assert not same(a, c) and not same(c, a)
+        assert not same(a, s1.fileno())
+        assert not same(s1.fileno(), s2.fileno())
+        assert same(s1.fileno(), s1.fileno())
+        assert not same(a, -1)
+        os.close(c)
+        assert not same(a, c)
+    finally:
+        os.close(a)
+        os.close(b)
+        s1.close()
+        s2.close()
+    assert same_file_check() is not None  # the cached answer agrees

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from typing import Any
 
 import pytest
 
-from iohandler.impl import LoopClosedError, MainLoop, PollPoller
+from iohandler.impl import ClosedFdError, LoopClosedError, MainLoop, PollPoller
 from iohandler.impl.loop import MAX_WAIT
+from tests.support import Pairs
 
 POLLERS = ["epoll", "poll", "selectors"]
 MONTH = 30 * 86400.0
@@ -118,3 +120,41 @@ def test_r30_a_closed_fd_on_a_closed_loop_is_loop_closed() -> None:
             loop.set_fd_handler(fd, lambda _: None)
     finally:
         b.close()
+
+
+def test_r38_the_pollers_new_fd_is_refused_after_a_rebuild(socks: Pairs) -> None:
+    """A rebuild (here: after a quarantine while a dup keeps the file's epoll entry) gives the
+    poller a new kernel object, and the refusal follows it."""
+    a, peer = socks.pair()
+    with MainLoop("epoll") as loop:
+        loop.set_fd_handler(a, lambda _: None)
+        loop.main_loop_wait(nonblocking=True)
+        keep = os.dup(a.fileno())
+        try:
+            a.close()
+            peer.send(b"x")
+            with pytest.raises(ClosedFdError):
+                loop.main_loop_wait(nonblocking=True)
+            new = loop.poller.fileno()  # the rebuilt object's (its number may be the old one's)
+            with pytest.raises(ValueError, match=rf"fd {new} is the loop's own epoll poller's kernel object"):
+                loop.set_fd_handler(new, lambda _: None)
+        finally:
+            os.close(keep)
+
+
+def test_r30_fd_0_is_a_valid_fd(socks: Pairs) -> None:
+    """The lower bound of R30 is 0 itself: a socket moved onto fd 0 is registered and called."""
+    a, peer = socks.pair()
+    stdin = os.dup(0)
+    calls: list[int] = []
+    try:
+        os.dup2(a.fileno(), 0)
+        with MainLoop("epoll") as loop:
+            loop.set_fd_handler(0, lambda _: calls.append(0))
+            peer.send(b"x")
+            loop.main_loop_wait(nonblocking=True)
+            loop.set_fd_handler(0, None, None)
+        assert calls == [0]
+    finally:
+        os.dup2(stdin, 0)
+        os.close(stdin)
