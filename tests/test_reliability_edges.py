@@ -142,18 +142,26 @@ def test_r38_the_pollers_new_fd_is_refused_after_a_rebuild(socks: Pairs) -> None
             os.close(keep)
 
 
-def test_r30_fd_0_is_a_valid_fd(socks: Pairs) -> None:
-    """The lower bound of R30 is 0 itself: a socket moved onto fd 0 is registered and called."""
+class _Zero:
+    def fileno(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("how", ["int", "fileno"])
+def test_r30_fd_0_is_a_valid_fd(how: str, socks: Pairs) -> None:
+    """The lower bound of R30 is 0 itself, as an int and from fileno(): a socket moved onto
+    fd 0 is registered and called."""
     a, peer = socks.pair()
     stdin = os.dup(0)
     calls: list[int] = []
+    fd: Any = 0 if how == "int" else _Zero()
     try:
         os.dup2(a.fileno(), 0)
         with MainLoop("epoll") as loop:
-            loop.set_fd_handler(0, lambda _: calls.append(0))
+            loop.set_fd_handler(fd, lambda _: calls.append(0))
             peer.send(b"x")
             loop.main_loop_wait(nonblocking=True)
-            loop.set_fd_handler(0, None, None)
+            loop.set_fd_handler(fd, None, None)
         assert calls == [0]
     finally:
         os.dup2(stdin, 0)
