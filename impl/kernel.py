@@ -102,7 +102,7 @@ def _probe_kcmp() -> Callable[[int, int], bool] | None:
         return None
     import ctypes  # only here: most loops never need it
 
-    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall = ctypes.CDLL(None).syscall  # errno unused: any failure returns -1
     getpid = os.getpid  # at each call: in a forked child, kcmp must name the child
 
     def order(a: int, b: int) -> int:
