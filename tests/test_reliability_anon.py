@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from iohandler.impl import ClosedFdError, MainLoop
-from iohandler.impl.kernel import same_file_check
+from iohandler.impl import IN, ClosedFdError, MainLoop, PollPoller, Record
+from iohandler.impl.kernel import Kernel, identity, same_file_check
 from tests.support import open_fds
 
 POLLERS = ["epoll", "poll", "selectors"]
@@ -262,3 +262,34 @@ def test_the_kcmp_probe_answers_same_file_for_dups_only() -> None:
         os.close(b)
         s1.close()
         s2.close()
+
+
+class _LosingPoll(PollPoller):
+    """poll(2) whose next rebuild reports `lose` as not registrable again (a backend that
+    tracks numbers in the kernel could)."""
+
+    lose: int | None = None
+
+    def rebuild(self) -> list[int]:
+        super().rebuild()
+        return [] if self.lose is None else [self.lose]
+
+
+def test_r34_a_witness_leaves_with_a_registration_a_rebuild_loses(fds: list[int]) -> None:
+    _needs_kcmp("poll")
+    poller = _LosingPoll()
+    kernel = Kernel(poller)
+    ev = _eventfd(fds)
+    rec = Record(ev, 1)
+    rec.ident = identity(os.fstat(ev), ev)
+    rec.kev = 0
+    before = open_fds()
+    assert kernel.sync(rec, IN) is None
+    (w,) = open_fds() - before
+    assert kernel.witnesses == {ev: w}
+    poller.lose = ev
+    kernel.rebuild()
+    assert kernel.lost == [ev]
+    assert kernel.witnesses == {}
+    assert open_fds() == before
+    kernel.close()
