@@ -36,6 +36,7 @@ Kernel facts this relies on (pollers.py has the backends' own):
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import platform
 from collections.abc import Callable
@@ -83,16 +84,14 @@ _SYS_KCMP = {
     "i386": 349, "i686": 349, "armv7l": 378, "ppc64le": 354, "s390x": 343,
 }
 _KCMP_FILE = 0
-_kcmp: list[Callable[[int, int], bool] | None] = []  # filled by the first call below
 
 
+@functools.cache
 def same_file_check() -> Callable[[int, int], bool] | None:
     """`f(a, b)`: do this process's fds `a` and `b` name the same open file (kcmp(2),
     `KCMP_FILE`)? None where kcmp is unavailable. Probed once, on a dup pair and a different
     file, so a wrong system call number or a seccomp refusal gives None, never a wrong answer."""
-    if not _kcmp:
-        _kcmp.append(_probe_kcmp())
-    return _kcmp[0]
+    return _probe_kcmp()
 
 
 def _probe_kcmp() -> Callable[[int, int], bool] | None:
@@ -158,17 +157,17 @@ class Kernel:
             st = os.fstat(rec.fd)
         except OSError:
             return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if identity(st, rec.fd) != rec.ident or (rec.fd in self.witnesses and not self._witnessed(rec)):
+        if identity(st, rec.fd) != rec.ident or self._names_another_file(rec):
             return (
                 f"fd {rec.fd} was closed while registered and its number now names another "
                 "file; its handlers were removed"
             )
         return None
 
-    def _witnessed(self, rec: Record) -> bool:
-        """False if `rec.fd` has a witness and names another file than it."""
+    def _names_another_file(self, rec: Record) -> bool:
+        """`rec.fd` has a witness and names another file than it."""
         w = self.witnesses.get(rec.fd)
-        return w is None or self.same_file is None or self.same_file(rec.fd, w)
+        return w is not None and self.same_file is not None and not self.same_file(rec.fd, w)
 
     def _take_witness(self, rec: Record) -> None:
         """A fresh registration of an anonymous file on a poller that follows numbers."""
@@ -201,7 +200,7 @@ class Kernel:
         selectors cannot tell (yes)."""
         poller = self.poller
         if not (poller.tracks_files or poller.silent_removal):
-            return not self._witnessed(rec)
+            return self._names_another_file(rec)
         confirm = poller.confirm
         if confirm is None:
             return True
@@ -223,8 +222,8 @@ class Kernel:
             except OSError:
                 pass
             else:
-                if identity(st, rec.fd) == rec.ident and (
-                    rec.fd not in self.witnesses or self._witnessed(rec)
+                if identity(st, rec.fd) == rec.ident and not (
+                    self.witnesses and self._names_another_file(rec)
                 ):
                     continue
             problem = self.file_problem(rec)
@@ -275,11 +274,10 @@ class Kernel:
             err.__cause__ = e
             self.drop(rec)
             return err
-        if not rec.kev and self.witnessing:
-            rec.kev = ev
+        fresh = not rec.kev
+        rec.kev = ev
+        if fresh and self.witnessing:
             self._take_witness(rec)
-        else:
-            rec.kev = ev
         return None
 
     def drop(self, rec: Record) -> None:
