@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 
+import iohandler.impl.loop as impl_loop
 from iohandler.impl import POLLERS, MainLoop
-from tests.support import Pairs, pairs
+from tests.support import FakeClock, Pairs, pairs
 
 _base = settings(
     deadline=None,  # real fds and threads: wall time is not the property under test
@@ -53,3 +54,12 @@ def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
     """A MainLoop on each poller in turn (the test runs once per poller), closed after the test."""
     with MainLoop(request.param) as lp:
         yield lp
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The loop's clock under the test's control: the loop reads `time.monotonic()` from its
+    module's `time`, which this replaces (`monotonic`, and `sleep`, which records the pause and moves the clock)."""
+    c = FakeClock()
+    monkeypatch.setattr(impl_loop, "time", c)
+    return c

@@ -11,14 +11,16 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from iohandler.impl import IN, POLLERS, LoopClosedError, MainLoop, ReentrantWaitError
+from iohandler.impl.loop import SPIN_LIMIT, SPIN_PAUSE
 from iohandler.impl.pollers import Poller, make_poller
-from tests.support import wakeup_pending
+from tests.support import FakeClock, Pairs, wakeup_pending
 
 NAMES = sorted(POLLERS)
 
@@ -410,3 +412,71 @@ def test_run_until_checks_the_predicate_before_each_iteration(rec: tuple[MainLoo
 
     loop.run_until(predicate)
     assert len(poller.timeouts) == 3
+
+
+# ------------------------------------------------------------------ the spin throttle (R40)
+
+
+def test_r40_after_spin_limit_idle_iterations_warn_once_then_pause_each_wait(
+    clock: FakeClock, socks: Pairs
+) -> None:
+    """A gate that registers another fd makes every wait return at once with nothing run (R7):
+    from the SPIN_LIMIT-th such iteration on, each wait is preceded by one SPIN_PAUSE, the first
+    with QEMU's warning, pointing at the caller; an iteration that runs a handler ends it."""
+    x, _ = socks.pair()
+    other, peer = socks.pair()
+    got: list[bytes] = []
+    with MainLoop("epoll") as loop:
+
+        def read(s: socket.socket) -> None:
+            got.append(s.recv(1))
+
+        def gate(_: object) -> bool:  # updates an older record: filled after this (R22)
+            loop.set_fd_handler(other, read, opaque=other)
+            return False
+
+        loop.set_fd_handler(other, read, opaque=other)
+        loop.set_fd_handler(x, lambda _: None, can_read=gate)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(SPIN_LIMIT):
+                loop.main_loop_wait()
+            assert clock.sleeps == []
+            for _ in range(3):
+                loop.main_loop_wait()
+            assert clock.sleeps == [SPIN_PAUSE] * 3
+            peer.send(b"y")
+            loop.main_loop_wait()  # paused once more, then runs the reader: the spin ends
+            assert got == [b"y"] and clock.sleeps == [SPIN_PAUSE] * 4
+            loop.main_loop_wait()  # idle again: the count starts again at 1
+            assert clock.sleeps == [SPIN_PAUSE] * 4
+            for _ in range(SPIN_LIMIT - 1):
+                loop.main_loop_wait()
+            assert clock.sleeps == [SPIN_PAUSE] * 4
+            loop.main_loop_wait()
+        assert clock.sleeps == [SPIN_PAUSE] * 5  # the limit again; no second warning
+    assert [(w.category, str(w.message), w.filename) for w in caught] == [
+        (
+            RuntimeWarning,
+            f"iohandler: the loop spun for {SPIN_LIMIT} iterations (main-loop: WARNING: I/O thread spun "
+            "for 1000 iterations); pausing 1 ms before each wait until a handler runs",
+            __file__,
+        )
+    ]
+
+
+def test_r40_nonblocking_iterations_neither_count_nor_pause(clock: FakeClock, socks: Pairs) -> None:
+    x, _ = socks.pair()
+    other, _ = socks.pair()
+    with MainLoop("epoll") as loop:
+
+        def gate(_: object) -> bool:
+            loop.set_fd_handler(other, print)  # notifies: every wait returns at once (R7)
+            return False
+
+        loop.set_fd_handler(x, lambda _: None, can_read=gate)
+        for _ in range(SPIN_LIMIT + 5):
+            loop.main_loop_wait(nonblocking=True)
+        assert clock.sleeps == []
+        loop.main_loop_wait()
+        assert clock.sleeps == []  # the nonblocking ones did not count towards the limit

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-import iohandler.impl.loop as impl_loop
 from iohandler.impl import (
     READ_EVENTS,
     WRITE_EVENTS,
@@ -33,7 +32,7 @@ from iohandler.impl import (
     Tracer,
     UnpollableFdError,
 )
-from tests.support import NAMES, Pairs, epoll_kernel_set, open_fds, pairs
+from tests.support import NAMES, FakeClock, Pairs, epoll_kernel_set, open_fds, pairs
 
 needs_epoll = pytest.mark.skipif("epoll" not in NAMES, reason="epoll is Linux-only")
 
@@ -676,23 +675,7 @@ def test_the_loop_asks_the_pollers_current_confirmer_about_ready_fds(socks: Pair
 # ------------------------------------------------------------------------------ timers
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
-    """The loop's clock, under the test's control (the loop reads `time.monotonic()`)."""
-    c = _Clock()
-    monkeypatch.setattr(impl_loop, "time", c)
-    return c
-
-
-def _ticks(loop: MainLoop, clock: _Clock, at: float, fired: list[float]) -> int:
+def _ticks(loop: MainLoop, clock: FakeClock, at: float, fired: list[float]) -> int:
     clock.now = 1000.0 + at
     before = len(fired)
     loop.main_loop_wait(nonblocking=True)
@@ -708,7 +691,7 @@ def _ticks(loop: MainLoop, clock: _Clock, at: float, fired: list[float]) -> int:
     ],
     ids=["keeps-its-phase", "no-burst-after-a-stall", "exactly-one-period-late"],
 )
-def test_interval_timer(clock: _Clock, ticks: list[tuple[float, int]], why: str) -> None:
+def test_interval_timer(clock: FakeClock, ticks: list[tuple[float, int]], why: str) -> None:
     """call_every(10): (time of the iteration, how many times it fires there)."""
     fired: list[float] = []
     with MainLoop() as loop:
@@ -716,7 +699,7 @@ def test_interval_timer(clock: _Clock, ticks: list[tuple[float, int]], why: str)
         assert [(at, _ticks(loop, clock, at, fired)) for at, _ in ticks] == ticks, why
 
 
-def test_call_later_waits_for_its_delay(clock: _Clock) -> None:
+def test_call_later_waits_for_its_delay(clock: FakeClock) -> None:
     fired: list[float] = []
     with MainLoop() as loop:
         loop.call_later(5, fired.append, 1.0)

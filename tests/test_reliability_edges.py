@@ -11,7 +11,7 @@ import pytest
 
 from iohandler.impl import ClosedFdError, LoopClosedError, MainLoop, PollPoller
 from iohandler.impl.loop import MAX_WAIT
-from tests.support import Pairs
+from tests.support import FakeClock, Pairs
 
 POLLERS = ["epoll", "poll", "selectors"]
 MONTH = 30 * 86400.0
@@ -69,6 +69,31 @@ def test_r39_a_far_deadline_waits_in_capped_steps_until_it_really_passes(how: st
         assert ret == 1  # not 0 after the first capped step: the wait went on
         assert len(poller.timeouts) == 3
         assert all(t is not None and t <= MAX_WAIT for t in poller.timeouts), poller.timeouts
+
+
+class _Sleeper(PollPoller):
+    """poll(2) in which nothing ever becomes ready and each wait takes its whole timeout on the
+    test's clock: a long wait's steps, then its end, without waiting days."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        assert timeout is not None and len(self.timeouts) < 10, f"the wait goes on: {self.timeouts}"
+        self.timeouts.append(timeout)
+        self.clock.now += timeout
+        return []
+
+
+@pytest.mark.parametrize("rest", [0.5, 3600.0])
+def test_r39_a_far_deadline_ends_when_it_has_really_passed(clock: FakeClock, rest: float) -> None:
+    """Two capped steps, then the rest (below one second, or an hour), then 0 for a timeout."""
+    poller = _Sleeper(clock)
+    with MainLoop(poller) as loop:
+        assert loop.main_loop_wait(timeout=2 * MAX_WAIT + rest) == 0
+    assert poller.timeouts == [MAX_WAIT, MAX_WAIT, rest]
 
 
 @pytest.mark.parametrize("poller", POLLERS)

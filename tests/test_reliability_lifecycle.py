@@ -247,6 +247,10 @@ CLOSED = 8  # close() returned, and the inherited loop's fds are closed in the c
 OWN_LOOP = 16  # a loop created in the child works
 ALL_BITS = 31
 CHILD_RAISED = 100
+FORKED_TEXT = (
+    "the loop was inherited through fork(): its kernel objects are the parent's; "
+    "create a new loop in the child (close() on this one is allowed)"
+)
 
 
 def _child(body: Callable[[], int]) -> int:
@@ -276,7 +280,7 @@ def _use_inherited_loop(loop: MainLoop, fd: int, inherited: set[int]) -> int:
     try:
         loop.set_fd_handler(fd, None)  # the delete that used to drop the parent's registration
     except LoopForkedError as e:
-        code |= REFUSED_DELETE if "fork" in str(e) else 0
+        code |= REFUSED_DELETE if str(e) == FORKED_TEXT else 0
     try:
         loop.main_loop_wait(nonblocking=True)
     except LoopClosedError:

@@ -18,7 +18,8 @@ if [[ ${1:-} == show ]]; then
     cd "$WORK" && exec "$BIN/mutmut" show "$2"
 fi
 
-"$BIN/python" -c "import mutmut" 2>/dev/null || "$BIN/python" -m pip install --quiet 'mutmut>=3.3,<4'
+"$BIN/python" -c "import mutmut, pytest_timeout" 2>/dev/null ||
+    "$BIN/python" -m pip install --quiet 'mutmut>=3.3,<4' 'pytest-timeout>=2.3'
 rm -rf "$WORK"
 mkdir -p "$WORK"
 # The tracked files as they are in the working tree (untracked work in progress would make
