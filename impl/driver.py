@@ -182,12 +182,11 @@ class VectorSession:
         self.scripts = {name: _Script(self, name) for name in scripts}
         self.gates = {name: _Gate(self, name, value, runs.get(name)) for name, value in gates.items()}
         self.fds: dict[str, RealFd] = {}
-        self.names: dict[int, str] = {}
         self.loop: MainLoop | None = None
         try:
             for name, kind in fds.items():
                 self.fds[name] = RealFd(kind)
-            self.names = {f.fd: name for name, f in self.fds.items()}
+            self.names: dict[int, str] = {f.fd: name for name, f in self.fds.items()}
             self.loop = make_loop(poller, tracer=_Tracer(self))
         except BaseException:
             self.close()
@@ -238,7 +237,8 @@ class VectorSession:
 
     def act(self, action: ScriptAction | Iterate) -> None:
         loop = self.loop
-        assert loop is not None, "the session is closed"
+        if loop is None:
+            raise RuntimeError("the session is closed")
         match action:
             case Set(fd, read, write, gate):
                 loop.set_fd_handler(

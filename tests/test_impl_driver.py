@@ -257,3 +257,44 @@ def test_gate_scripts_must_name_a_declared_gate_and_a_declared_script(runs: dict
 
     with pytest.raises(InvalidVector, match="gate_scripts must map declared gates to declared scripts"):
         VectorSession({"a": "socket"}, {"s": ()}, {"g": True}, runs)
+
+
+def test_a_closed_session_refuses_actions_and_closes_again_quietly() -> None:
+    from iohandler.impl.driver import VectorSession
+    from iohandler.specs.vector import Iterate
+
+    before = open_fds()
+    session = VectorSession({"a": "socket"}, {}, {})
+    session.close()
+    assert open_fds() == before
+    session.close()  # twice: nothing left to close
+    with pytest.raises(RuntimeError, match=r"^the session is closed$"):
+        session.act(Iterate(()))
+
+
+def test_for_vector_builds_the_loop_with_the_factory_given() -> None:
+    from iohandler.impl import MainLoop
+    from iohandler.impl.driver import VectorSession
+
+    made: list[str | None] = []
+
+    def factory(poller: str | None, **kw: object) -> MainLoop:
+        made.append(poller)
+        return MainLoop(poller, **kw)  # type: ignore[arg-type]
+
+    session = VectorSession.for_vector(_vector([], {}), "poll", make_loop=factory)
+    try:
+        assert made == ["poll"] and session.loop is not None and session.loop.poller.name == "poll"
+    finally:
+        session.close()
+
+
+def test_callback_name_is_the_script_name_or_the_callables_own_text() -> None:
+    from iohandler.impl.driver import callback_name
+
+    class Named:
+        name = "s1"
+
+    assert callback_name(None) is None
+    assert callback_name(Named()) == "s1"
+    assert callback_name(print) == str(print)  # a loop that calls something else shows it
