@@ -177,7 +177,7 @@ class EpollPoller(Poller):
             try:
                 ep.unregister(fd)
             finally:
-                fds.pop(fd, None)
+                del fds[fd]
             return
         try:
             if old:
@@ -229,7 +229,7 @@ class EpollPoller(Poller):
         self._epoll = new
         self._hot(new)
         for fd in failed:
-            self._fds.pop(fd, None)
+            del self._fds[fd]
         old.close()
         return failed
 
@@ -366,7 +366,7 @@ class SelectorsPoller(Poller):
         self._selector = new
         self._suspect = False
         for fd in failed:
-            self._masks.pop(fd, None)
+            del self._masks[fd]
         old.close()
         return failed
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import linecache
 import os
 import select
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType, ModuleType
 from typing import Any
 
 from iohandler.impl import POLLERS, MainLoop
@@ -207,3 +210,35 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+@contextlib.contextmanager
+def interrupt_before(module: ModuleType, qualname: str, line: str) -> Iterator[list[str]]:
+    """Raise KeyboardInterrupt once, as a signal handler's exception would, just before the
+    first line of `qualname` (a function of `module`) whose text contains `line`: one chosen
+    point between two steps that R35 says may be cut apart. Yields the points it fired at.
+
+    The function is found by file and name, not by its code object, so that it is also found
+    when mutation testing runs a renamed copy of it (mutmut: `xǁClassǁmethod__mutmut_N`)."""
+    path = module.__file__
+    mangled = "x\u01c1" + qualname.replace(".", "\u01c1") + "__mutmut_"
+    fired: list[str] = []
+
+    def local(frame: FrameType, event: str, arg: object) -> object:
+        if event == "line" and not fired and line in linecache.getline(path or "", frame.f_lineno):
+            fired.append(f"{qualname}:{frame.f_lineno}")
+            raise KeyboardInterrupt(f"planted before {line!r} in {qualname}")
+        return local
+
+    def calls(frame: FrameType, event: str, arg: object) -> object:
+        code = frame.f_code
+        if code.co_filename == path and (code.co_qualname == qualname or code.co_name.startswith(mangled)):
+            return local
+        return None
+
+    old = sys.gettrace()
+    sys.settrace(calls)  # type: ignore[arg-type]
+    try:
+        yield fired
+    finally:
+        sys.settrace(old)

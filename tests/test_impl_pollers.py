@@ -16,6 +16,7 @@ import pytest
 
 from iohandler.impl import ERR, HUP, IN, NVAL, OUT, POLLERS, MainLoop, Poller, flag_names, pollers
 from iohandler.impl.pollers import EpollPoller, default_poller_name, make_poller
+from tests.support import interrupt_before
 
 NAMES = sorted(POLLERS)
 
@@ -470,5 +471,85 @@ def test_epoll_wait_resamples_only_when_its_buffer_fills(monkeypatch: pytest.Mon
         assert calls == [(0.5, 4)]  # buffer not full: one sample
     finally:
         for fd in fds:
+            os.close(fd)
+        p.close()
+
+
+# ------------------------------------------ a step cut short by a signal handler's exception (R35)
+
+
+def test_poll_unregister_cut_short_before_its_book_update_is_finished_by_the_next() -> None:
+    """The poll object forgot fd, the book still has it: the next modify(fd, 0) completes."""
+    p = make_poller("poll")
+    r, w = os.pipe()
+    try:
+        p.modify(r, IN)
+        with (
+            interrupt_before(pollers, "PollPoller.modify", "del self._fds[fd]") as fired,
+            pytest.raises(KeyboardInterrupt),
+        ):
+            p.modify(r, 0)
+        assert fired and p.registered() == {r: IN}  # the book is behind
+        p.modify(r, 0)  # the poll object no longer has r: fine
+        assert p.registered() == {}
+        os.write(w, b"x")
+        assert p.wait(0) == []
+    finally:
+        os.close(r)
+        os.close(w)
+        p.close()
+
+
+@pytest.mark.parametrize("old", [0, OUT], ids=["register", "modify"])
+def test_selectors_cut_short_after_its_own_map_changed_is_rebuilt_at_the_next_modify(old: int) -> None:
+    """selectors updated its map and the kernel, but the book did not follow: the book drops
+    fd, and the next modify starts from a selector rebuilt from the book."""
+    p = make_poller("selectors")
+    a, b = socket.socketpair()
+    try:
+        if old:
+            p.modify(a.fileno(), old)
+        with (
+            interrupt_before(pollers, "SelectorsPoller.modify", "self._masks[fd] = mask") as fired,
+            pytest.raises(KeyboardInterrupt),
+        ):
+            p.modify(a.fileno(), IN)
+        assert fired and p.registered() == {}
+        p.modify(a.fileno(), IN)  # selectors alone would refuse: "already registered"
+        assert p.registered() == {a.fileno(): IN}
+        b.send(b"x")
+        assert p.wait(0) == [(a.fileno(), IN)]
+    finally:
+        a.close()
+        b.close()
+        p.close()
+
+
+def test_epoll_confirm_vouches_for_a_registered_file_and_for_nothing_else() -> None:
+    """The fast R33 check (Poller.confirm): epoll's is its EPOLL_CTL_MOD to the same events,
+    which succeeds only while the number names the registered file. poll and selectors have
+    none (the loop compares fstat identities instead)."""
+    for name in ("poll", "selectors"):
+        q = make_poller(name)
+        assert q.confirmer() is None
+        q.close()
+    p = make_poller("epoll")
+    r, w = os.pipe()
+    other, peer = os.pipe()
+    try:
+        p.modify(r, IN)
+        confirm = p.confirmer()
+        assert confirm is not None
+        confirm(r, IN)  # registered: returns
+        with pytest.raises(OSError):
+            confirm(other, IN)  # never registered: ENOENT
+        p.rebuild()
+        assert p.confirmer() is not confirm  # follows the new epoll object
+        p.confirmer()(r, IN)  # type: ignore[misc]
+        os.close(r)
+        with pytest.raises(OSError):
+            p.confirmer()(r, IN)  # type: ignore[misc]  # closed: EBADF
+    finally:
+        for fd in (w, other, peer):
             os.close(fd)
         p.close()

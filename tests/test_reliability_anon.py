@@ -13,9 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+import iohandler.impl.kernel
 from iohandler.impl import IN, ClosedFdError, MainLoop, PollPoller, Record
 from iohandler.impl.kernel import Kernel, identity, same_file_check
-from tests.support import open_fds
+from tests.support import interrupt_before, open_fds
 
 POLLERS = ["epoll", "poll", "selectors"]
 
@@ -184,6 +185,40 @@ def test_r34_poll_witness_tells_a_reregistered_reused_number_from_the_same_file(
         os.eventfd_write(new, 1)
         loop.main_loop_wait(nonblocking=True)
         assert calls == ["new"]
+
+
+def test_r34_a_drop_cut_short_before_its_witness_left_is_finished_by_the_next_registration(
+    fds: list[int],
+) -> None:
+    """A signal handler's exception between a drop's kernel step and its witness's release
+    (R35) leaves the witness behind; registering the number again replaces it: no fd leaks."""
+    _needs_kcmp("poll")
+    before = open_fds()
+    with MainLoop("poll") as loop:
+        ev = _eventfd(fds)
+        loop.set_fd_handler(ev, lambda _: None)
+        loop.main_loop_wait(nonblocking=True)
+        (w,) = loop_witnesses(fds, loop)
+        with (
+            interrupt_before(iohandler.impl.kernel, "Kernel.drop", "self._release_witness(rec.fd)") as fired,
+            pytest.raises(KeyboardInterrupt),
+        ):
+            loop.set_fd_handler(ev, None, None)
+            loop.main_loop_wait(nonblocking=True)
+        assert fired and loop_witnesses(fds, loop) == [w]  # left behind
+        calls: list[int] = []
+
+        def on_ev(_: object) -> None:
+            calls.append(os.eventfd_read(ev))
+
+        loop.set_fd_handler(ev, on_ev)
+        loop.main_loop_wait(nonblocking=True)
+        (w2,) = loop_witnesses(fds, loop)  # one witness: the old one was closed
+        assert same_file_check()(w2, ev)  # type: ignore[misc]
+        os.eventfd_write(ev, 3)
+        loop.main_loop_wait(nonblocking=True)
+        assert calls == [3]
+    assert open_fds() - before <= set(fds)
 
 
 def loop_witnesses(fds: list[int], loop: MainLoop) -> list[int]:
