@@ -772,3 +772,40 @@ def test_snapshot_shows_every_record_field_and_the_loop_state(socks: Fds) -> Non
         loop.stop()
         assert loop.snapshot().stopping is True
     assert loop.snapshot().closed is True
+
+
+def test_an_update_without_a_gate_leaves_the_gated_set(socks: Fds) -> None:
+    """A record whose gate is taken away by an update is no longer consulted at each fill."""
+    a, _ = socks.pair()
+    with MainLoop("epoll") as loop:
+        loop.set_fd_handler(a, print, can_read=lambda _: True)
+        assert [v.gated for v in loop.snapshot().records] == [True]
+        loop.set_fd_handler(a, print)
+        assert [v.gated for v in loop.snapshot().records] == [False]
+        loop.set_fd_handler(a, print, can_read=lambda _: True)
+        loop.set_fd_handler(a, None, print)  # no read handler: the gate is never consulted
+        assert [v.gated for v in loop.snapshot().records] == [False]
+
+
+def test_a_record_deleted_again_after_a_revival_is_reaped(socks: Fds) -> None:
+    """delete, revive (R5), and a walk that reaps past the revived record (another record is
+    deleted behind it); then delete it again: the next walk reaps it (its first entry in the
+    reap queue went stale at the revival, and was dropped by that walk)."""
+    c, _ = socks.pair()
+    a, _ = socks.pair()
+    b, peer = socks.pair()
+    with MainLoop("epoll") as loop:
+        loop.set_fd_handler(c, print)
+        loop.set_fd_handler(a, print)
+        loop.set_fd_handler(b, lambda s: s.recv(1), opaque=b)  # newest: walked first
+        loop.main_loop_wait(nonblocking=True)
+        loop.set_fd_handler(a, None, None)
+        loop.set_fd_handler(a, print)  # revived in place
+        loop.set_fd_handler(c, None, None)
+        peer.send(b"x")
+        loop.main_loop_wait(nonblocking=True)  # reaps c, passing a's stale entry
+        assert [v.fd for v in loop.snapshot().records] == [b.fileno(), a.fileno()]
+        loop.set_fd_handler(a, None, None)
+        peer.send(b"y")
+        loop.main_loop_wait(nonblocking=True)
+        assert [v.fd for v in loop.snapshot().records] == [b.fileno()]  # reaped

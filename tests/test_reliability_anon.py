@@ -221,6 +221,40 @@ def test_r34_a_drop_cut_short_before_its_witness_left_is_finished_by_the_next_re
     assert open_fds() - before <= set(fds)
 
 
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r34_an_update_of_the_same_eventfd_renews_only_where_the_poller_cannot_tell(
+    poller: str, fds: list[int]
+) -> None:
+    """Updating the handlers of a registered eventfd whose number still names it: epoll's
+    confirm and poll's witness vouch for the file, so the kernel object stays; selectors cannot
+    tell, so the registration is renewed (a rebuild: a new kernel object)."""
+    _needs_kcmp(poller)
+    calls: list[str] = []
+    with MainLoop(poller) as loop:
+        ev = _eventfd(fds)
+        loop.set_fd_handler(ev, lambda _: calls.append("first"))
+        loop.main_loop_wait(nonblocking=True)
+        before = loop.poller.fileno()
+        witnesses = loop_witnesses(fds, loop)
+
+        def second(_: object) -> None:
+            calls.append("second")
+            os.eventfd_read(ev)
+
+        loop.set_fd_handler(ev, second)
+        (view,) = loop.snapshot().records
+        assert view.renew is (poller == "selectors")
+        loop.main_loop_wait(nonblocking=True)
+        if poller == "selectors":
+            assert loop.poller.fileno() != before  # rebuilt
+        else:
+            assert loop.poller.fileno() == before
+            assert loop_witnesses(fds, loop) == witnesses
+        os.eventfd_write(ev, 1)
+        loop.main_loop_wait(nonblocking=True)
+        assert calls == ["second"]
+
+
 def loop_witnesses(fds: list[int], loop: MainLoop) -> list[int]:
     """The loop's fds that are neither the test's nor its wakeup: its witnesses."""
     kinds = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in open_fds()}
