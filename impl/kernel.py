@@ -63,10 +63,10 @@ ANON_INODE = _anon_inode()
 UNKNOWN = None  # the identity part of an anonymous file nothing names
 
 
-def identity(st: os.stat_result, fd: int) -> tuple[object, ...]:
-    """The identity of the file `fd` names (`st` is its fstat), recorded at registration and
-    compared later; see the module docstring for anonymous-inode files (`fd` is for a port
-    that can name them)."""
+def identity(st: os.stat_result) -> tuple[object, ...]:
+    """The identity of the file whose fstat is `st`, recorded at registration and compared
+    later; "unknown" for anonymous-inode files (module docstring), which the witnesses and
+    the poller's confirm answer for instead."""
     key = (st.st_dev, st.st_ino)
     if key != ANON_INODE:
         return key
@@ -157,7 +157,7 @@ class Kernel:
             st = os.fstat(rec.fd)
         except OSError:
             return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if identity(st, rec.fd) != rec.ident or self._names_another_file(rec):
+        if identity(st) != rec.ident or self._names_another_file(rec):
             return (
                 f"fd {rec.fd} was closed while registered and its number now names another "
                 "file; its handlers were removed"
@@ -210,26 +210,21 @@ class Kernel:
             return True
         return False
 
-    def check_ready(self, ready: list[Record]) -> list[tuple[Record, FdError]]:
-        """R33/R34 for ready records the poller's confirm did not vouch for: one fstat each."""
-        fstat = os.fstat
-        bad: list[tuple[Record, FdError]] = []
-        for rec in ready:
-            if rec.deleted or rec.stale:
-                continue
-            try:
-                st = fstat(rec.fd)
-            except OSError:
-                pass
-            else:
-                if identity(st, rec.fd) == rec.ident and not (
-                    self.witnesses and self._names_another_file(rec)
-                ):
-                    continue
-            problem = self.file_problem(rec)
-            if problem is not None:
-                bad.append((rec, ClosedFdError(rec.fd, problem)))
-        return bad
+    def check_ready(self, rec: Record) -> FdError | None:
+        """R33/R34 for a ready record the poller's confirm did not vouch for (one fstat): the
+        error that removes it, or None if its fd still names the file registered. The loop
+        asks for each ready record at its turn, so a handler that ran before it is seen."""
+        if rec.deleted or rec.stale:
+            return None
+        try:
+            st = os.fstat(rec.fd)
+        except OSError:
+            pass
+        else:
+            if identity(st) == rec.ident and not (self.witnesses and self._names_another_file(rec)):
+                return None
+        problem = self.file_problem(rec)
+        return None if problem is None else ClosedFdError(rec.fd, problem)
 
     def sync(self, rec: Record, ev: int) -> FdError | None:
         """Give the kernel the record's new interest (0: none). Returns the error that makes

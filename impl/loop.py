@@ -255,7 +255,7 @@ class MainLoop:
             rec.opaque = opaque
             ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
             if ident == ANON_INODE:
-                ident = identity(st, n)
+                ident = identity(st)
             if rec.kev and (ident != rec.ident or (is_unknown(ident) and self._kernel.may_have_changed(rec))):
                 rec.renew = True  # the kernel's registration (if any) may be the old file's
             rec.ident = ident
@@ -493,12 +493,12 @@ class MainLoop:
                         # fstat decides. Inline on purpose (bench/).
                         confirm = poller.confirm if use_confirm else None
                         if confirm is None:
-                            self._check_ready_files(ready[:1])
+                            self._check_ready_file(first)
                         else:
                             try:
                                 confirm(first.fd, first.kev)
                             except (OSError, ValueError):
-                                self._check_ready_files(ready[:1])
+                                self._check_ready_file(first)
                     if self._before_walk is not None:
                         self._before_walk(ready)
                     ret = len(ready) + woke
@@ -656,9 +656,8 @@ class MainLoop:
         except BaseException:
             # Whatever raised (a gate, a signal handler, the kernel: R32, R35), every record this
             # fill took is visited again by the next one: a second visit changes nothing for a
-            # record already synced, and gated records are consulted every fill anyway.
-            if reg.dirty is not dirty:
-                reg.dirty.update(dirty)
+            # record already synced, and gated records are consulted every fill anyway. `todo`
+            # holds all of `dirty` from before `dirty` is emptied (before that, nothing is lost).
             reg.dirty.update(todo)
             raise
 
@@ -711,15 +710,16 @@ class MainLoop:
                 pass
             else:
                 return True
-        bad = self._kernel.check_ready([rec])
-        for r, err in bad:
-            self._quarantine(r, err)
-        return not bad
+        return self._check_ready_file(rec)
 
-    def _check_ready_files(self, ready: list[Record]) -> None:
-        """R33/R34 for ready records the poller's confirm did not vouch for."""
-        for rec, err in self._kernel.check_ready(ready):
-            self._quarantine(rec, err)
+    def _check_ready_file(self, rec: Record) -> bool:
+        """R33/R34 for a ready record the poller's confirm did not vouch for. False: the
+        record was quarantined."""
+        err = self._kernel.check_ready(rec)
+        if err is None:
+            return True
+        self._quarantine(rec, err)
+        return False
 
     def _rebuild_kernel_set(self) -> None:
         self._kernel.rebuild()

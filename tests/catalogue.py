@@ -341,8 +341,8 @@ class CloseLeaksWakeup(MainLoop):
 
 
 class _TrustingKernel(Kernel):
-    def check_ready(self, ready: list[Record]) -> list[tuple[Record, FdError]]:
-        return []
+    def check_ready(self, rec: Record) -> FdError | None:
+        return None
 
     def file_problem(self, rec: Record) -> str | None:
         return None

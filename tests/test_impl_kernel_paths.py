@@ -767,3 +767,26 @@ def test_epoll_refusal_of_a_regular_file_suggests_poll() -> None:
         pytest.raises(UnpollableFdError, match=r"use poller='poll'\)$"),
     ):
         loop.set_fd_handler(f, lambda _: None)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_a_fill_visits_its_records_in_list_order_so_their_errors_come_newest_first(count: int) -> None:
+    """R8: the fill goes down the list, newest first, also when only registrations changed and
+    no gate is involved; so the errors of one fill (fds closed before their registration
+    reached the kernel, R33) are raised newest first, the others as notes in that order."""
+    pipes = [os.pipe() for _ in range(count)]
+    try:
+        with MainLoop("epoll") as loop:
+            for r, _ in pipes:
+                loop.set_fd_handler(r, print)
+            for r, _ in pipes:
+                os.close(r)
+            with pytest.raises(ClosedFdError) as info:
+                loop.main_loop_wait(nonblocking=True)
+            newest_first = [r for r, _ in reversed(pipes)]
+            notes = getattr(info.value, "__notes__", [])
+            assert [info.value.fd, *(int(n.split("fd ")[1].split()[0]) for n in notes)] == newest_first, notes
+            assert loop.records() == []
+    finally:
+        for _, w in pipes:
+            os.close(w)

@@ -350,7 +350,7 @@ def test_r34_a_witness_leaves_with_a_registration_a_rebuild_loses(fds: list[int]
     kernel = Kernel(poller)
     ev = _eventfd(fds)
     rec = Record(ev, 1)
-    rec.ident = identity(os.fstat(ev), ev)
+    rec.ident = identity(os.fstat(ev))
     rec.kev = 0
     before = open_fds()
     assert kernel.sync(rec, IN) is None
