@@ -809,3 +809,34 @@ def test_a_record_deleted_again_after_a_revival_is_reaped(socks: Fds) -> None:
         peer.send(b"y")
         loop.main_loop_wait(nonblocking=True)
         assert [v.fd for v in loop.snapshot().records] == [b.fileno()]  # reaped
+
+
+def test_a_common_registration_takes_the_inline_checks_only(
+    monkeypatch: pytest.MonkeyPatch, socks: Fds
+) -> None:
+    """An int fd in range (0 included) with callables or None is checked inline (registration
+    is a hot path, bench/); the full checks (impl/args.py) are for everything else."""
+    import iohandler.impl.loop as impl_loop
+    from iohandler.impl.args import fd_number as args_fd_number
+
+    full: list[str] = []
+
+    def fd_number(fd: object) -> int:
+        full.append("fd")
+        return args_fd_number(fd)
+
+    def check_callable(name: str, value: object) -> None:
+        full.append(name)
+
+    monkeypatch.setattr(impl_loop, "fd_number", fd_number)
+    monkeypatch.setattr(impl_loop, "check_callable", check_callable)
+    a, _ = socks.pair()
+    with MainLoop("poll") as loop:
+        for fd in (a.fileno(), 0):
+            loop.set_fd_handler(fd, print, print, can_read=callable)
+            loop.set_fd_handler(fd, None, print)
+            loop.set_fd_handler(fd, print, None)
+            loop.set_fd_handler(fd, None, None)
+        assert full == []
+        loop.set_fd_handler(a, print)  # an object with fileno(): the full check of fd
+        assert full == ["fd"]
