@@ -151,6 +151,11 @@ def test_wakeup_works_on_fd_0() -> None:
         assert not readable(0)
         w.close()
         assert 0 not in open_fds()
+        w = Wakeup(use_eventfd=True)
+        assert w.fileno() == 0
+        w.after_fork_in_child()  # a forked child's copy on fd 0: still its to close
+        w.close()
+        assert 0 not in open_fds()
     finally:
         os.dup2(saved, 0)
         os.close(saved)
