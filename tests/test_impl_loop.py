@@ -840,3 +840,21 @@ def test_a_common_registration_takes_the_inline_checks_only(
         assert full == []
         loop.set_fd_handler(a, print)  # an object with fileno(): the full check of fd
         assert full == ["fd"]
+
+
+@pytest.mark.parametrize("poller", ["epoll", "poll", "selectors"])
+def test_an_update_of_a_file_with_a_known_identity_is_not_renewed(poller: str, socks: Fds) -> None:
+    """A socket's (st_dev, st_ino) names it: an update whose fd still has that identity keeps
+    its kernel registration on every poller (renewal is for anonymous files, and for numbers
+    that now name another file)."""
+    a, peer = socks.pair()
+    got: list[bytes] = []
+    with MainLoop(poller) as loop:
+        loop.set_fd_handler(a, print)
+        loop.main_loop_wait(nonblocking=True)
+        kernel_object = loop.poller.fileno()
+        loop.set_fd_handler(a, lambda s: got.append(s.recv(1)), opaque=a)
+        assert [v.renew for v in loop.snapshot().records] == [False]
+        peer.send(b"x")
+        loop.main_loop_wait(nonblocking=True)
+        assert got == [b"x"] and loop.poller.fileno() == kernel_object
