@@ -18,6 +18,7 @@ import os
 import select
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -242,3 +243,19 @@ def interrupt_before(module: ModuleType, qualname: str, line: str) -> Iterator[l
         yield fired
     finally:
         sys.settrace(old)
+
+
+def lock_is_free(loop: MainLoop) -> bool:
+    """Another thread can take the loop's lock (within 2 s): nobody kept it."""
+    got: list[bool] = []
+
+    def probe() -> None:
+        ok = loop.lock.acquire(timeout=2)
+        got.append(ok)
+        if ok:
+            loop.lock.release()
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return got == [True]

@@ -19,7 +19,6 @@ import gc
 import os
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
@@ -34,7 +33,7 @@ import iohandler.impl.registry
 import iohandler.impl.timers
 import iohandler.impl.wakeup
 from iohandler.impl import ClosedFdError, MainLoop
-from tests.support import add_stats, kernel_registrations
+from tests.support import add_stats, kernel_registrations, lock_is_free
 
 _IMPL_FILES = frozenset(
     m.__file__
@@ -169,21 +168,6 @@ def build(poller: str, *, orphan: bool) -> Scene:
     scene.expected = frozenset(expected)
     scene.forbidden = frozenset({"gone", "lost"})
     return scene
-
-
-def lock_is_free(loop: MainLoop) -> bool:
-    got: list[bool] = []
-
-    def probe() -> None:
-        ok = loop.lock.acquire(timeout=2)
-        got.append(ok)
-        if ok:
-            loop.lock.release()
-
-    t = threading.Thread(target=probe)
-    t.start()
-    t.join()
-    return got == [True]
 
 
 def run_with(injector: Injector, loop: MainLoop) -> BaseException | None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from iohandler.impl import MainLoop, Tracer
+from tests.support import lock_is_free
 
 NAMES = ["epoll", "poll", "selectors"]
 
@@ -50,21 +51,6 @@ def raising_sigusr1() -> Iterator[list[int]]:
         yield count
     finally:
         signal.signal(signal.SIGUSR1, old)
-
-
-def _lock_is_free(loop: MainLoop) -> bool:
-    got: list[bool] = []
-
-    def probe() -> None:
-        ok = loop.lock.acquire(timeout=2)
-        got.append(ok)
-        if ok:
-            loop.lock.release()
-
-    t = threading.Thread(target=probe)
-    t.start()
-    t.join()
-    return got == [True]
 
 
 @pytest.mark.parametrize("signals", [1, 2])
@@ -101,7 +87,7 @@ def test_r35_a_signal_during_the_reacquire_after_the_wait(
             assert done.is_set()
             assert caught.value.args == (1,)  # the first signal's exception; later ones dropped
             assert raising_sigusr1 == [signals]
-            assert _lock_is_free(loop), "the loop's thread kept the lock"
+            assert lock_is_free(loop), "the loop's thread kept the lock"
             assert got == []  # the walk did not run: the exception came before it
             assert loop.main_loop_wait(nonblocking=True) == 1
             assert got == [b"x"]  # the ready handler was not lost
