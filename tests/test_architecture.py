@@ -5,12 +5,15 @@ through public seams: `MainLoop.snapshot()`, `impl.Seams`, `Tracer`)."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from iohandler.impl import MainLoop
+import iohandler.impl as impl
+from iohandler.impl import MainLoop, Record, Registry
+from iohandler.impl.kernel import Kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +95,32 @@ def test_the_private_field_check_sees_a_read(tmp_path: Path) -> None:
         if isinstance(n, ast.Attribute) and n.attr in _loop_private_names()
     ]
     assert hits == ["loop._registry"]
+
+
+def _spec_loop_names() -> set[str]:
+    """The names SPEC.md's *Loop* and *Python* paragraphs give for where the loop implements a
+    rule: `Class.member` and bare `_private` method names."""
+    spec = (ROOT / "specs" / "SPEC.md").read_text(encoding="utf-8")
+    names: set[str] = set()
+    for m in re.finditer(r"\*(?:Loop|Python)\*:(.*?)(?=\n\n|\*Seed\*|\*Port\*|\*Model\*)", spec, re.S):
+        names.update(t for t in re.findall(r"`([^`]+)`", m.group(1)) if re.fullmatch(r"[A-Z]\w*\.\w+|_\w+", t))
+    return names
+
+
+def test_every_loop_name_spec_gives_exists() -> None:
+    """Traceability from the rules to the loop stays true when code moves: each `Class.member`
+    and `_method` SPEC.md names for the loop exists (a rename must update SPEC.md)."""
+    classes: dict[str, type] = {n: v for n in dir(impl) if isinstance(v := getattr(impl, n), type)}
+    classes.update(Kernel=Kernel, Registry=Registry, Record=Record)
+    names = _spec_loop_names()
+    assert len(names) > 20, sorted(names)  # the extraction still finds the paragraphs
+    missing = []
+    for name in sorted(names):
+        owner, _, member = name.rpartition(".")
+        if owner:
+            cls = classes.get(owner)
+            if cls is None or not (hasattr(cls, member) or member in getattr(cls, "__slots__", ())):
+                missing.append(name)
+        elif not any(hasattr(cls, name) for cls in (MainLoop, Kernel, Registry)):
+            missing.append(name)
+    assert missing == [], f"SPEC.md names loop code that does not exist: {missing}"
