@@ -259,3 +259,9 @@ def lock_is_free(loop: MainLoop) -> bool:
     t.start()
     t.join()
     return got == [True]
+
+
+def wrapped_by_mutation(module: ModuleType) -> bool:
+    """Mutation testing (mutmut) runs `module` with each function behind a trampoline: one more
+    frame per call, so frame-counting behaviour (a warning's stacklevel) cannot be checked."""
+    return hasattr(module, "_mutmut_mutated")

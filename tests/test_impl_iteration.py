@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+import iohandler.impl.loop as impl_loop
 from iohandler.impl import IN, POLLERS, LoopClosedError, MainLoop, ReentrantWaitError
 from iohandler.impl.loop import SPIN_LIMIT, SPIN_PAUSE
 from iohandler.impl.pollers import Poller, make_poller
-from tests.support import FakeClock, Pairs, wakeup_pending
+from tests.support import FakeClock, Pairs, wakeup_pending, wrapped_by_mutation
 
 NAMES = sorted(POLLERS)
 
@@ -455,14 +456,15 @@ def test_r40_after_spin_limit_idle_iterations_warn_once_then_pause_each_wait(
             assert clock.sleeps == [SPIN_PAUSE] * 4
             loop.main_loop_wait()
         assert clock.sleeps == [SPIN_PAUSE] * 5  # the limit again; no second warning
-    assert [(w.category, str(w.message), w.filename) for w in caught] == [
+    assert [(w.category, str(w.message)) for w in caught] == [
         (
             RuntimeWarning,
             f"iohandler: the loop spun for {SPIN_LIMIT} iterations (main-loop: WARNING: I/O thread spun "
             "for 1000 iterations); pausing 1 ms before each wait until a handler runs",
-            __file__,
         )
     ]
+    if not wrapped_by_mutation(impl_loop):  # else each call has one more frame: stacklevel is off
+        assert caught[0].filename == __file__  # the warning points at main_loop_wait's caller
 
 
 def test_r40_nonblocking_iterations_neither_count_nor_pause(clock: FakeClock, socks: Pairs) -> None:
