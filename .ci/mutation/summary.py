@@ -4,7 +4,7 @@
 
 Several workdirs (runs over different patterns, e.g. `model.*` and `impl.*`) are merged: a
 mutant's verdict is the one from the first workdir that checked it; files no workdir checked
-are left out.
+are left out. A survivor that recheck.py saw killed (WORKDIR/rechecked.json) counts as killed.
 """
 
 from __future__ import annotations
@@ -45,13 +45,17 @@ def main() -> int:
     args = parser.parse_args()
     merged: dict[str, dict[str, int | None]] = {}  # file -> mutant -> exit code
     where: dict[str, Path] = {}  # mutant -> the workdir whose verdict counts (for `show`)
+    rechecked: set[str] = set()  # survivors recheck.py saw killed by a test that forks
     for workdir in args.workdirs:
+        if (workdir / "rechecked.json").is_file():
+            codes_ = json.loads((workdir / "rechecked.json").read_text())["exit_codes"]
+            rechecked |= {name for name, code in codes_.items() if code in KILLED}
         for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
             codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
             book = merged.setdefault(str(meta.relative_to(workdir / "mutants"))[: -len(".meta")], {})
             for name, code in codes.items():
                 if book.get(name) is None:
-                    book[name] = code
+                    book[name] = 1 if code in SURVIVED and name in rechecked else code
                     where[name] = workdir
     if not merged:
         print(f"no mutmut results under {[str(w / 'mutants') for w in args.workdirs]}", file=sys.stderr)
@@ -79,6 +83,11 @@ def main() -> int:
         dead = c["killed"] + c["timeout"]
         print(f"{name:34} {n:8} {c['killed']:7} {c['timeout']:8} {c['survived']:9} {c['no tests']:9} "
               f"{100.0 * dead / n if n else 0:6.1f}%")
+    if rechecked:
+        print(f"\n{len(rechecked)} counted as killed: survivors of the run that a test which forks kills "
+              "(recheck.py; mutmut cannot map a test to code only its forked child runs):")
+        for name in sorted(rechecked):
+            print("  " + name)
     print(f"\n{len(survivors)} survivors (`.ci/mutation/run.sh show NAME` for the diff):")
     classes: Counter[str] = Counter()
     for s in survivors:
