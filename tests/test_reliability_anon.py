@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 import iohandler.impl.kernel
-from iohandler.impl import IN, ClosedFdError, MainLoop, PollPoller, Record
+from iohandler.impl import ERR, HUP, IN, OUT, ClosedFdError, MainLoop, PollPoller, Record
 from iohandler.impl.kernel import Kernel, identity, same_file_check
-from tests.support import interrupt_before, open_fds
+from tests.support import Pairs, interrupt_before, open_fds
 
 POLLERS = ["epoll", "poll", "selectors"]
 
@@ -253,6 +253,28 @@ def test_r34_an_update_of_the_same_eventfd_renews_only_where_the_poller_cannot_t
         os.eventfd_write(ev, 1)
         loop.main_loop_wait(nonblocking=True)
         assert calls == ["second"]
+
+
+def test_r34_poll_witnesses_follow_only_their_own_registrations(fds: list[int], socks: Pairs) -> None:
+    """On poll, beside a witnessed eventfd: a socket registered, changed and deleted takes and
+    drops no witness; the eventfd's interest changing keeps its witness (the same file)."""
+    _needs_kcmp("poll")
+    a, _ = socks.pair()
+    with MainLoop("poll") as loop:
+        ev = _eventfd(fds)
+        loop.set_fd_handler(ev, print)
+        loop.set_fd_handler(a, print)
+        loop.main_loop_wait(nonblocking=True)
+        (w,) = loop_witnesses(fds, loop)
+        loop.set_fd_handler(a, print, print)  # interest changes: a sync, no witness
+        loop.main_loop_wait(nonblocking=True)
+        loop.set_fd_handler(a, None, None)  # dropped: no witness to release
+        loop.main_loop_wait(nonblocking=True)
+        assert loop_witnesses(fds, loop) == [w]
+        loop.set_fd_handler(ev, print, print)  # the eventfd's interest changes: same file
+        loop.main_loop_wait(nonblocking=True)
+        assert loop_witnesses(fds, loop) == [w]
+        assert dict(loop.snapshot().kernel).get(ev) == IN | OUT | HUP | ERR
 
 
 def loop_witnesses(fds: list[int], loop: MainLoop) -> list[int]:
