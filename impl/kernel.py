@@ -157,7 +157,7 @@ class Kernel:
             st = os.fstat(rec.fd)
         except OSError:
             return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if identity(st) != rec.ident or self._names_another_file(rec):
+        if identity(st) != rec.ident or (self.witnesses and self._names_another_file(rec)):
             return (
                 f"fd {rec.fd} was closed while registered and its number now names another "
                 "file; its handlers were removed"
@@ -216,13 +216,6 @@ class Kernel:
         asks for each ready record at its turn, so a handler that ran before it is seen."""
         if rec.deleted or rec.stale:
             return None
-        try:
-            st = os.fstat(rec.fd)
-        except OSError:
-            pass
-        else:
-            if identity(st) == rec.ident and not (self.witnesses and self._names_another_file(rec)):
-                return None
         problem = self.file_problem(rec)
         return None if problem is None else ClosedFdError(rec.fd, problem)
 
