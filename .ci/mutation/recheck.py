@@ -5,8 +5,8 @@
 mutmut runs a mutant only against the tests that called the mutated function, and it learns
 which those are from calls made in the test's own process. Code that only a forked child runs
 (the fork hook, the errors a child's inherited loop raises: R41) is called in the child, which
-mutmut never sees, so such a mutant is "survived" without its killing test ever having run.
-This runs each survivor against TEST (default: the lifecycle tests, the only selected tests
+mutmut never sees, so such a mutant is "survived" (or has "no tests") without its killing test ever having run.
+This runs each of those against TEST (default: the lifecycle tests, the only selected tests
 that fork), selected the way mutmut selects it (MUTANT_UNDER_TEST, inherited by the child), after
 a control run with no mutant that must pass. The verdicts go to WORKDIR/rechecked.json, which
 summary.py reads: a survivor that fails there is counted as killed and listed as rechecked.
@@ -27,7 +27,7 @@ def survivors(workdir: Path) -> list[str]:
     names = []
     for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
         codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
-        names += [name for name, code in codes.items() if code == 0]
+        names += [name for name, code in codes.items() if code in (0, 5, 33)]  # survived, no tests
     return names
 
 

@@ -55,7 +55,7 @@ def main() -> int:
             book = merged.setdefault(str(meta.relative_to(workdir / "mutants"))[: -len(".meta")], {})
             for name, code in codes.items():
                 if book.get(name) is None:
-                    book[name] = 1 if code in SURVIVED and name in rechecked else code
+                    book[name] = 1 if code in SURVIVED | NO_TESTS and name in rechecked else code
                     where[name] = workdir
     if not merged:
         print(f"no mutmut results under {[str(w / 'mutants') for w in args.workdirs]}", file=sys.stderr)
