@@ -482,3 +482,19 @@ def test_r40_nonblocking_iterations_neither_count_nor_pause(clock: FakeClock, so
         assert clock.sleeps == []
         loop.main_loop_wait()
         assert clock.sleeps == []  # the nonblocking ones did not count towards the limit
+
+
+@pytest.mark.parametrize("role", ["read", "write"])
+def test_r40_iterations_that_run_a_handler_are_not_spins(clock: FakeClock, socks: Pairs, role: str) -> None:
+    """A wait that returns at once because a handler has work is not a spin, whichever handler
+    runs: no pause however long it goes on."""
+    a, peer = socks.pair()
+    with MainLoop("epoll") as loop:
+        if role == "read":
+            peer.send(b"x" * (SPIN_LIMIT + 10))
+            loop.set_fd_handler(a, lambda s: s.recv(1), opaque=a)
+        else:
+            loop.set_fd_handler(a, None, lambda _: None)  # a socket is writable at once
+        for _ in range(SPIN_LIMIT + 5):
+            assert loop.main_loop_wait() >= 1
+    assert clock.sleeps == []

@@ -858,3 +858,40 @@ def test_an_update_of_a_file_with_a_known_identity_is_not_renewed(poller: str, s
         peer.send(b"x")
         loop.main_loop_wait(nonblocking=True)
         assert got == [b"x"] and loop.poller.fileno() == kernel_object
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+def test_the_before_walk_seam_sees_the_ready_records_in_walk_order(socks: Fds, hooked: bool) -> None:
+    """Seams.before_walk gets the ready records, newest first, before each walk; with it every
+    ready fd is checked by fstat, not by the poller's confirm (a hook may change anything)."""
+    from iohandler.impl import EpollPoller, Record, Seams
+
+    poller = EpollPoller()
+    confirmed: list[int] = []
+    real = poller.confirm
+    assert real is not None
+
+    def confirm(fd: int, events: int) -> object:
+        confirmed.append(fd)
+        return real(fd, events)
+
+    poller.confirm = confirm
+    walks: list[list[int]] = []
+
+    def hook(ready: list[Record]) -> None:
+        walks.append([r.fd for r in ready])
+
+    older, older_peer = socks.pair()
+    newer, newer_peer = socks.pair()
+    got: list[bytes] = []
+    with MainLoop(poller, seams=Seams(before_walk=hook) if hooked else None) as loop:
+        for s in (older, newer):
+            loop.set_fd_handler(s, lambda s: got.append(s.recv(1)), opaque=s)
+        older_peer.send(b"o")
+        newer_peer.send(b"n")
+        assert loop.main_loop_wait(nonblocking=True) == 3  # two ready, one registration wakeup
+    assert got == [b"n", b"o"]
+    if hooked:
+        assert walks == [[newer.fileno(), older.fileno()]] and confirmed == []
+    else:
+        assert walks == [] and confirmed == [newer.fileno(), older.fileno()]
