@@ -132,7 +132,7 @@ class Kernel:
 
     __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnesses", "witnessing")
 
-    def __init__(self, poller: Poller, *, fast_confirm: bool = True) -> None:
+    def __init__(self, poller: Poller, *, fast_confirm: bool) -> None:
         self.poller = poller
         self.fast_confirm = fast_confirm
         # Numbers whose kernel registration could not be removed (see above). Registering such

@@ -895,3 +895,17 @@ def test_the_before_walk_seam_sees_the_ready_records_in_walk_order(socks: Fds, h
         assert walks == [[newer.fileno(), older.fileno()]] and confirmed == []
     else:
         assert walks == [] and confirmed == [newer.fileno(), older.fileno()]
+
+
+def test_the_registry_seam_holds_the_loops_records_and_must_start_empty(socks: Fds) -> None:
+    from iohandler.impl import Registry, Seams
+
+    a, _ = socks.pair()
+    reg = Registry()
+    with MainLoop("epoll", seams=Seams(registry=reg)) as loop:
+        loop.set_fd_handler(a, print)
+        assert list(reg.by_fd) == [a.fileno()]
+    used = Registry()
+    used.add(a.fileno())
+    with pytest.raises(ValueError, match=r"^seams\.registry must be empty$"):
+        MainLoop("epoll", seams=Seams(registry=used))
