@@ -5,10 +5,10 @@
 mutmut runs a mutant only against the tests that called the mutated function, and it learns
 which those are from calls made in the test's own process. Code that only a forked child runs
 (the fork hook, the errors a child's inherited loop raises: R41) is called in the child, which
-mutmut never sees, so such a mutant is "survived" (or has "no tests") without its killing test ever having run.
-This runs each of those against TEST (default: the lifecycle tests, the only selected tests
-that fork), selected the way mutmut selects it (MUTANT_UNDER_TEST, inherited by the child), after
-a control run with no mutant that must pass. The verdicts go to WORKDIR/rechecked.json, which
+mutmut never sees, so such a mutant "survived" (or had "no tests") without its killing test
+ever having run. This runs each of those against TEST (default: the lifecycle tests, the only
+selected tests that fork), selected the way mutmut selects it (MUTANT_UNDER_TEST, inherited by
+the child), after a control run with no mutant that must pass. The verdicts go to WORKDIR/rechecked.json, which
 summary.py reads: a survivor that fails there is counted as killed and listed as rechecked.
 """
 

@@ -2,9 +2,11 @@
 
     python .ci/mutation/summary.py WORKDIR [WORKDIR ...] [--json OUT]
 
-Several workdirs (runs over different patterns, e.g. `model.*` and `impl.*`) are merged: a
-mutant's verdict is the one from the first workdir that checked it; files no workdir checked
-are left out. A survivor that recheck.py saw killed (WORKDIR/rechecked.json) counts as killed.
+Several workdirs (runs over different patterns, e.g. `model.*` and `impl.*`, or a targeted
+re-run first and the full run after it) are merged: the first workdir holding a file defines
+its mutants (so list the newest code first), and a mutant's verdict is the one from the first
+workdir that checked it; files no workdir checked are left out. A survivor that recheck.py saw
+killed (WORKDIR/rechecked.json) counts as killed.
 """
 
 from __future__ import annotations
@@ -45,17 +47,25 @@ def main() -> int:
     args = parser.parse_args()
     merged: dict[str, dict[str, int | None]] = {}  # file -> mutant -> exit code
     where: dict[str, Path] = {}  # mutant -> the workdir whose verdict counts (for `show`)
-    rechecked: set[str] = set()  # survivors recheck.py saw killed by a test that forks
+    rechecked: set[str] = set()  # counted as killed: recheck.py saw a test that forks kill them
     for workdir in args.workdirs:
+        killed_in_recheck: set[str] = set()
         if (workdir / "rechecked.json").is_file():
             codes_ = json.loads((workdir / "rechecked.json").read_text())["exit_codes"]
-            rechecked |= {name for name, code in codes_.items() if code in KILLED}
+            killed_in_recheck = {name for name, code in codes_.items() if code in KILLED}
         for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
             codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
-            book = merged.setdefault(str(meta.relative_to(workdir / "mutants"))[: -len(".meta")], {})
+            path = str(meta.relative_to(workdir / "mutants"))[: -len(".meta")]
+            first = path not in merged
+            book = merged.setdefault(path, {})
             for name, code in codes.items():
+                if not first and name not in book:
+                    continue  # the first workdir with this file defines its mutants (its code)
                 if book.get(name) is None:
-                    book[name] = 1 if code in SURVIVED | NO_TESTS and name in rechecked else code
+                    if code in SURVIVED | NO_TESTS and name in killed_in_recheck:
+                        code = 1
+                        rechecked.add(name)
+                    book[name] = code
                     where[name] = workdir
     if not merged:
         print(f"no mutmut results under {[str(w / 'mutants') for w in args.workdirs]}", file=sys.stderr)
