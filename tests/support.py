@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from iohandler.impl import POLLERS, MainLoop
+from iohandler.impl import POLLERS, MainLoop, Tracer
 
 NAMES = sorted(POLLERS)
 
@@ -265,3 +265,13 @@ def wrapped_by_mutation(module: ModuleType) -> bool:
     """Mutation testing (mutmut) runs `module` with each function behind a trampoline: one more
     frame per call, so frame-counting behaviour (a warning's stacklevel) cannot be checked."""
     return hasattr(module, "_mutmut_mutated")
+
+
+class WaitSignal(Tracer):
+    """Sets `waiting` from the poll hook: the loop has released its lock for the kernel wait."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+
+    def poll(self, entries: list[tuple[int, int]]) -> None:
+        self.waiting.set()

@@ -26,7 +26,7 @@ import pytest
 from iohandler.impl import LoopClosedError, MainLoop, Tracer
 from iohandler.impl.errors import LoopForkedError
 from iohandler.impl.wakeup import Wakeup
-from tests.support import NAMES, add_stats, kernel_registrations, open_fds, rss_bytes, wakeup_pending
+from tests.support import NAMES, WaitSignal, add_stats, kernel_registrations, open_fds, rss_bytes, wakeup_pending
 
 KINDS = [True, False]  # use_eventfd: the eventfd, then the pipe fallback
 KIND_IDS = ["eventfd", "pipe"]
@@ -367,16 +367,6 @@ def test_a_child_forked_while_another_thread_holds_the_loop_can_close_it() -> No
 
 
 # --------------------------------------------- close() from another thread during a wait (12b)
-
-
-class WaitSignal(Tracer):
-    """Sets `waiting` from the poll hook: the loop has released its lock for the kernel wait."""
-
-    def __init__(self) -> None:
-        self.waiting = threading.Event()
-
-    def poll(self, entries: list[tuple[int, int]]) -> None:
-        self.waiting.set()
 
 
 @pytest.mark.parametrize("how", ["run", "run_until", "main_loop_wait"])

@@ -7,7 +7,8 @@ lock back anyway (retrying through a second such signal), then raise the first e
 leave the lock free, the loop usable and the ready handler still pending.
 
 The test's assertions hold wherever the signals land; the one that lands in `acquire` is what
-they are aimed at (the helper thread waits until the loop's thread is blocked on the lock)."""
+they are aimed at (the helper thread, holding the lock, gives the loop's thread 50 ms to block
+on it before each signal)."""
 
 from __future__ import annotations
 
@@ -19,22 +20,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from iohandler.impl import MainLoop, Tracer
-from tests.support import lock_is_free
+from iohandler.impl import MainLoop
+from tests.support import WaitSignal, lock_is_free
 
 NAMES = ["epoll", "poll", "selectors"]
 
 
 class Planted(Exception):
     pass
-
-
-class WaitSignal(Tracer):
-    def __init__(self) -> None:
-        self.waiting = threading.Event()
-
-    def poll(self, entries: list[tuple[int, int]]) -> None:
-        self.waiting.set()
 
 
 @pytest.fixture
