@@ -58,8 +58,8 @@ def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """The loop's clock under the test's control: the loop reads `time.monotonic()` from its
-    module's `time`, which this replaces (`monotonic`, and `sleep`, which records the pause and moves the clock)."""
+    """The loop's clock under the test's control: the loop reads `time.monotonic()` and calls
+    `time.sleep()` through its module's `time`, which this replaces (support.FakeClock)."""
     c = FakeClock()
     monkeypatch.setattr(impl_loop, "time", c)
     return c
