@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import iohandler.impl.loop as impl_loop
 from iohandler.impl import (
     ERR,
     HUP,
@@ -19,13 +20,18 @@ from iohandler.impl import (
     OUT,
     POLLERS,
     ClosedFdError,
+    EpollPoller,
     ListTracer,
     LoopClosedError,
     MainLoop,
+    Record,
     ReentrantWaitError,
+    Registry,
+    Seams,
     Tracer,
     UnpollableFdError,
 )
+from iohandler.impl.args import fd_number as args_fd_number
 from tests.support import Pairs as Fds
 
 NAMES = sorted(POLLERS)
@@ -816,9 +822,6 @@ def test_a_common_registration_takes_the_inline_checks_only(
 ) -> None:
     """An int fd in range (0 included) with callables or None is checked inline (registration
     is a hot path, bench/); the full checks (impl/args.py) are for everything else."""
-    import iohandler.impl.loop as impl_loop
-    from iohandler.impl.args import fd_number as args_fd_number
-
     full: list[str] = []
 
     def fd_number(fd: object) -> int:
@@ -864,8 +867,6 @@ def test_an_update_of_a_file_with_a_known_identity_is_not_renewed(poller: str, s
 def test_the_before_walk_seam_sees_the_ready_records_in_walk_order(socks: Fds, hooked: bool) -> None:
     """Seams.before_walk gets the ready records, newest first, before each walk; with it every
     ready fd is checked by fstat, not by the poller's confirm (a hook may change anything)."""
-    from iohandler.impl import EpollPoller, Record, Seams
-
     poller = EpollPoller()
     confirmed: list[int] = []
     real = poller.confirm
@@ -898,8 +899,6 @@ def test_the_before_walk_seam_sees_the_ready_records_in_walk_order(socks: Fds, h
 
 
 def test_the_registry_seam_holds_the_loops_records_and_must_start_empty(socks: Fds) -> None:
-    from iohandler.impl import Registry, Seams
-
     a, _ = socks.pair()
     reg = Registry()
     with MainLoop("epoll", seams=Seams(registry=reg)) as loop:
