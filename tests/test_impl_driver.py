@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from iohandler.impl import POLLERS, default_poller_name
-from iohandler.impl.driver import RealFd, main, run_vector
+from iohandler.impl import POLLERS, MainLoop, default_poller_name
+from iohandler.impl.driver import RealFd, VectorSession, callback_name, main, run_vector
 from iohandler.specs.protocol import InvalidVector
 from iohandler.specs.vector import (
     Event,
     HandlersEvent,
+    Iterate,
     ReadyEvent,
     Vector,
     bundled_vectors_dir,
@@ -253,16 +254,11 @@ def test_main_serves_on_the_poller_asked_for(
     ids=["undeclared-script", "undeclared-gate", "neither"],
 )
 def test_gate_scripts_must_name_a_declared_gate_and_a_declared_script(runs: dict[str, str]) -> None:
-    from iohandler.impl.driver import VectorSession
-
     with pytest.raises(InvalidVector, match="gate_scripts must map declared gates to declared scripts"):
         VectorSession({"a": "socket"}, {"s": ()}, {"g": True}, runs)
 
 
 def test_a_closed_session_refuses_actions_and_closes_again_quietly() -> None:
-    from iohandler.impl.driver import VectorSession
-    from iohandler.specs.vector import Iterate
-
     before = open_fds()
     session = VectorSession({"a": "socket"}, {}, {})
     session.close()
@@ -273,9 +269,6 @@ def test_a_closed_session_refuses_actions_and_closes_again_quietly() -> None:
 
 
 def test_for_vector_builds_the_loop_with_the_factory_given() -> None:
-    from iohandler.impl import MainLoop
-    from iohandler.impl.driver import VectorSession
-
     made: list[str | None] = []
 
     def factory(poller: str | None, **kw: object) -> MainLoop:
@@ -290,8 +283,6 @@ def test_for_vector_builds_the_loop_with_the_factory_given() -> None:
 
 
 def test_callback_name_is_the_script_name_or_the_callables_own_text() -> None:
-    from iohandler.impl.driver import callback_name
-
     class Named:
         name = "s1"
 
