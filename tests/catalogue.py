@@ -5,7 +5,7 @@ internal method, rarely more), so it keeps tracking impl/loop.py as that file ev
 is the only difference. tests/test_catalogue.py proves the lockstep machine (or, for fd-number
 reuse, which vectors cannot express, the R34 property of tests/test_lockstep.py) kills each one.
 
-`checks`: the lockstep checks expected to catch it first (see tests/lockstep.py), so each check is
+`checks`: the lockstep checks expected to catch it first (see tests/harness/), so each check is
 seen to fail at least once on a planted bug.
 """
 

@@ -2,10 +2,10 @@
 comparable value, the kernel's own view of registrations, process figures (CPU, RSS, open fds),
 and the figures file for the README's reliability table ($IOHANDLER_STATS_DIR/reliability.json).
 
-The state snapshot reads MainLoop's private fields on purpose: "the registry, kernel
+The state snapshot is built from the public `MainLoop.snapshot()`: "the registry, kernel
 registrations and pending wakeups exactly as before" (R30) is about *all* of the loop's state,
-including deleted-but-unreaped records, the dirty and gated sets and the poll slots, which the
-public `records()` does not show.
+including deleted-but-unreaped records, the dirty and gated sets and the poll slots, which
+`records()` does not show and `snapshot()` does.
 """
 
 from __future__ import annotations

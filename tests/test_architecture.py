@@ -77,24 +77,45 @@ def _loop_private_names() -> set[str]:
 def test_no_test_reads_a_private_field_of_the_loop() -> None:
     names = _loop_private_names()
     assert {"_registry", "_kernel", "_wakeup", "_iterate"} <= names  # the check sees them
-    found = set()
+    found: set[tuple[str, str]] = set()
     for path in _files("tests"):
         rel = path.relative_to(ROOT).as_posix()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Attribute) and node.attr in names:
-                found.add((rel, ast.unparse(node)))
+        found.update((rel, hit) for hit in _private_reads(ast.parse(path.read_text(encoding="utf-8")), names))
     assert found == ALLOWED_PRIVATE
 
 
-def test_the_private_field_check_sees_a_read(tmp_path: Path) -> None:
-    """The AST walk above does find such a read (so an empty result means something)."""
-    src = "def f(loop):\n    return loop._registry.by_fd, loop.snapshot()\n"
-    hits = [
-        ast.unparse(n)
-        for n in ast.walk(ast.parse(src))
-        if isinstance(n, ast.Attribute) and n.attr in _loop_private_names()
-    ]
-    assert hits == ["loop._registry"]
+_NAMED_ACCESS = {"getattr", "setattr", "hasattr", "delattr"}
+
+
+def _private_reads(tree: ast.AST, names: set[str]) -> list[str]:
+    """Reads of the loop's private names: attribute syntax (`loop._registry`) and the name as a
+    literal string to getattr/setattr/hasattr/delattr, which attribute syntax alone misses."""
+    def private(n: ast.AST) -> bool:
+        if isinstance(n, ast.Attribute):
+            return n.attr in names
+        return (
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)
+            and n.func.id in _NAMED_ACCESS
+            and len(n.args) >= 2
+            and isinstance(n.args[1], ast.Constant)
+            and n.args[1].value in names
+        )
+
+    return [ast.unparse(n) for n in ast.walk(tree) if private(n)]
+
+
+def test_the_private_field_check_sees_a_read() -> None:
+    """The AST walk above does find such reads, by attribute and by string name (so an empty
+    result means something)."""
+    src = (
+        "def f(loop):\n"
+        "    a = getattr(loop, '_by_fd', None)\n"
+        "    setattr(loop, '_deleted', set())\n"
+        "    return loop._registry.by_fd, loop.snapshot(), getattr(loop, 'poller')\n"
+    )
+    hits = sorted(_private_reads(ast.parse(src), _loop_private_names()))
+    assert hits == ["getattr(loop, '_by_fd', None)", "loop._registry", "setattr(loop, '_deleted', set())"]
 
 
 def _spec_loop_names() -> set[str]:

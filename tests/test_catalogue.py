@@ -1,6 +1,6 @@
 """The suite kills every planted bug of tests/catalogue.py, and by the check expected.
 
-For each variant the lockstep machine (tests/lockstep.py) runs against it until a check fails
+For each variant the lockstep machine (tests/harness/) runs against it until a check fails
 (generation only: Hypothesis' stateful shrinker is slow), then `minimise` drops steps while the
 same check still fails; the result is the counterexample's length in steps. The fd-number-reuse
 variant is killed by the R34 scenario instead (vectors cannot close the loop's fd). The exhaustive
@@ -21,7 +21,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from tests.catalogue import LEAKED, VARIANTS, Variant
 from tests.exploration import Closure, explore, lockstep_config, scopes
-from tests.lockstep import (
+from tests.harness import (
     CheckFailed,
     budget,
     fd_reuse_scenario,

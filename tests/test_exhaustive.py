@@ -25,7 +25,7 @@ from iohandler.impl import POLLERS
 from iohandler.model.state import READ_EVENTS, WRITE_EVENTS
 from iohandler.specs.vector import Action, GateEvent, Hangup, Iterate, Send, Set
 from tests.exploration import Closure, State, canonical, explore, lockstep_config, scopes, successors
-from tests.lockstep import CONFIG, budget, replay, write_stats
+from tests.harness import CONFIG, budget, replay, write_stats
 
 LARGE = os.environ.get("IOHANDLER_EXPLORE") == "large"
 SCOPES = {s.name: s for s in scopes(LARGE)}
@@ -207,7 +207,7 @@ def test_model_reads_gate_scripts_from_the_parsed_field() -> None:
     """The model takes R22's gate scripts from `Vector.gate_scripts`; the one parser
     (specs/vector.py, tests/test_vector_loader.py) validates them."""
     from iohandler.model.iterate import gate_scripts
-    from tests.lockstep import to_vector
+    from tests.harness import to_vector
 
     good = replace(CONFIG, gate_runs={"g": "n"})
     assert gate_scripts(to_vector(good, ())) == {"g": "n"}
@@ -217,7 +217,7 @@ def test_model_reads_gate_scripts_from_the_parsed_field() -> None:
 def test_model_step_without_gate_scripts() -> None:
     """step's gate_runs is optional: a gated record is consulted without any gate script."""
     from iohandler.model.iterate import step
-    from tests.lockstep import world_for
+    from tests.harness import world_for
 
     world, _ = step(world_for(CONFIG), Set("a", "n", None, "g"), CONFIG.scripts)
     after, events = step(world, Iterate(), CONFIG.scripts)
@@ -242,7 +242,7 @@ def test_model_driver_runs_in_process() -> None:
     """model.driver.run (the runner starts it as a subprocess; here it runs in process)."""
     from iohandler.model.driver import run
     from iohandler.specs.protocol import InvalidVector
-    from tests.lockstep import to_vector
+    from tests.harness import to_vector
 
     assert list(run(to_vector(CONFIG, (Set("a", "n", None, None), Iterate())))) != []
     with pytest.raises(InvalidVector, match="hangup"):

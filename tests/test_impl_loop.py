@@ -39,11 +39,6 @@ R = IN | HUP | ERR
 W = OUT | ERR
 
 
-@pytest.fixture(params=NAMES)
-def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
-    with MainLoop(request.param) as lp:
-        yield lp
-
 
 @pytest.fixture
 def fds() -> Iterator[Fds]:

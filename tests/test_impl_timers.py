@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iohandler.impl.timers import COMPACT_MIN, TimerHandle, TimerQueue
-from tests.lockstep import budget
+from tests.harness import budget
 
 
 def noop() -> None:

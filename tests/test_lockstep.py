@@ -28,7 +28,7 @@ from iohandler.specs.vector import (
     load_vector,
     vector_files,
 )
-from tests.lockstep import (
+from tests.harness import (
     Config,
     Session,
     budget,
@@ -99,7 +99,7 @@ def test_folded_model_differs_only_where_selectors_folds() -> None:
 
 def test_counterexample_is_a_loadable_vector(tmp_path: object) -> None:
     """What a failure prints (scenario + v1 vector) loads back and replays to its own expect."""
-    from tests.lockstep import counterexample
+    from tests.harness import counterexample
 
     config = Config({"a": "socket"}, {}, {"s0": ()})
     steps: list[Action] = [Iterate()]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.exploration import INVARIANTS
-from tests.lockstep import write_stats
+from tests.harness import write_stats
 from tests.model_bugs import CATALOGUE, Bug, plant, refute
 
 _BY_BUG: dict[str, str] = {}

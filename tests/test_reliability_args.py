@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +100,6 @@ BAD_CALLABLES: list[Bad] = [
 ]
 """read / write / can_read values refused (checked after fd, in that order, deletes included)."""
 
-
-@pytest.fixture(params=NAMES)
-def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
-    with MainLoop(request.param) as lp:
-        yield lp
 
 
 def _busy_loop(loop: MainLoop, socks: list[socket.socket]) -> None:

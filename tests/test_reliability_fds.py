@@ -16,7 +16,7 @@ import fcntl
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,11 +29,6 @@ from tests.support import NAMES, add_stats, record_count
 WALL = 1.0  # seconds of wall time the CPU tests run for
 CPU_LIMIT = 0.25  # a spinning loop burns ~WALL; an idle one a few ms
 
-
-@pytest.fixture(params=NAMES)
-def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
-    with MainLoop(request.param) as lp:
-        yield lp
 
 
 def _close_all(*fds: int) -> None:

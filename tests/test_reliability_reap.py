@@ -19,7 +19,7 @@ import socket
 import time
 
 from iohandler.impl import MainLoop
-from tests.lockstep import budget
+from tests.harness import budget
 from tests.support import add_stats
 
 READY = 1000

@@ -14,13 +14,7 @@ from typing import Any
 import pytest
 
 from iohandler.impl import ClosedFdError, ListTracer, MainLoop, ReentrantWaitError
-from tests.support import NAMES, Pairs, add_stats, drain, record_count, snapshot
-
-
-@pytest.fixture(params=NAMES)
-def loop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
-    with MainLoop(request.param) as lp:
-        yield lp
+from tests.support import Pairs, add_stats, drain, record_count, snapshot
 
 
 @pytest.fixture

@@ -70,16 +70,16 @@ class Lockstep:
             raise self.fail("R1", "the model holds two records for one fd")
         held = s.full_list()
         rows = [fd for fd, *_ in s.live_rows()]
-        fds = [fd for fd, _ in held] if held is not None else rows
-        if len(set(fds)) != len(fds):
-            raise self.fail("R1", f"the loop holds two records for one fd: {held or rows}")
+        fds = [fd for fd, _ in held]
+        if len(set(fds)) != len(fds) or len(set(rows)) != len(rows):
+            raise self.fail("R1", f"the loop holds two records for one fd: {held}")
         # The registry, live records and deleted ones, in the model's order.
         want_live = tuple((r.fd, r.read, r.write, r.gate) for r in live_records(self.world.loop))
         got_live = s.live_rows()
         if want_live != got_live:
             raise self.fail("order", f"live records: loop {got_live}, model {want_live}")
         want = [(r.fd, r.deleted) for r in self.world.loop.records]
-        if held is not None and held != want:
+        if held != want:
             raise self.fail("order", f"records incl. deleted (fd, deleted): loop {held}, model {want}")
         # Between iterations the backend polls only fds that still have a record: a reaped
         # record's registration is gone (no leak in the kernel).
