@@ -318,6 +318,17 @@ def exploration_figures(stats_dir: Path) -> dict[str, object]:
     return figures
 
 
+def catalogue_figures(stats_dir: Path) -> dict[str, object]:
+    """`catalogue.json` (tests/test_catalogue.py): per planted loop bug, the check that killed it,
+    the examples and the seconds the lockstep hunt took to the first failing example and from
+    there to the minimised counterexample (the time to red)."""
+    data = _read_json(stats_dir / "catalogue.json")
+    if not isinstance(data, dict):
+        return {}
+    keys = ("bug", "check", "examples", "steps", "seconds_to_failure", "seconds_to_red")
+    return {"catalogue": {n: {k: v.get(k) for k in keys} for n, v in data.items() if isinstance(v, dict)}}
+
+
 def rule_map() -> dict[str, dict[str, list[str]]]:
     """Per rule: the bundled vectors that name it (as the SPEC.md table built by
     iohandler.model.regen) and, in a checkout, the test files that name it."""
@@ -403,6 +414,8 @@ def run_verify(
                 figures = exploration_figures(stats)
             elif name == "model bug catalogue":
                 figures = {k: v for k, v in exploration_figures(stats).items() if k == "model_bugs"}
+            elif name == "bug catalogue":
+                figures = catalogue_figures(stats)
             rows.append(Row(name, passed, detail + _stats_note(name, stats), time.monotonic() - start, figures))
 
     width = max(len(r.name) for r in rows)
@@ -443,7 +456,7 @@ def build_report(rows: Sequence[Row], quick: bool, checkout: bool) -> dict[str, 
         "rules": rule_map(),
     }
     for r in rows:  # the headline figures, also at the top level
-        for key in ("crosshair", "exploration", "model_bugs"):
+        for key in ("crosshair", "exploration", "model_bugs", "catalogue"):
             if key in r.figures:
                 report[key] = r.figures[key]
     return report
@@ -552,6 +565,23 @@ def proof_table(report: dict[str, object]) -> str:
             f"{len(vectors) or '-'} | "
             f"{', '.join(t.removeprefix('tests/') for t in tests) or '-'} |"
         )
+    catalogue = report.get("catalogue")
+    if isinstance(catalogue, dict) and catalogue:
+        lines += [
+            "",
+            "## Time to red: each planted loop bug (tests/catalogue.py) under the lockstep hunt",
+            "",
+            "The hunt generates without Hypothesis' shrinker, then minimises with the project's own "
+            "`minimise` (tests/harness); seconds on the machine of the run above. The fd-number-reuse "
+            "variant is killed by its fixed scenario (8 examples, no hunt).",
+            "",
+            "| variant | check | examples | steps | s to first failure | s from it to red |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for n, v in catalogue.items():
+            if isinstance(v, dict):
+                cols = [v.get(k) for k in ("check", "examples", "steps", "seconds_to_failure", "seconds_to_red")]
+                lines.append(f"| {n} | " + " | ".join("-" if c is None else str(c) for c in cols) + " |")
     lines += ["", "## Bounds of each CrossHair condition", "", "| condition | rules | status | bounds | over |",
               "| --- | --- | --- | --- | --- |"]
     for c in conditions:

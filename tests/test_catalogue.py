@@ -16,8 +16,7 @@ import itertools
 import os
 
 import pytest
-from hypothesis import Phase, settings
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis import settings
 
 from tests.catalogue import LEAKED, VARIANTS, Variant
 from tests.exploration import Closure, explore, lockstep_config, scopes
@@ -25,8 +24,8 @@ from tests.harness import (
     CheckFailed,
     budget,
     fd_reuse_scenario,
+    hunt,
     machine_for,
-    minimise,
     replay,
     scenario,
     write_stats,
@@ -67,33 +66,30 @@ def _close_leaked() -> object:
 
 
 def _hunt(variant: Variant) -> dict[str, object]:
+    """The lockstep test's own hunt (tests.harness.hunt: generate, then minimise), on the variant;
+    its times are the time-to-red table (seconds to the first failing example, then to the
+    minimised counterexample that `make test` prints)."""
     machine = machine_for(variant.poller, variant.loop, name=f"Variant_{variant.name}")
-    found: CheckFailed | None = None
-    try:
-        run_state_machine_as_test(
-            machine,
-            settings=settings(
-                # Most variants die within 100 examples; the slowest needed ~350 (measured).
-                max_examples=budget(dev=1500, ci=1500, thorough=5000),
-                stateful_step_count=30,
-                phases=[Phase.generate],
-                derandomize=True,  # same counterexample every run: the table stays stable
-                database=None,
-                report_multiple_bugs=False,
-            ),
-        )
-    except CheckFailed as e:
-        found = e
-    if found is None:
+    red = hunt(
+        machine,
+        settings(
+            # Most variants die within 100 examples; the slowest needed ~350 (measured).
+            max_examples=budget(dev=1500, ci=1500, thorough=5000),
+            stateful_step_count=30,
+            derandomize=True,  # same counterexample every run: the table stays stable
+            database=None,
+        ),
+    )
+    if red is None:
         return {"killed": False, "steps": None, "check": None, "examples": machine.stats["examples"]}
-    config, steps = machine.failures[-1]
-    config, best, err = minimise(config, steps, variant.poller, variant.loop)
     return {
         "killed": True,
-        "steps": len(best),
-        "check": err.tag,
-        "examples": machine.stats["examples"],
-        "counterexample": scenario(config, best).splitlines(),
+        "steps": len(red.steps),
+        "check": red.error.tag,
+        "examples": red.examples,
+        "seconds_to_failure": round(red.seconds_to_failure, 2),
+        "seconds_to_red": round(red.seconds_to_red, 2),
+        "counterexample": scenario(red.config, red.steps).splitlines(),
     }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import run_state_machine_as_test
 
 from iohandler.impl import POLLERS, MainLoop
 from iohandler.impl.driver import run_vector as impl_run_vector
@@ -33,6 +32,7 @@ from tests.harness import (
     Session,
     budget,
     fd_reuse_scenario,
+    hunt,
     machine_for,
     model_step,
     to_vector,
@@ -53,12 +53,29 @@ def lockstep_settings() -> settings:
 
 @pytest.mark.parametrize("poller", sorted(POLLERS))
 def test_lockstep(poller: PollerName) -> None:
+    """Red fast: generation without Hypothesis' shrinker, then the project's `minimise`; the
+    failure prints the minimised scenario and a vector to save (tests.harness.hunt)."""
     machine = machine_for(poller)
     try:
-        run_state_machine_as_test(machine, settings=lockstep_settings())
+        red = hunt(machine, lockstep_settings())
     finally:
         write_stats(f"lockstep-{poller}", dict(machine.stats))
+    if red is not None:
+        pytest.fail(red.report(), pytrace=False)
     assert machine.stats["examples"] > 0
+
+
+def test_lockstep_red_is_fast_and_minimised() -> None:
+    """A planted "deleted handler is called" bug (the catalogue's) turns the lockstep test red
+    without Hypothesis' shrinker (which took minutes on it): the minimised scenario and a vector
+    to save are what the failure prints."""
+    from tests.catalogue import VARIANTS
+
+    variant = next(v for v in VARIANTS if v.name == "calls-deleted-handler")
+    red = hunt(machine_for(variant.poller, variant.loop, name="Red_calls_deleted"), lockstep_settings())
+    assert red is not None and red.error.tag == "R17"
+    assert len(red.steps) <= 4, red.report()
+    assert "(save as specs/vectors/<name>.json):" in red.report()
 
 
 # ------------------------------------------------------------- the harness is the driver

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from iohandler.specs.scenarios import Config, configs, script_actions, to_vector
 from tests.harness.config import budget, folded_poll, model_step, open_fds, profile, world_for, write_stats
-from tests.harness.machine import LockstepMachine, machine_for
+from tests.harness.machine import LockstepMachine, Red, hunt, machine_for
 from tests.harness.printing import counterexample, describe_action, describe_event, scenario
 from tests.harness.r34 import fd_reuse_scenario
 from tests.harness.runner import Lockstep, minimise, replay
@@ -18,9 +18,9 @@ from tests.harness.session import CheckFailed, Session, failure, kernel_registra
 from tests.harness.world import CONFIG
 
 __all__ = [
-    "CONFIG", "CheckFailed", "Config", "Lockstep", "LockstepMachine", "Session",
+    "CONFIG", "CheckFailed", "Config", "Lockstep", "LockstepMachine", "Red", "Session",
     "budget", "configs", "counterexample",
-    "describe_action", "describe_event", "failure", "fd_reuse_scenario", "folded_poll",
+    "describe_action", "describe_event", "failure", "fd_reuse_scenario", "folded_poll", "hunt",
     "kernel_registrations", "machine_for", "minimise", "model_step", "open_fds", "profile", "replay", "scenario",
     "script_actions", "to_vector", "world_for", "write_stats",
 ]

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from iohandler.impl import MainLoop
 from iohandler.impl.driver import LoopFactory
@@ -28,7 +38,8 @@ from iohandler.specs.vector import (
     SetGate,
     Snapshot,
 )
-from tests.harness.runner import Lockstep
+from tests.harness.printing import counterexample
+from tests.harness.runner import Lockstep, minimise, replay
 from tests.harness.session import CheckFailed
 
 
@@ -147,7 +158,6 @@ class LockstepMachine(RuleBasedStateMachine):
         return self.config.fds[fd] != "pipe-write" and not self.world.env[fd].hung_up
 
 
-
 @functools.lru_cache(maxsize=16)
 def _indices(n: int) -> st.SearchStrategy[int]:
     return st.integers(0, n - 1)
@@ -168,3 +178,45 @@ def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | N
     }
     return type(name or f"Lockstep_{poller}", (LockstepMachine,), attrs)
 
+
+
+@dataclass(frozen=True)
+class Red:
+    """A lockstep failure, minimised: what `hunt` returns instead of Hypothesis' shrunk example."""
+
+    config: Config
+    steps: list[Action]
+    error: CheckFailed
+    examples: int  # examples generated up to and including the failing one
+    seconds_to_failure: float  # from the start of the run to the first failing example
+    seconds_to_red: float  # from that failure to the minimised counterexample
+
+    def report(self) -> str:
+        return (
+            f"[{self.error.tag}] {self.error}\n"
+            f"after {self.examples} examples; minimised to {len(self.steps)} steps "
+            f"in {self.seconds_to_red:.1f} s:\n{counterexample(self.config, self.steps)}"
+        )
+
+
+def hunt(machine: type[LockstepMachine], run_settings: settings) -> Red | None:
+    """Run the machine until a lockstep check fails, then minimise with the project's own
+    `minimise`. Hypothesis generates only: its stateful shrinker is what made a planted bug take
+    minutes to turn red (it could run for over five minutes and give up), while `minimise`
+    replays a few hundred candidates in seconds. A failure that is not a lockstep check (a crash
+    inside the loop or the harness) is raised as it is, unminimised."""
+    fast = settings(run_settings, phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False)
+    start = time.monotonic()
+    try:
+        run_state_machine_as_test(machine, settings=fast)
+    except CheckFailed as e:
+        if not machine.failures:
+            raise
+        failed_at = time.monotonic()
+        config, steps = machine.failures[-1]
+        examples = machine.stats["examples"]
+        if replay(config, steps, machine.poller, machine.make_loop) is None:  # did not recur: as found
+            return Red(config, list(steps), e, examples, failed_at - start, time.monotonic() - failed_at)
+        config, best, err = minimise(config, steps, machine.poller, machine.make_loop)
+        return Red(config, best, err, examples, failed_at - start, time.monotonic() - failed_at)
+    return None
