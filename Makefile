@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: verify test bench venv lint clean FORCE
+.PHONY: verify test test-matrix bench venv lint clean FORCE
 
 # The checkout is installed as the package `iohandler` (model/ -> iohandler.model, ...). The
 # "strict" editable mode links each file into build/, which mypy can follow (the default mode's
@@ -36,6 +36,11 @@ verify: $(STAMP)
 test: $(STAMP)
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The unit and vector suites under every CPython 3.11+ on the machine, each installed as a wheel
+# would be (.ci/test-matrix says which it found); CI runs it after `make test`.
+test-matrix:
+	bash .ci/test-matrix
+
 # Side-by-side benchmarks (about 3 min; BENCH_ARGS=--quick for about 20 s). Results in bench/results/.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -45,4 +50,4 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-matrix .mypy_cache .pytest_cache .ruff_cache .hypothesis
