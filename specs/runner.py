@@ -26,9 +26,11 @@ from iohandler.specs.vector import (
     Event,
     Vector,
     VectorError,
+    decode_json,
     event_to_json,
     load_vector,
     parse_trace,
+    show,
     vector_files,
     vector_to_json,
 )
@@ -41,6 +43,9 @@ class Outcome:
     passed: bool
     detail: str = ""  # for a failure: what differed, or what went wrong; for a skip: why
     skipped: bool = False  # not run: the vector's format is newer than the driver declared
+
+
+DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quoted in a report
 
 
 class DriverFailure(Exception):
@@ -82,11 +87,11 @@ class Driver:
             raise DriverFailure(f"driver exited before reading the vector{self._exit_note()}") from None
         raw = self._read_line()
         try:
-            answer = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DriverFailure(f"driver answered a line that is not JSON ({e.msg}): {raw[:200]!r}") from None
+            answer = decode_json(raw)
+        except VectorError as e:  # not JSON, nested too deep, an integer too long
+            raise DriverFailure(f"driver answered a line that is {e}: {clip(raw, 200)!r}") from None
         if not isinstance(answer, dict) or not ({"trace", "error"} & set(answer)):
-            raise DriverFailure(f'driver answer is not {{"trace": [...]}} or {{"error": "..."}}: {raw[:200]!r}')
+            raise DriverFailure(f'driver answer is not {{"trace": [...]}} or {{"error": "..."}}: {clip(raw, 200)!r}')
         return answer
 
     def _read_line(self) -> str:
@@ -141,6 +146,11 @@ class Driver:
         self._proc.kill()
         self._proc.wait()
         self.close()
+
+
+def clip(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """At most `limit` characters: a hostile vector or driver can make any message huge."""
+    return text if len(text) <= limit else text[: limit - 40] + f"... ({len(text) - limit + 40} more characters)"
 
 
 def describe_exit(code: int) -> str:
@@ -216,7 +226,7 @@ def run_conformance(
             try:
                 vector = load_vector(path)
             except VectorError as e:
-                record(Outcome(path, path.stem, False, f"malformed vector: {e}"))
+                record(Outcome(path, path.stem, False, f"malformed vector: {clip(str(e))}"))
                 continue
             if FORMATS.index(vector.format) + 1 > driver_format:
                 record(Outcome(path, vector.name, False, f"format {vector.format} (driver reads up to "
@@ -230,6 +240,9 @@ def run_conformance(
                     continue
             try:
                 answer = driver.ask(vector)
+            except (ValueError, RecursionError) as e:  # the vector cannot even be written as JSON
+                record(Outcome(path, vector.name, False, f"cannot send this vector: {clip(str(e))}"))
+                continue
             except DriverFailure as e:
                 stderr = driver.stderr_text()
                 driver.kill()
@@ -257,11 +270,12 @@ def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver
         hint = ""
         if vector.format != FORMATS[0]:
             hint = f" (it is {vector.format}; a driver that reads only {FORMATS[0]} runs with --format 1)"
-        return Outcome(path, vector.name, False, f"driver could not run it: {answer['error']}{hint}")
+        error = answer["error"] if isinstance(answer["error"], str) else show(answer["error"], DETAIL_LIMIT)
+        return Outcome(path, vector.name, False, f"driver could not run it: {clip(error)}{hint}")
     try:
         actual = parse_trace(answer["trace"], "driver trace")
     except VectorError as e:
-        return Outcome(path, vector.name, False, f"driver trace is malformed: {e}")
+        return Outcome(path, vector.name, False, f"driver trace is malformed: {clip(str(e))}")
     if tuple(actual) == tuple(expected):
         return Outcome(path, vector.name, True)
     detail = first_difference(expected, actual, full=full)
