@@ -67,6 +67,9 @@ class Driver:
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
                 bufsize=0,
+                # Its own session and process group, so a kill reaches what a wrapper (a shell
+                # script without exec, a launcher) started too: no orphan outlives the run.
+                start_new_session=True,
             )
         except OSError as e:
             raise DriverFailure(f"cannot start driver {command!r}: {e}") from None
@@ -116,11 +119,28 @@ class Driver:
         return raw.decode(errors="replace")
 
     def _exit_note(self) -> str:
-        try:
-            code = self._proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            return ""
-        return f" ({describe_exit(code)})"
+        code = self._exit_code(2.0)
+        return "" if code is None else f" ({describe_exit(code)})"
+
+    def _exit_code(self, timeout: float) -> int | None:
+        """The driver's exit status once it has exited (Popen's convention: -N for signal N),
+        waiting up to `timeout`; None if it still runs. The process is left unreaped (a
+        zombie), so its process group id cannot be reused before `_end` kills the group."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if info is not None:
+                return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
+    def _end(self) -> None:
+        """Kill the driver's whole process group (the leader may be gone, its children not),
+        then reap the leader."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
 
     def stderr_text(self, limit: int = 4000) -> str:
         self._stderr.seek(0)
@@ -128,23 +148,22 @@ class Driver:
         return text[-limit:]
 
     def close(self) -> int | None:
-        """End of input: a well-behaved driver exits 0."""
+        """End of input: a well-behaved driver exits 0 (None: it did not exit within the timeout).
+        Whatever it leaves in its process group is killed."""
+        if self._proc.returncode is not None:
+            return self._proc.returncode
         with contextlib.suppress(OSError):
             self._stdin.close()
-        try:
-            code = self._proc.wait(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-            code = None
+        code = self._exit_code(self.timeout)
+        self._end()
         self._selector.close()
         self._stdout.close()
         self._stderr.close()
         return code
 
     def kill(self) -> None:
-        self._proc.kill()
-        self._proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
         self.close()
 
 
