@@ -77,18 +77,14 @@ class Driver:
         self._stdin = self._proc.stdin
         self._stdout = self._proc.stdout
         os.set_blocking(self._stdout.fileno(), False)
-        self._buffer = b""
+        os.set_blocking(self._stdin.fileno(), False)
+        self._buffer = bytearray()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stdout, selectors.EVENT_READ)
 
     def ask(self, vector: Vector) -> dict[str, object]:
-        line = json.dumps(vector_to_json(vector), separators=(",", ":")) + "\n"
-        try:
-            self._stdin.write(line.encode())
-            self._stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise DriverFailure(f"driver exited before reading the vector{self._exit_note()}") from None
-        raw = self._read_line()
+        line = (json.dumps(vector_to_json(vector), separators=(",", ":")) + "\n").encode()
+        raw = self._exchange(line)
         try:
             answer = decode_json(raw)
         except VectorError as e:  # not JSON, nested too deep, an integer too long
@@ -97,26 +93,59 @@ class Driver:
             raise DriverFailure(f'driver answer is not {{"trace": [...]}} or {{"error": "..."}}: {clip(raw, 200)!r}')
         return answer
 
-    def _read_line(self) -> str:
+    def _exchange(self, line: bytes) -> str:
+        """Write `line`, read one answer line; both within one timeout. The write and the read
+        share one wait, so a driver that does not read (or writes before it has read all of a
+        long vector) cannot block the runner past the timeout."""
         deadline = time.monotonic() + self.timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                partial = f" (it wrote {len(self._buffer)} bytes but no newline)" if self._buffer else ""
-                raise DriverFailure(
-                    f"driver gave no answer within {self.timeout:g} s{partial}: does the driver flush stdout "
-                    "after each line? (the protocol needs one line per vector, flushed; a C driver "
-                    "writing to a pipe is block-buffered unless it calls fflush or setvbuf)"
-                )
-            if not self._selector.select(left):
-                continue
-            chunk = self._stdout.read(65536)
-            if chunk == b"":
-                raise DriverFailure(f"driver exited without answering{self._exit_note()}")
-            if chunk is not None:
-                self._buffer += chunk
-        raw, _, self._buffer = self._buffer.partition(b"\n")
+        sent = 0
+        stdin = self._stdin.fileno()
+        self._selector.register(stdin, selectors.EVENT_WRITE)
+        try:
+            while sent < len(line) or b"\n" not in self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._late(sent, len(line))
+                for key, _ in self._selector.select(left):
+                    if key.fd == stdin:
+                        try:
+                            sent += os.write(stdin, line[sent : sent + 65536])
+                        except BlockingIOError:
+                            continue
+                        except OSError:  # EPIPE: it exited (or closed its stdin)
+                            raise DriverFailure(
+                                f"driver exited before reading the vector{self._exit_note()}"
+                            ) from None
+                        if sent == len(line):
+                            self._selector.unregister(stdin)
+                    else:
+                        self._read_stdout()
+        finally:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(stdin)
+        raw, _, rest = self._buffer.partition(b"\n")
+        self._buffer = bytearray(rest)
         return raw.decode(errors="replace")
+
+    def _read_stdout(self) -> None:
+        chunk = self._stdout.read(65536)
+        if chunk == b"":
+            raise DriverFailure(f"driver exited without answering{self._exit_note()}")
+        if chunk is not None:
+            self._buffer += chunk
+
+    def _late(self, sent: int, size: int) -> DriverFailure:
+        if sent < size:
+            return DriverFailure(
+                f"driver did not read the vector within {self.timeout:g} s (it took {sent} of its {size} "
+                "bytes): does it read its stdin one line at a time?"
+            )
+        partial = f" (it wrote {len(self._buffer)} bytes but no newline)" if self._buffer else ""
+        return DriverFailure(
+            f"driver gave no answer within {self.timeout:g} s{partial}: does the driver flush stdout "
+            "after each line? (the protocol needs one line per vector, flushed; a C driver "
+            "writing to a pipe is block-buffered unless it calls fflush or setvbuf)"
+        )
 
     def _exit_note(self) -> str:
         code = self._exit_code(2.0)
