@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iohandler.model.state import Env, PollSet
-from iohandler.specs.runner import Driver, DriverFailure, first_difference
+from iohandler.specs.runner import Driver, DriverFailure, first_difference, stderr_note
 from iohandler.specs.vector import (
     FORMAT_V2,
     Event,
@@ -125,13 +125,14 @@ class _Session:
         """The driver's trace, or None and what went wrong."""
         if self.driver is None:
             self.driver = Driver(self.command, self.timeout)  # DriverFailure: cannot start at all
+        self.driver.forget_stderr()  # a report shows what the driver wrote for this vector
         try:
             answer = self.driver.ask(vector)
         except DriverFailure as e:
-            stderr = self.driver.stderr_text()
+            detail = str(e) + stderr_note(self.driver)
             self.driver.kill()
             self.driver = None
-            return None, str(e) + (f"\n  driver stderr:\n{stderr.rstrip()}" if stderr.strip() else "")
+            return None, detail
         if "error" in answer:
             return None, f"driver could not run it: {answer['error']}"
         try:

@@ -14,12 +14,10 @@ import selectors
 import shlex
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from iohandler.specs.vector import (
     FORMATS,
@@ -46,6 +44,8 @@ class Outcome:
 
 
 DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quoted in a report
+STDERR_KEEP = 65536  # bytes of a driver's stderr kept (its tail) for the report
+ANSWER_LIMIT = 64 * 2**20  # bytes in one answer line; a longer one is a failure, not a memory hog
 
 
 class DriverFailure(Exception):
@@ -53,34 +53,39 @@ class DriverFailure(Exception):
 
 
 class Driver:
-    """One running driver process. `ask(vector)` returns its answer object."""
+    """One running driver process. `ask(vector)` returns its answer object.
+
+    Its stdout and stderr are pipes the runner reads whenever it waits on the driver, so the
+    driver never blocks on them; of stderr only the last STDERR_KEEP bytes are kept (a driver
+    may write gigabytes there), and an answer line longer than ANSWER_LIMIT is a failure."""
 
     def __init__(self, command: str, timeout: float) -> None:
         self.command = command
         self.timeout = timeout
-        # Closed in close(); a file, not a pipe, so a chatty driver can never block on stderr.
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                shlex.split(command),
+                split_command(command),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=self._stderr,
+                stderr=subprocess.PIPE,
                 bufsize=0,
                 # Its own session and process group, so a kill reaches what a wrapper (a shell
                 # script without exec, a launcher) started too: no orphan outlives the run.
                 start_new_session=True,
             )
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise DriverFailure(f"cannot start driver {command!r}: {e}") from None
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._stdin = self._proc.stdin
-        self._stdout = self._proc.stdout
-        os.set_blocking(self._stdout.fileno(), False)
-        os.set_blocking(self._stdin.fileno(), False)
+        assert self._proc.stdin is not None and self._proc.stdout is not None and self._proc.stderr is not None
+        self._stdin, self._stdout, self._stderr = self._proc.stdin, self._proc.stdout, self._proc.stderr
+        for pipe in (self._stdin, self._stdout, self._stderr):
+            os.set_blocking(pipe.fileno(), False)
         self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer known to hold no newline
+        self._tail = bytearray()  # the last STDERR_KEEP bytes of stderr since forget_stderr()
+        self._closed = False
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stdout, selectors.EVENT_READ)
+        self._selector.register(self._stderr, selectors.EVENT_READ)
 
     def ask(self, vector: Vector) -> dict[str, object]:
         line = (json.dumps(vector_to_json(vector), separators=(",", ":")) + "\n").encode()
@@ -102,37 +107,76 @@ class Driver:
         stdin = self._stdin.fileno()
         self._selector.register(stdin, selectors.EVENT_WRITE)
         try:
-            while sent < len(line) or b"\n" not in self._buffer:
+            while sent < len(line) or (end := self._newline()) < 0:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise self._late(sent, len(line))
                 for key, _ in self._selector.select(left):
-                    if key.fd == stdin:
-                        try:
-                            sent += os.write(stdin, line[sent : sent + 65536])
-                        except BlockingIOError:
-                            continue
-                        except OSError:  # EPIPE: it exited (or closed its stdin)
-                            raise DriverFailure(
-                                f"driver exited before reading the vector{self._exit_note()}"
-                            ) from None
-                        if sent == len(line):
-                            self._selector.unregister(stdin)
-                    else:
-                        self._read_stdout()
+                    if key.fd != stdin:
+                        self._read(key.fd)
+                        continue
+                    try:
+                        sent += os.write(stdin, line[sent : sent + 65536])
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # EPIPE: it exited (or closed its stdin)
+                        raise DriverFailure(f"driver exited before reading the vector{self._exit_note()}") from None
+                    if sent == len(line):
+                        self._selector.unregister(stdin)
         finally:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(stdin)
-        raw, _, rest = self._buffer.partition(b"\n")
-        self._buffer = bytearray(rest)
+        raw = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
         return raw.decode(errors="replace")
 
-    def _read_stdout(self) -> None:
-        chunk = self._stdout.read(65536)
+    def _newline(self) -> int:
+        """Where the first answer line ends in what the driver wrote, or -1 (each byte scanned
+        once, so a long answer costs linear time)."""
+        end = self._buffer.find(b"\n", self._scanned)
+        self._scanned = len(self._buffer) if end < 0 else end
+        if end < 0 and len(self._buffer) > ANSWER_LIMIT:
+            raise DriverFailure(f"driver answer line is longer than {ANSWER_LIMIT} bytes (the runner's limit)")
+        return end
+
+    def _read(self, fd: int) -> None:
+        """Read what is there on stdout (kept: the answer) or stderr (its tail kept)."""
+        if fd == self._stderr.fileno():
+            self._read_stderr()
+            return
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
         if chunk == b"":
             raise DriverFailure(f"driver exited without answering{self._exit_note()}")
-        if chunk is not None:
-            self._buffer += chunk
+        self._buffer += chunk
+
+    def _read_stderr(self) -> bool:
+        """One read of stderr into the tail; False when nothing more is there now."""
+        if self._closed or self._stderr.fileno() not in self._selector.get_map():
+            return False
+        try:
+            chunk = os.read(self._stderr.fileno(), 65536)
+        except BlockingIOError:
+            return False
+        if chunk == b"":
+            self._selector.unregister(self._stderr.fileno())
+            return False
+        self._tail += chunk
+        del self._tail[:-STDERR_KEEP]
+        return True
+
+    def _pump(self, wait: float) -> None:
+        """Wait up to `wait` s for output and read it; stdout after the answer is dropped."""
+        for key, _ in self._selector.select(wait):
+            if key.fd == self._stderr.fileno():
+                self._read_stderr()
+                continue
+            with contextlib.suppress(BlockingIOError):
+                if os.read(key.fd, 65536) == b"":
+                    self._selector.unregister(key.fd)
 
     def _late(self, sent: int, size: int) -> DriverFailure:
         if sent < size:
@@ -153,16 +197,18 @@ class Driver:
 
     def _exit_code(self, timeout: float) -> int | None:
         """The driver's exit status once it has exited (Popen's convention: -N for signal N),
-        waiting up to `timeout`; None if it still runs. The process is left unreaped (a
-        zombie), so its process group id cannot be reused before `_end` kills the group."""
+        waiting up to `timeout` while reading its output (so it cannot block writing it); None if
+        it still runs. The process is left unreaped (a zombie), so its process group id cannot be
+        reused before `_end` kills the group."""
         deadline = time.monotonic() + timeout
         while True:
             info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             if info is not None:
                 return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return None
-            time.sleep(0.005)
+            self._pump(min(left, 0.01))
 
     def _end(self) -> None:
         """Kill the driver's whole process group (the leader may be gone, its children not),
@@ -172,9 +218,17 @@ class Driver:
         self._proc.wait()
 
     def stderr_text(self, limit: int = 4000) -> str:
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace")
-        return text[-limit:]
+        """The last `limit` characters the driver wrote to stderr since `forget_stderr()`,
+        including what is waiting in the pipe now."""
+        for _ in range(2 * STDERR_KEEP // 65536 + 1):  # bounded: a driver may never stop writing
+            if not self._read_stderr():
+                break
+        return self._tail.decode(errors="replace")[-limit:]
+
+    def forget_stderr(self) -> None:
+        """Start a new vector's stderr."""
+        self.stderr_text()
+        del self._tail[:]
 
     def close(self) -> int | None:
         """End of input: a well-behaved driver exits 0 (None: it did not exit within the timeout).
@@ -185,6 +239,8 @@ class Driver:
             self._stdin.close()
         code = self._exit_code(self.timeout)
         self._end()
+        self.stderr_text()  # what it wrote last, for a report after close
+        self._closed = True
         self._selector.close()
         self._stdout.close()
         self._stderr.close()
@@ -194,6 +250,18 @@ class Driver:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
         self.close()
+
+
+def split_command(command: str) -> list[str]:
+    """A driver command as the words of a program and its arguments (shell quoting, no shell);
+    ValueError saying why for an empty or unbalanced one."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"cannot split {command!r} into words: {e}") from None
+    if not argv:
+        raise ValueError(f"empty command {command!r}: give the program that runs the driver")
+    return argv
 
 
 def clip(text: str, limit: int = DETAIL_LIMIT) -> str:
@@ -292,13 +360,13 @@ def run_conformance(
                 record(Outcome(path, vector.name, False, f"cannot send this vector: {clip(str(e))}"))
                 continue
             except DriverFailure as e:
-                stderr = driver.stderr_text()
+                detail = str(e) + stderr_note(driver)
                 driver.kill()
                 driver = None  # a fresh driver for the next vector
-                detail = str(e) + (f"\n  driver stderr:\n{_indent(stderr)}" if stderr.strip() else "")
                 record(Outcome(path, vector.name, False, detail))
                 continue
             record(_judge(path, vector, answer, driver, full))
+            driver.forget_stderr()  # each vector's report shows what the driver wrote for it
     finally:
         if driver is not None:
             code = driver.close()
@@ -308,6 +376,7 @@ def run_conformance(
                 outcomes[ran[-1]] = Outcome(
                     last.path, last.name, False, (last.detail + "\n" if last.detail else "") +
                     f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit code 0)"
+                    + stderr_note(driver)
                 )
     return outcomes
 
@@ -327,10 +396,13 @@ def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver
     if tuple(actual) == tuple(expected):
         return Outcome(path, vector.name, True)
     detail = first_difference(expected, actual, full=full)
+    return Outcome(path, vector.name, False, detail + stderr_note(driver))
+
+
+def stderr_note(driver: Driver) -> str:
+    """What the driver wrote to stderr for this vector (its tail), as a report's last lines."""
     stderr = driver.stderr_text()
-    if stderr.strip():
-        detail += f"\n  driver stderr (so far):\n{_indent(stderr)}"
-    return Outcome(path, vector.name, False, detail)
+    return f"\n  driver stderr:\n{_indent(stderr)}" if stderr.strip() else ""
 
 
 def _indent(text: str) -> str:
