@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from iohandler.specs.runner import Outcome, run_conformance
+from iohandler.specs.runner import MAX_TIMEOUT, Outcome, check_timeout, run_conformance, split_command
 from iohandler.specs.vector import FORMATS, bundled_vectors_dir
 
 
@@ -56,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     conform = sub.add_parser("conform", help="replay conformance vectors against a driver")
-    conform.add_argument("--driver", required=True, help='driver command, e.g. "python -m iohandler.model.driver"')
+    conform.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
-    conform.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
+    conform.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
     conform.add_argument("-v", "--verbose", action="store_true", help="also list passing and skipped vectors")
     conform.add_argument(
         "--format", type=int, choices=range(1, len(FORMATS) + 1), default=len(FORMATS), metavar="N",
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify.set_defaults(func=_verify)
 
     fuzz = sub.add_parser("fuzz", help="generated vectors against a driver, the model as the oracle")
-    fuzz.add_argument("--driver", required=True, help='driver command, e.g. "python -m iohandler.model.driver"')
+    fuzz.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     fuzz.add_argument("--examples", type=_positive, default=200, help="vectors to try (default: %(default)s)")
     fuzz.add_argument("--seed", type=int, default=None, help="repeat a run exactly (default: a random seed, printed)")
     fuzz.add_argument("--save", default="fuzz-failures", help="folder for a mismatch's vector (default: %(default)s)")
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz.add_argument("--fold-hup-err", action="store_true",
                       help="the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's "
                       "selectors): compare with the model over that folded view")
-    fuzz.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
+    fuzz.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
     fuzz.set_defaults(func=_fuzz)
 
     args = parser.parse_args(argv)
@@ -112,6 +112,27 @@ def _verify(args: argparse.Namespace) -> int:
     if args.proofs_from is not None:
         return proofs_from(args.proofs_from, args.proofs)
     return run_verify(quick=args.quick, json_path=args.json, proofs_path=args.proofs, only=args.only)
+
+
+DRIVER_HELP = ('driver command, split into words as a shell would (no shell runs it), e.g. "python -m '
+               'iohandler.model.driver"; it runs in its own process group, killed whole on a hang')
+TIMEOUT_HELP = (f"seconds a driver may take per vector, to read it and answer (default: %(default)s; "
+                f"at most {MAX_TIMEOUT:g})")
+
+
+def _driver(text: str) -> str:
+    try:
+        split_command(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _timeout(text: str) -> float:
+    try:
+        return check_timeout(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e) if "seconds" in str(e) else f"not a number: {text!r}") from None
 
 
 def _positive(text: str) -> int:

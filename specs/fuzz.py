@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iohandler.model.state import Env, PollSet
-from iohandler.specs.runner import Driver, DriverFailure, first_difference, stderr_note
+from iohandler.specs.runner import Driver, DriverFailure, check_arguments, first_difference, stderr_note
 from iohandler.specs.vector import (
     FORMAT_V2,
     Event,
@@ -239,6 +239,7 @@ def fuzz(
         raise ValueError(f"examples must be at least 1, got {examples}")
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    check_arguments(driver, timeout)
     result = FuzzResult(seed=random.randrange(2**32) if seed is None else seed, fold=fold)
     session = _Session(driver, timeout, fold=fold)
     session.driver = Driver(driver, timeout)  # DriverFailure here: the command does not start

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import selectors
 import shlex
@@ -45,6 +46,7 @@ class Outcome:
 
 DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quoted in a report
 STDERR_KEEP = 65536  # bytes of a driver's stderr kept (its tail) for the report
+MAX_TIMEOUT = 86400.0  # a day: longer is a typo, and select() cannot wait 1e300 s
 ANSWER_LIMIT = 64 * 2**20  # bytes in one answer line; a longer one is a failure, not a memory hog
 
 
@@ -252,6 +254,13 @@ class Driver:
         self.close()
 
 
+def check_timeout(seconds: float) -> float:
+    """A per-vector timeout: a finite number of seconds, > 0 and at most MAX_TIMEOUT."""
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
+        raise ValueError(f"must be a number of seconds > 0 and at most {MAX_TIMEOUT:g}, got {seconds!r}")
+    return float(seconds)
+
+
 def split_command(command: str) -> list[str]:
     """A driver command as the words of a program and its arguments (shell quoting, no shell);
     ValueError saying why for an empty or unbalanced one."""
@@ -262,6 +271,16 @@ def split_command(command: str) -> list[str]:
     if not argv:
         raise ValueError(f"empty command {command!r}: give the program that runs the driver")
     return argv
+
+
+def check_arguments(driver_command: str, timeout: float) -> None:
+    """ValueError naming `driver_command` or `timeout` when it cannot be used."""
+    for name, check in (("driver_command", lambda: split_command(driver_command)),
+                        ("timeout", lambda: check_timeout(timeout))):
+        try:
+            check()
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ValueError(f"{name}: {e}") from None
 
 
 def clip(text: str, limit: int = DETAIL_LIMIT) -> str:
@@ -324,6 +343,7 @@ def run_conformance(
     newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass."""
     if not 1 <= driver_format <= len(FORMATS):
         raise ValueError(f"driver_format must be 1 to {len(FORMATS)}, got {driver_format!r}")
+    check_arguments(driver_command, timeout)
     outcomes: list[Outcome] = []
 
     def record(outcome: Outcome) -> None:
