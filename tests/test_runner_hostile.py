@@ -23,7 +23,7 @@ import pytest
 
 from iohandler.specs.cli import main
 from iohandler.specs.runner import run_conformance
-from iohandler.specs.vector import bundled_vectors_dir, dump_vector, parse_vector
+from iohandler.specs.vector import bundled_vectors_dir, parse_vector, vector_to_json
 from tests.harness.config import model_trace
 
 MODEL = f"{sys.executable} -m iohandler.model.driver"
@@ -233,7 +233,6 @@ def test_many_sends_on_one_fd_pass_on_the_loops_driver(tmp_path: Path) -> None:
     doc = {"format": "iohandler-vector/1", "name": "many-sends", "description": "", "rules": [],
            "fds": {"s": "socket", "p": "pipe-read"}, "scripts": {"r": []}, "gates": {}, "steps": steps}
     vector = parse_vector(doc, require_expect=False)
-    (tmp_path / "many.json").write_text(dump_vector(replace(vector, expect=tuple(model_trace(vector)))))
-    for driver in (MODEL, IMPL):
-        outcomes = run_conformance(driver, [tmp_path / "many.json"], timeout=20)
-        assert [o.passed for o in outcomes] == [True], outcomes[0].detail
+    (tmp_path / "many.json").write_text(json.dumps(vector_to_json(replace(vector, expect=tuple(model_trace(vector))))))
+    outcomes = run_conformance(IMPL, [tmp_path / "many.json"], timeout=20)
+    assert [o.passed for o in outcomes] == [True], outcomes[0].detail
