@@ -229,7 +229,9 @@ def test_many_sends_on_one_fd_pass_on_the_loops_driver(tmp_path: Path) -> None:
     pipe 64 KiB)."""
     # The socket also has a write handler: a full receive queue toward the loop's end leaves
     # that end writable (OUT always, VECTORS.md fd kinds).
-    steps: list[dict[str, str]] = [{"do": "set", "fd": "s", "read": "r", "write": "r"}, {"do": "set", "fd": "p", "read": "r"}]
+    steps: list[dict[str, str]] = [
+        {"do": "set", "fd": "s", "read": "r", "write": "r"}, {"do": "set", "fd": "p", "read": "r"}
+    ]
     steps += [{"do": "send", "fd": "s"}] * 1000 + [{"do": "send", "fd": "p"}] * 66_000
     steps += [{"do": "iterate"}, {"do": "drain", "fd": "s"}, {"do": "drain", "fd": "p"}, {"do": "iterate"}]
     doc = {"format": "iohandler-vector/1", "name": "many-sends", "description": "", "rules": [],
