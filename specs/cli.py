@@ -163,6 +163,9 @@ def _fuzz(args: argparse.Namespace) -> int:
     except (FuzzUnavailable, DriverFailure) as e:
         print(f"iohandler fuzz: {e}", file=sys.stderr)
         return 2
+    for m in result.mismatches:
+        if m.save_error is not None:
+            print(f"iohandler fuzz: cannot save the vector: {m.save_error} (it is printed above)", file=sys.stderr)
     return 1 if result.mismatches else 0
 
 

@@ -43,6 +43,7 @@ class Mismatch:
     vector: Vector  # the shrunk, pruned vector, with the model's trace as `expect`
     detail: str  # what differed (or what the driver said)
     path: Path | None = None  # where it was saved
+    save_error: str | None = None  # why it could not be saved where asked
 
     @property
     def size(self) -> tuple[int, int]:
@@ -73,6 +74,8 @@ class FuzzResult:
             line += f"\n  shrunk in {self.shrink_runs} runs to {steps} steps ({size} bytes)"
             if m.path is not None:
                 line += f": saved {m.path}"
+            elif m.save_error is not None:
+                line += f": not saved: {m.save_error}"
         return line
 
 
@@ -211,6 +214,18 @@ def _prune(session: _Session, vector: Vector) -> Vector:
     return smaller if smaller.fds and smaller != vector and fails(smaller) else vector
 
 
+def _save(found: Mismatch, folder: Path) -> None:
+    """Write the vector into `folder` (made if missing); a failure is recorded, not raised."""
+    path = folder / f"{found.vector.name}.json"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(dump_vector(found.vector), encoding="utf-8")
+    except OSError as e:
+        found.save_error = f"cannot write {path}: {e.strerror or e}"
+    else:
+        found.path = path
+
+
 def fuzz(
     driver: str,
     *,
@@ -277,12 +292,11 @@ def fuzz(
             vector = _prune(session, vector)
             detail = session.mismatch(vector) or failing[-1][1]
             found = Mismatch(_named(vector, _model_trace(vector, fold=fold), driver, fold), detail)
-            if save is not None:
-                save.mkdir(parents=True, exist_ok=True)
-                found.path = save / f"{found.vector.name}.json"
-                found.path.write_text(dump_vector(found.vector))
             result.mismatches.append(found)
+            # Printed before the save is tried: the shrunk vector is the point of the run.
             report(f"MISMATCH {found.vector.name}\n  {detail}\n\nvector:\n{dump_vector(found.vector)}")
+            if save is not None:
+                _save(found, save)
     finally:
         session.close()
     report(result.summary())

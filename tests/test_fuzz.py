@@ -169,3 +169,18 @@ def test_generated_vectors_are_valid(data: st.DataObject, gate_scripts: bool) ->
     assert replace(parsed, expect=None) == vector  # vector_to_json writes a missing expect as []
     model_trace(vector)
     model_trace(vector, fold=True)
+
+
+def test_an_unusable_save_path_still_prints_the_mismatch_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 16 of issue 20: the shrunk mismatch is the point of the run; a --save that cannot be
+    written must not hide it behind a traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    save = blocker / "failures"  # under a regular file: mkdir fails
+    assert main(["fuzz", "--driver", planted("R2"), "--examples", "1000", "--seed", "1", "--save", str(save)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("MISMATCH fuzz-") and '"format": "iohandler-vector/1"' in out
+    assert f"not saved: cannot write {save}" in out
+    assert f"iohandler fuzz: cannot save the vector: cannot write {save}" in err
