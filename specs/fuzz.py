@@ -19,7 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iohandler.model.state import Env, PollSet
-from iohandler.specs.runner import Driver, DriverFailure, check_arguments, first_difference, stderr_note
+from iohandler.specs.runner import (
+    Driver,
+    DriverFailure,
+    answer_error,
+    check_arguments,
+    clip,
+    first_difference,
+    stderr_note,
+)
 from iohandler.specs.vector import (
     FORMAT_V2,
     Event,
@@ -137,11 +145,11 @@ class _Session:
             self.driver = None
             return None, detail
         if "error" in answer:
-            return None, f"driver could not run it: {answer['error']}"
+            return None, f"driver could not run it: {answer_error(answer)}" + stderr_note(self.driver)
         try:
             return list(parse_trace(answer["trace"], "driver trace")), ""
         except VectorError as e:
-            return None, f"driver trace is malformed: {e}"
+            return None, f"driver trace is malformed: {clip(str(e))}" + stderr_note(self.driver)
 
     def mismatch(self, vector: Vector) -> str | None:
         """What differs between the driver's trace and the model's, or None."""

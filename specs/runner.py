@@ -407,16 +407,22 @@ def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver
         hint = ""
         if vector.format != FORMATS[0]:
             hint = f" (it is {vector.format}; a driver that reads only {FORMATS[0]} runs with --format 1)"
-        error = answer["error"] if isinstance(answer["error"], str) else show(answer["error"], DETAIL_LIMIT)
-        return Outcome(path, vector.name, False, f"driver could not run it: {clip(error)}{hint}")
+        detail = f"driver could not run it: {answer_error(answer)}{hint}"
+        return Outcome(path, vector.name, False, detail + stderr_note(driver))
     try:
         actual = parse_trace(answer["trace"], "driver trace")
     except VectorError as e:
-        return Outcome(path, vector.name, False, f"driver trace is malformed: {clip(str(e))}")
+        return Outcome(path, vector.name, False, f"driver trace is malformed: {clip(str(e))}" + stderr_note(driver))
     if tuple(actual) == tuple(expected):
         return Outcome(path, vector.name, True)
     detail = first_difference(expected, actual, full=full)
     return Outcome(path, vector.name, False, detail + stderr_note(driver))
+
+
+def answer_error(answer: dict[str, object]) -> str:
+    """The message of an `{"error": ...}` answer, clipped (a driver may send any JSON value)."""
+    error = answer["error"]
+    return clip(error if isinstance(error, str) else show(error, DETAIL_LIMIT))
 
 
 def stderr_note(driver: Driver) -> str:

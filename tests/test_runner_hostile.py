@@ -240,3 +240,26 @@ def test_many_sends_on_one_fd_pass_on_the_loops_driver(tmp_path: Path) -> None:
     (tmp_path / "many.json").write_text(json.dumps(vector_to_json(replace(vector, expect=tuple(model_trace(vector))))))
     outcomes = run_conformance(IMPL, [tmp_path / "many.json"], timeout=20)
     assert [o.passed for o in outcomes] == [True], outcomes[0].detail
+
+
+# ------------------------------------------------------------------ issue 23, item 4
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [('{"error": "nope"}', "driver could not run it: nope"),
+     ('{"trace": [{"event": "zap"}]}', "driver trace is malformed")],
+    ids=["error", "malformed"],
+)
+def test_the_drivers_stderr_is_shown_for_an_error_answer_and_a_malformed_trace(
+    tmp_path: Path, answer: str, says: str
+) -> None:
+    driver = _driver(
+        tmp_path,
+        "import sys\nfor n, _ in enumerate(sys.stdin):\n"
+        "    print(f'why {n}: no sockets here', file=sys.stderr, flush=True)\n"
+        f"    print({answer!r}, flush=True)\n",
+    )
+    first, second = run_conformance(driver, [ONE, TWO])
+    assert says in first.detail and "driver stderr:\n    why 0: no sockets here" in first.detail
+    assert "why 1" in second.detail and "why 0" not in second.detail  # each vector its own stderr
