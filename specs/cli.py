@@ -25,7 +25,9 @@ def _conform(args: argparse.Namespace) -> int:
     paths = args.paths or [bundled_vectors_dir()]
 
     def report(o: Outcome) -> None:
-        if o.skipped:
+        if o.fatal:
+            print(f"iohandler conform: {o.detail}", file=sys.stderr)
+        elif o.skipped:
             if args.verbose:
                 print(f"SKIP {o.name}: {o.detail}")
         elif o.passed:
@@ -37,6 +39,8 @@ def _conform(args: argparse.Namespace) -> int:
     outcomes = run_conformance(
         args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full
     )
+    if any(o.fatal for o in outcomes):
+        return 2  # nothing could run: not a verdict on the driver
     passed = sum(o.passed for o in outcomes)
     skipped = sum(o.skipped for o in outcomes)
     failed = len(outcomes) - passed - skipped

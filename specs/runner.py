@@ -42,6 +42,7 @@ class Outcome:
     passed: bool
     detail: str = ""  # for a failure: what differed, or what went wrong; for a skip: why
     skipped: bool = False  # not run: the vector's format is newer than the driver declared
+    fatal: bool = False  # the run stopped here (the driver cannot start, a path is missing): no vector's result
 
 
 DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quoted in a report
@@ -340,7 +341,9 @@ def run_conformance(
 ) -> list[Outcome]:
     """Replay every vector found under `paths` against the driver. Never raises for a bad vector
     or a bad driver: each problem becomes a failed Outcome naming the file. A vector in a format
-    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass."""
+    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass.
+    A driver that cannot start, or a path that does not exist, ends the run with one `fatal`
+    Outcome. ValueError for an unusable `driver_command`, `timeout` or `driver_format`."""
     if not 1 <= driver_format <= len(FORMATS):
         raise ValueError(f"driver_format must be 1 to {len(FORMATS)}, got {driver_format!r}")
     check_arguments(driver_command, timeout)
@@ -354,7 +357,7 @@ def run_conformance(
     try:
         files = vector_files(paths)
     except VectorError as e:
-        record(Outcome(Path(str(e).split(":")[0]), "(path)", False, str(e)))
+        record(Outcome(Path(str(e).split(":")[0]), "(path)", False, str(e), fatal=True))
         return outcomes
     driver: Driver | None = None
     try:
@@ -371,9 +374,9 @@ def run_conformance(
             if driver is None:
                 try:
                     driver = Driver(driver_command, timeout)
-                except DriverFailure as e:
-                    record(Outcome(path, vector.name, False, str(e)))
-                    continue
+                except DriverFailure as e:  # the same for every vector: said once, the run stops
+                    record(Outcome(path, "(driver)", False, str(e), fatal=True))
+                    return outcomes
             try:
                 answer = driver.ask(vector)
             except (ValueError, RecursionError) as e:  # the vector cannot even be written as JSON

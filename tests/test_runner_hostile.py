@@ -263,3 +263,18 @@ def test_the_drivers_stderr_is_shown_for_an_error_answer_and_a_malformed_trace(
     first, second = run_conformance(driver, [ONE, TWO])
     assert says in first.detail and "driver stderr:\n    why 0: no sockets here" in first.detail
     assert "why 1" in second.detail and "why 0" not in second.detail  # each vector its own stderr
+
+
+def test_a_driver_that_cannot_start_is_reported_once_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "no-such-driver")
+    assert main(["conform", "--driver", missing, str(ONE), str(TWO)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("cannot start driver") == 1 and "No such file" in err
+    assert "FAIL" not in out and "passed" not in out
+    (outcome,) = run_conformance(missing, [ONE, TWO])
+    assert outcome.fatal and not outcome.passed and "cannot start driver" in outcome.detail
+    # A missing vector path is the same kind of problem: nothing can run.
+    assert main(["conform", "--driver", MODEL, str(tmp_path / "nope")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
