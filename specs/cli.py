@@ -1,7 +1,7 @@
 """`iohandler`: the porter's command line.
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
-        [--format N] [--full] [--timeout S] [-v]
+        [--format N] [--full] [--timeout S] [--fold-hup-err] [-v]
     iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
                                                  generated scenarios, the model as the oracle
     iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
@@ -37,7 +37,8 @@ def _conform(args: argparse.Namespace) -> int:
             print(f"FAIL {o.name} ({o.path})\n  {o.detail}", flush=True)
 
     outcomes = run_conformance(
-        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full
+        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full,
+        fold=args.fold_hup_err,
     )
     if any(o.fatal for o in outcomes):
         return 2  # nothing could run: not a verdict on the driver
@@ -50,6 +51,8 @@ def _conform(args: argparse.Namespace) -> int:
     summary = f"{passed} passed, {failed} failed"
     if skipped:
         summary += f", {skipped} skipped (format newer than --format {args.format}: not conformance to it)"
+    if args.fold_hup_err:
+        summary += "; HUP/ERR folded (R36)"
     print(summary)
     return 1 if failed else 0
 
@@ -70,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "never passed",
     )
     conform.add_argument("--full", action="store_true", help="on a difference, print both whole traces")
+    conform.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP + "; only for vectors whose "
+                         "expect the model produces")
     conform.set_defaults(func=_conform)
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")
@@ -91,9 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz.add_argument("--max-steps", type=_positive, default=20, help="steps per vector at most (default: %(default)s)")
     fuzz.add_argument("--no-gate-scripts", action="store_true",
                       help="never generate gate_scripts (default: probe the driver once)")
-    fuzz.add_argument("--fold-hup-err", action="store_true",
-                      help="the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's "
-                      "selectors): compare with the model over that folded view")
+    fuzz.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP)
     fuzz.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
     fuzz.set_defaults(func=_fuzz)
 
@@ -118,6 +121,8 @@ def _verify(args: argparse.Namespace) -> int:
     return run_verify(quick=args.quick, json_path=args.json, proofs_path=args.proofs, only=args.only)
 
 
+FOLD_HELP = ("the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's selectors): "
+             "compare with the model over that folded view")
 DRIVER_HELP = ('driver command, split into words as a shell would (no shell runs it), e.g. "python -m '
                'iohandler.model.driver"; it runs in its own process group, killed whole on a hang')
 TIMEOUT_HELP = (f"seconds a driver may take per vector, to read it and answer (default: %(default)s; "

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from iohandler.model.state import Env, PollSet
 from iohandler.specs.runner import (
     Driver,
     DriverFailure,
@@ -26,6 +25,8 @@ from iohandler.specs.runner import (
     check_arguments,
     clip,
     first_difference,
+    folded_poll,
+    model_trace,
     stderr_note,
 )
 from iohandler.specs.vector import (
@@ -91,37 +92,6 @@ class _Found(AssertionError):
     """The driver's trace differs from the model's (Hypothesis shrinks on it)."""
 
 
-def folded_poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], int]:
-    """model.env.poll as a poller that folds HUP and ERR sees it (SPEC R36; Python's selectors
-    on epoll): any kernel bit but IN makes it writable, any but OUT readable, both masked by the
-    registered interest."""
-    from iohandler.model import env as model_env
-    from iohandler.model.state import ERR, HUP, IN, OUT
-
-    revents: list[int] = []
-    for fd, events in poll_set:
-        rev = model_env.readiness(env[fd]) & (events | HUP | ERR)
-        r = IN if rev & ~OUT and events & IN else 0
-        w = OUT if rev & ~IN and events & OUT else 0
-        revents.append(r | w)
-    return tuple(revents), sum(1 for r in revents if r) + (1 if wakeup else 0)
-
-
-def _model_trace(vector: Vector, *, fold: bool = False) -> tuple[Event, ...]:
-    """The model's trace; with `fold`, over `folded_poll` (R36). InvalidAction here is a
-    generator bug: it is left to surface."""
-    from iohandler.model import env as model_env
-    from iohandler.model.iterate import initial_world, step
-
-    world = initial_world(vector)
-    runs = vector.gate_scripts
-    events: list[Event] = []
-    for action in vector.steps:
-        world, out = step(world, action, vector.scripts, runs, poll=folded_poll if fold else model_env.poll)
-        events.extend(out)
-    return tuple(events)
-
-
 class _Session:
     """One driver process, replaced after a crash, hang or protocol error."""
 
@@ -159,7 +129,7 @@ class _Session:
         return self._seen[key]
 
     def _mismatch(self, vector: Vector) -> str | None:
-        expect = _model_trace(vector, fold=self.fold)
+        expect = model_trace(vector, fold=self.fold)
         got, problem = self.ask(vector)
         if got is None:
             return problem
@@ -299,7 +269,7 @@ def fuzz(
             vector, _ = failing[-1]  # Hypothesis runs the shrunk example last
             vector = _prune(session, vector)
             detail = session.mismatch(vector) or failing[-1][1]
-            found = Mismatch(_named(vector, _model_trace(vector, fold=fold), driver, fold), detail)
+            found = Mismatch(_named(vector, model_trace(vector, fold=fold), driver, fold), detail)
             result.mismatches.append(found)
             # Printed before the save is tried: the shrunk vector is the point of the run.
             report(f"MISMATCH {found.vector.name}\n  {detail}\n\nvector:\n{dump_vector(found.vector)}")

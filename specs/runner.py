@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from iohandler.model.state import Env, PollSet
 from iohandler.specs.vector import (
     FORMATS,
     Event,
@@ -330,6 +331,37 @@ def first_difference(
     return "\n".join(lines)
 
 
+def folded_poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], int]:
+    """model.env.poll as a poller that folds HUP and ERR sees it (SPEC R36; Python's selectors
+    on epoll): any kernel bit but IN makes it writable, any but OUT readable, both masked by the
+    registered interest."""
+    from iohandler.model import env as model_env
+    from iohandler.model.state import ERR, HUP, IN, OUT
+
+    revents: list[int] = []
+    for fd, events in poll_set:
+        rev = model_env.readiness(env[fd]) & (events | HUP | ERR)
+        r = IN if rev & ~OUT and events & IN else 0
+        w = OUT if rev & ~IN and events & OUT else 0
+        revents.append(r | w)
+    return tuple(revents), sum(1 for r in revents if r) + (1 if wakeup else 0)
+
+
+def model_trace(vector: Vector, *, fold: bool = False) -> tuple[Event, ...]:
+    """The model's trace of `vector`; with `fold`, over `folded_poll` (R36). The model's
+    InvalidAction (a vector the format allows but the model cannot run) is left to the caller."""
+    from iohandler.model import env as model_env
+    from iohandler.model.iterate import initial_world, step
+
+    world = initial_world(vector)
+    runs = vector.gate_scripts
+    events: list[Event] = []
+    for action in vector.steps:
+        world, out = step(world, action, vector.scripts, runs, poll=folded_poll if fold else model_env.poll)
+        events.extend(out)
+    return tuple(events)
+
+
 def run_conformance(
     driver_command: str,
     paths: Sequence[str | Path],
@@ -338,12 +370,15 @@ def run_conformance(
     report: Callable[[Outcome], None] | None = None,
     driver_format: int = len(FORMATS),
     full: bool = False,
+    fold: bool = False,
 ) -> list[Outcome]:
     """Replay every vector found under `paths` against the driver. Never raises for a bad vector
     or a bad driver: each problem becomes a failed Outcome naming the file. A vector in a format
     newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass.
     A driver that cannot start, or a path that does not exist, ends the run with one `fatal`
-    Outcome. ValueError for an unusable `driver_command`, `timeout` or `driver_format`."""
+    Outcome. ValueError for an unusable `driver_command`, `timeout` or `driver_format`.
+    `fold`: the driver's poller folds HUP/ERR (R36); each vector's expected trace is then the
+    model's over `folded_poll`, once the model is seen to produce the vector's own `expect`."""
     if not 1 <= driver_format <= len(FORMATS):
         raise ValueError(f"driver_format must be 1 to {len(FORMATS)}, got {driver_format!r}")
     check_arguments(driver_command, timeout)
@@ -388,7 +423,7 @@ def run_conformance(
                 driver = None  # a fresh driver for the next vector
                 record(Outcome(path, vector.name, False, detail))
                 continue
-            record(_judge(path, vector, answer, driver, full))
+            record(_judge(path, vector, answer, driver, full, fold))
             driver.forget_stderr()  # each vector's report shows what the driver wrote for it
     finally:
         if driver is not None:
@@ -404,8 +439,14 @@ def run_conformance(
     return outcomes
 
 
-def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool) -> Outcome:
-    expected = vector.expect or ()
+def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool,
+           fold: bool = False) -> Outcome:
+    expected: Sequence[Event] = vector.expect or ()
+    if fold:
+        folded = _folded_expect(vector)
+        if isinstance(folded, str):
+            return Outcome(path, vector.name, False, folded)
+        expected = folded
     if "error" in answer:
         hint = ""
         if vector.format != FORMATS[0]:
@@ -426,6 +467,25 @@ def answer_error(answer: dict[str, object]) -> str:
     """The message of an `{"error": ...}` answer, clipped (a driver may send any JSON value)."""
     error = answer["error"]
     return clip(error if isinstance(error, str) else show(error, DETAIL_LIMIT))
+
+
+def _folded_expect(vector: Vector) -> tuple[Event, ...] | str:
+    """The trace a poller that folds HUP/ERR must give (R36): the model's over `folded_poll`.
+    Only where the model's plain trace is the vector's `expect` (else: why not, as a string)."""
+    from iohandler.model.env import InvalidAction
+
+    try:
+        plain = model_trace(vector)
+        folded = model_trace(vector, fold=True)
+    except InvalidAction as e:
+        return f"--fold-hup-err needs the model to run this vector, and it cannot: {clip(str(e))}"
+    if plain != tuple(vector.expect or ()):
+        return (
+            "--fold-hup-err compares with the model's folded trace, but the model's own trace differs "
+            "from this vector's expect (expected = the vector's, driver = the model's):\n"
+            + first_difference(vector.expect or (), plain)
+        )
+    return folded
 
 
 def stderr_note(driver: Driver) -> str:

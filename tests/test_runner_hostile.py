@@ -278,3 +278,23 @@ def test_a_driver_that_cannot_start_is_reported_once_and_exits_2(
     # A missing vector path is the same kind of problem: nothing can run.
     assert main(["conform", "--driver", MODEL, str(tmp_path / "nope")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_fold_hup_err_compares_a_folding_poller_with_the_folded_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """R36: the selectors poller folds HUP/ERR, so it can only differ from the bundled traces;
+    with --fold-hup-err, conform compares it with the model over the folded view (as fuzz does)."""
+    selectors = f"{IMPL} --poller selectors"
+    assert main(["conform", "--driver", selectors]) == 1
+    capsys.readouterr()
+    assert main(["conform", "--fold-hup-err", "--driver", selectors]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("failed; HUP/ERR folded (R36)")
+    assert main(["conform", "--fold-hup-err", "--driver", MODEL]) == 1  # the unfolded model differs
+    capsys.readouterr()
+    # A vector whose expect the model does not produce cannot be folded: said, not guessed.
+    doc = json.loads(ONE.read_text())
+    doc["expect"].pop()
+    (tmp_path / "wrong.json").write_text(json.dumps(doc))
+    (outcome,) = run_conformance(selectors, [tmp_path / "wrong.json"], fold=True)
+    assert not outcome.passed and "the model's own trace differs from this vector's expect" in outcome.detail
