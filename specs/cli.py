@@ -3,6 +3,7 @@
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
         [--format N] [--full] [--timeout S] [--fold-hup-err] [-v]
     iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
+        [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S]
                                                  generated scenarios, the model as the oracle
     iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
     iohandler verify --proofs-from F             rewrite specs/PROOFS.md from a saved report
@@ -94,8 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz.add_argument("--seed", type=int, default=None, help="repeat a run exactly (default: a random seed, printed)")
     fuzz.add_argument("--save", default="fuzz-failures", help="folder for a mismatch's vector (default: %(default)s)")
     fuzz.add_argument("--max-steps", type=_positive, default=20, help="steps per vector at most (default: %(default)s)")
-    fuzz.add_argument("--no-gate-scripts", action="store_true",
-                      help="never generate gate_scripts (default: probe the driver once)")
+    fuzz.add_argument("--gate-scripts", choices=("on", "off", "probe"), default="probe",
+                      help="generate v2 gate_scripts (R22): on, off, or probe the driver once (default): off "
+                      "only if it refuses the probe or ignores the field; any other wrong answer is a failure")
+    fuzz.add_argument("--no-gate-scripts", action="store_const", const="off", dest="gate_scripts",
+                      help="the same as --gate-scripts off")
     fuzz.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP)
     fuzz.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
     fuzz.set_defaults(func=_fuzz)
@@ -163,7 +167,7 @@ def _fuzz(args: argparse.Namespace) -> int:
             examples=args.examples,
             seed=args.seed,
             save=Path(args.save),
-            gate_scripts=False if args.no_gate_scripts else None,
+            gate_scripts={"on": True, "off": False, "probe": None}[args.gate_scripts],
             fold=args.fold_hup_err,
             max_steps=args.max_steps,
             timeout=args.timeout,

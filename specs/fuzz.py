@@ -66,7 +66,7 @@ class FuzzResult:
     steps: int = 0  # their steps
     shrink_runs: int = 0  # vectors tried while shrinking a mismatch
     gate_scripts: bool = False
-    gate_scripts_how: str = "probed"
+    gate_scripts_how: str = "probed"  # "as told", or the probe's result and its reason
     fold: bool = False
     seed: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
@@ -74,6 +74,8 @@ class FuzzResult:
     def summary(self) -> str:
         n = len(self.mismatches)
         gates = f"gate scripts {'on' if self.gate_scripts else 'off'} ({self.gate_scripts_how})"
+        if self.mismatches and self.examples == 0:
+            gates = f"the gate scripts probe failed ({self.gate_scripts_how})"
         line = (
             f"fuzz: {self.examples} examples, {self.steps} steps, {n} mismatch{'es' if n != 1 else ''}"
             f"; {gates}; {'HUP/ERR folded (R36); ' if self.fold else ''}seed {self.seed}"
@@ -92,6 +94,18 @@ class _Found(AssertionError):
     """The driver's trace differs from the model's (Hypothesis shrinks on it)."""
 
 
+REFUSED = "driver could not run it: "
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a vector fails on the driver: `erred` (no trace: an error answer, a crash, a hang, a
+    malformed trace) or not (a trace that differs from the model's)."""
+
+    detail: str
+    erred: bool
+
+
 class _Session:
     """One driver process, replaced after a crash, hang or protocol error."""
 
@@ -100,7 +114,7 @@ class _Session:
         self.timeout = timeout
         self.fold = fold
         self.driver: Driver | None = None
-        self._seen: dict[str, str | None] = {}  # the shrinker meets the same vector many times
+        self._seen: dict[str, Problem | None] = {}  # the shrinker meets the same vector many times
 
     def ask(self, vector: Vector) -> tuple[list[Event] | None, str]:
         """The driver's trace, or None and what went wrong."""
@@ -115,25 +129,43 @@ class _Session:
             self.driver = None
             return None, detail
         if "error" in answer:
-            return None, f"driver could not run it: {answer_error(answer)}" + stderr_note(self.driver)
+            return None, f"{REFUSED}{answer_error(answer)}" + stderr_note(self.driver)
         try:
             return list(parse_trace(answer["trace"], "driver trace")), ""
         except VectorError as e:
             return None, f"driver trace is malformed: {clip(str(e))}" + stderr_note(self.driver)
 
-    def mismatch(self, vector: Vector) -> str | None:
+    def mismatch(self, vector: Vector) -> Problem | None:
         """What differs between the driver's trace and the model's, or None."""
         key = json.dumps(vector_to_json(replace(vector, name="", description="")), sort_keys=True)
         if key not in self._seen:
             self._seen[key] = self._mismatch(vector)
         return self._seen[key]
 
-    def _mismatch(self, vector: Vector) -> str | None:
+    def _mismatch(self, vector: Vector) -> Problem | None:
         expect = model_trace(vector, fold=self.fold)
         got, problem = self.ask(vector)
         if got is None:
-            return problem
-        return None if tuple(got) == expect else first_difference(expect, got)
+            return Problem(problem, erred=True)
+        return None if tuple(got) == expect else Problem(first_difference(expect, got), erred=False)
+
+    def probe(self) -> tuple[bool, str, Problem | None]:
+        """Run `probe_vector()`: (gate scripts on?, what the probe showed, the failure if the
+        driver answered it wrongly). Only two answers switch gate scripts off: an `{"error": ...}`
+        (a v1-only driver that says so) and the trace of the probe without its gate_scripts (a
+        driver that ignores the field). Any other wrong answer is the driver's failure (R22)."""
+        vector = probe_vector()
+        got, problem = self.ask(vector)
+        if got is None and problem.startswith(REFUSED):
+            reason = problem[len(REFUSED):].split("\n")[0]
+            return False, f"probed: the driver refused the v2 probe ({clip(reason, 200)})", None
+        expect = model_trace(vector, fold=self.fold)
+        if got is not None and tuple(got) == expect:
+            return True, "probed", None
+        if got is not None and tuple(got) == model_trace(replace(vector, gate_scripts={}), fold=self.fold):
+            return False, "probed: the driver ignores gate_scripts (its trace is the one without them)", None
+        failure = Problem(problem, erred=True) if got is None else Problem(first_difference(expect, got), erred=False)
+        return False, "probed: a wrong answer, a failure (gate scripts off for the rest)", failure
 
     def close(self) -> None:
         if self.driver is not None:
@@ -192,6 +224,16 @@ def _prune(session: _Session, vector: Vector) -> Vector:
     return smaller if smaller.fds and smaller != vector and fails(smaller) else vector
 
 
+def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Problem, driver: str,
+           save: Path | None, report: Callable[[str], None]) -> None:
+    """Record, print, then save (printed first: the shrunk vector is the point of the run)."""
+    found = Mismatch(_named(vector, model_trace(vector, fold=session.fold), driver, session.fold), problem.detail)
+    result.mismatches.append(found)
+    report(f"MISMATCH {found.vector.name}\n  {problem.detail}\n\nvector:\n{dump_vector(found.vector)}")
+    if save is not None:
+        _save(found, save)
+
+
 def _save(found: Mismatch, folder: Path) -> None:
     """Write the vector into `folder` (made if missing); a failure is recorded, not raised."""
     path = folder / f"{found.vector.name}.json"
@@ -238,10 +280,14 @@ def fuzz(
     session.driver = Driver(driver, timeout)  # DriverFailure here: the command does not start
     try:
         if gate_scripts is None:
-            result.gate_scripts = session.mismatch(probe_vector()) is None
+            result.gate_scripts, result.gate_scripts_how, wrong = session.probe()
+            if wrong is not None:
+                _found(result, session, probe_vector(), wrong, driver, save, report)
+                report(result.summary())
+                return result
         else:
             result.gate_scripts, result.gate_scripts_how = gate_scripts, "as told"
-        failing: list[tuple[Vector, str]] = []
+        failing: list[tuple[Vector, Problem]] = []
 
         def check(vector: Vector) -> None:
             if failing:
@@ -252,7 +298,7 @@ def fuzz(
             problem = session.mismatch(vector)
             if problem is not None:
                 failing.append((vector, problem))
-                raise _Found(problem)
+                raise _Found(problem.detail)
 
         run = settings(
             max_examples=examples,
@@ -268,13 +314,7 @@ def fuzz(
         except _Found:
             vector, _ = failing[-1]  # Hypothesis runs the shrunk example last
             vector = _prune(session, vector)
-            detail = session.mismatch(vector) or failing[-1][1]
-            found = Mismatch(_named(vector, model_trace(vector, fold=fold), driver, fold), detail)
-            result.mismatches.append(found)
-            # Printed before the save is tried: the shrunk vector is the point of the run.
-            report(f"MISMATCH {found.vector.name}\n  {detail}\n\nvector:\n{dump_vector(found.vector)}")
-            if save is not None:
-                _save(found, save)
+            _found(result, session, vector, session.mismatch(vector) or failing[-1][1], driver, save, report)
     finally:
         session.close()
     report(result.summary())

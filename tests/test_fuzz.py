@@ -99,7 +99,7 @@ def test_gate_scripts_are_probed_or_switched_off(tmp_path: Path) -> None:
         return fuzz(driver, examples=examples, seed=3, save=tmp_path, gate_scripts=gate_scripts, report=lambda _: None)
 
     probed = run(planted("none"), 150)
-    assert (probed.gate_scripts, probed.gate_scripts_how, probed.mismatches) == (False, "probed", [])
+    assert (probed.gate_scripts, probed.gate_scripts_how.split(":")[0], probed.mismatches) == (False, "probed", [])
     told = run(MODEL, 20, gate_scripts=False)
     assert (told.gate_scripts, told.gate_scripts_how) == (False, "as told")
     # The probe tells them apart: the model runs the gate's script, the planted driver does not.
@@ -184,3 +184,44 @@ def test_an_unusable_save_path_still_prints_the_mismatch_and_says_why(
     assert out.startswith("MISMATCH fuzz-") and '"format": "iohandler-vector/1"' in out
     assert f"not saved: cannot write {save}" in out
     assert f"iohandler fuzz: cannot save the vector: cannot write {save}" in err
+
+
+HOSTILE = Path(__file__).parent / "fuzz_drivers" / "hostile.py"
+
+
+def hostile(mode: str) -> str:
+    return f"{sys.executable} {HOSTILE} {mode}"
+
+
+def test_the_gate_scripts_probe_reports_its_result_and_reason(tmp_path: Path) -> None:
+    """Issue 23, item 4: only a driver that ignores gate_scripts or refuses v2 makes the probe
+    switch them off, and the summary says which; any other wrong answer is a failure."""
+    def run(driver: str, **kw: object) -> FuzzResult:
+        return fuzz(driver, examples=20, seed=3, save=tmp_path, report=lambda _: None, **kw)  # type: ignore[arg-type]
+
+    ignores = run(planted("none"))
+    assert (ignores.gate_scripts, ignores.mismatches) == (False, [])
+    assert ignores.gate_scripts_how == "probed: the driver ignores gate_scripts (its trace is the one without them)"
+    refuses = run(hostile("refuse-v2"))
+    assert (refuses.gate_scripts, refuses.mismatches) == (False, [])
+    assert refuses.gate_scripts_how == (
+        "probed: the driver refused the v2 probe (fuzz-probe-gate-scripts: this driver reads format v1 only)"
+    )
+    wrong = run(hostile("drop-last"))
+    assert wrong.gate_scripts_how.startswith("probed: a wrong answer") and wrong.examples == 0
+    (m,) = wrong.mismatches
+    assert m.vector.gate_scripts and "first difference at event" in m.detail and m.path is not None
+    assert "gate scripts probe" in wrong.summary()
+
+
+def test_gate_scripts_on_off_probe_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["fuzz", "--examples", "150", "--seed", "3", "--save", str(tmp_path)]
+    # Forced on, a driver that ignores gate_scripts is caught (probed, it would be let off).
+    assert main([*args, "--driver", planted("none"), "--gate-scripts", "on"]) == 1
+    assert "gate scripts on (as told)" in capsys.readouterr().out
+    assert main([*args, "--driver", planted("none"), "--gate-scripts", "off"]) == 0
+    assert "gate scripts off (as told)" in capsys.readouterr().out
+    assert main([*args, "--driver", planted("none"), "--gate-scripts", "probe"]) == 0
+    assert "gate scripts off (probed: the driver ignores" in capsys.readouterr().out
+    assert main([*args, "--driver", planted("none"), "--no-gate-scripts"]) == 0  # the older spelling
+    assert "gate scripts off (as told)" in capsys.readouterr().out
