@@ -187,14 +187,20 @@ def probe_vector() -> Vector:
     )
 
 
-def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool) -> Vector:
+def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool, problem: Problem) -> Vector:
+    """The vector as saved: named by its content; its description says whether the driver erred
+    (and how, in a line) or answered a different trace."""
     body = json.dumps(vector_to_json(replace(vector, name="", description="")), sort_keys=True)
     digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+    if problem.erred:
+        what = f"the driver erred on it ({clip(problem.detail.splitlines()[0], 200)}); "
+    else:
+        what = "its trace differs from the model's; "
     return replace(
         vector,
         name=f"fuzz-{digest}",
-        description=f"Found by iohandler fuzz against {driver!r}: its trace differs from the model's "
-        + ("(expect is the model's trace over R36's folded poll)." if fold else "(expect is the model's trace)."),
+        description=f"Found by iohandler fuzz against {driver!r}: {what}"
+        + ("expect is the model's trace over R36's folded poll." if fold else "expect is the model's trace."),
         expect=tuple(expect),
     )
 
@@ -227,7 +233,8 @@ def _prune(session: _Session, vector: Vector) -> Vector:
 def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Problem, driver: str,
            save: Path | None, report: Callable[[str], None]) -> None:
     """Record, print, then save (printed first: the shrunk vector is the point of the run)."""
-    found = Mismatch(_named(vector, model_trace(vector, fold=session.fold), driver, session.fold), problem.detail)
+    found = Mismatch(_named(vector, model_trace(vector, fold=session.fold), driver, session.fold, problem),
+                     problem.detail)
     result.mismatches.append(found)
     report(f"MISMATCH {found.vector.name}\n  {problem.detail}\n\nvector:\n{dump_vector(found.vector)}")
     if save is not None:

@@ -225,3 +225,17 @@ def test_gate_scripts_on_off_probe_option(tmp_path: Path, capsys: pytest.Capture
     assert "gate scripts off (probed: the driver ignores" in capsys.readouterr().out
     assert main([*args, "--driver", planted("none"), "--no-gate-scripts"]) == 0  # the older spelling
     assert "gate scripts off (as told)" in capsys.readouterr().out
+
+
+def test_a_saved_vector_says_whether_the_driver_erred_or_differed(tmp_path: Path) -> None:
+    erred = fuzz(hostile("refuse-hangup"), examples=200, seed=1, save=tmp_path / "e", report=lambda _: None)
+    (m,) = erred.mismatches
+    assert m.path is not None
+    text = load_vector(m.path).description
+    assert "the driver erred on it (driver could not run it: " in text and "hangup is not supported" in text
+    assert "differs" not in text
+    differed = fuzz(hostile("drop-last"), examples=10, seed=1, save=tmp_path / "d", report=lambda _: None)
+    (m,) = differed.mismatches
+    assert m.path is not None
+    text = load_vector(m.path).description
+    assert "its trace differs from the model's" in text and "erred" not in text
