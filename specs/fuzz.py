@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from iohandler.specs.runner import (
     Driver,
@@ -31,7 +32,9 @@ from iohandler.specs.runner import (
 )
 from iohandler.specs.vector import (
     FORMAT_V2,
+    Action,
     Event,
+    Iterate,
     Vector,
     VectorError,
     dump_vector,
@@ -40,6 +43,7 @@ from iohandler.specs.vector import (
     vector_to_json,
 )
 
+_A = TypeVar("_A")
 MISSING_HYPOTHESIS = "iohandler fuzz needs Hypothesis: pip install 'iohandler[fuzz]'"
 
 
@@ -206,8 +210,10 @@ def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool, pro
 
 
 def _prune(session: _Session, vector: Vector) -> Vector:
-    """Hypothesis's shrink, finished by hand: drop single steps (and `during_wait` actions) while
-    the driver still fails, then the fds, gates and scripts nothing names."""
+    """Hypothesis's shrink, finished by hand: while the driver still fails, cut runs of identical
+    actions to one and drop single actions (in steps, `during_wait` and script bodies, which
+    Hypothesis's shrink of the draw often leaves whole); then the fds, gates and scripts nothing
+    names."""
     from iohandler.model.env import InvalidAction
     from iohandler.specs.scenarios import config_of, pruned, smaller_steps, to_vector
 
@@ -221,13 +227,44 @@ def _prune(session: _Session, vector: Vector) -> Vector:
     changed = True
     while changed:
         changed = False
-        for steps in smaller_steps(vector.steps):
-            if fails(candidate := replace(vector, steps=tuple(steps))):
+        for candidate in _smaller(vector, smaller_steps):
+            if fails(candidate):
                 vector, changed = candidate, True
                 break
     config = config_of(vector, vector.gate_scripts)
     smaller = to_vector(pruned(config, vector.steps), vector.steps, name=vector.name)
     return smaller if smaller.fds and smaller != vector and fails(smaller) else vector
+
+
+def _without_repeats(actions: Sequence[_A]) -> Iterator[tuple[_A, ...]]:
+    """`actions` with one run of identical consecutive actions cut to one action, each run in turn."""
+    i = 0
+    while i < len(actions):
+        j = i + 1
+        while j < len(actions) and actions[j] == actions[i]:
+            j += 1
+        if j - i > 1:
+            yield (*actions[: i + 1], *actions[j:])
+        i = j
+
+
+def _smaller(vector: Vector, smaller_steps: Callable[[Sequence[Action]], Iterator[list[Action]]]) -> Iterator[Vector]:
+    """Candidates one edit smaller than `vector`, the biggest cuts first."""
+    scripts = vector.scripts
+    for steps in _without_repeats(vector.steps):
+        yield replace(vector, steps=steps)
+    for i, step in enumerate(vector.steps):
+        if isinstance(step, Iterate):
+            for during in _without_repeats(step.during_wait):
+                yield replace(vector, steps=(*vector.steps[:i], Iterate(during), *vector.steps[i + 1 :]))
+    for name, body in scripts.items():
+        for shorter in _without_repeats(body):
+            yield replace(vector, scripts={**scripts, name: shorter})
+    for steps_list in smaller_steps(vector.steps):
+        yield replace(vector, steps=tuple(steps_list))
+    for name, body in scripts.items():
+        for i in range(len(body)):
+            yield replace(vector, scripts={**scripts, name: (*body[:i], *body[i + 1 :])})
 
 
 def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Problem, driver: str,

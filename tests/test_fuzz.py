@@ -239,3 +239,26 @@ def test_a_saved_vector_says_whether_the_driver_erred_or_differed(tmp_path: Path
     assert m.path is not None
     text = load_vector(m.path).description
     assert "its trace differs from the model's" in text and "erred" not in text
+
+
+def test_the_shrinker_drops_repeated_identical_actions(tmp_path: Path) -> None:
+    """Issue 23, item 4: what Hypothesis leaves is finished by hand, scripts included: a run of
+    identical actions the failure does not need is dropped, in steps and in script bodies."""
+    from iohandler.specs.fuzz import _prune, _Session
+
+    sets = [{"do": "set", "fd": f, "read": "s"} for f in ("a", "b")]
+    vector = parse_vector({
+        "format": "iohandler-vector/1", "name": "repeats", "description": "", "rules": [],
+        "fds": {"a": "socket", "b": "socket"}, "gates": {},
+        "scripts": {"s": [{"do": "snapshot"}, {"do": "snapshot"}, {"do": "notify"}, {"do": "notify"}]},
+        # R2 (new records at the tail) shows in the first poll set: two sets and one iterate.
+        "steps": [*sets, {"do": "notify"}, {"do": "notify"}, {"do": "iterate"}, {"do": "iterate"}],
+    }, require_expect=False)
+    session = _Session(planted("R2"), 5.0)
+    try:
+        assert session.mismatch(vector) is not None
+        smaller = _prune(session, vector)
+    finally:
+        session.close()
+    assert [type(a).__name__ for a in smaller.steps] == ["Set", "Set", "Iterate"]
+    assert all(len(body) <= 1 for body in smaller.scripts.values()), smaller.scripts
