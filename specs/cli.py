@@ -3,7 +3,7 @@
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
         [--format N] [--full] [--timeout S] [--fold-hup-err] [-v]
     iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
-        [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S]
+        [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S] [--db DIR]
                                                  generated scenarios, the model as the oracle
     iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
     iohandler verify --proofs-from F             rewrite specs/PROOFS.md from a saved report
@@ -102,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="the same as --gate-scripts off")
     fuzz.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP)
     fuzz.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
+    fuzz.add_argument("--db", type=Path, metavar="DIR", help="keep the run's files here: Hypothesis's, and each "
+                      "shrunk vector found, tried first by the next run with this DIR (default: Hypothesis's go to a "
+                      "temporary folder, never the current one)")
     fuzz.set_defaults(func=_fuzz)
 
     args = parser.parse_args(argv)
@@ -172,8 +175,9 @@ def _fuzz(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             timeout=args.timeout,
             report=lambda text: print(text, flush=True),
+            db=args.db,
         )
-    except (FuzzUnavailable, DriverFailure) as e:
+    except (FuzzUnavailable, DriverFailure, ValueError) as e:  # ValueError: an argument it cannot use
         print(f"iohandler fuzz: {e}", file=sys.stderr)
         return 2
     for m in result.mismatches:

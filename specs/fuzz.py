@@ -11,9 +11,11 @@ Hypothesis is imported only when a run starts: `conform` works without it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,12 +40,14 @@ from iohandler.specs.vector import (
     Vector,
     VectorError,
     dump_vector,
+    load_vector,
     parse_trace,
     parse_vector,
     vector_to_json,
 )
 
 _A = TypeVar("_A")
+FOUND = "found"  # the folder of --db that keeps found vectors, replayed first by the next run
 MISSING_HYPOTHESIS = "iohandler fuzz needs Hypothesis: pip install 'iohandler[fuzz]'"
 
 
@@ -74,12 +78,15 @@ class FuzzResult:
     fold: bool = False
     seed: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    replayed: int = 0  # vectors an earlier run saved in --db, tried first
 
     def summary(self) -> str:
         n = len(self.mismatches)
         gates = f"gate scripts {'on' if self.gate_scripts else 'off'} ({self.gate_scripts_how})"
-        if self.mismatches and self.examples == 0:
+        if self.mismatches and self.examples == 0 and not self.replayed:
             gates = f"the gate scripts probe failed ({self.gate_scripts_how})"
+        if self.replayed:
+            gates = f"{self.replayed} found earlier replayed first; {gates}"
         line = (
             f"fuzz: {self.examples} examples, {self.steps} steps, {n} mismatch{'es' if n != 1 else ''}"
             f"; {gates}; {'HUP/ERR folded (R36); ' if self.fold else ''}seed {self.seed}"
@@ -194,7 +201,7 @@ def probe_vector() -> Vector:
 def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool, problem: Problem) -> Vector:
     """The vector as saved: named by its content; its description says whether the driver erred
     (and how, in a line) or answered a different trace."""
-    body = json.dumps(vector_to_json(replace(vector, name="", description="")), sort_keys=True)
+    body = json.dumps(vector_to_json(replace(vector, name="", description="", expect=None)), sort_keys=True)
     digest = hashlib.sha256(body.encode()).hexdigest()[:10]
     if problem.erred:
         what = f"the driver erred on it ({clip(problem.detail.splitlines()[0], 200)}); "
@@ -268,7 +275,7 @@ def _smaller(vector: Vector, smaller_steps: Callable[[Sequence[Action]], Iterato
 
 
 def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Problem, driver: str,
-           save: Path | None, report: Callable[[str], None]) -> None:
+           save: Path | None, report: Callable[[str], None], db: Path | None = None) -> None:
     """Record, print, then save (printed first: the shrunk vector is the point of the run)."""
     found = Mismatch(_named(vector, model_trace(vector, fold=session.fold), driver, session.fold, problem),
                      problem.detail)
@@ -276,6 +283,30 @@ def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Probl
     report(f"MISMATCH {found.vector.name}\n  {problem.detail}\n\nvector:\n{dump_vector(found.vector)}")
     if save is not None:
         _save(found, save)
+    if db is not None:
+        with contextlib.suppress(OSError):  # the database is a convenience; --save is the record
+            (db / FOUND).mkdir(parents=True, exist_ok=True)
+            (db / FOUND / f"{found.vector.name}.json").write_text(dump_vector(found.vector), encoding="utf-8")
+
+
+def _replay(result: FuzzResult, session: _Session, db: Path, driver: str, save: Path | None,
+            report: Callable[[str], None]) -> bool:
+    """Try the vectors an earlier run with this `db` found, before generating any: True when one
+    still fails (reported as this run's mismatch). Unreadable files and vectors with
+    gate_scripts while they are off are passed over."""
+    for path in sorted((db / FOUND).glob("*.json")):
+        try:
+            vector = load_vector(path, require_expect=False)
+        except VectorError:
+            continue
+        if vector.gate_scripts and not result.gate_scripts:
+            continue
+        result.replayed += 1
+        problem = session.mismatch(vector)
+        if problem is not None:
+            _found(result, session, vector, problem, driver, save, report, db=None)
+            return True
+    return False
 
 
 def _save(found: Mismatch, folder: Path) -> None:
@@ -301,10 +332,14 @@ def fuzz(
     max_steps: int = 20,
     timeout: float = 10.0,
     report: Callable[[str], None] = print,
+    db: Path | None = None,
 ) -> FuzzResult:
     """Fuzz `driver` with up to `examples` generated vectors. `gate_scripts`: None probes the
     driver once. `fold`: the driver's poller folds HUP/ERR (R36); compare with the folded model.
-    Stops at the first mismatch, shrunk and (with `save`) saved there."""
+    Stops at the first mismatch, shrunk and (with `save`) saved there. `db`: a folder for the
+    run's files: Hypothesis's, and the shrunk vectors found (in db/found), which the next run with
+    this `db` tries first; without it Hypothesis's files go to a temporary folder, never the
+    current one."""
     try:
         import hypothesis  # noqa: F401  (the `fuzz` extra)
     except ImportError:
@@ -322,7 +357,9 @@ def fuzz(
     result = FuzzResult(seed=random.randrange(2**32) if seed is None else seed, fold=fold)
     session = _Session(driver, timeout, fold=fold)
     session.driver = Driver(driver, timeout)  # DriverFailure here: the command does not start
+    home = contextlib.ExitStack()
     try:
+        home.enter_context(_hypothesis_home(db))
         if gate_scripts is None:
             result.gate_scripts, result.gate_scripts_how, wrong = session.probe()
             if wrong is not None:
@@ -344,6 +381,11 @@ def fuzz(
                 failing.append((vector, problem))
                 raise _Found(problem.detail)
 
+        if db is not None and _replay(result, session, db, driver, save, report):
+            report(result.summary())
+            return result
+        # No Hypothesis database: a seed (always given or drawn) switches it off anyway, so that
+        # a seed repeats a run; --db keeps the shrunk vectors instead (_replay, _found).
         run = settings(
             max_examples=examples,
             database=None,
@@ -358,11 +400,36 @@ def fuzz(
         except _Found:
             vector, _ = failing[-1]  # Hypothesis runs the shrunk example last
             vector = _prune(session, vector)
-            _found(result, session, vector, session.mismatch(vector) or failing[-1][1], driver, save, report)
+            _found(result, session, vector, session.mismatch(vector) or failing[-1][1], driver, save, report, db)
     finally:
         session.close()
+        home.close()
     report(result.summary())
     return result
+
+
+@contextlib.contextmanager
+def _hypothesis_home(db: Path | None) -> Iterator[None]:
+    """Hypothesis writes files (a cache of the code's constants, the example database) under its
+    home folder, `.hypothesis` in the current folder unless set: point it at `db`, or at a
+    temporary folder removed afterwards, and put back what it was."""
+    from hypothesis import configuration
+
+    previous = getattr(configuration, "__hypothesis_home_directory", None)
+    with contextlib.ExitStack() as stack:
+        if db is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iohandler-fuzz-")))
+        else:
+            folder = db
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"db: cannot make the folder {db}: {e.strerror or e}") from None
+        configuration.set_hypothesis_home_dir(folder)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(previous)
 
 
 __all__ = ["MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "folded_poll", "fuzz", "probe_vector"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -262,3 +263,32 @@ def test_the_shrinker_drops_repeated_identical_actions(tmp_path: Path) -> None:
         session.close()
     assert [type(a).__name__ for a in smaller.steps] == ["Set", "Set", "Iterate"]
     assert all(len(body) <= 1 for body in smaller.scripts.values()), smaller.scripts
+
+
+def test_fuzz_keeps_hypothesis_files_out_of_the_current_folder_unless_told(tmp_path: Path) -> None:
+    """Issue 23, item 4: a porter's checkout must not gain a `.hypothesis` folder; `--db DIR`
+    keeps the run's files where asked, and a failure found there is tried first next time."""
+    here = tmp_path / "here"
+    here.mkdir()
+
+    def run(driver: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "iohandler.specs.cli", "fuzz", "--driver", driver, "--seed", "1",
+             "--save", str(tmp_path / "saved"), *extra],
+            cwd=here, capture_output=True, text=True, timeout=120, check=False,
+        )
+
+    assert run(MODEL, "--examples", "5").returncode == 0
+    assert list(here.iterdir()) == []
+    db = tmp_path / "db"
+    first = run(hostile("refuse-hangup"), "--examples", "200", "--db", str(db))
+    assert first.returncode == 1 and list(here.iterdir()) == []
+    (kept,) = (db / "found").iterdir()
+    again = run(hostile("refuse-hangup"), "--examples", "1", "--db", str(db))
+    assert again.returncode == 1 and f"MISMATCH {kept.stem}" in again.stdout
+    assert "fuzz: 0 examples, 0 steps, 1 mismatch; 1 found earlier replayed first;" in again.stdout
+    assert run(MODEL, "--examples", "1", "--db", str(db)).returncode == 0  # a correct driver passes it
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = run(MODEL, "--db", str(blocker / "db"))
+    assert bad.returncode == 2 and "iohandler fuzz: db: cannot make the folder" in bad.stderr
