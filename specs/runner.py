@@ -206,7 +206,10 @@ class Driver:
         reused before `_end` kills the group."""
         deadline = time.monotonic() + timeout
         while True:
-            info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            try:
+                info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # already reaped (by Popen): its code is known
+                return self._proc.returncode
             if info is not None:
                 return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
             left = deadline - time.monotonic()
@@ -423,7 +426,11 @@ def run_conformance(
                 driver = None  # a fresh driver for the next vector
                 record(Outcome(path, vector.name, False, detail))
                 continue
-            record(_judge(path, vector, answer, driver, full, fold))
+            try:
+                record(_judge(path, vector, answer, driver, full, fold))
+            except Exception as e:  # a runner or model bug must not end the run
+                record(Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
+                               f"please report it): {type(e).__name__}: {clip(str(e))}"))
             driver.forget_stderr()  # each vector's report shows what the driver wrote for it
     finally:
         if driver is not None:

@@ -298,3 +298,16 @@ def test_fold_hup_err_compares_a_folding_poller_with_the_folded_model(
     (tmp_path / "wrong.json").write_text(json.dumps(doc))
     (outcome,) = run_conformance(selectors, [tmp_path / "wrong.json"], fold=True)
     assert not outcome.passed and "the model's own trace differs from this vector's expect" in outcome.detail
+
+
+def test_a_runner_bug_on_one_vector_is_reported_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import iohandler.specs.runner as runner
+
+    def broken(vector: object, *, fold: bool = False) -> object:
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(runner, "model_trace", broken)
+    outcomes = run_conformance(MODEL, [ONE, TWO], fold=True)
+    assert [o.passed for o in outcomes] == [False, False]
+    assert all("the runner failed on this vector (a bug in iohandler" in o.detail and "planted" in o.detail
+               for o in outcomes)
