@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from iohandler.model.state import Env, PollSet
 from iohandler.specs.runner import (
     Driver,
     DriverFailure,
@@ -28,8 +29,6 @@ from iohandler.specs.runner import (
     check_arguments,
     clip,
     first_difference,
-    folded_poll,
-    model_trace,
     stderr_note,
 )
 from iohandler.specs.vector import (
@@ -103,6 +102,56 @@ class FuzzResult:
 
 class _Found(AssertionError):
     """The driver's trace differs from the model's (Hypothesis shrinks on it)."""
+
+
+def folded_poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], int]:
+    """model.env.poll as a poller that folds HUP and ERR sees it (SPEC R36; Python's selectors
+    on epoll): any kernel bit but IN makes it writable, any but OUT readable, both masked by the
+    registered interest."""
+    from iohandler.model import env as model_env
+    from iohandler.model.state import ERR, HUP, IN, OUT
+
+    revents: list[int] = []
+    for fd, events in poll_set:
+        rev = model_env.readiness(env[fd]) & (events | HUP | ERR)
+        r = IN if rev & ~OUT and events & IN else 0
+        w = OUT if rev & ~IN and events & OUT else 0
+        revents.append(r | w)
+    return tuple(revents), sum(1 for r in revents if r) + (1 if wakeup else 0)
+
+
+def model_trace(vector: Vector, *, fold: bool = False) -> tuple[Event, ...]:
+    """The model's trace of `vector`; with `fold`, over `folded_poll` (R36). The model's
+    InvalidAction (a vector the format allows but the model cannot run) is left to the caller."""
+    from iohandler.model import env as model_env
+    from iohandler.model.iterate import initial_world, step
+
+    world = initial_world(vector)
+    runs = vector.gate_scripts
+    events: list[Event] = []
+    for action in vector.steps:
+        world, out = step(world, action, vector.scripts, runs, poll=folded_poll if fold else model_env.poll)
+        events.extend(out)
+    return tuple(events)
+
+
+def folded_expect(vector: Vector) -> tuple[Event, ...] | str:
+    """The trace a poller that folds HUP/ERR must give (R36): the model's over `folded_poll`.
+    Only where the model's plain trace is the vector's `expect` (else: why not, as a string)."""
+    from iohandler.model.env import InvalidAction
+
+    try:
+        plain = model_trace(vector)
+        folded = model_trace(vector, fold=True)
+    except InvalidAction as e:
+        return f"--fold-hup-err needs the model to run this vector, and it cannot: {clip(str(e))}"
+    if plain != tuple(vector.expect or ()):
+        return (
+            "--fold-hup-err compares with the model's folded trace, but the model's own trace differs "
+            "from this vector's expect (expected = the vector's, driver = the model's):\n"
+            + first_difference(vector.expect or (), plain)
+        )
+    return folded
 
 
 REFUSED = "driver could not run it: "
@@ -432,4 +481,7 @@ def _hypothesis_home(db: Path | None) -> Iterator[None]:
             configuration.set_hypothesis_home_dir(previous)
 
 
-__all__ = ["MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "folded_poll", "fuzz", "probe_vector"]
+__all__ = [
+    "MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "folded_expect", "folded_poll", "fuzz",
+    "model_trace", "probe_vector",
+]

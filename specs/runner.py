@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from iohandler.model.state import Env, PollSet
 from iohandler.specs.vector import (
     FORMATS,
     Event,
@@ -334,37 +333,6 @@ def first_difference(
     return "\n".join(lines)
 
 
-def folded_poll(env: Env, poll_set: PollSet, wakeup: bool) -> tuple[tuple[int, ...], int]:
-    """model.env.poll as a poller that folds HUP and ERR sees it (SPEC R36; Python's selectors
-    on epoll): any kernel bit but IN makes it writable, any but OUT readable, both masked by the
-    registered interest."""
-    from iohandler.model import env as model_env
-    from iohandler.model.state import ERR, HUP, IN, OUT
-
-    revents: list[int] = []
-    for fd, events in poll_set:
-        rev = model_env.readiness(env[fd]) & (events | HUP | ERR)
-        r = IN if rev & ~OUT and events & IN else 0
-        w = OUT if rev & ~IN and events & OUT else 0
-        revents.append(r | w)
-    return tuple(revents), sum(1 for r in revents if r) + (1 if wakeup else 0)
-
-
-def model_trace(vector: Vector, *, fold: bool = False) -> tuple[Event, ...]:
-    """The model's trace of `vector`; with `fold`, over `folded_poll` (R36). The model's
-    InvalidAction (a vector the format allows but the model cannot run) is left to the caller."""
-    from iohandler.model import env as model_env
-    from iohandler.model.iterate import initial_world, step
-
-    world = initial_world(vector)
-    runs = vector.gate_scripts
-    events: list[Event] = []
-    for action in vector.steps:
-        world, out = step(world, action, vector.scripts, runs, poll=folded_poll if fold else model_env.poll)
-        events.extend(out)
-    return tuple(events)
-
-
 def run_conformance(
     driver_command: str,
     paths: Sequence[str | Path],
@@ -450,7 +418,9 @@ def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver
            fold: bool = False) -> Outcome:
     expected: Sequence[Event] = vector.expect or ()
     if fold:
-        folded = _folded_expect(vector)
+        from iohandler.specs.fuzz import folded_expect  # the model as the oracle, as in fuzz
+
+        folded = folded_expect(vector)
         if isinstance(folded, str):
             return Outcome(path, vector.name, False, folded)
         expected = folded
@@ -474,25 +444,6 @@ def answer_error(answer: dict[str, object]) -> str:
     """The message of an `{"error": ...}` answer, clipped (a driver may send any JSON value)."""
     error = answer["error"]
     return clip(error if isinstance(error, str) else show(error, DETAIL_LIMIT))
-
-
-def _folded_expect(vector: Vector) -> tuple[Event, ...] | str:
-    """The trace a poller that folds HUP/ERR must give (R36): the model's over `folded_poll`.
-    Only where the model's plain trace is the vector's `expect` (else: why not, as a string)."""
-    from iohandler.model.env import InvalidAction
-
-    try:
-        plain = model_trace(vector)
-        folded = model_trace(vector, fold=True)
-    except InvalidAction as e:
-        return f"--fold-hup-err needs the model to run this vector, and it cannot: {clip(str(e))}"
-    if plain != tuple(vector.expect or ()):
-        return (
-            "--fold-hup-err compares with the model's folded trace, but the model's own trace differs "
-            "from this vector's expect (expected = the vector's, driver = the model's):\n"
-            + first_difference(vector.expect or (), plain)
-        )
-    return folded
 
 
 def stderr_note(driver: Driver) -> str:

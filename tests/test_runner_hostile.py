@@ -301,12 +301,12 @@ def test_fold_hup_err_compares_a_folding_poller_with_the_folded_model(
 
 
 def test_a_runner_bug_on_one_vector_is_reported_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    import iohandler.specs.runner as runner
+    import iohandler.specs.fuzz as fuzz
 
     def broken(vector: object, *, fold: bool = False) -> object:
         raise RuntimeError("planted")
 
-    monkeypatch.setattr(runner, "model_trace", broken)
+    monkeypatch.setattr(fuzz, "model_trace", broken)
     outcomes = run_conformance(MODEL, [ONE, TWO], fold=True)
     assert [o.passed for o in outcomes] == [False, False]
     assert all("the runner failed on this vector (a bug in iohandler" in o.detail and "planted" in o.detail
