@@ -1,8 +1,9 @@
 """`iohandler`: the porter's command line.
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
-        [--format N] [--full] [--timeout S] [-v]
+        [--format N] [--full] [--timeout S] [--fold-hup-err] [-v]
     iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
+        [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S] [--db DIR]
                                                  generated scenarios, the model as the oracle
     iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
     iohandler verify --proofs-from F             rewrite specs/PROOFS.md from a saved report
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from iohandler.specs.runner import Outcome, run_conformance
+from iohandler.specs.runner import MAX_TIMEOUT, Outcome, check_timeout, run_conformance, split_command
 from iohandler.specs.vector import FORMATS, bundled_vectors_dir
 
 
@@ -25,7 +26,9 @@ def _conform(args: argparse.Namespace) -> int:
     paths = args.paths or [bundled_vectors_dir()]
 
     def report(o: Outcome) -> None:
-        if o.skipped:
+        if o.fatal:
+            print(f"iohandler conform: {o.detail}", file=sys.stderr)
+        elif o.skipped:
             if args.verbose:
                 print(f"SKIP {o.name}: {o.detail}")
         elif o.passed:
@@ -35,8 +38,11 @@ def _conform(args: argparse.Namespace) -> int:
             print(f"FAIL {o.name} ({o.path})\n  {o.detail}", flush=True)
 
     outcomes = run_conformance(
-        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full
+        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full,
+        fold=args.fold_hup_err,
     )
+    if any(o.fatal for o in outcomes):
+        return 2  # nothing could run: not a verdict on the driver
     passed = sum(o.passed for o in outcomes)
     skipped = sum(o.skipped for o in outcomes)
     failed = len(outcomes) - passed - skipped
@@ -46,6 +52,8 @@ def _conform(args: argparse.Namespace) -> int:
     summary = f"{passed} passed, {failed} failed"
     if skipped:
         summary += f", {skipped} skipped (format newer than --format {args.format}: not conformance to it)"
+    if args.fold_hup_err:
+        summary += "; HUP/ERR folded (R36)"
     print(summary)
     return 1 if failed else 0
 
@@ -56,9 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     conform = sub.add_parser("conform", help="replay conformance vectors against a driver")
-    conform.add_argument("--driver", required=True, help='driver command, e.g. "python -m iohandler.model.driver"')
+    conform.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
-    conform.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
+    conform.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
     conform.add_argument("-v", "--verbose", action="store_true", help="also list passing and skipped vectors")
     conform.add_argument(
         "--format", type=int, choices=range(1, len(FORMATS) + 1), default=len(FORMATS), metavar="N",
@@ -66,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "never passed",
     )
     conform.add_argument("--full", action="store_true", help="on a difference, print both whole traces")
+    conform.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP + "; only for vectors whose "
+                         "expect the model produces")
     conform.set_defaults(func=_conform)
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")
@@ -80,17 +90,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify.set_defaults(func=_verify)
 
     fuzz = sub.add_parser("fuzz", help="generated vectors against a driver, the model as the oracle")
-    fuzz.add_argument("--driver", required=True, help='driver command, e.g. "python -m iohandler.model.driver"')
+    fuzz.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     fuzz.add_argument("--examples", type=_positive, default=200, help="vectors to try (default: %(default)s)")
     fuzz.add_argument("--seed", type=int, default=None, help="repeat a run exactly (default: a random seed, printed)")
     fuzz.add_argument("--save", default="fuzz-failures", help="folder for a mismatch's vector (default: %(default)s)")
     fuzz.add_argument("--max-steps", type=_positive, default=20, help="steps per vector at most (default: %(default)s)")
-    fuzz.add_argument("--no-gate-scripts", action="store_true",
-                      help="never generate gate_scripts (default: probe the driver once)")
-    fuzz.add_argument("--fold-hup-err", action="store_true",
-                      help="the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's "
-                      "selectors): compare with the model over that folded view")
-    fuzz.add_argument("--timeout", type=float, default=10.0, help="seconds a driver may take per vector")
+    fuzz.add_argument("--gate-scripts", choices=("on", "off", "probe"), default="probe",
+                      help="generate v2 gate_scripts (R22): on, off, or probe the driver once (default): off "
+                      "only if it refuses the probe or ignores the field; any other wrong answer is a failure")
+    fuzz.add_argument("--no-gate-scripts", action="store_const", const="off", dest="gate_scripts",
+                      help="the same as --gate-scripts off")
+    fuzz.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP)
+    fuzz.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
+    fuzz.add_argument("--db", type=Path, metavar="DIR", help="keep the run's files here: Hypothesis's, and each "
+                      "shrunk vector found, tried first by the next run with this DIR (default: Hypothesis's go to a "
+                      "temporary folder, never the current one)")
     fuzz.set_defaults(func=_fuzz)
 
     args = parser.parse_args(argv)
@@ -114,6 +128,29 @@ def _verify(args: argparse.Namespace) -> int:
     return run_verify(quick=args.quick, json_path=args.json, proofs_path=args.proofs, only=args.only)
 
 
+FOLD_HELP = ("the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's selectors): "
+             "compare with the model over that folded view")
+DRIVER_HELP = ('driver command, split into words as a shell would (no shell runs it), e.g. "python -m '
+               'iohandler.model.driver"; it runs in its own process group, killed whole on a hang')
+TIMEOUT_HELP = (f"seconds a driver may take per vector, to read it and answer (default: %(default)s; "
+                f"at most {MAX_TIMEOUT:g})")
+
+
+def _driver(text: str) -> str:
+    try:
+        split_command(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _timeout(text: str) -> float:
+    try:
+        return check_timeout(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e) if "seconds" in str(e) else f"not a number: {text!r}") from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -133,15 +170,19 @@ def _fuzz(args: argparse.Namespace) -> int:
             examples=args.examples,
             seed=args.seed,
             save=Path(args.save),
-            gate_scripts=False if args.no_gate_scripts else None,
+            gate_scripts={"on": True, "off": False, "probe": None}[args.gate_scripts],
             fold=args.fold_hup_err,
             max_steps=args.max_steps,
             timeout=args.timeout,
             report=lambda text: print(text, flush=True),
+            db=args.db,
         )
-    except (FuzzUnavailable, DriverFailure) as e:
+    except (FuzzUnavailable, DriverFailure, ValueError) as e:  # ValueError: an argument it cannot use
         print(f"iohandler fuzz: {e}", file=sys.stderr)
         return 2
+    for m in result.mismatches:
+        if m.save_error is not None:
+            print(f"iohandler fuzz: cannot save the vector: {m.save_error} (it is printed above)", file=sys.stderr)
     return 1 if result.mismatches else 0
 
 

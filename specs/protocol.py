@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from iohandler.specs.vector import Event, Vector, VectorError, event_to_json, parse_vector
+from iohandler.specs.vector import Event, Vector, VectorError, decode_json, event_to_json, parse_vector
 
 
 class InvalidVector(Exception):
@@ -22,11 +22,9 @@ class InvalidVector(Exception):
 
 def answer_for(line: str, run: Callable[[Vector], Sequence[Event]]) -> dict[str, object]:
     try:
-        vector = parse_vector(json.loads(line), "<stdin>", require_expect=False)
-    except json.JSONDecodeError as e:
-        return {"error": f"input is not JSON: {e.msg}"}
-    except VectorError as e:
-        return {"error": str(e)}
+        vector = parse_vector(decode_json(line), "<stdin>", require_expect=False)
+    except VectorError as e:  # not JSON, too deep, a huge integer, or not a vector
+        return {"error": f"input: {e}" if str(e).startswith(("not JSON", "JSON ")) else str(e)}
     try:
         trace = run(vector)
     except (InvalidVector, VectorError) as e:

@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import selectors
 import shlex
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from iohandler.specs.vector import (
     FORMATS,
     Event,
     Vector,
     VectorError,
+    decode_json,
     event_to_json,
     load_vector,
     parse_trace,
+    show,
     vector_files,
     vector_to_json,
 )
@@ -41,6 +42,13 @@ class Outcome:
     passed: bool
     detail: str = ""  # for a failure: what differed, or what went wrong; for a skip: why
     skipped: bool = False  # not run: the vector's format is newer than the driver declared
+    fatal: bool = False  # the run stopped here (the driver cannot start, a path is missing): no vector's result
+
+
+DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quoted in a report
+STDERR_KEEP = 65536  # bytes of a driver's stderr kept (its tail) for the report
+MAX_TIMEOUT = 86400.0  # a day: longer is a typo, and select() cannot wait 1e300 s
+ANSWER_LIMIT = 64 * 2**20  # bytes in one answer line; a longer one is a failure, not a memory hog
 
 
 class DriverFailure(Exception):
@@ -48,99 +56,240 @@ class DriverFailure(Exception):
 
 
 class Driver:
-    """One running driver process. `ask(vector)` returns its answer object."""
+    """One running driver process. `ask(vector)` returns its answer object.
+
+    Its stdout and stderr are pipes the runner reads whenever it waits on the driver, so the
+    driver never blocks on them; of stderr only the last STDERR_KEEP bytes are kept (a driver
+    may write gigabytes there), and an answer line longer than ANSWER_LIMIT is a failure."""
 
     def __init__(self, command: str, timeout: float) -> None:
         self.command = command
         self.timeout = timeout
-        # Closed in close(); a file, not a pipe, so a chatty driver can never block on stderr.
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                shlex.split(command),
+                split_command(command),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=self._stderr,
+                stderr=subprocess.PIPE,
                 bufsize=0,
+                # Its own session and process group, so a kill reaches what a wrapper (a shell
+                # script without exec, a launcher) started too: no orphan outlives the run.
+                start_new_session=True,
             )
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise DriverFailure(f"cannot start driver {command!r}: {e}") from None
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._stdin = self._proc.stdin
-        self._stdout = self._proc.stdout
-        os.set_blocking(self._stdout.fileno(), False)
-        self._buffer = b""
+        assert self._proc.stdin is not None and self._proc.stdout is not None and self._proc.stderr is not None
+        self._stdin, self._stdout, self._stderr = self._proc.stdin, self._proc.stdout, self._proc.stderr
+        for pipe in (self._stdin, self._stdout, self._stderr):
+            os.set_blocking(pipe.fileno(), False)
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer known to hold no newline
+        self._tail = bytearray()  # the last STDERR_KEEP bytes of stderr since forget_stderr()
+        self._closed = False
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stdout, selectors.EVENT_READ)
+        self._selector.register(self._stderr, selectors.EVENT_READ)
 
     def ask(self, vector: Vector) -> dict[str, object]:
-        line = json.dumps(vector_to_json(vector), separators=(",", ":")) + "\n"
+        line = (json.dumps(vector_to_json(vector), separators=(",", ":")) + "\n").encode()
+        raw = self._exchange(line)
         try:
-            self._stdin.write(line.encode())
-            self._stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise DriverFailure(f"driver exited before reading the vector{self._exit_note()}") from None
-        raw = self._read_line()
-        try:
-            answer = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DriverFailure(f"driver answered a line that is not JSON ({e.msg}): {raw[:200]!r}") from None
+            answer = decode_json(raw)
+        except VectorError as e:  # not JSON, nested too deep, an integer too long
+            raise DriverFailure(f"driver answered a line that is {e}: {clip(raw, 200)!r}") from None
         if not isinstance(answer, dict) or not ({"trace", "error"} & set(answer)):
-            raise DriverFailure(f'driver answer is not {{"trace": [...]}} or {{"error": "..."}}: {raw[:200]!r}')
+            raise DriverFailure(f'driver answer is not {{"trace": [...]}} or {{"error": "..."}}: {clip(raw, 200)!r}')
         return answer
 
-    def _read_line(self) -> str:
+    def _exchange(self, line: bytes) -> str:
+        """Write `line`, read one answer line; both within one timeout. The write and the read
+        share one wait, so a driver that does not read (or writes before it has read all of a
+        long vector) cannot block the runner past the timeout."""
         deadline = time.monotonic() + self.timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                partial = f" (it wrote {len(self._buffer)} bytes but no newline)" if self._buffer else ""
-                raise DriverFailure(
-                    f"driver gave no answer within {self.timeout:g} s{partial}: does the driver flush stdout "
-                    "after each line? (the protocol needs one line per vector, flushed; a C driver "
-                    "writing to a pipe is block-buffered unless it calls fflush or setvbuf)"
-                )
-            if not self._selector.select(left):
-                continue
-            chunk = self._stdout.read(65536)
-            if chunk == b"":
-                raise DriverFailure(f"driver exited without answering{self._exit_note()}")
-            if chunk is not None:
-                self._buffer += chunk
-        raw, _, self._buffer = self._buffer.partition(b"\n")
+        sent = 0
+        stdin = self._stdin.fileno()
+        self._selector.register(stdin, selectors.EVENT_WRITE)
+        try:
+            while sent < len(line) or (end := self._newline()) < 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._late(sent, len(line))
+                for key, _ in self._selector.select(left):
+                    if key.fd != stdin:
+                        self._read(key.fd)
+                        continue
+                    try:
+                        sent += os.write(stdin, line[sent : sent + 65536])
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # EPIPE: it exited (or closed its stdin)
+                        raise DriverFailure(f"driver exited before reading the vector{self._exit_note()}") from None
+                    if sent == len(line):
+                        self._selector.unregister(stdin)
+        finally:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(stdin)
+        raw = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
         return raw.decode(errors="replace")
 
-    def _exit_note(self) -> str:
+    def _newline(self) -> int:
+        """Where the first answer line ends in what the driver wrote, or -1 (each byte scanned
+        once, so a long answer costs linear time)."""
+        end = self._buffer.find(b"\n", self._scanned)
+        self._scanned = len(self._buffer) if end < 0 else end
+        if end < 0 and len(self._buffer) > ANSWER_LIMIT:
+            raise DriverFailure(f"driver answer line is longer than {ANSWER_LIMIT} bytes (the runner's limit)")
+        return end
+
+    def _read(self, fd: int) -> None:
+        """Read what is there on stdout (kept: the answer) or stderr (its tail kept)."""
+        if fd == self._stderr.fileno():
+            self._read_stderr()
+            return
         try:
-            code = self._proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            return ""
-        return f" ({describe_exit(code)})"
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if chunk == b"":
+            raise DriverFailure(f"driver exited without answering{self._exit_note()}")
+        self._buffer += chunk
+
+    def _read_stderr(self) -> bool:
+        """One read of stderr into the tail; False when nothing more is there now."""
+        if self._closed or self._stderr.fileno() not in self._selector.get_map():
+            return False
+        try:
+            chunk = os.read(self._stderr.fileno(), 65536)
+        except BlockingIOError:
+            return False
+        if chunk == b"":
+            self._selector.unregister(self._stderr.fileno())
+            return False
+        self._tail += chunk
+        del self._tail[:-STDERR_KEEP]
+        return True
+
+    def _pump(self, wait: float) -> None:
+        """Wait up to `wait` s for output and read it; stdout after the answer is dropped."""
+        for key, _ in self._selector.select(wait):
+            if key.fd == self._stderr.fileno():
+                self._read_stderr()
+                continue
+            with contextlib.suppress(BlockingIOError):
+                if os.read(key.fd, 65536) == b"":
+                    self._selector.unregister(key.fd)
+
+    def _late(self, sent: int, size: int) -> DriverFailure:
+        if sent < size:
+            return DriverFailure(
+                f"driver did not read the vector within {self.timeout:g} s (it took {sent} of its {size} "
+                "bytes): does it read its stdin one line at a time?"
+            )
+        partial = f" (it wrote {len(self._buffer)} bytes but no newline)" if self._buffer else ""
+        return DriverFailure(
+            f"driver gave no answer within {self.timeout:g} s{partial}: does the driver flush stdout "
+            "after each line? (the protocol needs one line per vector, flushed; a C driver "
+            "writing to a pipe is block-buffered unless it calls fflush or setvbuf)"
+        )
+
+    def _exit_note(self) -> str:
+        code = self._exit_code(2.0)
+        return "" if code is None else f" ({describe_exit(code)})"
+
+    def _exit_code(self, timeout: float) -> int | None:
+        """The driver's exit status once it has exited (Popen's convention: -N for signal N),
+        waiting up to `timeout` while reading its output (so it cannot block writing it); None if
+        it still runs. The process is left unreaped (a zombie), so its process group id cannot be
+        reused before `_end` kills the group."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # already reaped (by Popen): its code is known
+                return self._proc.returncode
+            if info is not None:
+                return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._pump(min(left, 0.01))
+
+    def _end(self) -> None:
+        """Kill the driver's whole process group (the leader may be gone, its children not),
+        then reap the leader."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
 
     def stderr_text(self, limit: int = 4000) -> str:
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace")
-        return text[-limit:]
+        """The last `limit` characters the driver wrote to stderr since `forget_stderr()`,
+        including what is waiting in the pipe now."""
+        for _ in range(2 * STDERR_KEEP // 65536 + 1):  # bounded: a driver may never stop writing
+            if not self._read_stderr():
+                break
+        return self._tail.decode(errors="replace")[-limit:]
+
+    def forget_stderr(self) -> None:
+        """Start a new vector's stderr."""
+        self.stderr_text()
+        del self._tail[:]
 
     def close(self) -> int | None:
-        """End of input: a well-behaved driver exits 0."""
+        """End of input: a well-behaved driver exits 0 (None: it did not exit within the timeout).
+        Whatever it leaves in its process group is killed."""
+        if self._proc.returncode is not None:
+            return self._proc.returncode
         with contextlib.suppress(OSError):
             self._stdin.close()
-        try:
-            code = self._proc.wait(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-            code = None
+        code = self._exit_code(self.timeout)
+        self._end()
+        self.stderr_text()  # what it wrote last, for a report after close
+        self._closed = True
         self._selector.close()
         self._stdout.close()
         self._stderr.close()
         return code
 
     def kill(self) -> None:
-        self._proc.kill()
-        self._proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
         self.close()
+
+
+def check_timeout(seconds: float) -> float:
+    """A per-vector timeout: a finite number of seconds, > 0 and at most MAX_TIMEOUT."""
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
+        raise ValueError(f"must be a number of seconds > 0 and at most {MAX_TIMEOUT:g}, got {seconds!r}")
+    return float(seconds)
+
+
+def split_command(command: str) -> list[str]:
+    """A driver command as the words of a program and its arguments (shell quoting, no shell);
+    ValueError saying why for an empty or unbalanced one."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"cannot split {command!r} into words: {e}") from None
+    if not argv:
+        raise ValueError(f"empty command {command!r}: give the program that runs the driver")
+    return argv
+
+
+def check_arguments(driver_command: str, timeout: float) -> None:
+    """ValueError naming `driver_command` or `timeout` when it cannot be used."""
+    for name, check in (("driver_command", lambda: split_command(driver_command)),
+                        ("timeout", lambda: check_timeout(timeout))):
+        try:
+            check()
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ValueError(f"{name}: {e}") from None
+
+
+def clip(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """At most `limit` characters: a hostile vector or driver can make any message huge."""
+    return text if len(text) <= limit else text[: limit - 40] + f"... ({len(text) - limit + 40} more characters)"
 
 
 def describe_exit(code: int) -> str:
@@ -192,12 +341,18 @@ def run_conformance(
     report: Callable[[Outcome], None] | None = None,
     driver_format: int = len(FORMATS),
     full: bool = False,
+    fold: bool = False,
 ) -> list[Outcome]:
     """Replay every vector found under `paths` against the driver. Never raises for a bad vector
     or a bad driver: each problem becomes a failed Outcome naming the file. A vector in a format
-    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass."""
+    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass.
+    A driver that cannot start, or a path that does not exist, ends the run with one `fatal`
+    Outcome. ValueError for an unusable `driver_command`, `timeout` or `driver_format`.
+    `fold`: the driver's poller folds HUP/ERR (R36); each vector's expected trace is then the
+    model's over `folded_poll`, once the model is seen to produce the vector's own `expect`."""
     if not 1 <= driver_format <= len(FORMATS):
         raise ValueError(f"driver_format must be 1 to {len(FORMATS)}, got {driver_format!r}")
+    check_arguments(driver_command, timeout)
     outcomes: list[Outcome] = []
 
     def record(outcome: Outcome) -> None:
@@ -208,7 +363,7 @@ def run_conformance(
     try:
         files = vector_files(paths)
     except VectorError as e:
-        record(Outcome(Path(str(e).split(":")[0]), "(path)", False, str(e)))
+        record(Outcome(Path(str(e).split(":")[0]), "(path)", False, str(e), fatal=True))
         return outcomes
     driver: Driver | None = None
     try:
@@ -216,7 +371,7 @@ def run_conformance(
             try:
                 vector = load_vector(path)
             except VectorError as e:
-                record(Outcome(path, path.stem, False, f"malformed vector: {e}"))
+                record(Outcome(path, path.stem, False, f"malformed vector: {clip(str(e))}"))
                 continue
             if FORMATS.index(vector.format) + 1 > driver_format:
                 record(Outcome(path, vector.name, False, f"format {vector.format} (driver reads up to "
@@ -225,19 +380,26 @@ def run_conformance(
             if driver is None:
                 try:
                     driver = Driver(driver_command, timeout)
-                except DriverFailure as e:
-                    record(Outcome(path, vector.name, False, str(e)))
-                    continue
+                except DriverFailure as e:  # the same for every vector: said once, the run stops
+                    record(Outcome(path, "(driver)", False, str(e), fatal=True))
+                    return outcomes
             try:
                 answer = driver.ask(vector)
+            except (ValueError, RecursionError) as e:  # the vector cannot even be written as JSON
+                record(Outcome(path, vector.name, False, f"cannot send this vector: {clip(str(e))}"))
+                continue
             except DriverFailure as e:
-                stderr = driver.stderr_text()
+                detail = str(e) + stderr_note(driver)
                 driver.kill()
                 driver = None  # a fresh driver for the next vector
-                detail = str(e) + (f"\n  driver stderr:\n{_indent(stderr)}" if stderr.strip() else "")
                 record(Outcome(path, vector.name, False, detail))
                 continue
-            record(_judge(path, vector, answer, driver, full))
+            try:
+                record(_judge(path, vector, answer, driver, full, fold))
+            except Exception as e:  # a runner or model bug must not end the run
+                record(Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
+                               f"please report it): {type(e).__name__}: {clip(str(e))}"))
+            driver.forget_stderr()  # each vector's report shows what the driver wrote for it
     finally:
         if driver is not None:
             code = driver.close()
@@ -247,28 +409,47 @@ def run_conformance(
                 outcomes[ran[-1]] = Outcome(
                     last.path, last.name, False, (last.detail + "\n" if last.detail else "") +
                     f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit code 0)"
+                    + stderr_note(driver)
                 )
     return outcomes
 
 
-def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool) -> Outcome:
-    expected = vector.expect or ()
+def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool,
+           fold: bool = False) -> Outcome:
+    expected: Sequence[Event] = vector.expect or ()
+    if fold:
+        from iohandler.specs.fuzz import folded_expect  # the model as the oracle, as in fuzz
+
+        folded = folded_expect(vector)
+        if isinstance(folded, str):
+            return Outcome(path, vector.name, False, folded)
+        expected = folded
     if "error" in answer:
         hint = ""
         if vector.format != FORMATS[0]:
             hint = f" (it is {vector.format}; a driver that reads only {FORMATS[0]} runs with --format 1)"
-        return Outcome(path, vector.name, False, f"driver could not run it: {answer['error']}{hint}")
+        detail = f"driver could not run it: {answer_error(answer)}{hint}"
+        return Outcome(path, vector.name, False, detail + stderr_note(driver))
     try:
         actual = parse_trace(answer["trace"], "driver trace")
     except VectorError as e:
-        return Outcome(path, vector.name, False, f"driver trace is malformed: {e}")
+        return Outcome(path, vector.name, False, f"driver trace is malformed: {clip(str(e))}" + stderr_note(driver))
     if tuple(actual) == tuple(expected):
         return Outcome(path, vector.name, True)
     detail = first_difference(expected, actual, full=full)
+    return Outcome(path, vector.name, False, detail + stderr_note(driver))
+
+
+def answer_error(answer: dict[str, object]) -> str:
+    """The message of an `{"error": ...}` answer, clipped (a driver may send any JSON value)."""
+    error = answer["error"]
+    return clip(error if isinstance(error, str) else show(error, DETAIL_LIMIT))
+
+
+def stderr_note(driver: Driver) -> str:
+    """What the driver wrote to stderr for this vector (its tail), as a report's last lines."""
     stderr = driver.stderr_text()
-    if stderr.strip():
-        detail += f"\n  driver stderr (so far):\n{_indent(stderr)}"
-    return Outcome(path, vector.name, False, detail)
+    return f"\n  driver stderr:\n{_indent(stderr)}" if stderr.strip() else ""
 
 
 def _indent(text: str) -> str:

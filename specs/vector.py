@@ -272,7 +272,7 @@ def _list(value: object, at: _At) -> list[object]:
 
 def _str(value: object, at: _At) -> str:
     if not isinstance(value, str):
-        raise at.error(f"expected a string, got {json.dumps(value)}")
+        raise at.error(f"expected a string, got {show(value)}")
     return value
 
 
@@ -282,7 +282,7 @@ def _opt_str(value: object, at: _At) -> str | None:
 
 def _bool(value: object, at: _At) -> bool:
     if not isinstance(value, bool):
-        raise at.error(f"expected true or false, got {json.dumps(value)}")
+        raise at.error(f"expected true or false, got {show(value)}")
     return value
 
 
@@ -421,7 +421,7 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
         raise at.error(f'missing field "format" (expected "{FORMAT}" or "{FORMAT_V2}")')
     if obj["format"] not in FORMATS:
         raise (at / "format").error(
-            f"unsupported format {json.dumps(obj['format'])}; this runner reads "
+            f"unsupported format {show(obj['format'])}; this runner reads "
             + " and ".join(f'"{f}"' for f in FORMATS)
         )
     if GATE_SCRIPTS in obj and obj["format"] == FORMAT:
@@ -438,7 +438,7 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
     fds: dict[str, FdKind] = {}
     for fd, kind in _obj(obj["fds"], at / "fds").items():
         if kind not in FD_KINDS:
-            raise (at / "fds" / fd).error(f"unknown fd kind {json.dumps(kind)}; kinds are {list(FD_KINDS)}")
+            raise (at / "fds" / fd).error(f"unknown fd kind {show(kind)}; kinds are {list(FD_KINDS)}")
         fds[fd] = kind  # type: ignore[assignment]  # checked against FD_KINDS just above
     gates = {g: _bool(v, at / "gates" / g) for g, v in _obj(obj["gates"], at / "gates").items()}
 
@@ -519,6 +519,28 @@ def _check_references(vector: Vector, at: _At) -> None:
             raise where.error(f"send on {action.fd!r} after its hangup is invalid")
 
 
+def decode_json(text: str | bytes) -> object:
+    """`json.loads`, with every way hostile text can fail it as a VectorError: not JSON, nested
+    deeper than the decoder's recursion allows, or an integer past Python's limit on digits."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise VectorError(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise VectorError("JSON nested too deeply to read") from None
+    except ValueError as e:  # int(str) refuses more than sys.get_int_max_str_digits() digits
+        raise VectorError(f"JSON holds an integer with too many digits ({e})") from None
+
+
+def show(value: object, limit: int = 80) -> str:
+    """A value quoted in an error message: JSON, clipped, never failing on a hostile value."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError, TypeError):
+        text = f"(a {type(value).__name__} too deep or too large to show)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_vector(path: str | Path, *, require_expect: bool = True) -> Vector:
     p = Path(path)
     try:
@@ -528,9 +550,9 @@ def load_vector(path: str | Path, *, require_expect: bool = True) -> Vector:
     except UnicodeDecodeError as e:
         raise VectorError(f"{p}: not UTF-8: {e}") from None
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise VectorError(f"{p}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        obj = decode_json(text)
+    except VectorError as e:
+        raise VectorError(f"{p}: {e}") from None
     return parse_vector(obj, str(p), require_expect=require_expect)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_gate_scripts_are_probed_or_switched_off(tmp_path: Path) -> None:
         return fuzz(driver, examples=examples, seed=3, save=tmp_path, gate_scripts=gate_scripts, report=lambda _: None)
 
     probed = run(planted("none"), 150)
-    assert (probed.gate_scripts, probed.gate_scripts_how, probed.mismatches) == (False, "probed", [])
+    assert (probed.gate_scripts, probed.gate_scripts_how.split(":")[0], probed.mismatches) == (False, "probed", [])
     told = run(MODEL, 20, gate_scripts=False)
     assert (told.gate_scripts, told.gate_scripts_how) == (False, "as told")
     # The probe tells them apart: the model runs the gate's script, the planted driver does not.
@@ -169,3 +170,125 @@ def test_generated_vectors_are_valid(data: st.DataObject, gate_scripts: bool) ->
     assert replace(parsed, expect=None) == vector  # vector_to_json writes a missing expect as []
     model_trace(vector)
     model_trace(vector, fold=True)
+
+
+def test_an_unusable_save_path_still_prints_the_mismatch_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 16 of issue 20: the shrunk mismatch is the point of the run; a --save that cannot be
+    written must not hide it behind a traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    save = blocker / "failures"  # under a regular file: mkdir fails
+    assert main(["fuzz", "--driver", planted("R2"), "--examples", "1000", "--seed", "1", "--save", str(save)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("MISMATCH fuzz-") and '"format": "iohandler-vector/1"' in out
+    assert f"not saved: cannot write {save}" in out
+    assert f"iohandler fuzz: cannot save the vector: cannot write {save}" in err
+
+
+HOSTILE = Path(__file__).parent / "fuzz_drivers" / "hostile.py"
+
+
+def hostile(mode: str) -> str:
+    return f"{sys.executable} {HOSTILE} {mode}"
+
+
+def test_the_gate_scripts_probe_reports_its_result_and_reason(tmp_path: Path) -> None:
+    """Issue 23, item 4: only a driver that ignores gate_scripts or refuses v2 makes the probe
+    switch them off, and the summary says which; any other wrong answer is a failure."""
+    def run(driver: str, **kw: object) -> FuzzResult:
+        return fuzz(driver, examples=20, seed=3, save=tmp_path, report=lambda _: None, **kw)  # type: ignore[arg-type]
+
+    ignores = run(planted("none"))
+    assert (ignores.gate_scripts, ignores.mismatches) == (False, [])
+    assert ignores.gate_scripts_how == "probed: the driver ignores gate_scripts (its trace is the one without them)"
+    refuses = run(hostile("refuse-v2"))
+    assert (refuses.gate_scripts, refuses.mismatches) == (False, [])
+    assert refuses.gate_scripts_how == (
+        "probed: the driver refused the v2 probe (fuzz-probe-gate-scripts: this driver reads format v1 only)"
+    )
+    wrong = run(hostile("drop-last"))
+    assert wrong.gate_scripts_how.startswith("probed: a wrong answer") and wrong.examples == 0
+    (m,) = wrong.mismatches
+    assert m.vector.gate_scripts and "first difference at event" in m.detail and m.path is not None
+    assert "gate scripts probe" in wrong.summary()
+
+
+def test_gate_scripts_on_off_probe_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["fuzz", "--examples", "150", "--seed", "3", "--save", str(tmp_path)]
+    # Forced on, a driver that ignores gate_scripts is caught (probed, it would be let off).
+    assert main([*args, "--driver", planted("none"), "--gate-scripts", "on"]) == 1
+    assert "gate scripts on (as told)" in capsys.readouterr().out
+    assert main([*args, "--driver", planted("none"), "--gate-scripts", "off"]) == 0
+    assert "gate scripts off (as told)" in capsys.readouterr().out
+    assert main([*args, "--driver", planted("none"), "--gate-scripts", "probe"]) == 0
+    assert "gate scripts off (probed: the driver ignores" in capsys.readouterr().out
+    assert main([*args, "--driver", planted("none"), "--no-gate-scripts"]) == 0  # the older spelling
+    assert "gate scripts off (as told)" in capsys.readouterr().out
+
+
+def test_a_saved_vector_says_whether_the_driver_erred_or_differed(tmp_path: Path) -> None:
+    erred = fuzz(hostile("refuse-hangup"), examples=200, seed=1, save=tmp_path / "e", report=lambda _: None)
+    (m,) = erred.mismatches
+    assert m.path is not None
+    text = load_vector(m.path).description
+    assert "the driver erred on it (driver could not run it: " in text and "hangup is not supported" in text
+    assert "differs" not in text
+    differed = fuzz(hostile("drop-last"), examples=10, seed=1, save=tmp_path / "d", report=lambda _: None)
+    (m,) = differed.mismatches
+    assert m.path is not None
+    text = load_vector(m.path).description
+    assert "its trace differs from the model's" in text and "erred" not in text
+
+
+def test_the_shrinker_drops_repeated_identical_actions(tmp_path: Path) -> None:
+    """Issue 23, item 4: what Hypothesis leaves is finished by hand, scripts included: a run of
+    identical actions the failure does not need is dropped, in steps and in script bodies."""
+    from iohandler.specs.fuzz import _prune, _Session
+
+    sets = [{"do": "set", "fd": f, "read": "s"} for f in ("a", "b")]
+    vector = parse_vector({
+        "format": "iohandler-vector/1", "name": "repeats", "description": "", "rules": [],
+        "fds": {"a": "socket", "b": "socket"}, "gates": {},
+        "scripts": {"s": [{"do": "snapshot"}, {"do": "snapshot"}, {"do": "notify"}, {"do": "notify"}]},
+        # R2 (new records at the tail) shows in the first poll set: two sets and one iterate.
+        "steps": [*sets, {"do": "notify"}, {"do": "notify"}, {"do": "iterate"}, {"do": "iterate"}],
+    }, require_expect=False)
+    session = _Session(planted("R2"), 5.0)
+    try:
+        assert session.mismatch(vector) is not None
+        smaller = _prune(session, vector)
+    finally:
+        session.close()
+    assert [type(a).__name__ for a in smaller.steps] == ["Set", "Set", "Iterate"]
+    assert all(len(body) <= 1 for body in smaller.scripts.values()), smaller.scripts
+
+
+def test_fuzz_keeps_hypothesis_files_out_of_the_current_folder_unless_told(tmp_path: Path) -> None:
+    """Issue 23, item 4: a porter's checkout must not gain a `.hypothesis` folder; `--db DIR`
+    keeps the run's files where asked, and a failure found there is tried first next time."""
+    here = tmp_path / "here"
+    here.mkdir()
+
+    def run(driver: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "iohandler.specs.cli", "fuzz", "--driver", driver, "--seed", "1",
+             "--save", str(tmp_path / "saved"), *extra],
+            cwd=here, capture_output=True, text=True, timeout=120, check=False,
+        )
+
+    assert run(MODEL, "--examples", "5").returncode == 0
+    assert list(here.iterdir()) == []
+    db = tmp_path / "db"
+    first = run(hostile("refuse-hangup"), "--examples", "200", "--db", str(db))
+    assert first.returncode == 1 and list(here.iterdir()) == []
+    (kept,) = (db / "found").iterdir()
+    again = run(hostile("refuse-hangup"), "--examples", "1", "--db", str(db))
+    assert again.returncode == 1 and f"MISMATCH {kept.stem}" in again.stdout
+    assert "fuzz: 0 examples, 0 steps, 1 mismatch; 1 found earlier replayed first;" in again.stdout
+    assert run(MODEL, "--examples", "1", "--db", str(db)).returncode == 0  # a correct driver passes it
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = run(MODEL, "--db", str(blocker / "db"))
+    assert bad.returncode == 2 and "iohandler fuzz: db: cannot make the folder" in bad.stderr

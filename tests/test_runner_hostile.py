@@ -1,0 +1,314 @@
+"""`iohandler conform` against hostile vectors and drivers (issue 20, items 13-19; issue 23, item 4).
+
+The runner promises never to raise for a bad vector or a bad driver: each problem is one failed
+vector with a clear message, the other vectors still run, no process outlives the run, and a
+driver's output cannot make the runner block or grow without bound. Each hostile driver is a
+small script the test writes to tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from iohandler.specs.cli import main
+from iohandler.specs.runner import run_conformance
+from iohandler.specs.vector import bundled_vectors_dir, parse_vector, vector_to_json
+from tests.harness.config import model_trace
+
+MODEL = f"{sys.executable} -m iohandler.model.driver"
+IMPL = f"{sys.executable} -m iohandler.impl.driver"
+ONE = bundled_vectors_dir() / "rules" / "r05-revive-in-place.json"
+TWO = bundled_vectors_dir() / "rules" / "r16-read-then-write.json"
+HUGE_INT = "1" + "0" * 5000  # past Python's 4 300-digit limit for int <-> str
+
+
+def _driver(tmp_path: Path, body: str, name: str = "driver.py") -> str:
+    script = tmp_path / name
+    script.write_text(body)
+    return f"{sys.executable} {script}"
+
+
+def _answers(tmp_path: Path, line: str) -> str:
+    """A driver that answers every vector with `line` (read from a file: it may be huge)."""
+    (tmp_path / "answer.txt").write_text(line)
+    return _driver(
+        tmp_path,
+        f"import sys\nanswer = open({str(tmp_path / 'answer.txt')!r}).read()\n"
+        "for _ in sys.stdin:\n    sys.stdout.write(answer + '\\n'); sys.stdout.flush()\n",
+    )
+
+
+# ------------------------------------------------------------------ item 13: hostile JSON
+
+
+def test_deeply_nested_and_huge_int_vectors_fail_alone(tmp_path: Path) -> None:
+    head = '{"format": "iohandler-vector/1", "name": "x", "description": "", "rules": [], "fds": {}, '
+    (tmp_path / "a-deep.json").write_text(head + '"scripts": {}, "gates": {}, "steps": ' + "[" * 100_000
+                                          + "]" * 100_000 + ', "expect": []}')
+    (tmp_path / "b-bigint.json").write_text(head + f'"scripts": {{}}, "gates": {{"g": {HUGE_INT}}}, "steps": [], '
+                                            '"expect": []}')
+    shutil.copy(ONE, tmp_path / "c-good.json")
+    outcomes = run_conformance(MODEL, [tmp_path])
+    assert [(o.path.name, o.passed) for o in outcomes] == [
+        ("a-deep.json", False), ("b-bigint.json", False), ("c-good.json", True)
+    ]
+    assert "nested too deeply" in outcomes[0].detail and "a-deep.json" in outcomes[0].detail
+    assert "integer with too many digits" in outcomes[1].detail and "b-bigint.json" in outcomes[1].detail
+    assert all(len(o.detail) < 1000 for o in outcomes)
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"trace": [{"event": "read", "fd": ' + HUGE_INT + ', "script": "s"}]}', "integer with too many digits"),
+        ('{"trace": [{"event": "read", "fd": ' + HUGE_INT[:4000] + ', "script": "s"}]}', "expected a string"),
+        ('{"error": "' + "e" * 100_000 + '"}', "driver could not run it: eee"),
+    ],
+    ids=["deep", "huge-int", "long-int", "long-error"],
+)
+def test_hostile_answers_fail_their_vector_and_the_run_goes_on(tmp_path: Path, line: str, says: str) -> None:
+    outcomes = run_conformance(_answers(tmp_path, line), [ONE, TWO], timeout=5)
+    assert [o.passed for o in outcomes] == [False, False]
+    for o in outcomes:
+        assert says in o.detail, o.detail[:500]
+        assert len(o.detail) < 5000  # a huge answer is quoted, not copied whole
+
+
+# ------------------------------------------------------------------ item 14: a driver that does not read
+
+
+def test_a_driver_that_does_not_read_is_bounded_by_the_timeout(tmp_path: Path) -> None:
+    doc = json.loads(ONE.read_text())
+    doc["padding"] = "x" * 300_000  # an unknown top-level field: kept, and sent (VECTORS.md)
+    (tmp_path / "big.json").write_text(json.dumps(doc))
+    deaf = _driver(tmp_path, "import time\ntime.sleep(30)\n")
+    start = time.monotonic()
+    (outcome,) = run_conformance(deaf, [tmp_path / "big.json"], timeout=0.5)
+    assert time.monotonic() - start < 10  # not the driver's 30 s (or for ever)
+    assert not outcome.passed and "did not read the vector within 0.5 s" in outcome.detail, outcome.detail
+
+
+# ------------------------------------------------------------------ item 15: no orphans
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def pids(tmp_path: Path) -> Iterator[Path]:
+    """A folder where hung drivers write their pids; any still alive afterwards is killed."""
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    yield folder
+    for f in folder.iterdir():
+        pid = int(f.read_text())
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_wrapper_drivers_hung_child_is_killed_with_it(tmp_path: Path, pids: Path) -> None:
+    real = tmp_path / "real.py"
+    real.write_text(
+        "import os, sys, time, pathlib\nsys.stdin.readline()\n"
+        f"pathlib.Path({str(pids)!r}, str(os.getpid())).write_text(str(os.getpid()))\ntime.sleep(30)\n"
+    )
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(f"#!/bin/sh\n{sys.executable} {real}\n")  # no exec: the shell stays the parent
+    wrapper.chmod(0o755)
+    # The timeout leaves the hung driver time to start and write its pid even on a loaded machine.
+    outcomes = run_conformance(str(wrapper), [ONE, TWO], timeout=1.5)
+    assert [o.passed for o in outcomes] == [False, False]
+    hung = [int(f.read_text()) for f in pids.iterdir()]
+    assert len(hung) == 2
+    deadline = time.monotonic() + 2
+    while any(map(_alive, hung)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in hung if _alive(p)], "orphans outlived conform"
+
+
+def test_a_driver_that_exits_leaving_a_child_behind_leaves_no_orphan(tmp_path: Path, pids: Path) -> None:
+    # A well-behaved driver that started a helper process and forgot it at exit.
+    driver = _driver(
+        tmp_path,
+        "import subprocess, sys, pathlib\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        f"pathlib.Path({str(pids)!r}, 'child').write_text(str(p.pid))\n"
+        "from iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\nsys.exit(serve(run))\n",
+    )
+    assert [o.passed for o in run_conformance(driver, [ONE], timeout=5)] == [True]
+    child = int((pids / "child").read_text())
+    deadline = time.monotonic() + 2
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+# ------------------------------------------------------------------ item 17: bad options
+
+
+@pytest.mark.parametrize("command", ["conform", "fuzz"])
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--timeout", "nan", "--timeout: must be a number of seconds"),
+        ("--timeout", "inf", "--timeout: must be a number of seconds"),
+        ("--timeout", "1e300", "--timeout: must be a number of seconds"),
+        ("--timeout", "0", "--timeout: must be a number of seconds"),
+        ("--driver", "", "--driver: empty command"),
+        ("--driver", '"x', "--driver: cannot split"),
+    ],
+)
+def test_bad_timeout_and_driver_values_exit_2_with_a_message(
+    command: str, option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = {"--driver": MODEL, "--timeout": "1", option: value}
+    argv = [command, *[x for kv in args.items() for x in kv], *([str(ONE)] if command == "conform" else [])]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0.0, -1.0, 1e300])
+def test_run_conformance_names_a_bad_timeout(timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        run_conformance(MODEL, [ONE], timeout=timeout)
+
+
+@pytest.mark.parametrize(("command", "says"), [("", "empty command"), ('"x', "cannot split")])
+def test_run_conformance_names_a_bad_driver_command(command: str, says: str) -> None:
+    with pytest.raises(ValueError, match=f"driver_command.*{says}"):
+        run_conformance(command, [ONE])
+
+
+# ------------------------------------------------------------------ item 18: huge stderr
+
+
+def test_a_huge_stderr_costs_bounded_memory_and_shows_its_tail(tmp_path: Path) -> None:
+    driver = _driver(
+        tmp_path,
+        "import sys\nchunk = 'e' * 65535 + '\\n'\n"
+        "for _ in sys.stdin:\n"
+        "    for _ in range(800): sys.stderr.write(chunk)\n"  # 50 MiB per vector
+        "    sys.stderr.write('the last words\\n'); sys.stderr.flush()\n"
+        "    print('not json', flush=True)\n",
+    )
+    tracemalloc.start()
+    try:
+        outcomes = run_conformance(driver, [ONE, TWO], timeout=20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [o.passed for o in outcomes] == [False, False]
+    assert all("the last words" in o.detail and "not JSON" in o.detail for o in outcomes)
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+# ------------------------------------------------------------------ item 19: many sends
+
+
+def test_many_sends_on_one_fd_pass_on_the_loops_driver(tmp_path: Path) -> None:
+    """VECTORS.md: only whether bytes are pending matters, never how many; the loop's driver keeps
+    the count when the kernel buffer is full (a socketpair holds a few hundred one-byte sends, a
+    pipe 64 KiB)."""
+    # The socket also has a write handler: a full receive queue toward the loop's end leaves
+    # that end writable (OUT always, VECTORS.md fd kinds).
+    steps: list[dict[str, str]] = [
+        {"do": "set", "fd": "s", "read": "r", "write": "r"}, {"do": "set", "fd": "p", "read": "r"}
+    ]
+    steps += [{"do": "send", "fd": "s"}] * 1000 + [{"do": "send", "fd": "p"}] * 66_000
+    steps += [{"do": "iterate"}, {"do": "drain", "fd": "s"}, {"do": "drain", "fd": "p"}, {"do": "iterate"}]
+    doc = {"format": "iohandler-vector/1", "name": "many-sends", "description": "", "rules": [],
+           "fds": {"s": "socket", "p": "pipe-read"}, "scripts": {"r": []}, "gates": {}, "steps": steps}
+    vector = parse_vector(doc, require_expect=False)
+    (tmp_path / "many.json").write_text(json.dumps(vector_to_json(replace(vector, expect=tuple(model_trace(vector))))))
+    outcomes = run_conformance(IMPL, [tmp_path / "many.json"], timeout=20)
+    assert [o.passed for o in outcomes] == [True], outcomes[0].detail
+
+
+# ------------------------------------------------------------------ issue 23, item 4
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [('{"error": "nope"}', "driver could not run it: nope"),
+     ('{"trace": [{"event": "zap"}]}', "driver trace is malformed")],
+    ids=["error", "malformed"],
+)
+def test_the_drivers_stderr_is_shown_for_an_error_answer_and_a_malformed_trace(
+    tmp_path: Path, answer: str, says: str
+) -> None:
+    driver = _driver(
+        tmp_path,
+        "import sys\nfor n, _ in enumerate(sys.stdin):\n"
+        "    print(f'why {n}: no sockets here', file=sys.stderr, flush=True)\n"
+        f"    print({answer!r}, flush=True)\n",
+    )
+    first, second = run_conformance(driver, [ONE, TWO])
+    assert says in first.detail and "driver stderr:\n    why 0: no sockets here" in first.detail
+    assert "why 1" in second.detail and "why 0" not in second.detail  # each vector its own stderr
+
+
+def test_a_driver_that_cannot_start_is_reported_once_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "no-such-driver")
+    assert main(["conform", "--driver", missing, str(ONE), str(TWO)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("cannot start driver") == 1 and "No such file" in err
+    assert "FAIL" not in out and "passed" not in out
+    (outcome,) = run_conformance(missing, [ONE, TWO])
+    assert outcome.fatal and not outcome.passed and "cannot start driver" in outcome.detail
+    # A missing vector path is the same kind of problem: nothing can run.
+    assert main(["conform", "--driver", MODEL, str(tmp_path / "nope")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_fold_hup_err_compares_a_folding_poller_with_the_folded_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """R36: the selectors poller folds HUP/ERR, so it can only differ from the bundled traces;
+    with --fold-hup-err, conform compares it with the model over the folded view (as fuzz does)."""
+    selectors = f"{IMPL} --poller selectors"
+    assert main(["conform", "--driver", selectors]) == 1
+    capsys.readouterr()
+    assert main(["conform", "--fold-hup-err", "--driver", selectors]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("failed; HUP/ERR folded (R36)")
+    assert main(["conform", "--fold-hup-err", "--driver", MODEL]) == 1  # the unfolded model differs
+    capsys.readouterr()
+    # A vector whose expect the model does not produce cannot be folded: said, not guessed.
+    doc = json.loads(ONE.read_text())
+    doc["expect"].pop()
+    (tmp_path / "wrong.json").write_text(json.dumps(doc))
+    (outcome,) = run_conformance(selectors, [tmp_path / "wrong.json"], fold=True)
+    assert not outcome.passed and "the model's own trace differs from this vector's expect" in outcome.detail
+
+
+def test_a_runner_bug_on_one_vector_is_reported_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import iohandler.specs.fuzz as fuzz
+
+    def broken(vector: object, *, fold: bool = False) -> object:
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(fuzz, "model_trace", broken)
+    outcomes = run_conformance(MODEL, [ONE, TWO], fold=True)
+    assert [o.passed for o in outcomes] == [False, False]
+    assert all("the runner failed on this vector (a bug in iohandler" in o.detail and "planted" in o.detail
+               for o in outcomes)
