@@ -227,9 +227,13 @@ class _Session:
         failure = Problem(problem, erred=True) if got is None else Problem(first_difference(expect, got), erred=False)
         return False, "probed: a wrong answer, a failure (gate scripts off for the rest)", failure
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """End the driver: at end of input, or (`kill`) at once."""
         if self.driver is not None:
-            self.driver.close()
+            if kill:
+                self.driver.kill()
+            else:
+                self.driver.close()
             self.driver = None
 
 
@@ -450,6 +454,9 @@ def fuzz(
             vector, _ = failing[-1]  # Hypothesis runs the shrunk example last
             vector = _prune(session, vector)
             _found(result, session, vector, session.mismatch(vector) or failing[-1][1], driver, save, report, db)
+    except BaseException:  # Ctrl-C reaches only this process (the driver has its own group): kill it now
+        session.close(kill=True)
+        raise
     finally:
         session.close()
         home.close()

@@ -400,6 +400,13 @@ def run_conformance(
                 record(Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
                                f"please report it): {type(e).__name__}: {clip(str(e))}"))
             driver.forget_stderr()  # each vector's report shows what the driver wrote for it
+    except BaseException:
+        # An interrupt (Ctrl-C reaches the runner only: the driver has its own process group),
+        # or a report callback's exception: kill the driver now rather than wait out its timeout.
+        if driver is not None:
+            driver.kill()
+            driver = None
+        raise
     finally:
         if driver is not None:
             code = driver.close()
