@@ -2,7 +2,9 @@
 
 A driver is any command that speaks the protocol (VECTORS.md). The runner starts it once and
 keeps it for the whole run; a driver that crashes, hangs past the timeout or answers garbage is
-reported against that vector, killed, and replaced by a fresh one for the next vector.
+reported against that vector, killed (its whole process group), and replaced by a fresh one for
+the next vector. Nothing a vector file or a driver does makes the runner raise, block past the
+timeout or hold more than a bounded part of the driver's output.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ class DriverFailure(Exception):
 class Driver:
     """One running driver process. `ask(vector)` returns its answer object.
 
-    Its stdout and stderr are pipes the runner reads whenever it waits on the driver, so the
-    driver never blocks on them; of stderr only the last STDERR_KEEP bytes are kept (a driver
-    may write gigabytes there), and an answer line longer than ANSWER_LIMIT is a failure."""
+    Its stdout and stderr are pipes the runner reads whenever it waits on the driver (a driver
+    that writes between vectors waits at most until the next one); of stderr only the last
+    STDERR_KEEP bytes are kept (a driver may write gigabytes there), and an answer line longer
+    than ANSWER_LIMIT is a failure. It runs in a process group of its own, killed whole."""
 
     def __init__(self, command: str, timeout: float) -> None:
         self.command = command
