@@ -345,17 +345,19 @@ def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Probl
 def _replay(result: FuzzResult, session: _Session, db: Path, driver: str, save: Path | None,
             report: Callable[[str], None]) -> bool:
     """Try the vectors an earlier run with this `db` found, before generating any: True when one
-    still fails (reported as this run's mismatch). Unreadable files and vectors with
-    gate_scripts while they are off are passed over."""
+    still fails (reported as this run's mismatch). Unreadable files, vectors the model cannot
+    run, and vectors with gate_scripts while they are off are passed over."""
+    from iohandler.model.env import InvalidAction
+
     for path in sorted((db / FOUND).glob("*.json")):
         try:
             vector = load_vector(path, require_expect=False)
-        except VectorError:
-            continue
-        if vector.gate_scripts and not result.gate_scripts:
+            if vector.gate_scripts and not result.gate_scripts:
+                continue
+            problem = session.mismatch(vector)
+        except (VectorError, InvalidAction):  # a file edited by hand: not this run's business
             continue
         result.replayed += 1
-        problem = session.mismatch(vector)
         if problem is not None:
             _found(result, session, vector, problem, driver, save, report, db=None)
             return True
