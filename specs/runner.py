@@ -156,7 +156,10 @@ class Driver:
         except BlockingIOError:
             return
         if chunk == b"":
-            raise DriverFailure(f"driver exited without answering{self._exit_note()}")
+            code = self._exit_code(2.0)
+            if code is None:
+                raise DriverFailure("driver closed its stdout without answering (it still runs)")
+            raise DriverFailure(f"driver exited without answering ({describe_exit(code)})")
         self._buffer += chunk
 
     def _read_stderr(self) -> bool:

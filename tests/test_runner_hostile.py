@@ -333,3 +333,9 @@ def test_an_interrupt_kills_the_driver_at_once(tmp_path: Path, pids: Path) -> No
         run_conformance(driver, [ONE], timeout=8, report=interrupt)
     assert time.monotonic() - start < 5
     assert not _alive(int((pids / "driver").read_text()))
+
+
+def test_a_driver_that_closes_stdout_but_runs_on_is_not_said_to_have_exited(tmp_path: Path) -> None:
+    driver = _driver(tmp_path, "import os, sys, time\nsys.stdin.readline()\nos.close(1)\ntime.sleep(30)\n")
+    (outcome,) = run_conformance(driver, [ONE], timeout=5)
+    assert "driver closed its stdout without answering (it still runs)" in outcome.detail, outcome.detail
