@@ -63,7 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    conform = sub.add_parser("conform", help="replay conformance vectors against a driver")
+    conform = sub.add_parser(
+        "conform", help="replay conformance vectors against a driver",
+        epilog="exit status: 0 every vector passed; 1 a vector failed; 2 a usage error, a missing path or a "
+        "driver command that cannot start (reported once)",
+    )
     conform.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
     conform.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
@@ -89,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "saved --json report")
     verify.set_defaults(func=_verify)
 
-    fuzz = sub.add_parser("fuzz", help="generated vectors against a driver, the model as the oracle")
+    fuzz = sub.add_parser(
+        "fuzz", help="generated vectors against a driver, the model as the oracle",
+        epilog="exit status: 0 no mismatch; 1 a mismatch (printed, and saved unless the save failed: then "
+        "also an error on stderr); 2 a usage error or a driver command that cannot start",
+    )
     fuzz.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     fuzz.add_argument("--examples", type=_positive, default=200, help="vectors to try (default: %(default)s)")
     fuzz.add_argument("--seed", type=int, default=None, help="repeat a run exactly (default: a random seed, printed)")

@@ -227,9 +227,13 @@ class _Session:
         failure = Problem(problem, erred=True) if got is None else Problem(first_difference(expect, got), erred=False)
         return False, "probed: a wrong answer, a failure (gate scripts off for the rest)", failure
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """End the driver: at end of input, or (`kill`) at once."""
         if self.driver is not None:
-            self.driver.close()
+            if kill:
+                self.driver.kill()
+            else:
+                self.driver.close()
             self.driver = None
 
 
@@ -341,17 +345,19 @@ def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Probl
 def _replay(result: FuzzResult, session: _Session, db: Path, driver: str, save: Path | None,
             report: Callable[[str], None]) -> bool:
     """Try the vectors an earlier run with this `db` found, before generating any: True when one
-    still fails (reported as this run's mismatch). Unreadable files and vectors with
-    gate_scripts while they are off are passed over."""
+    still fails (reported as this run's mismatch). Unreadable files, vectors the model cannot
+    run, and vectors with gate_scripts while they are off are passed over."""
+    from iohandler.model.env import InvalidAction
+
     for path in sorted((db / FOUND).glob("*.json")):
         try:
             vector = load_vector(path, require_expect=False)
-        except VectorError:
-            continue
-        if vector.gate_scripts and not result.gate_scripts:
+            if vector.gate_scripts and not result.gate_scripts:
+                continue
+            problem = session.mismatch(vector)
+        except (VectorError, InvalidAction):  # a file edited by hand: not this run's business
             continue
         result.replayed += 1
-        problem = session.mismatch(vector)
         if problem is not None:
             _found(result, session, vector, problem, driver, save, report, db=None)
             return True
@@ -450,6 +456,9 @@ def fuzz(
             vector, _ = failing[-1]  # Hypothesis runs the shrunk example last
             vector = _prune(session, vector)
             _found(result, session, vector, session.mismatch(vector) or failing[-1][1], driver, save, report, db)
+    except BaseException:  # Ctrl-C reaches only this process (the driver has its own group): kill it now
+        session.close(kill=True)
+        raise
     finally:
         session.close()
         home.close()

@@ -2,7 +2,9 @@
 
 A driver is any command that speaks the protocol (VECTORS.md). The runner starts it once and
 keeps it for the whole run; a driver that crashes, hangs past the timeout or answers garbage is
-reported against that vector, killed, and replaced by a fresh one for the next vector.
+reported against that vector, killed (its whole process group), and replaced by a fresh one for
+the next vector. Nothing a vector file or a driver does makes the runner raise, block past the
+timeout or hold more than a bounded part of the driver's output.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ class DriverFailure(Exception):
 class Driver:
     """One running driver process. `ask(vector)` returns its answer object.
 
-    Its stdout and stderr are pipes the runner reads whenever it waits on the driver, so the
-    driver never blocks on them; of stderr only the last STDERR_KEEP bytes are kept (a driver
-    may write gigabytes there), and an answer line longer than ANSWER_LIMIT is a failure."""
+    Its stdout and stderr are pipes the runner reads whenever it waits on the driver (a driver
+    that writes between vectors waits at most until the next one); of stderr only the last
+    STDERR_KEEP bytes are kept (a driver may write gigabytes there), and an answer line longer
+    than ANSWER_LIMIT is a failure. It runs in a process group of its own, killed whole."""
 
     def __init__(self, command: str, timeout: float) -> None:
         self.command = command
@@ -153,7 +156,10 @@ class Driver:
         except BlockingIOError:
             return
         if chunk == b"":
-            raise DriverFailure(f"driver exited without answering{self._exit_note()}")
+            code = self._exit_code(2.0)
+            if code is None:
+                raise DriverFailure("driver closed its stdout without answering (it still runs)")
+            raise DriverFailure(f"driver exited without answering ({describe_exit(code)})")
         self._buffer += chunk
 
     def _read_stderr(self) -> bool:
@@ -400,6 +406,13 @@ def run_conformance(
                 record(Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
                                f"please report it): {type(e).__name__}: {clip(str(e))}"))
             driver.forget_stderr()  # each vector's report shows what the driver wrote for it
+    except BaseException:
+        # An interrupt (Ctrl-C reaches the runner only: the driver has its own process group),
+        # or a report callback's exception: kill the driver now rather than wait out its timeout.
+        if driver is not None:
+            driver.kill()
+            driver = None
+        raise
     finally:
         if driver is not None:
             code = driver.close()

@@ -38,6 +38,13 @@ def planted(bug: str) -> str:
     return f"{sys.executable} {PLANTED} {bug}"
 
 
+HOSTILE = Path(__file__).parent / "fuzz_drivers" / "hostile.py"  # misbehaviours other than rule bugs
+
+
+def hostile(mode: str) -> str:
+    return f"{sys.executable} {HOSTILE} {mode}"
+
+
 # (bug, seed): a seed that finds it within the bound; any seed finds each with enough examples.
 BUGS = [("R2", 1), ("R9", 1), ("R13", 1), ("R15", 1), ("R17", 1), ("R18", 2)]
 
@@ -180,18 +187,12 @@ def test_an_unusable_save_path_still_prints_the_mismatch_and_says_why(
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     save = blocker / "failures"  # under a regular file: mkdir fails
-    assert main(["fuzz", "--driver", planted("R2"), "--examples", "1000", "--seed", "1", "--save", str(save)]) == 1
+    assert main(["fuzz", "--driver", hostile("refuse-hangup"), "--examples", "200", "--seed", "1", "--save",
+                 str(save)]) == 1
     out, err = capsys.readouterr()
     assert out.startswith("MISMATCH fuzz-") and '"format": "iohandler-vector/1"' in out
     assert f"not saved: cannot write {save}" in out
     assert f"iohandler fuzz: cannot save the vector: cannot write {save}" in err
-
-
-HOSTILE = Path(__file__).parent / "fuzz_drivers" / "hostile.py"
-
-
-def hostile(mode: str) -> str:
-    return f"{sys.executable} {HOSTILE} {mode}"
 
 
 def test_the_gate_scripts_probe_reports_its_result_and_reason(tmp_path: Path) -> None:
@@ -216,9 +217,9 @@ def test_the_gate_scripts_probe_reports_its_result_and_reason(tmp_path: Path) ->
 
 
 def test_gate_scripts_on_off_probe_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["fuzz", "--examples", "150", "--seed", "3", "--save", str(tmp_path)]
+    args = ["fuzz", "--examples", "30", "--seed", "3", "--save", str(tmp_path)]
     # Forced on, a driver that ignores gate_scripts is caught (probed, it would be let off).
-    assert main([*args, "--driver", planted("none"), "--gate-scripts", "on"]) == 1
+    assert main([*args, "--examples", "150", "--driver", planted("none"), "--gate-scripts", "on"]) == 1
     assert "gate scripts on (as told)" in capsys.readouterr().out
     assert main([*args, "--driver", planted("none"), "--gate-scripts", "off"]) == 0
     assert "gate scripts off (as told)" in capsys.readouterr().out

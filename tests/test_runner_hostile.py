@@ -312,3 +312,30 @@ def test_a_runner_bug_on_one_vector_is_reported_and_the_run_goes_on(monkeypatch:
     assert [o.passed for o in outcomes] == [False, False]
     assert all("the runner failed on this vector (a bug in iohandler" in o.detail and "planted" in o.detail
                for o in outcomes)
+
+
+def test_an_interrupt_kills_the_driver_at_once(tmp_path: Path, pids: Path) -> None:
+    """The driver has its own process group, so Ctrl-C reaches only the runner: the runner must
+    then kill it at once, not wait out its timeout for an exit at end of input."""
+    driver = _driver(
+        tmp_path,
+        "import os, sys, time, pathlib\n"
+        f"pathlib.Path({str(pids)!r}, 'driver').write_text(str(os.getpid()))\n"
+        "from iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\n"
+        "serve(run)\ntime.sleep(30)\n",  # lingers after end of input
+    )
+
+    def interrupt(_: object) -> None:
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_conformance(driver, [ONE], timeout=8, report=interrupt)
+    assert time.monotonic() - start < 5
+    assert not _alive(int((pids / "driver").read_text()))
+
+
+def test_a_driver_that_closes_stdout_but_runs_on_is_not_said_to_have_exited(tmp_path: Path) -> None:
+    driver = _driver(tmp_path, "import os, sys, time\nsys.stdin.readline()\nos.close(1)\ntime.sleep(30)\n")
+    (outcome,) = run_conformance(driver, [ONE], timeout=5)
+    assert "driver closed its stdout without answering (it still runs)" in outcome.detail, outcome.detail
