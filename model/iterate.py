@@ -87,6 +87,8 @@ def apply(world: World, action: ScriptAction, *, observer: Observer | None = Non
         case Snapshot():
             rows = tuple((r.fd, r.read, r.write, r.gate) for r in live_records(world.loop))
             return world, (HandlersEvent(rows),)
+        case _:
+            raise env.InvalidAction(f"{action} is format v3: the model's AioContext comes in the next commit")
 
 
 def run_script(
