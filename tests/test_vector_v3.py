@@ -4,11 +4,15 @@ they need, and the schema saying the same (VECTORS.md, "Format v3")."""
 from __future__ import annotations
 
 import json
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
+from iohandler.specs.runner import run_conformance
 from iohandler.specs.vector import (
     FORMAT,
     FORMAT_V2,
@@ -30,6 +34,7 @@ from iohandler.specs.vector import (
     TimeoutEvent,
     VectorError,
     bundled_vectors_dir,
+    load_vector,
     parse_vector,
     vector_to_json,
 )
@@ -145,3 +150,41 @@ def test_a_timeout_event_needs_whole_non_negative_ms_or_null(ms: object) -> None
 def test_unknown_action_message_lists_the_v3_actions() -> None:
     with pytest.raises(VectorError, match="bh-new, bh-schedule, bh-schedule-idle, bh-cancel, bh-delete, ctx-set"):
         parse_vector(doc([{"do": "bh-run", "bh": "b"}]))
+
+
+# ------------------------------------------------------------------ runner and bundled vectors
+
+V3_FILES = sorted((bundled_vectors_dir() / "context").glob("*.json"))
+
+
+def test_every_context_rule_has_a_bundled_v3_vector() -> None:
+    spec = (bundled_vectors_dir().parent / "SPEC.md").read_text(encoding="utf-8")
+    rules = [r for r in re.findall(r"^### (R\d+)\b", spec, re.MULTILINE) if int(r[1:]) >= 42]
+    assert rules == [f"R{i}" for i in range(42, 51)]
+    covered = {r for p in V3_FILES for r in load_vector(p).rules}
+    assert [r for r in rules if r not in covered] == []
+    assert all(load_vector(p).format == FORMAT_V3 for p in V3_FILES)
+
+
+def test_a_driver_declaring_format_2_gets_the_v3_vectors_skipped(tmp_path: Path) -> None:
+    # A v2 driver that dies if it is ever sent a v3 vector.
+    script = tmp_path / "v2_driver.py"
+    script.write_text(
+        "import sys, json\nfrom iohandler.model.driver import run\nfrom iohandler.specs.protocol import answer_for\n"
+        "for line in sys.stdin:\n"
+        "    if 'iohandler-vector/3' in line: sys.exit(5)\n"
+        "    print(json.dumps(answer_for(line, run)), flush=True)\n"
+    )
+    driver = f"{sys.executable} {script}"
+    v2 = bundled_vectors_dir() / "gate-scripts" / "r22-gate-adds-record.json"
+    outcomes = run_conformance(driver, [*V3_FILES[:2], v2], driver_format=2)
+    assert [(o.passed, o.skipped) for o in outcomes] == [(False, True), (False, True), (True, False)]
+    assert "format iohandler-vector/3 (driver reads up to iohandler-vector/2)" in outcomes[0].detail
+    # Without --format 2 the same driver fails them (it exits), never passes them.
+    assert not any(o.passed for o in run_conformance(driver, V3_FILES[:1]))
+
+
+def test_the_model_driver_passes_the_v3_vectors() -> None:
+    outcomes = run_conformance(f"{sys.executable} -m iohandler.model.driver", V3_FILES)
+    assert len(outcomes) == len(V3_FILES) >= 30
+    assert [o.detail for o in outcomes if not o.passed] == []
