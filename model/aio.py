@@ -40,14 +40,14 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from iohandler.model import bh as bhs
-from iohandler.model.env import readiness
+from iohandler.model import env
 from iohandler.model.state import (
-    ALWAYS_REPORTED,
     IN,
     READ_EVENTS,
     WRITE_EVENTS,
     Context,
     CtxNode,
+    Env,
     Fd,
     PollSet,
     ScriptName,
@@ -57,6 +57,9 @@ from iohandler.specs.vector import CtxReadEvent, CtxWriteEvent, Event
 
 # A callback (BH or context handler): its script runs against the world.
 Callback = Callable[[World, ScriptName], tuple[World, tuple[Event, ...]]]
+# How poll answers: (fds' states, poll set, notifier readable) -> (revents per entry, ret);
+# env.poll, or R36's folded view (model/iterate.py passes it on).
+PollFn = Callable[[Env, PollSet, bool], tuple[tuple[int, ...], int]]
 
 
 def events_of(node: CtxNode) -> int:
@@ -98,24 +101,24 @@ def poll_set(ctx: Context) -> PollSet:
     return tuple((n.fd, events_of(n)) for n in ctx.nodes if not n.deleted)
 
 
-def ready_count(world: World, entries: PollSet) -> int:
+def ready_count(world: World, entries: PollSet, poll: PollFn = env.poll) -> int:
     """How many of `entries` poll reports with non-zero revents (R11's readiness rule)."""
-    return sum(1 for fd, ev in entries if readiness(world.env[fd]) & (ev | ALWAYS_REPORTED))
+    return poll(world.env, entries, False)[1]
 
 
-def aio_poll(world: World, call: Callback) -> tuple[World, bool, tuple[Event, ...]]:
+def aio_poll(world: World, call: Callback, poll: PollFn = env.poll) -> tuple[World, bool, tuple[Event, ...]]:
     """R46 R47 `aio_poll(ctx, false)`: its own fill and zero-timeout poll, then aio_dispatch
     (the BH walk, then the handler walk); its progress value and events. Callable from any
     callback: `dispatching` is saved and restored, the walking counters nest (R46)."""
     was = world.ctx.dispatching
     ctx = replace(world.ctx, dispatching=True)
     polled = [n for n in ctx.nodes if not n.deleted]
-    revents = {n.ident: readiness(world.env[n.fd]) & (events_of(n) | ALWAYS_REPORTED) for n in polled}
-    notifier = IN if world.loop.wakeup else 0
-    if sum(1 for r in revents.values() if r) + (1 if notifier else 0) > 0:
+    answered, ret = poll(world.env, tuple((n.fd, events_of(n)) for n in polled), world.loop.wakeup)
+    if ret > 0:
         # Only a poll that returned > 0 writes revents; else the nodes keep theirs (R46).
+        revents = {n.ident: r for n, r in zip(polled, answered, strict=True)}
         nodes = tuple(replace(n, revents=revents[n.ident]) if n.ident in revents else n for n in ctx.nodes)
-        ctx = replace(ctx, nodes=nodes, notifier_revents=notifier)
+        ctx = replace(ctx, nodes=nodes, notifier_revents=IN if world.loop.wakeup else 0)
     world, progress, events = dispatch(world.with_ctx(ctx), call)
     return world.with_ctx(replace(world.ctx, dispatching=was)), progress, events
 

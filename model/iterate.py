@@ -14,7 +14,7 @@ from iohandler.model import aio, bh, env
 from iohandler.model.dispatch import dispatch
 from iohandler.model.fill import fill
 from iohandler.model.registry import live_records, set_fd_handler
-from iohandler.model.state import Env, Fd, FdState, GateName, Loop, PollSet, ScriptName, Table, World, flag_names
+from iohandler.model.state import Fd, FdState, GateName, Loop, PollSet, ScriptName, Table, World, flag_names
 from iohandler.specs.vector import (
     Action,
     BhCancel,
@@ -47,7 +47,7 @@ from iohandler.specs.vector import (
 Scripts = Mapping[ScriptName, tuple[ScriptAction, ...]]
 # How poll answers: (fds' states, poll set, notifier readable) -> (revents per entry, ret).
 # `env.poll` is Linux's poll(2) (R11, R12); tests pass another view (R36's folded one).
-PollFn = Callable[[Env, PollSet, bool], tuple[tuple[int, ...], int]]
+PollFn = aio.PollFn
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +81,15 @@ def initial_world(vector: Vector) -> World:
 
 
 def apply(
-    world: World, action: ScriptAction, *, observer: Observer | None = None, scripts: Scripts | None = None
+    world: World,
+    action: ScriptAction,
+    *,
+    observer: Observer | None = None,
+    scripts: Scripts | None = None,
+    poll: PollFn = env.poll,
 ) -> tuple[World, tuple[Event, ...]]:
     """One action outside the loop's own steps: from a step, a script or during_wait. `scripts`
-    is needed by `ctx-poll` only (it runs callbacks)."""
+    is needed by `ctx-poll` only (it runs callbacks), and `poll` is its poll (R36)."""
     match action:
         case Set(fd, read, write, gate):
             if observer is not None and observer.on_register is not None:
@@ -123,26 +128,26 @@ def apply(
         case CtxPoll():
             if scripts is None:
                 raise ValueError("scripts: ctx-poll runs callbacks, so apply needs the vector's scripts")
-            world, progress, out = aio.aio_poll(world, _runner(scripts, observer))
+            world, progress, out = aio.aio_poll(world, _runner(scripts, observer, poll), poll)
             return world, (*out, CtxProgressEvent(progress))
         case Timeout():
             return world, (TimeoutEvent(bh.compute_timeout_ms(world.ctx)),)
 
 
-def _runner(scripts: Scripts, observer: Observer | None) -> aio.Callback:
+def _runner(scripts: Scripts, observer: Observer | None, poll: PollFn) -> aio.Callback:
     def call(world: World, script: ScriptName) -> tuple[World, tuple[Event, ...]]:
-        return run_script(world, script, scripts, observer=observer)
+        return run_script(world, script, scripts, observer=observer, poll=poll)
 
     return call
 
 
 def run_script(
-    world: World, name: ScriptName, scripts: Scripts, *, observer: Observer | None = None
+    world: World, name: ScriptName, scripts: Scripts, *, observer: Observer | None = None, poll: PollFn = env.poll
 ) -> tuple[World, tuple[Event, ...]]:
     """A callback: the script's actions, in order."""
     events: list[Event] = []
     for action in scripts[name]:
-        world, out = apply(world, action, observer=observer, scripts=scripts)
+        world, out = apply(world, action, observer=observer, scripts=scripts, poll=poll)
         events.extend(out)
     return world, tuple(events)
 
@@ -162,11 +167,11 @@ def iterate(
         # R22: a gate with a script runs it, then answers its (possibly changed) value.
         out: tuple[Event, ...] = ()
         if gate_runs and gate in gate_runs:
-            w, out = run_script(w, gate_runs[gate], scripts, observer=observer)
+            w, out = run_script(w, gate_runs[gate], scripts, observer=observer, poll=poll)
         return w, w.gates[gate], out
 
     def call(w: World, fd: Fd, script: ScriptName) -> tuple[World, tuple[Event, ...]]:
-        after, out = run_script(w, script, scripts, observer=observer)
+        after, out = run_script(w, script, scripts, observer=observer, poll=poll)
         if observer is not None and observer.on_call is not None:
             observer.on_call(w, fd, script, after)
         return after, out
@@ -183,18 +188,18 @@ def iterate(
         events.append(CtxPollEvent(tuple((fd, flag_names(ev)) for fd, ev in ctx_set)))
     # R20: another thread acts while the loop blocks; the poll set is already built.
     for action in during_wait:
-        world, out = apply(world, action, observer=observer, scripts=scripts)
+        world, out = apply(world, action, observer=observer, scripts=scripts, poll=poll)
         events.extend(out)
     revents, ret = poll(world.env, poll_set, world.loop.wakeup)
     # R47: the wait's return value counts the context's fds too (qemu_iohandler_poll needs > 0).
-    ret += aio.ready_count(world, ctx_set)
+    ret += aio.ready_count(world, ctx_set, poll)
     ready = tuple((fd, flag_names(rev)) for (fd, _), rev in zip(poll_set, revents, strict=True) if rev)
     events.append(ReadyEvent(ready, walk=ret > 0))
     # R47: glib dispatches the context (aio_ctx_dispatch -> aio_poll(ctx, false)) before
     # qemu_iohandler_poll. R13: the notifier is read there (its node, the oldest, ends the
     # context's handler walk), so a notify from the fd-handler walk is pending for the next
     # iteration.
-    world, _, out = aio.aio_poll(world, _runner(scripts, observer))
+    world, _, out = aio.aio_poll(world, _runner(scripts, observer, poll), poll)
     events.extend(out)
     before = world
     world, out = dispatch(world, revents, ret, call)
@@ -215,7 +220,7 @@ def step(
 ) -> tuple[World, tuple[Event, ...]]:
     if isinstance(action, Iterate):
         return iterate(world, action.during_wait, scripts, gate_runs, poll=poll, observer=observer)
-    return apply(world, action, observer=observer, scripts=scripts)
+    return apply(world, action, observer=observer, scripts=scripts, poll=poll)
 
 
 def run_vector(vector: Vector) -> tuple[Event, ...]:
