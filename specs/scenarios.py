@@ -54,6 +54,7 @@ Scripts = Mapping[str, tuple[ScriptAction, ...]]
 
 FD_NAMES = ("a", "b", "c")
 BH_NAMES = ("p", "q")
+CTX_FD_NAMES = ("x", "y")
 KINDS: tuple[FdKind, ...] = ("socket", "pipe-read", "pipe-write")
 
 
@@ -68,6 +69,7 @@ class Config:
     hangable: frozenset[str] = field(default_factory=frozenset)
     gate_runs: Mapping[str, str] = field(default_factory=dict)
     bhs: Mapping[str, str] = field(default_factory=dict)  # format v3: BH name -> its script
+    ctx_fds: frozenset[str] = field(default_factory=frozenset)  # format v3: the context's fds (only ctx-set)
 
     def setup(self) -> list[Action]:
         """The steps that create the config's BHs (before any other step)."""
@@ -108,14 +110,15 @@ def to_vector(config: Config, steps: Sequence[Action], expect: Sequence[Event] |
 
 def script_actions(fds: Sequence[str], kinds: Mapping[str, FdKind], scripts: Sequence[str],
                    gates: Sequence[str], bhs: Sequence[str] = (), *,
-                   in_wait: bool = False) -> st.SearchStrategy[ScriptAction]:
+                   in_wait: bool = False, ctx_fds: Sequence[str] = ()) -> st.SearchStrategy[ScriptAction]:
     """What a handler (or another thread, during the wait) may do: delete, add, update or revive
     any fd (its own included), send, drain, toggle a gate, notify, snapshot; with `bhs` (format
-    v3) also act on the BHs and the context's handlers, and poll the context (not `in_wait`)."""
+    v3) also act on the BHs and the handlers of `ctx_fds` (the context's fds, which `set` leaves
+    alone: an fd is in one list only), and poll the context (not `in_wait`)."""
     # Built strategies are cached: building and validating them anew on every draw was most of
     # the lockstep machine's time.
     return _script_actions(tuple(fds), tuple(kinds[f] for f in fds), tuple(scripts), tuple(gates), tuple(bhs),
-                           in_wait)
+                           in_wait, tuple(ctx_fds))
 
 
 def context_actions(fds: Sequence[str], scripts: Sequence[str], bhs: Sequence[str],
@@ -146,13 +149,14 @@ def _context_actions(fds: tuple[str, ...], scripts: tuple[str, ...], bhs: tuple[
 @functools.lru_cache(maxsize=512)
 def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: tuple[str, ...],
                     gates: tuple[str, ...], bhs: tuple[str, ...] = (),
-                    in_wait: bool = False) -> st.SearchStrategy[ScriptAction]:
+                    in_wait: bool = False, ctx_fds: tuple[str, ...] = ()) -> st.SearchStrategy[ScriptAction]:
     kinds = dict(zip(fds, kinds_, strict=True))
     handler = st.none() | st.sampled_from(scripts)
     gate = st.none() | st.sampled_from(gates) if gates else st.none()
     streams = [f for f in fds if kinds[f] != "pipe-write"]
-    register = st.builds(Set, st.sampled_from(fds), handler, handler, gate)
-    delete = st.builds(Set, st.sampled_from(fds), st.none(), st.none(), st.none())
+    main = [f for f in fds if f not in ctx_fds]
+    register = st.builds(Set, st.sampled_from(main), handler, handler, gate)
+    delete = st.builds(Set, st.sampled_from(main), st.none(), st.none(), st.none())
     # Registry changes from inside the walk are where loops go wrong: twice the weight.
     options: list[st.SearchStrategy[ScriptAction]] = [
         register, register, delete, delete, st.just(Notify()), st.just(Snapshot())
@@ -162,7 +166,10 @@ def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: t
     if gates:
         options.append(st.builds(SetGate, st.sampled_from(gates), st.booleans()))
     if bhs:
-        options += context_actions(fds, scripts, bhs, in_wait=in_wait)
+        options += context_actions(ctx_fds, scripts, bhs, in_wait=in_wait)
+        # Input on the context's fds, or its read handlers would rarely run.
+        if ctx_streams := [f for f in ctx_fds if kinds[f] != "pipe-write"]:
+            options.append(st.builds(Send, st.sampled_from(ctx_streams)))
     return st.one_of(options)
 
 
@@ -171,14 +178,17 @@ def configs(draw: st.DrawFn, *, max_fds: int = 3, max_scripts: int = 3, gate_scr
             context: bool = False) -> Config:
     """A world: 1..max_fds fds of any kind, 0..2 gates, scripts of up to 3 actions, and (with
     `gate_scripts`) gates that run a script when consulted (R22); with `context` (format v3),
-    1..2 BHs, each running one of the scripts."""
+    1..2 BHs, each running one of the scripts, and 1..2 more fds for the context's handlers."""
     n = draw(_between(1, max_fds), label="fds")
     names = FD_NAMES[:n]
     kinds: dict[str, FdKind] = {f: draw(_KIND, label=f"kind {f}") for f in names}
     gates = {g: draw(_BOOL, label=f"gate {g}") for g in ("g", "h")[: draw(_between(0, 2))]}
     snames = tuple(f"s{i}" for i in range(draw(_between(1, max_scripts), label="scripts")))
     bh_names = BH_NAMES[: draw(_between(1, len(BH_NAMES)), label="bhs")] if context else ()
-    bodies = _bodies(names, tuple(kinds[f] for f in names), snames, tuple(gates), bh_names)
+    ctx_names = CTX_FD_NAMES[: draw(_between(1, len(CTX_FD_NAMES)), label="context fds")] if context else ()
+    kinds.update({f: draw(_KIND, label=f"kind {f}") for f in ctx_names})
+    names = (*names, *ctx_names)
+    bodies = _bodies(names, tuple(kinds[f] for f in names), snames, tuple(gates), bh_names, ctx_names)
     scripts = {s: tuple(draw(bodies, label=s)) for s in snames}
     sent = {a.fd for body in scripts.values() for a in body if isinstance(a, Send)}
     runs = (
@@ -186,7 +196,7 @@ def configs(draw: st.DrawFn, *, max_fds: int = 3, max_scripts: int = 3, gate_scr
         if gate_scripts else {}
     )
     bhs = {b: draw(_sampled(snames), label=f"{b} runs") for b in bh_names}
-    return Config(kinds, gates, scripts, frozenset(f for f in names if f not in sent), runs, bhs)
+    return Config(kinds, gates, scripts, frozenset(f for f in names if f not in sent), runs, bhs, frozenset(ctx_names))
 
 
 # Strategies are built once: building and validating them on every draw was most of the cost.
@@ -206,8 +216,9 @@ def _sampled(options: tuple[str, ...]) -> st.SearchStrategy[str]:
 
 @functools.lru_cache(maxsize=512)
 def _bodies(fds: tuple[str, ...], kinds: tuple[FdKind, ...], scripts: tuple[str, ...],
-            gates: tuple[str, ...], bhs: tuple[str, ...] = ()) -> st.SearchStrategy[list[ScriptAction]]:
-    return st.lists(_script_actions(fds, kinds, scripts, gates, bhs), max_size=3)
+            gates: tuple[str, ...], bhs: tuple[str, ...] = (),
+            ctx_fds: tuple[str, ...] = ()) -> st.SearchStrategy[list[ScriptAction]]:
+    return st.lists(_script_actions(fds, kinds, scripts, gates, bhs, False, ctx_fds), max_size=3)
 
 
 @dataclass(frozen=True)
@@ -222,20 +233,22 @@ class ActionStrategies:
 
 def action_strategies(c: Config) -> ActionStrategies:
     return _strategies_for(tuple(c.fds.items()), tuple(c.scripts), tuple(c.gates), tuple(sorted(c.hangable)),
-                           tuple(c.bhs))
+                           tuple(c.bhs), tuple(sorted(c.ctx_fds)))
 
 
 @functools.lru_cache(maxsize=512)
 def _strategies_for(fds: tuple[tuple[str, FdKind], ...], scripts: tuple[str, ...], gates: tuple[str, ...],
-                    hangable: tuple[str, ...], bhs: tuple[str, ...] = ()) -> ActionStrategies:
+                    hangable: tuple[str, ...], bhs: tuple[str, ...] = (),
+                    ctx_fds: tuple[str, ...] = ()) -> ActionStrategies:
     names = [f for f, _ in fds]
+    main = [f for f in names if f not in ctx_fds]
     handler = st.none() | st.sampled_from(scripts)
     gate = st.none() | st.sampled_from(gates) if gates else st.none()
-    acts = script_actions(names, dict(fds), scripts, gates, bhs, in_wait=True)
+    acts = script_actions(names, dict(fds), scripts, gates, bhs, in_wait=True, ctx_fds=ctx_fds)
     if hangable:
         acts = acts | st.builds(Hangup, st.sampled_from(hangable))
-    register = st.builds(Set, st.sampled_from(names), handler, handler, gate)
-    delete = st.builds(Set, st.sampled_from(names), st.none(), st.none(), st.none())
+    register = st.builds(Set, st.sampled_from(main), handler, handler, gate)
+    delete = st.builds(Set, st.sampled_from(main), st.none(), st.none(), st.none())
     during_wait = st.lists(acts, max_size=2)
     # One branch per kind of step, as the lockstep machine has one rule per kind: nesting them
     # (a step is a script action or an iterate) made sends, and so ready fds, rare.
@@ -250,7 +263,9 @@ def _strategies_for(fds: tuple[tuple[str, FdKind], ...], scripts: tuple[str, ...
         options.append(st.builds(SetGate, st.sampled_from(gates), st.booleans()))
     options += [st.just(Iterate()), st.just(Iterate()), st.builds(lambda d: Iterate(tuple(d)), during_wait)]
     if bhs:
-        options += context_actions(names, scripts, bhs)
+        options += context_actions(ctx_fds, scripts, bhs)
+        if ctx_streams := [f for f in ctx_fds if kinds[f] != "pipe-write"]:
+            options += [st.builds(Send, st.sampled_from(ctx_streams))] * 2
     step = st.one_of(options)
     return ActionStrategies(register, delete, during_wait, step)
 
