@@ -271,44 +271,6 @@ class AioContext:
                 timeout = left if timeout is None else min(timeout, left)
         return timeout
 
-    def _bh_poll(self) -> bool:
-        """aio_bh_poll: True if a non-idle BH ran."""
-        loop = self._loop
-        tr = loop._tracer
-        bhs = self._bhs
-        i = len(bhs)
-        self._pending = False  # before any BH is read: a schedule racing with the walk sets it again
-        ret = False
-        self._walking_bh += 1
-        try:
-            while i:
-                i -= 1
-                bh = bhs[i]
-                if bh._scheduled and not bh._deleted:
-                    cb = bh._callback
-                    if tr is not None:
-                        tr.bh(bh, cb)
-                    # From clearing `scheduled` to the call there is no call (no point where a
-                    # signal handler's exception can land, R35): the run is neither lost nor
-                    # doubled. A schedule() that saw it still set returned before this run.
-                    if not bh._idle:
-                        ret = True
-                    bh._idle = False
-                    bh._scheduled = False
-                    try:
-                        cb(bh._opaque)
-                    except BaseException as e:
-                        e.add_note(f"iohandler: raised by the bottom half callback {_describe(cb)}")
-                        raise
-        except BaseException:
-            self._pending = True  # R32: the BHs this walk did not reach run at the next one
-            raise
-        finally:
-            self._walking_bh -= 1
-            if not self._walking_bh and self._has_deleted:
-                self._free_deleted()
-        return ret
-
     def _free_deleted(self) -> None:
         # The flag is cleared before the list is read, and delete() sets it after the BH's
         # flag: a delete racing with this is either seen here or leaves the flag set.
@@ -496,8 +458,12 @@ class AioContext:
 
     def _check(self) -> bool:
         """aio_ctx_check: a BH scheduled, a handler with matching revents, or a timer due."""
-        if self._pending and self._has_scheduled():
-            return True
+        if self._pending:
+            self._pending = False  # before any BH is read (module docstring)
+            for bh in self._bhs:
+                if bh._scheduled and not bh._deleted:
+                    self._pending = True
+                    return True
         for node in self._revs:
             rev = node.rev & node.events
             if (rev & READ_EVENTS and node.read is not None) or (rev & WRITE_EVENTS and node.write is not None):
@@ -508,9 +474,42 @@ class AioContext:
         return False
 
     def _dispatch(self) -> bool:
-        """aio_dispatch: the BH walk, then the handlers, then the context's timers. Returns
-        progress (idle BHs and the context's own notifier do not count)."""
-        progress = self._bh_poll()
+        """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's
+        timers. Returns progress (idle BHs and the context's own notifier do not count)."""
+        progress = False
+        loop = self._loop
+        tr = loop._tracer
+        bhs = self._bhs
+        i = len(bhs)
+        self._pending = False  # before any BH is read: a schedule racing with the walk sets it again
+        self._walking_bh += 1
+        try:
+            while i:
+                i -= 1
+                bh = bhs[i]
+                if bh._scheduled and not bh._deleted:
+                    cb = bh._callback
+                    if tr is not None:
+                        tr.bh(bh, cb)
+                    # From clearing `scheduled` to the call there is no call (no point where a
+                    # signal handler's exception can land, R35): the run is neither lost nor
+                    # doubled. A schedule() that saw it still set returned before this run.
+                    if not bh._idle:
+                        progress = True
+                    bh._idle = False
+                    bh._scheduled = False
+                    try:
+                        cb(bh._opaque)
+                    except BaseException as e:
+                        e.add_note(f"iohandler: raised by the bottom half callback {_describe(cb)}")
+                        raise
+        except BaseException:
+            self._pending = True  # R32: the BHs this walk did not reach run at the next one
+            raise
+        finally:
+            self._walking_bh -= 1
+            if not self._walking_bh and self._has_deleted:
+                self._free_deleted()
         if self._nodes and self._dispatch_handlers():
             progress = True
         if self._timer_heap and self._run_timers():
