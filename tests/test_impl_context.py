@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -681,3 +682,18 @@ def test_fd_closed_while_registered_on_poll_is_removed(socks: Pairs) -> None:
             loop.main_loop_wait()
         assert loop.context.handlers() == []
         assert loop.main_loop_wait(nonblocking=True) == 0
+
+
+# ------------------------------------------------------------------------------ the README
+
+
+def test_readme_worker_thread_example_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """README's bottom-half example, run as it is written there, prints what it says."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Bottom halves and the context", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "done.schedule()" in code and "threading.Thread" in code
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+    printed = capsys.readouterr().out
+    expected = code.rsplit("# ", 1)[1].strip()  # the comment after the last print
+    assert printed.strip() == expected == "[499500]"
