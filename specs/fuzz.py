@@ -191,6 +191,19 @@ def context_probe_vector() -> Vector:
     )
 
 
+def runs_on_the_model(vector: Vector) -> bool:
+    """False for a vector the model calls invalid (format v3: polls that re-enter without end,
+    VECTORS.md); the generator draws again."""
+    from iohandler.model.env import InvalidAction
+    from iohandler.model.iterate import run_vector
+
+    try:
+        run_vector(vector)
+    except InvalidAction:
+        return False
+    return True
+
+
 def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool) -> Vector:
     body = json.dumps(vector_to_json(replace(vector, name="", description="")), sort_keys=True)
     digest = hashlib.sha256(body.encode()).hexdigest()[:10]
@@ -290,7 +303,8 @@ def fuzz(
             suppress_health_check=list(HealthCheck),
             verbosity=Verbosity.quiet,
             print_blob=False,
-        )(given(vectors(max_steps=max_steps, gate_scripts=result.gate_scripts, context=result.context))(check))
+        )(given(vectors(max_steps=max_steps, gate_scripts=result.gate_scripts, context=result.context,
+                        valid=runs_on_the_model))(check))
         try:
             hypothesis_seed(result.seed)(run)()
         except _Found:
@@ -312,5 +326,5 @@ def fuzz(
 
 __all__ = [
     "MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "context_probe_vector", "folded_poll", "fuzz",
-    "probe_vector",
+    "probe_vector", "runs_on_the_model",
 ]

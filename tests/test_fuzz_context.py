@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iohandler.model.iterate import run_vector
-from iohandler.specs.fuzz import context_probe_vector, fuzz
+from iohandler.specs.fuzz import context_probe_vector, fuzz, runs_on_the_model
 from iohandler.specs.scenarios import vectors
 from iohandler.specs.vector import (
     FORMAT_V3,
@@ -37,7 +37,7 @@ SEEN: collections.Counter[str] = collections.Counter()
 @settings(max_examples=budget(dev=300, ci=300, thorough=2000))
 @given(data=st.data())
 def test_generated_v3_vectors_are_valid(data: st.DataObject) -> None:
-    vector = data.draw(vectors(context=True))
+    vector = data.draw(vectors(context=True, valid=runs_on_the_model))
     doc = vector_to_json(vector)
     assert list(SCHEMA.iter_errors(doc)) == []
     assert replace(parse_vector(json.loads(json.dumps(doc)), require_expect=False), expect=None) == vector
