@@ -210,6 +210,9 @@ class AioContext:
         self._dirty: set[int] = set()  # fds whose kernel registration waits for the next fill
         self._walking_handlers = 0
         self._dispatching = False  # R45: inside aio_poll (the loop's thread, lock held)
+        # The notifier as the context sees it: readable from the main wait (the loop consumed
+        # the fd already, R13) until a handler walk reads its node, the oldest (R49).
+        self._notifier = False
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap
 
@@ -455,17 +458,21 @@ class AioContext:
         at the main wait or not (the loop consumed it already, R13). Returns its progress."""
         was = self._dispatching
         self._dispatching = True
+        self._notifier = notified
         try:
             if self._nodes:
-                self._own_poll(0, notified)
+                self._own_poll(0)
             return self._dispatch()
         finally:
             self._dispatching = was
 
-    def _own_poll(self, ms: int, notified: bool) -> bool:
-        """aio_poll's fill and poll over the live nodes and the notifier; revents stored only
-        if the poll returned > 0 (R46). True if the notifier was readable (consumed here)."""
+    def _own_poll(self, ms: int) -> None:
+        """aio_poll's fill and poll over the live nodes and the notifier (the fd, the loop's
+        flag, or still unread from the main wait); revents stored only if the poll returned > 0,
+        the notifier counting (R46). The notifier's node is read at the end of the handler walk
+        (`_dispatch`); the fd and the flag are cleared here, which nothing between can tell."""
         loop = self._loop
+        wakeup = self._wakeup
         polled = [n for n in reversed(self._nodes) if not n.deleted and n.events]
         p = select.poll()
         for n in polled:
@@ -473,14 +480,16 @@ class AioContext:
         wfd = loop._wakeup_fd
         if wfd >= 0:
             p.register(wfd, READ_EVENTS)
-        events = dict(p.poll(0 if notified else ms))
+        if wakeup.flag:
+            wakeup.flag = False
+            self._notifier = True
+        events = dict(p.poll(0 if self._notifier else ms))
         if wfd in events:
-            self._wakeup.consume()  # the notifier's node: event_notifier_test_and_clear
-            notified = True
-        if events or notified:  # poll's value counts the notifier
+            wakeup.consume()
+            self._notifier = True
+        if events or self._notifier:
             for n in polled:
                 n.rev = events.get(n.fd, 0)
-        return notified
 
     def _dispatch(self) -> bool:
         """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's
@@ -521,6 +530,7 @@ class AioContext:
                 self._free_deleted()
         if self._nodes and self._dispatch_handlers():
             progress = True
+        self._notifier = False  # its node, the oldest, ends the handler walk: not progress (R49)
         if self._timer_heap and self._run_timers():
             progress = True
         return progress
@@ -621,17 +631,14 @@ class AioContext:
             was = self._dispatching
             self._dispatching = True
             try:
-                wakeup = self._wakeup
-                notified = wakeup.flag  # the notifier as the loop's flag (R35)
-                wakeup.flag = False
-                timeout = self.compute_timeout() if blocking and not notified else 0.0
+                timeout = self.compute_timeout() if blocking else 0.0
                 tr = loop._tracer
                 if tr is not None:
                     entries = self._live_set()
                     if entries:
                         tr.aio_poll_set(entries)
                 ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
-                self._own_poll(ms, notified)
+                self._own_poll(ms)
                 return self._dispatch()
             finally:
                 self._dispatching = was

@@ -20,6 +20,7 @@ import pytest
 from iohandler.impl import (
     IN,
     OUT,
+    POLLERS,
     READ_EVENTS,
     WRITE_EVENTS,
     BottomHalf,
@@ -31,7 +32,9 @@ from iohandler.impl import (
     Seams,
     UnpollableFdError,
 )
+from iohandler.impl.driver import run_vector as impl_run_vector
 from iohandler.impl.wakeup import Wakeup
+from iohandler.specs.vector import FORMAT_V3, bundled_vectors_dir, load_vector, vector_files
 from tests.support import Pairs
 
 
@@ -729,3 +732,16 @@ def test_readme_worker_thread_example_runs_as_shown(capsys: pytest.CaptureFixtur
     printed = capsys.readouterr().out
     expected = code.rsplit("# ", 1)[1].strip()  # the comment after the last print
     assert printed.strip() == expected == "[499500]"
+
+
+# --------------------------------------------------------------- the format-v3 vectors (R42-R50)
+
+
+@pytest.mark.parametrize("poller", sorted(POLLERS))
+def test_the_loop_driver_reproduces_every_context_vector(poller: str) -> None:
+    """Every bundled v3 vector (specs/vectors/context, traces from the model) on the real loop
+    through impl.driver, in process, on every poller."""
+    paths = [p for p in vector_files([bundled_vectors_dir()]) if load_vector(p).format == FORMAT_V3]
+    assert len(paths) >= 40
+    failed = [p.name for p in paths if impl_run_vector(load_vector(p), poller) != list(load_vector(p).expect or ())]
+    assert failed == []
