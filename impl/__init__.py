@@ -12,7 +12,7 @@ if __name__ != "iohandler.impl":  # the folder impl/ is installed as iohandler.i
     raise ImportError(f"import iohandler.impl, not {__name__}: one module, one name")
 
 
-from iohandler.impl.context import AioContext, AioHandlerInfo, BottomHalf, DeletedBottomHalfError
+from iohandler.impl.context import AioContext, AioHandlerInfo, BottomHalf
 from iohandler.impl.errors import (
     ClosedFdError,
     FdError,
@@ -56,7 +56,6 @@ __all__ = [
     "AioHandlerInfo",
     "BottomHalf",
     "ClosedFdError",
-    "DeletedBottomHalfError",
     "EpollPoller",
     "FdError",
     "FdLike",

@@ -15,12 +15,24 @@ Bottom halves (`aio_bh_new`, `qemu_bh_schedule`, `qemu_bh_schedule_idle`, `qemu_
   own BH runs in the next walk, and one that schedules a BH further down the list runs in this
   one. Idle BHs do not count in the walk's return value.
 * `schedule()` may come from any thread. It sets `scheduled` first and then tells the loop:
-  `aio_notify`, which is `qemu_notify_event`, on the loop's one notifier. On the loop's own
-  thread outside the wait (callbacks, or no iteration running) that is the loop's notified flag
-  (no system call; the next iteration reads it before its wait, exactly as a readable notifier:
-  R35); anywhere else the notifier is written. `_pending` ("maybe something is scheduled") lets
-  an iteration skip the O(BHs) scan when nothing was scheduled; it is cleared before any scan
-  reads a BH, so a schedule racing with the scan sets it again.
+  `aio_notify`, which is `qemu_notify_event`, on the loop's one notifier (`notify` below).
+  `_pending` ("maybe something is scheduled") lets an iteration skip the O(BHs) scan when
+  nothing was scheduled; it is cleared before any scan reads a BH, so a schedule racing with the
+  scan sets it again.
+* A deleted BH keeps working as QEMU's does until it is freed, and after (R44): schedule marks
+  it and notifies, and it never runs.
+
+`aio_notify` (R45): nothing while the context dispatches (inside `aio_poll`: a BH callback, a
+context handler, and what they call), since everything is looked at again before the next wait;
+else, on a thread holding the loop's lock outside the wait (the loop's own thread, or a caller
+of `loop.lock`), the loop's notified flag (no system call: the next iteration reads it before
+its wait, exactly as a readable notifier, R35); else the notifier is written. Only the loop's
+thread dispatches, with the lock held, so another thread never skips: its notify is never lost.
+
+The main loop's dispatch is `aio_poll(ctx, false)` (R47): the context's own fill and
+zero-timeout poll of its live nodes and the notifier, revents stored only if that poll returned
+> 0, then `aio_dispatch`. The loop consumed its notifier before (R13) and passes on whether it
+was readable; with no node the poll is skipped (it could only see the notifier).
 
 Context fd handlers (`aio_set_fd_handler`, `aio_dispatch`), unlike the fd-handler list (R1-R19):
 a delete outside a walk unlinks the node at once, inside one only flags it (`_walking_handlers`);
@@ -43,7 +55,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iohandler.impl.args import check_callable, check_delay, fd_number
-from iohandler.impl.errors import ClosedFdError, FdError, IOHandlerError, UnpollableFdError
+from iohandler.impl.errors import ClosedFdError, FdError, ReentrantWaitError, UnpollableFdError
 from iohandler.impl.kernel import identity
 from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS
 from iohandler.impl.registry import Record
@@ -54,16 +66,11 @@ if TYPE_CHECKING:
     from iohandler.impl.loop import MainLoop
     from iohandler.impl.tracing import Handler
 
-__all__ = ["AioContext", "AioHandlerInfo", "BottomHalf", "DeletedBottomHalfError"]
+__all__ = ["AioContext", "AioHandlerInfo", "BottomHalf"]
 
 IDLE_TIMEOUT = 0.01  # seconds: aio_compute_timeout polls idle BHs at least every 10 ms
 _FILE_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR))  # what epoll refuses (EPERM)
 _MAX_POLL_MS = 2**31 - 1
-
-
-class DeletedBottomHalfError(IOHandlerError, RuntimeError):
-    """A bottom half was used after `delete()` (scheduled, cancelled or deleted again). In the
-    seed the record is freed by the next walk, so such a use is a use after free."""
 
 
 def _describe(obj: object) -> str:
@@ -110,29 +117,24 @@ class BottomHalf:
 
     def schedule(self) -> None:
         """qemu_bh_schedule: run the callback at the next walk (once, however many schedules
-        come before it) and wake the loop. Any thread. A scheduled BH: nothing at all."""
+        come before it) and notify the loop (R42, R45). Any thread. A scheduled BH: nothing at
+        all. A deleted BH is marked and notifies, and never runs (R44)."""
         ctx = self._ctx
-        if self._deleted or ctx._closed:
-            self._refuse("schedule")
+        if ctx._closed:
+            ctx._loop._check_open()
         if self._scheduled:
             return
         self._idle = False
         self._scheduled = True
         ctx._pending = True
-        # aio_notify. The flag is the loop's, read under its lock before the wait: only a
-        # thread holding the lock outside the wait may set it (impl/loop.py, R35).
-        loop = ctx._loop
-        if ctx._owned() and not loop._waiting:
-            ctx._wakeup.flag = True
-        else:
-            ctx._wakeup.wake()
+        ctx._notify()
 
     def schedule_idle(self) -> None:
-        """qemu_bh_schedule_idle: run at a walk within about 10 ms; does not wake the loop and
-        does not count as progress. A scheduled BH (idle or not): nothing at all."""
+        """qemu_bh_schedule_idle: run at a walk within about 10 ms; never notifies and does not
+        count as progress. A scheduled BH (idle or not): nothing at all."""
         ctx = self._ctx
-        if self._deleted or ctx._closed:
-            self._refuse("schedule_idle")
+        if ctx._closed:
+            ctx._loop._check_open()
         if self._scheduled:
             return
         self._idle = True
@@ -140,24 +142,15 @@ class BottomHalf:
         ctx._pending = True
 
     def cancel(self) -> None:
-        """qemu_bh_cancel: not run until scheduled again. Allowed on a closed loop."""
-        if self._deleted:
-            self._refuse("cancel")
+        """qemu_bh_cancel: not run until scheduled again. Never notifies; allowed after close."""
         self._scheduled = False
 
     def delete(self) -> None:
-        """qemu_bh_delete: cancel, and free the BH at the end of the walks in progress (or of
-        the next walk). Allowed on a closed loop; a second delete is refused."""
-        if self._deleted:
-            self._refuse("delete")
+        """qemu_bh_delete: cancel, never run again, freed at the end of the outermost walk
+        (R44). Allowed after close and on a deleted BH (nothing more happens)."""
         self._scheduled = False
         self._deleted = True
         self._ctx._has_deleted = True  # after the flag: see AioContext._free_deleted
-
-    def _refuse(self, what: str) -> None:
-        if self._deleted:
-            raise DeletedBottomHalfError(f"{what}() on a deleted bottom half {_describe(self)}")
-        self._ctx._loop._check_open()
 
     def __repr__(self) -> str:
         state = "deleted" if self._deleted else "scheduled idle" if self._scheduled and self._idle else (
@@ -215,8 +208,11 @@ class AioContext:
         self._by_fd: dict[int, _Node] = {}
         self._slots: dict[int, Record] = {}  # fd -> the kernel's view (kev, ident) of it
         self._dirty: set[int] = set()  # fds whose kernel registration waits for the next fill
-        self._revs: list[_Node] = []  # nodes given revents by the last collect
         self._walking_handlers = 0
+        self._dispatching = False  # R45: inside aio_poll (the loop's thread, lock held)
+        # The notifier as the context sees it: readable from the main wait (the loop consumed
+        # the fd already, R13) until a handler walk reads its node, the oldest (R49).
+        self._notifier = False
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap
 
@@ -233,6 +229,16 @@ class AioContext:
         with self._bh_lock:
             self._bhs.append(bh)
         return bh
+
+    def _notify(self) -> None:
+        """aio_notify (R45, module docstring)."""
+        if self._owned():
+            if self._dispatching:
+                return
+            if not self._loop._waiting:
+                self._wakeup.flag = True
+                return
+        self._wakeup.wake()
 
     def bottom_halves(self) -> list[BottomHalf]:
         """The BH list, newest first, deleted BHs not yet freed included (for tests, debugging)."""
@@ -345,10 +351,10 @@ class AioContext:
                     if fresh:  # R30: a refused registration leaves nothing behind
                         self._unlink(node)
                     raise
-            # aio_notify: the lock is held, as in MainLoop.set_fd_handler.
+            # aio_notify, with the lock held (R45).
             if loop._waiting:
                 self._wakeup.notify()
-            else:
+            elif not self._dispatching:
                 self._wakeup.flag = True
 
     def _unlink(self, node: _Node) -> None:
@@ -434,44 +440,56 @@ class AioContext:
         slots = self._slots
         return [(n.fd, slots[n.fd].kev) for n in reversed(self._nodes) if not n.deleted and n.fd in slots]
 
-    def _collect(self, events: list[tuple[int, int]] | None) -> None:
-        """The wait's revents for the context's fds (glib's check writes every polled fd's)."""
-        for old in self._revs:
-            old.rev = 0
-        revs: list[_Node] = []
-        if events:
-            by_fd = self._by_fd
-            for fd, ev in events:
-                node = by_fd.get(fd)
-                if node is None:  # deleted during the wait: the kernel drop waits for the fill
-                    continue
-                if ev & NVAL:  # poll(2): closed while registered (R33)
-                    self._unlink(node)
-                    self._dirty.add(fd)
-                    self._loop._fd_errors.append(
-                        ClosedFdError(fd, f"fd {fd} was closed while registered; its context handlers were removed")
-                    )
-                    continue
-                node.rev = ev
-                revs.append(node)
-        self._revs = revs
+    def _closed_fds(self, events: list[tuple[int, int]]) -> None:
+        """poll(2)'s NVAL for context fds in the main wait: closed while registered (R33). The
+        node goes (its kernel registration at the next fill) and ClosedFdError is raised at
+        the end of the iteration."""
+        for fd, ev in events:
+            node = self._by_fd.get(fd)
+            if node is not None and ev & NVAL:
+                self._unlink(node)
+                self._dirty.add(fd)
+                self._loop._fd_errors.append(
+                    ClosedFdError(fd, f"fd {fd} was closed while registered; its context handlers were removed")
+                )
 
-    def _check(self) -> bool:
-        """aio_ctx_check: a BH scheduled, a handler with matching revents, or a timer due."""
-        if self._pending:
-            self._pending = False  # before any BH is read (module docstring)
-            for bh in self._bhs:
-                if bh._scheduled and not bh._deleted:
-                    self._pending = True
-                    return True
-        for node in self._revs:
-            rev = node.rev & node.events
-            if (rev & READ_EVENTS and node.read is not None) or (rev & WRITE_EVENTS and node.write is not None):
-                return True
-        if self._timer_heap:
-            deadline = self._timers.next_deadline()
-            return deadline is not None and deadline <= time.monotonic()
-        return False
+    def _loop_poll(self, notified: bool) -> bool:
+        """The main loop's context dispatch: aio_poll(ctx, false) (R47), the notifier readable
+        at the main wait or not (the loop consumed it already, R13). Returns its progress."""
+        was = self._dispatching
+        self._dispatching = True
+        self._notifier = notified
+        try:
+            if self._nodes:
+                self._own_poll(0)
+            return self._dispatch()
+        finally:
+            self._dispatching = was
+
+    def _own_poll(self, ms: int) -> None:
+        """aio_poll's fill and poll over the live nodes and the notifier (the fd, the loop's
+        flag, or still unread from the main wait); revents stored only if the poll returned > 0,
+        the notifier counting (R46). The notifier's node is read at the end of the handler walk
+        (`_dispatch`); the fd and the flag are cleared here, which nothing between can tell."""
+        loop = self._loop
+        wakeup = self._wakeup
+        polled = [n for n in reversed(self._nodes) if not n.deleted and n.events]
+        p = select.poll()
+        for n in polled:
+            p.register(n.fd, n.events)
+        wfd = loop._wakeup_fd
+        if wfd >= 0:
+            p.register(wfd, READ_EVENTS)
+        if wakeup.flag:
+            wakeup.flag = False
+            self._notifier = True
+        events = dict(p.poll(0 if self._notifier else ms))
+        if wfd in events:
+            wakeup.consume()
+            self._notifier = True
+        if events or self._notifier:
+            for n in polled:
+                n.rev = events.get(n.fd, 0)
 
     def _dispatch(self) -> bool:
         """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's
@@ -512,6 +530,7 @@ class AioContext:
                 self._free_deleted()
         if self._nodes and self._dispatch_handlers():
             progress = True
+        self._notifier = False  # its node, the oldest, ends the handler walk: not progress (R49)
         if self._timer_heap and self._run_timers():
             progress = True
         return progress
@@ -550,6 +569,11 @@ class AioContext:
                     except BaseException as e:
                         e.add_note(f"iohandler: raised by the context write handler {_describe(cb)} of fd {node.fd}")
                         raise
+            except BaseException:
+                if self._walking_handlers == 1:  # R32: the rest is polled afresh next time
+                    for other in nodes:
+                        other.rev = 0
+                raise
             finally:
                 self._walking_handlers -= 1
                 if not self._walking_handlers and node.deleted:
@@ -575,7 +599,7 @@ class AioContext:
             self._timers.push(handle)
             if loop._waiting:
                 self._wakeup.notify()
-            else:
+            elif not self._dispatching:
                 self._wakeup.flag = True
         return handle
 
@@ -592,46 +616,35 @@ class AioContext:
     # ---------------------------------------------------------------------------- aio_poll
 
     def poll(self, blocking: bool = False) -> bool:
-        """aio_poll: poll the context's fds and the loop's notifier (without blocking, or until
-        something is ready or compute_timeout() passes), then dispatch: BHs, handlers, timers.
-        Returns progress: a non-idle BH, a handler or a timer ran. Callable from inside a
-        callback of this loop (a nested walk, as QEMU's block layer drains); from another thread
-        it waits for the loop's lock. The loop's lock is held throughout, the wait included."""
+        """aio_poll (R46): poll the context's fds and the loop's notifier (without blocking, or
+        until something is ready or compute_timeout() passes), then dispatch: BHs, handlers,
+        timers. Returns progress: a non-idle BH, a handler or a timer ran. Callable from inside
+        a callback of this loop (a nested walk, as QEMU's block layer drains); from another
+        thread it waits for the loop's lock. The lock is held throughout, the wait included."""
         if not isinstance(blocking, bool):
             raise TypeError(f"blocking must be a bool, got {type(blocking).__name__}")
         loop = self._loop
         with loop._lock:
             loop._check_open()
             if loop._waiting and self._owned():  # a Tracer's poll hook, mid-wait
-                from iohandler.impl.errors import ReentrantWaitError
-
                 raise ReentrantWaitError("context.poll() called from inside the loop's wait")
-            wakeup = self._wakeup
-            self._walking_handlers += 1
+            was = self._dispatching
+            self._dispatching = True
             try:
-                polled = [n for n in reversed(self._nodes) if not n.deleted and n.events]
-                notified = wakeup.flag
-                timeout = self.compute_timeout() if blocking and not notified else 0.0
+                timeout = self.compute_timeout() if blocking else 0.0
                 tr = loop._tracer
-                if tr is not None and polled:
-                    tr.aio_poll_set([(n.fd, n.events) for n in polled])
-                p = select.poll()
-                for n in polled:
-                    p.register(n.fd, n.events)
-                wfd = loop._wakeup_fd
-                p.register(wfd, READ_EVENTS)
+                if tr is not None:
+                    entries = self._live_set()
+                    if entries:
+                        tr.aio_poll_set(entries)
                 ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
-                events = dict(p.poll(ms))
-                if notified:
-                    wakeup.flag = False
-                if wfd in events:
-                    wakeup.consume()  # the notifier's own handler: not progress
-                if events:  # aio_poll copies revents only when poll returned > 0
-                    for n in polled:
-                        n.rev = events.get(n.fd, 0)
+                self._own_poll(ms)
+                return self._dispatch()
             finally:
-                self._walking_handlers -= 1
-            return self._dispatch()
+                self._dispatching = was
+
+    def _live_set(self) -> list[tuple[int, int]]:
+        return [(n.fd, n.events) for n in reversed(self._nodes) if not n.deleted]
 
     # ---------------------------------------------------------------------------- closing
 
@@ -648,5 +661,4 @@ class AioContext:
         self._by_fd.clear()
         self._slots.clear()
         self._dirty.clear()
-        self._revs = []
         self._timers.heap.clear()

@@ -43,7 +43,7 @@ from iohandler.impl.errors import (
     UnpollableFdError,
 )
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity, is_unknown
-from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
+from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle, TimerQueue
 from iohandler.impl.tracing import Handler, Tracer
@@ -281,7 +281,7 @@ class MainLoop:
             # write and read per registration.
             if self._waiting:
                 self._wakeup.notify()
-            else:
+            elif not self._context._dispatching:  # bh: R45, aio_notify inside aio_poll
                 self._wakeup.flag = True
 
     def _refuse_own_fd(self, n: int) -> None:
@@ -335,7 +335,10 @@ class MainLoop:
         return self._poller
 
     def notify(self) -> None:
-        """qemu_notify_event: the next (or current) wait returns at once. Any thread."""
+        """qemu_notify_event: the next (or current) wait returns at once. Any thread. Nothing
+        from inside the context's dispatch (R45: everything is looked at again anyway)."""
+        if self._context._dispatching and self._lock._is_owned():  # type: ignore[attr-defined]  # bh
+            return
         self._wakeup.wake()  # not notify(): unlocked, it could race with consume() (wakeup.py)
 
     def set_tracer(self, tracer: Tracer | None) -> None:
@@ -499,7 +502,7 @@ class MainLoop:
                         wakeup.flag = False
                         woke = 1
                     stray = False
-                    ctx_events: list[tuple[int, int]] | None = None  # bh
+                    ctx_ready = 0  # bh
                     for fd, ev in events:
                         if fd == wfd:
                             woke = 1
@@ -510,9 +513,9 @@ class MainLoop:
                             rec.rev = ev
                             ready.append(rec)
                         elif fd in ctx._slots:  # bh: a context fd (counts in ret, as in glib's poll)
-                            if ctx_events is None:
-                                ctx_events = []
-                            ctx_events.append((fd, ev))
+                            ctx_ready += 1
+                            if ev & NVAL:
+                                ctx._closed_fds([(fd, ev)])
                         else:
                             # Not registered by the loop: a kernel registration that outlived
                             # its fd number (epoll, dup'd file). Rebuild the set or it spins.
@@ -538,20 +541,15 @@ class MainLoop:
                                 self._check_ready_file(first)
                     if self._before_walk is not None:
                         self._before_walk(ready)
-                    ret = len(ready) + woke
-                    if ctx_events is not None:  # bh
-                        ret += len(ctx_events)
+                    ret = len(ready) + woke + ctx_ready  # bh: the context's fds count (R47)
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
                     called = False
-                    # bh: the context (aio_ctx_check, aio_ctx_dispatch): BHs, its handlers, its
-                    # timers, before the fd-handler walk. Its callbacks may have closed the
+                    # bh: the context's dispatch, aio_poll(ctx, false) (R47): BHs, its handlers,
+                    # its timers, before the fd-handler walk. Its callbacks may have closed the
                     # first ready fd, checked above: it is checked again at its turn.
-                    if ctx_events is not None or ctx._revs:
-                        ctx._collect(ctx_events)
-                    if (ctx._pending or ctx._revs or ctx._timer_heap) and ctx._check():
-                        called = True
-                        ctx._dispatch()
+                    if ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap:
+                        called = ctx._loop_poll(woke > 0)
                         if check:
                             first = None
                     if ret:

@@ -20,11 +20,11 @@ import pytest
 from iohandler.impl import (
     IN,
     OUT,
+    POLLERS,
     READ_EVENTS,
     WRITE_EVENTS,
     BottomHalf,
     ClosedFdError,
-    DeletedBottomHalfError,
     ListTracer,
     LoopClosedError,
     MainLoop,
@@ -32,7 +32,9 @@ from iohandler.impl import (
     Seams,
     UnpollableFdError,
 )
+from iohandler.impl.driver import run_vector as impl_run_vector
 from iohandler.impl.wakeup import Wakeup
+from iohandler.specs.vector import FORMAT_V3, bundled_vectors_dir, load_vector, vector_files
 from tests.support import Pairs
 
 
@@ -147,7 +149,7 @@ def test_cancel_and_schedule_again(loop: MainLoop) -> None:
     assert log == ["x"]
 
 
-def test_delete_is_freed_by_the_next_walk_only(loop: MainLoop) -> None:
+def test_delete_is_freed_by_the_next_walk(loop: MainLoop) -> None:
     log: list[Any] = []
     a = loop.bh_new(recorder(log, "a"))
     b = loop.bh_new(recorder(log, "b"))
@@ -155,12 +157,29 @@ def test_delete_is_freed_by_the_next_walk_only(loop: MainLoop) -> None:
     a.delete()
     assert a.deleted and not a.scheduled
     assert loop.context.bottom_halves() == [b, a]  # flagged, still in the list
-    loop.main_loop_wait(nonblocking=True)  # nothing scheduled: no walk (aio_ctx_check)
-    assert loop.context.bottom_halves() == [b, a]
     b.schedule()
     loop.main_loop_wait(nonblocking=True)
     assert log == ["b"]
     assert loop.context.bottom_halves() == [b]
+
+
+def test_a_deleted_bh_still_schedules_and_never_runs(loop: MainLoop) -> None:
+    """R44, as QEMU: schedule of a deleted BH marks it and notifies; it never runs, never
+    counts for the timeout; cancel and delete again change nothing more."""
+    log: list[Any] = []
+    bh = loop.bh_new(recorder(log, "x"))
+    bh.delete()
+    bh.schedule()
+    assert bh.scheduled and bh.deleted
+    assert loop.context.compute_timeout() is None
+    assert loop.main_loop_wait(nonblocking=True) == 1  # the notify
+    assert log == [] and loop.context.bottom_halves() == []
+    bh.schedule()  # freed: the handle keeps its flags (still scheduled: nothing)
+    bh.cancel()
+    bh.delete()
+    bh.schedule_idle()
+    assert loop.main_loop_wait(nonblocking=True) == 0
+    assert log == []
 
 
 def test_delete_inside_a_walk_is_not_freed_until_the_walk_ends(loop: MainLoop) -> None:
@@ -397,7 +416,9 @@ def test_context_poll_blocking_wakes_on_a_worker_schedule(loop: MainLoop) -> Non
     assert log == ["w"]
 
 
-def test_registration_during_the_wait_reaches_the_kernel_at_the_next_fill(loop: MainLoop, socks: Pairs) -> None:
+def test_registration_during_the_wait_is_dispatched_by_the_context_poll(loop: MainLoop, socks: Pairs) -> None:
+    """R47: the main wait's set is fixed (the new fd is not in it), but the context's dispatch
+    polls again, so a handler added during the wait runs in the same iteration."""
     a, pa = socks.pair()
     log: list[Any] = []
     pa.send(b"x")
@@ -410,9 +431,10 @@ def test_registration_during_the_wait_reaches_the_kernel_at_the_next_fill(loop: 
 
     loop.set_tracer(During())
     assert loop.main_loop_wait() == 1  # the notify; a was not in this wait's poll set
-    assert log == []
-    loop.main_loop_wait()
     assert log == ["r"]
+    assert a.fileno() not in loop.snapshot().kernel  # the kernel's set changes at the next fill
+    loop.main_loop_wait(nonblocking=True)
+    assert a.fileno() in loop.snapshot().kernel
 
 
 # ------------------------------------------------------------------------------- threads
@@ -457,12 +479,35 @@ def test_schedule_on_the_loop_thread_makes_no_system_call() -> None:
         loop.bh_new(cb).schedule()  # outside the lock: the notifier is written
         assert CountingWakeup.writes == 1
         loop.main_loop_wait()
-        assert seen == [(True, False)]  # the flag, not the fd
+        assert seen == [(False, False)]  # R45: inside the context's dispatch, nothing at all
         assert CountingWakeup.writes == 1
-        with loop.lock:
+        assert loop.main_loop_wait(nonblocking=True) == 0  # no notify is pending
+        with loop.lock:  # outside the dispatch, on a thread holding the lock: the flag
             loop.bh_new(lambda _: None).schedule()
         assert CountingWakeup.writes == 1
         assert loop.main_loop_wait() == 1  # counted once, as a readable notifier
+
+
+def test_notifies_from_an_fd_handler_count_but_not_from_a_bh(loop: MainLoop, socks: Pairs) -> None:
+    """R45: aio_notify is skipped inside the context's dispatch only."""
+    a, pa = socks.pair()
+    target = loop.bh_new(lambda _: None)
+    calls: list[int] = []
+
+    def on_read(_: Any) -> None:
+        a.recv(10)
+        calls.append(1)
+        target.schedule()  # the fd-handler walk: not dispatching, so it notifies
+
+    loop.set_fd_handler(a, read=on_read)
+    loop.main_loop_wait(nonblocking=True)
+    pa.send(b"x")
+    loop.main_loop_wait()
+    assert calls == [1]
+    assert loop.main_loop_wait(nonblocking=True) == 1
+    loop.bh_new(lambda _: loop.notify()).schedule()
+    loop.main_loop_wait(nonblocking=True)  # the BH's notify() is skipped
+    assert loop.main_loop_wait(nonblocking=True) == 0
 
 
 # ------------------------------------------------------------------------ bad input (R30)
@@ -486,16 +531,6 @@ def test_bh_new_refuses_a_non_callable(loop: MainLoop) -> None:
         loop.bh_new(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="callback"):
         loop.bh_new(None)  # type: ignore[arg-type]
-    assert state(loop) == before
-
-
-def test_use_after_delete_is_refused(loop: MainLoop) -> None:
-    bh = loop.bh_new(lambda _: None)
-    bh.delete()
-    before = state(loop)
-    for what in ("schedule", "schedule_idle", "cancel", "delete"):
-        with pytest.raises(DeletedBottomHalfError, match=f"{what}\\(\\) on a deleted bottom half"):
-            getattr(bh, what)()
     assert state(loop) == before
 
 
@@ -697,3 +732,16 @@ def test_readme_worker_thread_example_runs_as_shown(capsys: pytest.CaptureFixtur
     printed = capsys.readouterr().out
     expected = code.rsplit("# ", 1)[1].strip()  # the comment after the last print
     assert printed.strip() == expected == "[499500]"
+
+
+# --------------------------------------------------------------- the format-v3 vectors (R42-R50)
+
+
+@pytest.mark.parametrize("poller", sorted(POLLERS))
+def test_the_loop_driver_reproduces_every_context_vector(poller: str) -> None:
+    """Every bundled v3 vector (specs/vectors/context, traces from the model) on the real loop
+    through impl.driver, in process, on every poller."""
+    paths = [p for p in vector_files([bundled_vectors_dir()]) if load_vector(p).format == FORMAT_V3]
+    assert len(paths) >= 40
+    failed = [p.name for p in paths if impl_run_vector(load_vector(p), poller) != list(load_vector(p).expect or ())]
+    assert failed == []
