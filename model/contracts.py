@@ -607,8 +607,9 @@ def lemma_ctx_walk_step(h: int, deleted: bool, v: int, action: int, passed: bool
     1 outer handler walk. b's handlers by `h`, its revents REVENTS[v]; its read handler runs
     CTX_ACTIONS[action], its write handler deletes b."""
     assert 0 <= h <= 2 and 0 <= v <= 5 and 0 <= action <= 7 and 0 <= walking <= 1
-    h, v, action, walking = _pick(h, 3), _pick(v, 6), _pick(action, 8), _pick(walking, 2)
+    h, walking = _pick(h, 3), _pick(walking, 2)
     deleted, passed, ahead = _flag(deleted), _flag(passed), _flag(ahead)
+    v = _pick(v, 6) if not deleted else 0  # a deleted node's revents were cleared (R48)
     read, write = HANDLERS[h]
     b = CtxNode(1, "b", read, write, 0 if deleted else REVENTS[v], deleted)
     a, c = CtxNode(0, "a", R, W, IN), CtxNode(2, "c", R, W, IN)
@@ -617,6 +618,7 @@ def lemma_ctx_walk_step(h: int, deleted: bool, v: int, action: int, passed: bool
     out, called, events = aio.walk_step(world, 1, call)
     ready = b.revents & aio.events_of(b)  # R49: masked by the node's events, read before the calls
     read_called = not deleted and read is not None and bool(ready & READ_EVENTS)
+    action = _pick(action, 8) if read_called else 0  # what the read handler does matters only if called
     assert (call.calls[:1] == [(R, walking + 1)]) == read_called  # R49: inside the walk
     after = world
     if read_called:
@@ -663,11 +665,14 @@ def ctx_fold(world: World, call: CtxScripts) -> tuple[World, bool, tuple[Event, 
     return world.with_ctx(replace(world.ctx, notifier_revents=0)), progress, events
 
 
+CTX_FOLD_ACTIONS = (0, 1, 3, 4, 7)  # of CTX_ACTIONS: the fold lemma's smaller domain
+
+
 def lemma_ctx_walk_is_fold(n: int, k0: int, k1: int, action: int, walking: int, notifier: bool) -> None:
     """The model's handler walk is the fold of its step over 0-2 nodes of CTX_NODES (b, then c),
-    the read handler running CTX_ACTIONS[action], inside 0 or 1 outer walk, with or without the
-    notifier readable; the notifier never counts as progress."""
-    assert 0 <= n <= 2 and 0 <= k0 <= 3 and 0 <= k1 <= 3 and 0 <= action <= 7 and 0 <= walking <= 1
+    the read handler running CTX_ACTIONS[CTX_FOLD_ACTIONS[action]], inside 0 or 1 outer walk,
+    with or without the notifier readable; the notifier never counts as progress."""
+    assert 0 <= n <= 2 and 0 <= k0 <= 3 and 0 <= k1 <= 3 and 0 <= action <= 4 and 0 <= walking <= 1
     n, walking, notifier = _pick(n, 3), _pick(walking, 2), _flag(notifier)
     nodes = tuple(
         CtxNode(i, fd, read, write, revents, deleted)
@@ -677,7 +682,7 @@ def lemma_ctx_walk_is_fold(n: int, k0: int, k1: int, action: int, walking: int, 
     )
     world = _ctx_world(nodes, walking)
     world = replace(world, loop=Loop((), notifier), ctx=replace(world.ctx, notifier_revents=IN if notifier else 0))
-    model_call, fold_call = CtxScripts(action), CtxScripts(action)
+    model_call, fold_call = CtxScripts(action, CTX_FOLD_ACTIONS), CtxScripts(action, CTX_FOLD_ACTIONS)
     got = aio.handler_walk(world, model_call)
     assert got == ctx_fold(world, fold_call)  # R48 R49
     assert model_call.calls == fold_call.calls  # R49
