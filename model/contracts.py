@@ -602,12 +602,23 @@ def _ctx_world(nodes: tuple[CtxNode, ...], walking: int) -> World:
                                                    dispatching=True))
 
 
-def lemma_ctx_walk_step(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool, walking: int) -> None:
-    """The handler walk at node b, with a node a passed and a node c ahead, or not, inside 0 or
-    1 outer handler walk. b's handlers by `h`, its revents REVENTS[v]; its read handler runs
-    CTX_ACTIONS[action], its write handler deletes b."""
-    assert 0 <= h <= 2 and 0 <= v <= 5 and 0 <= action <= 7 and 0 <= walking <= 1
-    h, walking = _pick(h, 3), _pick(walking, 2)
+def lemma_ctx_walk_step(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool) -> None:
+    """The outermost handler walk at node b, with a node a passed and a node c ahead, or not.
+    b's handlers by `h`, its revents REVENTS[v]; its read handler runs CTX_ACTIONS[action], its
+    write handler deletes b."""
+    assert 0 <= h <= 2 and 0 <= v <= 5 and 0 <= action <= 7
+    _ctx_step_holds(h, deleted, v, action, passed, ahead, 0)  # R48 R49
+
+
+def lemma_ctx_walk_step_nested(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool) -> None:
+    """The same inside an outer handler walk (a nested aio_poll from a context handler)."""
+    assert 0 <= h <= 2 and 0 <= v <= 5 and 0 <= action <= 7
+    _ctx_step_holds(h, deleted, v, action, passed, ahead, 1)  # R46 R48 R49
+
+
+def _ctx_step_holds(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool, walking: int) -> None:
+    """The step lemmas' body (not a condition itself: its first statement is no assert)."""
+    h = _pick(h, 3)
     deleted, passed, ahead = _flag(deleted), _flag(passed), _flag(ahead)
     v = _pick(v, 6) if not deleted else 0  # a deleted node's revents were cleared (R48)
     read, write = HANDLERS[h]
