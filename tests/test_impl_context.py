@@ -272,6 +272,19 @@ def test_compute_timeout(loop: MainLoop) -> None:
     assert t is not None and 4.0 < t <= 5.0
 
 
+def test_compute_timeout_inside_a_walk_sees_the_bhs_not_yet_run(loop: MainLoop) -> None:
+    """R50 from a BH callback: an older BH the walk has not reached yet is still scheduled, so
+    the timeout is 0 (found by the context lockstep: the walk's "maybe scheduled" flag hid it)."""
+    seen: list[float | None] = []
+    older = loop.bh_new(lambda _: None)
+    newer = loop.bh_new(lambda _: seen.append(loop.context.compute_timeout()))
+    older.schedule()
+    newer.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert seen == [0.0]
+    assert not older.scheduled
+
+
 def test_only_idle_bhs_bound_the_wait_to_10_ms(loop: MainLoop) -> None:
     log: list[Any] = []
     loop.bh_new(recorder(log, "idle")).schedule_idle()
