@@ -6,16 +6,19 @@ import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from iohandler.impl import MainLoop
 from iohandler.impl.driver import LoopFactory
+from iohandler.model import env as model_env
 from iohandler.model.state import World
 from iohandler.specs.scenarios import (
     Config,
     action_strategies,
     configs,
+    context_actions,
 )
 from iohandler.specs.vector import (
     Action,
@@ -71,6 +74,8 @@ class LockstepMachine(RuleBasedStateMachine):
         type(self).stats["steps"] += 1
         try:
             self.run.do(action)
+        except model_env.InvalidAction:
+            reject()  # format v3: polls that re-enter without end make the vector invalid
         except CheckFailed:
             type(self).failures.append((self.run.config, list(self.run.steps)))
             raise
@@ -156,6 +161,27 @@ class LockstepMachine(RuleBasedStateMachine):
         return out
 
 
+class ContextLockstepMachine(LockstepMachine):
+    """Format v3 (SPEC R42-R50): configs with bottom halves and the context's own fds; the BHs
+    are created first (`Config.setup`), then the rules above plus one for the context's actions
+    (schedule, idle, cancel, delete, create again, context handlers, ctx-poll, timeout). The
+    iterate rule's during_wait actions include them too (action_strategies)."""
+
+    @initialize(config=configs(context=True))
+    def start(self, config: Config) -> None:
+        super().start(config)
+        for action in config.setup():
+            self.do(action)
+
+    @precondition(lambda self: self.config is not None and bool(self.config.bhs))
+    @rule(data=st.data())
+    def context_step(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        c = self.config
+        options = context_actions(sorted(c.ctx_fds), list(c.scripts), list(c.bhs))
+        self.do(data.draw(st.one_of(options), label="context"))
+
+
 @functools.lru_cache(maxsize=16)
 def _indices(n: int) -> st.SearchStrategy[int]:
     return st.integers(0, n - 1)
@@ -165,14 +191,17 @@ def _pick(data: st.DataObject, options: Sequence[str], label: str) -> str:
     return options[data.draw(_indices(len(options)), label=label)]
 
 
-def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | None = None) -> type[LockstepMachine]:
+def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | None = None,
+                context: bool = False) -> type[LockstepMachine]:
     """A machine class of its own (own stats) for one poller and loop factory. selectors is
-    compared against the folded model (SPEC R36), with hangups allowed."""
+    compared against the folded model (SPEC R36), with hangups allowed. `context`: format v3
+    (ContextLockstepMachine)."""
     attrs: dict[str, Any] = {
         "poller": poller,
         "make_loop": staticmethod(make_loop),
         "stats": {"examples": 0, "steps": 0},
         "failures": [],
     }
-    return type(name or f"Lockstep_{poller}", (LockstepMachine,), attrs)
+    base = ContextLockstepMachine if context else LockstepMachine
+    return type(name or f"Lockstep_{poller}{'_context' if context else ''}", (base,), attrs)
 
