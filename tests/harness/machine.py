@@ -22,6 +22,9 @@ from iohandler.specs.scenarios import (
 )
 from iohandler.specs.vector import (
     Action,
+    BhSchedule,
+    BhScheduleIdle,
+    CtxSet,
     Drain,
     Hangup,
     Iterate,
@@ -79,6 +82,10 @@ class LockstepMachine(RuleBasedStateMachine):
         except CheckFailed:
             type(self).failures.append((self.run.config, list(self.run.steps)))
             raise
+        stats = type(self).stats
+        for e in self.run.last_events:  # what the runs exercised, by event kind
+            key = f"event {type(e).__name__}"
+            stats[key] = stats.get(key, 0) + 1
 
     @invariant()
     def lockstep_invariants(self) -> None:
@@ -180,6 +187,32 @@ class ContextLockstepMachine(LockstepMachine):
         c = self.config
         options = context_actions(sorted(c.ctx_fds), list(c.scripts), list(c.bhs))
         self.do(data.draw(st.one_of(options), label="context"))
+
+    # Rules of their own for what makes callbacks run, so BH walks and context handler walks
+    # (where loops go wrong) are dense: a rule is drawn uniformly among the machine's rules.
+
+    @precondition(lambda self: self.config is not None and bool(self.config.bhs))
+    @rule(data=st.data(), idle=st.booleans())
+    def bh_schedule(self, data: st.DataObject, idle: bool) -> None:
+        assert self.config is not None
+        name = _pick(data, list(self.config.bhs), "bh")
+        self.do(BhScheduleIdle(name) if idle else BhSchedule(name))
+
+    @precondition(lambda self: self.config is not None and bool(self.config.ctx_fds))
+    @rule(data=st.data())
+    def ctx_set(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        fd = _pick(data, sorted(self.config.ctx_fds), "ctx fd")
+        scripts = list(self.config.scripts)
+        read = data.draw(st.none() | st.sampled_from(scripts), label="ctx read")
+        write = data.draw(st.none() | st.sampled_from(scripts), label="ctx write")
+        self.do(CtxSet(fd, read, write))
+
+    @precondition(lambda self: self.config is not None and any(self._can_send(f) for f in self.config.ctx_fds))
+    @rule(data=st.data())
+    def send_ctx(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        self.do(Send(_pick(data, [f for f in sorted(self.config.ctx_fds) if self._can_send(f)], "send ctx")))
 
 
 @functools.lru_cache(maxsize=16)

@@ -37,6 +37,7 @@ class Lockstep:
         self.baseline = open_fds()
         self.world = world_for(config)
         self.session: Session | None = Session(config, poller, make_loop)
+        self.last_events: list[Event] = []  # the last step's events (for the machine's figures)
 
     def fail(self, tag: str, message: str) -> CheckFailed:
         return failure(tag, f"{message}\n\n{counterexample(self.config, self.steps, fold=self.fold)}")
@@ -50,6 +51,7 @@ class Lockstep:
             self.steps.pop()  # not run on the loop: the vector would be invalid (VECTORS.md)
             raise
         got = self.session.run(action)
+        self.last_events = got
         if self.session.violations:
             v = self.session.violations[0]
             raise self.fail(v.tag, str(v).split("] ", 1)[1])
