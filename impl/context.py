@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from iohandler.impl.args import check_callable, check_delay, fd_number
 from iohandler.impl.errors import ClosedFdError, FdError, ReentrantWaitError, UnpollableFdError
 from iohandler.impl.kernel import identity
-from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS
+from iohandler.impl.pollers import IN, NVAL, OUT, READ_EVENTS, WRITE_EVENTS, SelectorsPoller
 from iohandler.impl.registry import Record
 from iohandler.impl.timers import TimerHandle, TimerQueue
 
@@ -213,6 +213,8 @@ class AioContext:
         # The notifier as the context sees it: readable from the main wait (the loop consumed
         # the fd already, R13) until a handler walk reads its node, the oldest (R49).
         self._notifier = False
+        # R36: on a poller that folds HUP and ERR (selectors) the context's own poll folds too.
+        self._fold = isinstance(loop._poller, SelectorsPoller)
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap
 
@@ -264,12 +266,14 @@ class AioContext:
         """aio_compute_timeout in seconds: 0.0 with a non-idle BH scheduled, 0.01 with only idle
         ones, else the nearest context timer (None: no limit)."""
         timeout: float | None = None
-        if self._pending:
-            found = self._has_scheduled()
-            if found == 2:
-                return 0.0
-            if found:
-                timeout = IDLE_TIMEOUT
+        # A scan, not the `_pending` shortcut: inside a walk (a callback asking) the walk has
+        # cleared `_pending` while BHs it has not reached may still be scheduled. The loop
+        # calls this only when `_pending` (or a timer) says there may be something to find.
+        found = self._has_scheduled()
+        if found == 2:
+            return 0.0
+        if found:
+            timeout = IDLE_TIMEOUT
         if self._timer_heap:
             deadline = self._timers.next_deadline()
             if deadline is not None:
@@ -488,8 +492,12 @@ class AioContext:
             wakeup.consume()
             self._notifier = True
         if events or self._notifier:
+            fold = self._fold
             for n in polled:
-                n.rev = events.get(n.fd, 0)
+                rev = events.get(n.fd, 0)
+                if fold and rev:  # R36: as the loop's poller would see it
+                    rev = (IN if rev & ~OUT and n.events & IN else 0) | (OUT if rev & ~IN and n.events & OUT else 0)
+                n.rev = rev
 
     def _dispatch(self) -> bool:
         """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's

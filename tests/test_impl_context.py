@@ -27,6 +27,7 @@ from iohandler.impl import (
     ClosedFdError,
     ListTracer,
     LoopClosedError,
+    LoopForkedError,
     MainLoop,
     ReentrantWaitError,
     Seams,
@@ -270,6 +271,19 @@ def test_compute_timeout(loop: MainLoop) -> None:
     ctx.call_later(5.0, lambda: None)
     t = ctx.compute_timeout()
     assert t is not None and 4.0 < t <= 5.0
+
+
+def test_compute_timeout_inside_a_walk_sees_the_bhs_not_yet_run(loop: MainLoop) -> None:
+    """R50 from a BH callback: an older BH the walk has not reached yet is still scheduled, so
+    the timeout is 0 (found by the context lockstep: the walk's "maybe scheduled" flag hid it)."""
+    seen: list[float | None] = []
+    older = loop.bh_new(lambda _: None)
+    newer = loop.bh_new(lambda _: seen.append(loop.context.compute_timeout()))
+    older.schedule()
+    newer.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert seen == [0.0]
+    assert not older.scheduled
 
 
 def test_only_idle_bhs_bound_the_wait_to_10_ms(loop: MainLoop) -> None:
@@ -657,9 +671,40 @@ def test_close_with_bhs_scheduled() -> None:
         loop.bh_new(lambda _: None)
     with pytest.raises(LoopClosedError):
         loop.context.poll()
+    r, w = os.pipe()
+    try:
+        with pytest.raises(LoopClosedError):
+            loop.context.set_fd_handler(r, lambda _: None, None)
+        with pytest.raises(LoopClosedError):
+            loop.context.set_fd_handler(r, None, None)
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(LoopClosedError):
+        loop.context.call_later(0.0, lambda: None)
     bh.cancel()
     bh.delete()  # cleanup after close is allowed
     assert bh.deleted
+
+
+def test_a_forked_child_refuses_to_schedule() -> None:
+    """R41: the child's copy of the loop is closed; a BH of it says so (LoopForkedError)."""
+    with MainLoop() as loop:
+        bh = loop.bh_new(lambda _: None)
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 only if the schedule was refused as forked
+            code = 1
+            try:
+                bh.schedule()
+            except LoopForkedError:
+                code = 0
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        bh.schedule()  # the parent's loop is untouched
+        assert loop.main_loop_wait(nonblocking=True) == 1
 
 
 def test_close_from_another_thread_while_a_worker_schedules() -> None:

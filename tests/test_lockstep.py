@@ -18,7 +18,6 @@ from hypothesis.stateful import run_state_machine_as_test
 from iohandler.impl import POLLERS, MainLoop
 from iohandler.impl.driver import run_vector as impl_run_vector
 from iohandler.specs.vector import (
-    FORMAT_V3,
     Action,
     Hangup,
     Iterate,
@@ -62,6 +61,22 @@ def test_lockstep(poller: PollerName) -> None:
     assert machine.stats["examples"] > 0
 
 
+@pytest.mark.parametrize("poller", sorted(POLLERS))
+def test_lockstep_context(poller: PollerName) -> None:
+    """Format v3 (SPEC R42-R50): bottom halves, the context's handlers, ctx-poll and the
+    timeout, besides every v1/v2 action, on the real loop against the model; the BH list and
+    the context's handler list compared after every step, the kernel set at every wait."""
+    machine = machine_for(poller, context=True)
+    try:
+        run_state_machine_as_test(machine, settings=settings(
+            max_examples=budget(dev=40, ci=200, thorough=3000),
+            stateful_step_count=budget(dev=30, ci=40, thorough=80),
+        ))
+    finally:
+        write_stats(f"lockstep-context-{poller}", dict(machine.stats))
+    assert machine.stats["examples"] > 0
+
+
 # ------------------------------------------------------------- the harness is the driver
 
 
@@ -71,8 +86,6 @@ def test_session_replays_bundled_vectors(poller: PollerName) -> None:
     counterexample means what a conformance run would mean."""
     for path in vector_files([bundled_vectors_dir()]):
         v = load_vector(path)
-        if v.format == FORMAT_V3:
-            continue  # the lockstep Session drives format v1/v2 actions; v3 (R42 on) is not in it yet
         config = Config(v.fds, v.gates, v.scripts, gate_runs=v.gate_scripts)
         session = Session(config, poller)
         try:
