@@ -676,14 +676,14 @@ def ctx_fold(world: World, call: CtxScripts) -> tuple[World, bool, tuple[Event, 
     return world.with_ctx(replace(world.ctx, notifier_revents=0)), progress, events
 
 
-CTX_FOLD_ACTIONS = (0, 1, 3, 4, 7)  # of CTX_ACTIONS: the fold lemma's smaller domain
+CTX_FOLD_ACTIONS = (0, 3, 4, 7)  # of CTX_ACTIONS: the fold lemma's smaller domain (3 deletes b too)
 
 
 def lemma_ctx_walk_is_fold(n: int, k0: int, k1: int, action: int, walking: int, notifier: bool) -> None:
     """The model's handler walk is the fold of its step over 0-2 nodes of CTX_NODES (b, then c),
     the read handler running CTX_ACTIONS[CTX_FOLD_ACTIONS[action]], inside 0 or 1 outer walk,
     with or without the notifier readable; the notifier never counts as progress."""
-    assert 0 <= n <= 2 and 0 <= k0 <= 3 and 0 <= k1 <= 3 and 0 <= action <= 4 and 0 <= walking <= 1
+    assert 0 <= n <= 2 and 0 <= k0 <= 3 and 0 <= k1 <= 3 and 0 <= action <= 3 and 0 <= walking <= 1
     n, walking, notifier = _pick(n, 3), _pick(walking, 2), _flag(notifier)
     nodes = tuple(
         CtxNode(i, fd, read, write, revents, deleted)
