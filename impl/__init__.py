@@ -12,6 +12,7 @@ if __name__ != "iohandler.impl":  # the folder impl/ is installed as iohandler.i
     raise ImportError(f"import iohandler.impl, not {__name__}: one module, one name")
 
 
+from iohandler.impl.context import AioContext, AioHandlerInfo, BottomHalf
 from iohandler.impl.errors import (
     ClosedFdError,
     FdError,
@@ -51,6 +52,9 @@ __all__ = [
     "POLLERS",
     "READ_EVENTS",
     "WRITE_EVENTS",
+    "AioContext",
+    "AioHandlerInfo",
+    "BottomHalf",
     "ClosedFdError",
     "EpollPoller",
     "FdError",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from iohandler.model import aio, bh
 from iohandler.model.dispatch import dispatch
 from iohandler.model.env import poll, readiness
 from iohandler.model.fill import Gate, fill
@@ -34,6 +35,9 @@ from iohandler.model.state import (
     OUT,
     READ_EVENTS,
     WRITE_EVENTS,
+    Bh,
+    Context,
+    CtxNode,
     Fd,
     FdState,
     GateName,
@@ -46,7 +50,7 @@ from iohandler.model.state import (
     fds_unique,
     index_of,
 )
-from iohandler.specs.vector import Event, GateEvent, ReadEvent, WriteEvent
+from iohandler.specs.vector import BhEvent, CtxReadEvent, CtxWriteEvent, Event, GateEvent, ReadEvent, WriteEvent
 
 FDS: tuple[Fd, ...] = ("a", "b", "c")
 NEW: Fd = "n"  # an fd with no record
@@ -417,3 +421,281 @@ def lemma_no_walk(n: int, deleted_at: int, ret: int) -> None:
     call = Scripts(0, ())
     assert dispatch(world, (IN | OUT,) * 3, ret, call) == (world, ())  # R14
     assert call.calls == []  # R14
+
+
+# ------------------------------------------------------- the context's walks, R42-R49
+#
+# The BH walk (aio_bh_poll) and the handler walk (aio_dispatch) are loops too. `bh_step` restates
+# one iteration of aio_bh_poll's body; the model's `aio.walk_step` is the handler walk's. The
+# step lemmas prove the rules at a BH (a node) b with one passed and one ahead of it, or not, over
+# every in-bounds flag set and what its callback does (data); the fold lemmas prove `bh.bh_poll`
+# and `aio.handler_walk` the folds of their steps, nested walks (a walking counter above 0)
+# included.
+
+# What b's BH callback does: nothing; schedule itself; cancel c (ahead); delete c; delete
+# itself; create n and schedule it; schedule a (passed); schedule itself idle.
+BH_ACTIONS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (),
+    (("schedule", "b"),),
+    (("cancel", "c"),),
+    (("delete", "c"),),
+    (("delete", "b"),),
+    (("new", "n"), ("schedule", "n")),
+    (("schedule", "a"),),
+    (("idle", "b"),),
+)
+BH_FLAGS = ((False, False, False), (True, False, False), (True, True, False), (True, False, True), (False, False, True))
+
+
+def _bh_apply(ctx: Context, body: tuple[tuple[str, str], ...]) -> Context:
+    for what, name in body:
+        if what != "new" and name not in {k for k, _ in ctx.names.pairs}:
+            continue  # a or c absent: nothing
+        if what == "new":
+            ctx = bh.bh_new(ctx, name, R)
+        elif what == "schedule":
+            ctx = bh.schedule(ctx, name)[0]
+        elif what == "idle":
+            ctx = bh.schedule_idle(ctx, name)
+        elif what == "cancel":
+            ctx = bh.cancel(ctx, name)
+        else:
+            ctx = bh.delete(ctx, name)
+    return ctx
+
+
+class BhScripts:
+    """BH callbacks as data: b's runs BH_ACTIONS[action], the others nothing; every call is
+    logged with whether b was scheduled when its callback started."""
+
+    def __init__(self, action: int, actions: tuple[int, ...] = ()) -> None:
+        self.action = action
+        self.actions = actions or tuple(range(len(BH_ACTIONS)))
+        self.calls: list[tuple[str, bool]] = []
+
+    def __call__(self, world: World, script: ScriptName) -> tuple[World, tuple[Event, ...]]:
+        self.calls.append((script, bh.find(world.ctx, "b").scheduled if script == W else False))
+        if script != W:
+            return world, ()
+        return world.with_ctx(_bh_apply(world.ctx, BH_ACTIONS[self.actions[_pick(self.action, len(self.actions))]])), ()
+
+
+def bh_step(world: World, ident: int, call: BhScripts) -> tuple[World, bool, tuple[Event, ...]]:
+    """One iteration of aio_bh_poll's walk, at the BH `ident`: its callback runs if the BH is
+    scheduled and not deleted, `scheduled` (and idle) cleared first; True if it ran busy."""
+    found = [x for x in world.ctx.bhs if x.ident == ident]
+    this = found[0]
+    if this.deleted or not this.scheduled:
+        return world, False, ()
+    ctx = replace(world.ctx, bhs=tuple(replace(x, scheduled=False, idle=False) if x.ident == ident else x
+                                       for x in world.ctx.bhs))
+    world, out = call(world.with_ctx(ctx), this.script)
+    return world, not this.idle, (BhEvent(this.name, this.script), *out)
+
+
+def bh_fold(world: World, call: BhScripts) -> tuple[World, bool, tuple[Event, ...]]:
+    """bh_poll as the fold of `bh_step` over the BHs of the list at walk start, then the free."""
+    world = world.with_ctx(replace(world.ctx, walking_bh=world.ctx.walking_bh + 1))
+    busy, events = False, tuple[Event, ...]()
+    for ident in [x.ident for x in world.ctx.bhs]:
+        world, ran, out = bh_step(world, ident, call)
+        busy, events = busy or ran, events + out
+    ctx = replace(world.ctx, walking_bh=world.ctx.walking_bh - 1)
+    return world.with_ctx(bh.free_deleted(ctx) if ctx.walking_bh == 0 else ctx), busy, events
+
+
+def _bh_world(flags: tuple[tuple[bool, bool, bool], ...], names: tuple[str, ...], walking: int) -> World:
+    """BHs named `names`, head first, with (scheduled, idle, deleted) `flags`; b's script is W."""
+    bhs = tuple(
+        Bh(len(names) - 1 - i, name, W if name == "b" else R, s, i_ and s, d)
+        for i, (name, (s, i_, d)) in enumerate(zip(names, flags, strict=True))
+    )
+    names_table = Table(tuple(sorted((x.name, x.ident) for x in bhs)))
+    return World(Loop(), Table(), Table(), Context(bhs=bhs, names=names_table, walking_bh=walking,
+                                                   next_ident=len(names)))
+
+
+def lemma_bh_step(f: int, action: int, passed: bool, ahead: bool) -> None:
+    """The BH walk at b, with a BH a already passed (nearer the head) and a BH c ahead, or not.
+    b's flags from BH_FLAGS, its callback runs BH_ACTIONS[action]; a is unscheduled, c busy."""
+    assert 0 <= f <= 4 and 0 <= action <= 7
+    f, action, passed, ahead = _pick(f, 5), _pick(action, 8), _flag(passed), _flag(ahead)
+    names = ("a",) * passed + ("b",) + ("c",) * ahead
+    flags = ((False, False, False),) * passed + (BH_FLAGS[f],) + ((True, False, False),) * ahead
+    world = _bh_world(flags, names, 1)
+    b = bh.find(world.ctx, "b")
+    call = BhScripts(action)
+    out, busy, events = bh_step(world, b.ident, call)
+    called = b.scheduled and not b.deleted
+    assert (call.calls == [(W, False)]) == called and len(call.calls) <= 1  # R43 R44
+    assert busy == (called and not b.idle)  # R43
+    assert events == ((BhEvent("b", W),) if called else ())  # R43
+    body = BH_ACTIONS[action] if called else ()
+    if ahead:
+        assert bh.find(out.ctx, "c") == replace(bh.find(world.ctx, "c"), scheduled=action not in (2, 3) or not called,
+                                                deleted=action == 3 and called)  # R42 R44
+    after = bh.find(out.ctx, "b")
+    assert after.scheduled == (called and action in (1, 7)) or (not called and b.scheduled)  # R43
+    assert after.deleted == (b.deleted or (called and action == 4))  # R44
+    kept = [x.ident for x in out.ctx.bhs if x.ident < len(names)]
+    assert kept == [x.ident for x in world.ctx.bhs]  # R44: nothing unlinked during a walk
+    added = [x.name for x in out.ctx.bhs if x.ident >= len(names)]
+    assert added == ["n"] * (called and action == 5)  # R42
+    assert out.ctx.bhs[: len(added)] == tuple(x for x in out.ctx.bhs if x.ident >= len(names))  # R42: at the head
+    if passed:
+        assert bh.find(out.ctx, "a").scheduled == (("schedule", "a") in body)  # R42: a passed BH waits
+
+
+def lemma_bh_walk_is_fold(n: int, f0: int, f1: int, action: int, walking: int) -> None:
+    """The model's bh_poll is the fold of `bh_step` over 1-2 BHs (b, then c behind it) with
+    flags from BH_FLAGS, b's callback running BH_ACTIONS[action], inside 0 or 1 outer walk."""
+    assert 1 <= n <= 2 and 0 <= f0 <= 4 and 0 <= f1 <= 4 and 0 <= action <= 7 and 0 <= walking <= 1
+    n, walking = _pick(n, 3), _pick(walking, 2)
+    names = ("b", "c")[:n]
+    flags = tuple(BH_FLAGS[_pick(x, 5)] for x in (f0, f1)[:n])
+    world = _bh_world(flags, names, walking)
+    model_call, fold_call = BhScripts(action), BhScripts(action)
+    assert bh.bh_poll(world, model_call) == bh_fold(world, fold_call)  # R43 R44
+    assert model_call.calls == fold_call.calls  # R43
+    out = bh.bh_poll(world, BhScripts(action))[0]
+    assert out.ctx.walking_bh == walking  # R44
+    if walking:
+        assert not any(x.freed for x in out.ctx.bhs)  # R44: a nested walk frees nothing
+    else:
+        assert all(x.freed for x in out.ctx.bhs if x.deleted)  # R44: the outermost walk frees
+
+
+# What node b's read handler does: nothing; delete b; b read-only; delete b and add it again;
+# delete c (ahead); update c; delete a (passed); add a new fd.
+CtxRegistration = tuple[Fd, ScriptName | None, ScriptName | None]
+CTX_ACTIONS: tuple[tuple[CtxRegistration, ...], ...] = (
+    (),
+    (("b", None, None),),
+    (("b", R, None),),
+    (("b", None, None), ("b", R, W)),
+    (("c", None, None),),
+    (("c", None, W),),
+    (("a", None, None),),
+    ((NEW, R, W),),
+)
+
+
+class CtxScripts:
+    """Context handlers as data: read handler R runs CTX_ACTIONS[action], write handler W
+    deletes b; every call is logged with the fd of the node it was called for."""
+
+    def __init__(self, action: int, actions: tuple[int, ...] = ()) -> None:
+        self.action = action
+        self.actions = actions or tuple(range(len(CTX_ACTIONS)))
+        self.calls: list[tuple[ScriptName, int]] = []
+
+    def __call__(self, world: World, script: ScriptName) -> tuple[World, tuple[Event, ...]]:
+        self.calls.append((script, world.ctx.walking_handlers))
+        body = CTX_ACTIONS[self.actions[_pick(self.action, len(self.actions))]] if script == R else (("b", None, None),)
+        for fd, read, write in body:
+            world = aio.set_fd_handler(world, fd, read, write)
+        return world, ()
+
+
+def _ctx_world(nodes: tuple[CtxNode, ...], walking: int) -> World:
+    return World(Loop(), Table(), Table(), Context(nodes=nodes, walking_handlers=walking, next_ident=3,
+                                                   dispatching=True))
+
+
+def lemma_ctx_walk_step(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool) -> None:
+    """The outermost handler walk at node b, with a node a passed and a node c ahead, or not.
+    b's handlers by `h`, its revents REVENTS[v]; its read handler runs CTX_ACTIONS[action], its
+    write handler deletes b."""
+    assert 0 <= h <= 2 and 0 <= v <= 5 and 0 <= action <= 7
+    _ctx_step_holds(h, deleted, v, action, passed, ahead, 0)  # R48 R49
+
+
+def lemma_ctx_walk_step_nested(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool) -> None:
+    """The same inside an outer handler walk (a nested aio_poll from a context handler)."""
+    assert 0 <= h <= 2 and 0 <= v <= 5 and 0 <= action <= 7
+    _ctx_step_holds(h, deleted, v, action, passed, ahead, 1)  # R46 R48 R49
+
+
+def _ctx_step_holds(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool, walking: int) -> None:
+    """The step lemmas' body (not a condition itself: its first statement is no assert)."""
+    h = _pick(h, 3)
+    deleted, passed, ahead = _flag(deleted), _flag(passed), _flag(ahead)
+    v = _pick(v, 6) if not deleted else 0  # a deleted node's revents were cleared (R48)
+    read, write = HANDLERS[h]
+    b = CtxNode(1, "b", read, write, 0 if deleted else REVENTS[v], deleted)
+    a, c = CtxNode(0, "a", R, W, IN), CtxNode(2, "c", R, W, IN)
+    world = _ctx_world((*[a] * passed, b, *[c] * ahead), walking)
+    call = CtxScripts(action)
+    out, called, events = aio.walk_step(world, 1, call)
+    ready = b.revents & aio.events_of(b)  # R49: masked by the node's events, read before the calls
+    read_called = not deleted and read is not None and bool(ready & READ_EVENTS)
+    action = _pick(action, 8) if read_called else 0  # what the read handler does matters only if called
+    assert (call.calls[:1] == [(R, walking + 1)]) == read_called  # R49: inside the walk
+    after = world
+    if read_called:
+        for fd, rd, wr in CTX_ACTIONS[action]:
+            after = aio.set_fd_handler(replace(after, ctx=replace(after.ctx, walking_handlers=walking + 1)), fd, rd, wr)
+    b_after = next(n for n in after.ctx.nodes if n.ident == 1)
+    write_called = not b_after.deleted and b_after.write is not None and bool(ready & WRITE_EVENTS)
+    assert (W in [s for s, _ in call.calls]) == write_called  # R49: the current handler and flag
+    assert called == (read_called or write_called)  # R49: every call is progress
+    assert [e.fd for e in events if isinstance(e, CtxReadEvent | CtxWriteEvent)] == ["b"] * len(call.calls)  # R49
+    assert out.ctx.walking_handlers == walking  # R49
+    kept = [n for n in out.ctx.nodes if n.ident == 1]
+    gone = b_after.deleted or write_called
+    assert (kept == []) == (gone and walking == 0)  # R48 R49: unlinked after its calls, outermost only
+    assert all(n.revents == 0 for n in kept)  # R49: revents cleared
+    if ahead:
+        c_after = [n for n in out.ctx.nodes if n.ident == 2]
+        assert c_after == [replace(c, deleted=read_called and action == 4, write=W,
+                                   read=None if read_called and action == 5 else R,
+                                   revents=0 if read_called and action == 4 else IN)]  # R48: flagged, not unlinked
+    new = [n.fd for n in out.ctx.nodes if n.ident >= 3]
+    assert out.ctx.nodes[: len(new)] == tuple(n for n in out.ctx.nodes if n.ident >= 3)  # R48: at the head
+    added = {3: ["b"], 7: [NEW], 5: [] if ahead else ["c"]}.get(action, []) if read_called else []
+    assert new == added  # R48: a deleted node is not revived; an absent fd gets a new node
+
+
+CTX_NODES = (
+    (R, W, IN | OUT, False),
+    (R, None, IN, False),
+    (None, W, OUT, False),
+    (R, W, IN, True),
+)
+
+
+def ctx_fold(world: World, call: CtxScripts) -> tuple[World, bool, tuple[Event, ...]]:
+    """handler_walk as the fold of `aio.walk_step` over the nodes at walk start, then the
+    notifier's node (the oldest): a readable notifier is consumed, not progress."""
+    progress, events = False, tuple[Event, ...]()
+    for ident in [n.ident for n in world.ctx.nodes]:
+        world, called, out = aio.walk_step(world, ident, call)
+        progress, events = progress or called, events + out
+    if world.ctx.notifier_revents & IN:
+        world = world.with_loop(Loop(world.loop.records, False))
+    return world.with_ctx(replace(world.ctx, notifier_revents=0)), progress, events
+
+
+CTX_FOLD_ACTIONS = (0, 3, 4, 7)  # of CTX_ACTIONS: the fold lemma's smaller domain (3 deletes b too)
+
+
+def lemma_ctx_walk_is_fold(n: int, k0: int, k1: int, action: int, walking: int, notifier: bool) -> None:
+    """The model's handler walk is the fold of its step over 0-2 nodes of CTX_NODES (b, then c),
+    the read handler running CTX_ACTIONS[CTX_FOLD_ACTIONS[action]], inside 0 or 1 outer walk,
+    with or without the notifier readable; the notifier never counts as progress."""
+    assert 0 <= n <= 2 and 0 <= k0 <= 3 and 0 <= k1 <= 3 and 0 <= action <= 3 and 0 <= walking <= 1
+    n, walking, notifier = _pick(n, 3), _pick(walking, 2), _flag(notifier)
+    nodes = tuple(
+        CtxNode(i, fd, read, write, revents, deleted)
+        for i, (fd, (read, write, revents, deleted)) in enumerate(
+            zip(("b", "c"), [CTX_NODES[_pick(k, 4)] for k in (k0, k1)[:n]], strict=False)
+        )
+    )
+    world = _ctx_world(nodes, walking)
+    world = replace(world, loop=Loop((), notifier), ctx=replace(world.ctx, notifier_revents=IN if notifier else 0))
+    model_call, fold_call = CtxScripts(action, CTX_FOLD_ACTIONS), CtxScripts(action, CTX_FOLD_ACTIONS)
+    got = aio.handler_walk(world, model_call)
+    assert got == ctx_fold(world, fold_call)  # R48 R49
+    assert model_call.calls == fold_call.calls  # R49
+    assert not got[0].loop.wakeup  # R49: the notifier's node consumes it
+    assert got[1] == bool(model_call.calls)  # R49: progress is a handler call, never the notifier

@@ -3,7 +3,7 @@
 Hypothesis draws valid vectors with the lockstep suite's strategies (specs/scenarios.py), the
 model (`iohandler.model.iterate.run_vector`) gives the expected trace, and the driver's answer
 (VECTORS.md, the driver protocol) must equal it. A mismatch is shrunk by Hypothesis, pruned of
-the fds, gates and scripts it does not use, printed, and saved as a v1 vector (its `expect` the
+the fds, gates and scripts it does not use, printed, and saved as a vector (its `expect` the
 model's trace) that `iohandler conform DIR` replays.
 
 Hypothesis is imported only when a run starts: `conform` works without it.
@@ -33,6 +33,7 @@ from iohandler.specs.runner import (
 )
 from iohandler.specs.vector import (
     FORMAT_V2,
+    FORMAT_V3,
     Action,
     Event,
     Iterate,
@@ -74,6 +75,8 @@ class FuzzResult:
     shrink_runs: int = 0  # vectors tried while shrinking a mismatch
     gate_scripts: bool = False
     gate_scripts_how: str = "probed"  # "as told", or the probe's result and its reason
+    context: bool = False  # format v3 actions generated (the AioContext, SPEC R42 on)
+    context_how: str = "probed"
     fold: bool = False
     seed: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
@@ -89,6 +92,7 @@ class FuzzResult:
         line = (
             f"fuzz: {self.examples} examples, {self.steps} steps, {n} mismatch{'es' if n != 1 else ''}"
             f"; {gates}; {'HUP/ERR folded (R36); ' if self.fold else ''}seed {self.seed}"
+            f"; context {'on' if self.context else 'off'} ({self.context_how})"
         )
         for m in self.mismatches:
             steps, size = m.size
@@ -251,6 +255,33 @@ def probe_vector() -> Vector:
     )
 
 
+def context_probe_vector() -> Vector:
+    """A tiny format v3 vector whose trace shows whether the driver runs the AioContext."""
+    return parse_vector(
+        {
+            "format": FORMAT_V3, "name": "fuzz-probe-context",
+            "description": "Does the driver run bottom halves and the context's own poll?",
+            "rules": ["R42", "R46"], "fds": {}, "scripts": {"s": [{"do": "timeout"}]}, "gates": {},
+            "steps": [{"do": "bh-new", "bh": "p", "script": "s"}, {"do": "bh-schedule", "bh": "p"},
+                      {"do": "ctx-poll"}, {"do": "iterate"}],
+        },
+        require_expect=False,
+    )
+
+
+def runs_on_the_model(vector: Vector) -> bool:
+    """False for a vector the model calls invalid (format v3: polls that re-enter without end,
+    VECTORS.md); the generator draws again."""
+    from iohandler.model.env import InvalidAction
+    from iohandler.model.iterate import run_vector
+
+    try:
+        run_vector(vector)
+    except InvalidAction:
+        return False
+    return True
+
+
 def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool, problem: Problem) -> Vector:
     """The vector as saved: named by its content; its description says whether the driver erred
     (and how, in a line) or answered a different trace."""
@@ -383,18 +414,19 @@ def fuzz(
     seed: int | None = None,
     save: Path | None = Path("fuzz-failures"),
     gate_scripts: bool | None = None,
+    context: bool | None = None,
     fold: bool = False,
     max_steps: int = 20,
     timeout: float = 10.0,
     report: Callable[[str], None] = print,
     db: Path | None = None,
 ) -> FuzzResult:
-    """Fuzz `driver` with up to `examples` generated vectors. `gate_scripts`: None probes the
-    driver once. `fold`: the driver's poller folds HUP/ERR (R36); compare with the folded model.
-    Stops at the first mismatch, shrunk and (with `save`) saved there. `db`: a folder for the
-    run's files: Hypothesis's, and the shrunk vectors found (in db/found), which the next run with
-    this `db` tries first; without it Hypothesis's files go to a temporary folder, never the
-    current one."""
+    """Fuzz `driver` with up to `examples` generated vectors. `gate_scripts`, `context` (format
+    v3 actions): None probes the driver once. `fold`: the driver's poller folds HUP/ERR (R36);
+    compare with the folded model. Stops at the first mismatch, shrunk and (with `save`) saved
+    there. `db`: a folder for the run's files: Hypothesis's, and the shrunk vectors found (in
+    db/found), which the next run with this `db` tries first; without it Hypothesis's files go to
+    a temporary folder, never the current one."""
     try:
         import hypothesis  # noqa: F401  (the `fuzz` extra)
     except ImportError:
@@ -423,6 +455,10 @@ def fuzz(
                 return result
         else:
             result.gate_scripts, result.gate_scripts_how = gate_scripts, "as told"
+        if context is None:
+            result.context = session.mismatch(context_probe_vector()) is None
+        else:
+            result.context, result.context_how = context, "as told"
         failing: list[tuple[Vector, Problem]] = []
 
         def check(vector: Vector) -> None:
@@ -449,7 +485,8 @@ def fuzz(
             suppress_health_check=list(HealthCheck),
             verbosity=Verbosity.quiet,
             print_blob=False,
-        )(given(vectors(max_steps=max_steps, gate_scripts=result.gate_scripts))(check))
+        )(given(vectors(max_steps=max_steps, gate_scripts=result.gate_scripts, context=result.context,
+                        valid=runs_on_the_model))(check))
         try:
             hypothesis_seed(result.seed)(run)()
         except _Found:
@@ -491,6 +528,6 @@ def _hypothesis_home(db: Path | None) -> Iterator[None]:
 
 
 __all__ = [
-    "MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "folded_expect", "folded_poll", "fuzz",
-    "model_trace", "probe_vector",
+    "MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "context_probe_vector", "folded_expect",
+    "folded_poll", "fuzz", "model_trace", "probe_vector", "runs_on_the_model",
 ]

@@ -55,7 +55,7 @@ def in_checkout(root: Path = ROOT) -> bool:
 # Rows run as their own pytest session; "unit" is everything else under tests/.
 SUITES: dict[str, list[str]] = {
     "lockstep (model vs real loop)": ["tests/test_lockstep.py"],
-    "exhaustive exploration": ["tests/test_exhaustive.py"],
+    "exhaustive exploration": ["tests/test_exhaustive.py", "tests/test_exhaustive_context.py"],
     "model bug catalogue": ["tests/test_model_bugs.py"],
     "bug catalogue": ["tests/test_catalogue.py"],
     "reliability": ["tests/test_reliability*.py"],

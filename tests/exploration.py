@@ -20,16 +20,20 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeAlias, TypeVar
 
 import iohandler.model.iterate as model_iterate
+from iohandler.model import bh as model_bh
 from iohandler.model import env as model_env
 from iohandler.model.state import (
     ERR,
     HUP,
     READ_EVENTS,
     WRITE_EVENTS,
+    Bh,
+    Context,
+    CtxNode,
     FdState,
     Loop,
     PollSet,
@@ -41,6 +45,15 @@ from iohandler.model.state import (
 from iohandler.specs.scenarios import Config
 from iohandler.specs.vector import (
     Action,
+    BhCancel,
+    BhDelete,
+    BhEvent,
+    BhSchedule,
+    BhScheduleIdle,
+    CtxPoll,
+    CtxReadEvent,
+    CtxSet,
+    CtxWriteEvent,
     Drain,
     Event,
     GateEvent,
@@ -74,6 +87,7 @@ class Scope:
     swap_fds: Mapping[str, str] = field(default_factory=dict)
     swap_scripts: Mapping[str, str] = field(default_factory=dict)
     max_depth: int = 200  # the step bound: the search must close before it
+    bhs: tuple[tuple[str, str], ...] = ()  # format v3: BHs (name, script) the initial state has, oldest first
 
     def describe(self) -> str:
         fds = ", ".join(f"{f}:{k}" for f, k in self.fds.items())
@@ -131,33 +145,71 @@ class Scope:
 # ------------------------------------------------------------------------ the state encoding
 
 # (records, wakeup, env, gates); a record is (fd, read, write, gate, poll_index, deleted),
-# an fd state (fd, kind, pending, hung_up), a gate (name, value).
+# an fd state (fd, kind, pending, hung_up), a gate (name, value). A world with a context (format
+# v3 scopes) has a fifth part, the context (`encode_ctx`).
 RecordT: TypeAlias = tuple[str, str | None, str | None, str | None, int, bool]
 FdT: TypeAlias = tuple[str, str, bool, bool]
 State: TypeAlias = tuple[tuple[RecordT, ...], bool, tuple[FdT, ...], tuple[tuple[str, bool], ...]]
+CtxT: TypeAlias = tuple[object, ...]
 
 
 def encode(w: World) -> State:
-    return (
+    s = (
         tuple((r.fd, r.read, r.write, r.gate, r.poll_index, r.deleted) for r in w.loop.records),
         w.loop.wakeup,
         tuple((fd, s.kind, s.pending, s.hung_up) for fd, s in w.env.pairs),
         w.gates.pairs,
     )
+    if w.ctx == Context():
+        return s
+    return (*s, encode_ctx(w.ctx))  # type: ignore[return-value]  # the v3 scopes' five-part state
+
+
+def encode_ctx(ctx: Context) -> CtxT:
+    """The context with its idents renumbered by age (BHs 0.., then nodes): the model compares
+    idents only for equality and draws new ones above all, so the renaming loses nothing and
+    keeps the state space finite."""
+    nb, nn = len(ctx.bhs), len(ctx.nodes)
+    bh_ident = {b.ident: nb - 1 - i for i, b in enumerate(ctx.bhs)}
+    return (
+        tuple((b.name, b.script, b.scheduled, b.idle, b.deleted, b.freed) for b in ctx.bhs),
+        tuple(sorted((name, bh_ident[i]) for name, i in ctx.names.pairs)),
+        ctx.walking_bh,
+        tuple((n.fd, n.read, n.write, n.revents, n.deleted) for n in ctx.nodes),
+        ctx.walking_handlers, ctx.notifier_revents, ctx.dispatching, nn,  # nn: a check on decode's count
+    )
+
+
+def decode_ctx(c: CtxT) -> Context:
+    bhs, names, walking_bh, nodes, walking_handlers, notifier_revents, dispatching, _ = c
+    assert isinstance(bhs, tuple) and isinstance(nodes, tuple) and isinstance(names, tuple)
+    nb = len(bhs)
+    return Context(
+        bhs=tuple(Bh(nb - 1 - i, *b) for i, b in enumerate(bhs)),
+        names=Table(names),
+        walking_bh=walking_bh,  # type: ignore[arg-type]
+        nodes=tuple(CtxNode(nb + len(nodes) - 1 - i, *n) for i, n in enumerate(nodes)),
+        walking_handlers=walking_handlers,  # type: ignore[arg-type]
+        notifier_revents=notifier_revents,  # type: ignore[arg-type]
+        dispatching=dispatching,  # type: ignore[arg-type]
+        next_ident=nb + len(nodes),
+    )
 
 
 def decode(s: State) -> World:
-    records, wakeup, env, gates = s
+    records, wakeup, env, gates = s[:4]
+    ctx: tuple[CtxT, ...] = tuple(s[4:])  # the v3 scopes' fifth part
     return World(
         Loop(tuple(Record(*r) for r in records), wakeup),
         Table(tuple((fd, FdState(kind, pending, hung)) for fd, kind, pending, hung in env)),
         Table(gates),
+        decode_ctx(ctx[0]) if ctx else Context(),
     )
 
 
 def mirror(scope: Scope, s: State) -> State:
     f, sc = scope.swap_fds, scope.swap_scripts
-    records, wakeup, env, gates = s
+    records, wakeup, env, gates = s[:4]  # the v3 scopes have no symmetry
 
     def n(x: str | None) -> str | None:
         return None if x is None else sc.get(x, x)
@@ -172,7 +224,7 @@ def mirror(scope: Scope, s: State) -> State:
 
 def _key(s: State) -> tuple[object, ...]:
     # None sorts before any name: a total order on states.
-    records, wakeup, env, gates = s
+    records, wakeup, env, gates = s[:4]
     return (tuple((fd, r or "", w or "", g or "", i, d) for fd, r, w, g, i, d in records), wakeup, env, gates)
 
 
@@ -269,7 +321,7 @@ def _fields(r: Record) -> RecordT:
 @invariant("R21", "a snapshot changes nothing and shows the live records in list order")
 def check_other(before: World, a: Action, after: World, events: tuple[Event, ...]) -> None:
     if isinstance(a, Notify):
-        if after != World(Loop(before.loop.records, True), before.env, before.gates):
+        if after != replace(before, loop=Loop(before.loop.records, True)):
             raise fail("R13", "notify changed more than the wakeup")
         return
     if isinstance(a, Snapshot):
@@ -278,15 +330,102 @@ def check_other(before: World, a: Action, after: World, events: tuple[Event, ...
             raise fail("R21", f"snapshot gave {events}, want the live records {rows}")
         return
     if isinstance(a, SetGate):
-        if after != World(before.loop, before.env, before.gates.set(a.gate, a.value)):
+        if after != replace(before, gates=before.gates.set(a.gate, a.value)):
             raise fail("R9", "setting a gate changed more than its value")
         return
     assert isinstance(a, Send | Drain | Hangup)
     old = before.env[a.fd]
     new = {Send: FdState(old.kind, True, old.hung_up), Drain: FdState(old.kind, False, old.hung_up),
            Hangup: FdState(old.kind, old.pending, True)}[type(a)]
-    if after.loop != before.loop or after.gates != before.gates or after.env != before.env.set(a.fd, new):
+    if (after.loop, after.gates, after.ctx) != (before.loop, before.gates, before.ctx) or after.env != before.env.set(
+            a.fd, new):
         raise fail("R12", f"{a} changed more than {a.fd}'s state")
+
+
+# ----------------------------------------------------------- the context (format v3, R42 on)
+
+
+@invariant("R44", "between steps no walk is in progress: both walking counters are 0")
+@invariant("R46", "between steps the context is not dispatching (aio_poll restores the flag)")
+@invariant("R49", "between steps no node holds revents and the notifier's node none either")
+def check_context_rests(w: World) -> None:
+    c = w.ctx
+    if c.walking_bh or c.walking_handlers:
+        raise fail("R44", f"walking counters left at {c.walking_bh}, {c.walking_handlers}")
+    if c.dispatching:
+        raise fail("R46", "the context is still dispatching after the step")
+    if c.notifier_revents or any(n.revents for n in c.nodes):
+        raise fail("R49", "revents left in the context's nodes after the step")
+
+
+@invariant("R42", "schedule of a scheduled BH changes nothing; else it marks it busy and notifies; "
+           "schedule_idle marks it idle, never notifies; cancel unschedules only")
+@invariant("R44", "delete unschedules and flags; nothing is unlinked outside a walk")
+def check_bh_action(before: World, a: BhSchedule | BhScheduleIdle | BhCancel | BhDelete, after: World) -> None:
+    bh = model_bh.find(before.ctx, a.bh)
+    others = [x for x in before.ctx.bhs if x.ident != bh.ident]
+    if [x for x in after.ctx.bhs if x.ident != bh.ident] != others or len(after.ctx.bhs) != len(before.ctx.bhs):
+        raise fail("R44" if isinstance(a, BhDelete) else "R42", f"{a} changed other BHs or the list")
+    got = model_bh.find(after.ctx, a.bh)
+    rest = (after.loop.records, after.env, after.gates) == (before.loop.records, before.env, before.gates)
+    if isinstance(a, BhSchedule | BhScheduleIdle) and bh.scheduled:
+        if after != before:
+            raise fail("R42", f"{a} of a scheduled BH changed something")
+        return
+    if isinstance(a, BhSchedule):
+        want, wakeup = replace(bh, scheduled=True, idle=False), True
+    elif isinstance(a, BhScheduleIdle):
+        want, wakeup = replace(bh, scheduled=True, idle=True), before.loop.wakeup
+    elif isinstance(a, BhCancel):
+        want, wakeup = replace(bh, scheduled=False), before.loop.wakeup
+    else:
+        want, wakeup = replace(bh, scheduled=False, deleted=True), before.loop.wakeup
+    if got != want or not rest:
+        raise fail("R44" if isinstance(a, BhDelete) else "R42", f"{a}: {bh} became {got}, not {want}")
+    if after.loop.wakeup != wakeup:
+        raise fail("R45", f"{a} left the notifier {'readable' if after.loop.wakeup else 'clear'}")
+
+
+@invariant("R48", "a context delete outside a walk unlinks the fd's live node at once; an add goes to the "
+           "head, an update keeps the position; every call notifies")
+def check_ctx_set(before: World, a: CtxSet, after: World) -> None:
+    old = before.ctx.nodes
+    live = [n for n in old if n.fd == a.fd and not n.deleted]
+    new = after.ctx.nodes
+    if not after.loop.wakeup:
+        raise fail("R45", f"{a} from a step left no wakeup pending")
+    if a.read is None and a.write is None:
+        want = tuple(n for n in old if not (n.fd == a.fd and not n.deleted))
+        if new != want:
+            raise fail("R48", f"delete of {a.fd} outside a walk: {old} became {new}")
+        return
+    if live:
+        i = old.index(live[0])
+        if new != (*old[:i], replace(live[0], read=a.read, write=a.write), *old[i + 1 :]):
+            raise fail("R48", f"update of {a.fd} moved or changed more: {old} became {new}")
+    elif new[1:] != old or (new[0].fd, new[0].read, new[0].write, new[0].deleted) != (a.fd, a.read, a.write, False):
+        raise fail("R48", f"add of {a.fd}: {old} became {new}, not a new node at the head")
+
+
+@invariant("R45", "after a ctx-poll step the notifier is clear: aio_poll reads it, and a notify inside is skipped")
+@invariant("R46", "a ctx-poll step runs callbacks only for the context: no fd handler is called")
+def check_ctx_poll(before: World, after: World, events: tuple[Event, ...]) -> None:
+    if after.loop.wakeup:
+        raise fail("R45", "the notifier is readable after aio_poll")
+    if any(isinstance(e, ReadEvent | WriteEvent | PollEvent | ReadyEvent) for e in events):
+        raise fail("R46", "aio_poll ran the main loop's phases")
+
+
+@invariant("R47", "in an iteration the context's events come after ready and before the fd-handler walk's")
+def check_context_order(events: tuple[Event, ...]) -> None:
+    phased = ReadyEvent | BhEvent | CtxReadEvent | CtxWriteEvent | ReadEvent | WriteEvent
+    kinds = [0 if isinstance(e, ReadyEvent) else 1 if isinstance(e, BhEvent | CtxReadEvent | CtxWriteEvent) else 2
+             for e in events if isinstance(e, phased)]
+    # Events nested in a main handler's ctx-poll follow that handler's `read`/`write`: only the
+    # outermost ones are ordered, i.e. the run of context events straight after `ready`.
+    first_main = next((i for i, k in enumerate(kinds) if k == 2), len(kinds))
+    if kinds[:1] != [0] or any(k == 0 for k in kinds[1:]) or any(k != 1 for k in kinds[1:first_main]):
+        raise fail("R47", f"events out of phase order: {kinds}")
 
 
 def expected_fill(w: World) -> tuple[PollSet, list[tuple[str, str]]]:
@@ -417,7 +556,8 @@ def check_call(c: Checker, w: World, fd: str, script: str) -> None:
 
 
 @invariant("R11", "ready fds are polled fds, in poll-set order, reporting at most the request plus HUP/ERR")
-@invariant("R13", "the notifier is consumed before the walk; a pending notify makes poll return > 0")
+@invariant("R13", "the notifier is consumed before the walk, a notify from the walk stays pending; a pending "
+           "notify makes poll return > 0")
 @invariant("R14", "no walk unless poll returned > 0: nothing called, nothing reaped")
 @invariant("R15", "the walk calls in list order of the records present at its start; added records are at the head")
 @invariant("R16", "the calls are exactly those the revents give each record as it is at its turn")
@@ -446,6 +586,8 @@ def check_iteration(c: Checker, before: World, a: Iterate, after: World, events:
     w_before, w_after, revents, ret = c.walks[0]
     if w_before.loop.wakeup:
         raise fail("R13", "the notifier was still readable when the walk started")
+    if any(call_after.loop.wakeup for *_, call_after in c.calls) and not after.loop.wakeup:
+        raise fail("R13", "a notify from the walk was consumed before the next iteration")
     notified = before.loop.wakeup or any(isinstance(x, Notify) or (isinstance(x, Set) and (x.read or x.write))
                                          for x in a.during_wait) or c.fill_registered
     if (notified or ready.fds) and not ready.walk:
@@ -536,10 +678,18 @@ def step_checked(scope: Scope, world: World, action: Action) -> World | None:
     except model_env.InvalidAction:
         return None
     check_unique(after)
+    check_context_rests(after)
     if isinstance(action, Set):
         check_set(world.loop, action, after.loop)
     elif isinstance(action, Iterate):
         check_iteration(c, world, action, after, events)
+        check_context_order(events)
+    elif isinstance(action, BhSchedule | BhScheduleIdle | BhCancel | BhDelete):
+        check_bh_action(world, action, after)
+    elif isinstance(action, CtxSet):
+        check_ctx_set(world, action, after)
+    elif isinstance(action, CtxPoll):
+        check_ctx_poll(world, after, events)
     else:
         check_other(world, action, after, events)
     return after
@@ -623,6 +773,8 @@ def _expand(chunk: list[State]) -> list[list[Edge]]:
 def initial_state(scope: Scope) -> State:
     w = World(Loop(), Table(tuple(sorted((fd, FdState(k)) for fd, k in scope.fds.items()))),
               Table(tuple(sorted(scope.gates.items()))))
+    for name, script in scope.bhs:
+        w = w.with_ctx(model_bh.bh_new(w.ctx, name, script))
     return canonical(scope, encode(w))[0]
 
 
@@ -739,3 +891,32 @@ def lockstep_config(scope: Scope) -> Config:
     """The scope as the lockstep harness's Config, to replay closure paths on the real loop."""
     return Config(fds=dict(scope.fds), gates=dict(scope.gates), scripts=dict(scope.scripts),  # type: ignore[arg-type]
                   gate_runs=dict(scope.gate_runs))
+
+
+# ------------------------------------------------------------------- the context's scope (v3)
+# BHs p and q (q the newer, so walked first) and the context's fd x (a pipe's read end) beside
+# the socket s of the fd-handler list. p's callback schedules q (already passed: next walk) and
+# notifies (skipped: dispatching); q's drains x, schedules p and polls the context (a nested
+# walk that runs p); x's read handler deletes and re-adds its own node (a new node, behind the
+# walk) and schedules p, or (dx) only drains x; s's write handler drops itself, schedules q (a notify) and polls the
+# context (a nested aio_poll outside any walk, which consumes that notify).
+
+CTX_SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
+    "sp": (BhSchedule("q"), Notify()),
+    "sq": (Drain("x"), BhSchedule("p"), CtxPoll()),
+    "rx": (Drain("x"), CtxSet("x", None, None), CtxSet("x", "rx", None), BhSchedule("p")),
+    "ws": (Set("s", None, None, None), BhSchedule("q"), CtxPoll()),
+    "dx": (Drain("x"),),
+}
+
+
+def context_scopes() -> list[Scope]:
+    """The context's closure (format v3): 2 BHs and one context fd beside a record's socket."""
+    alphabet: tuple[Action, ...] = (
+        BhSchedule("p"), BhScheduleIdle("p"), BhCancel("p"), BhDelete("p"), BhSchedule("q"),
+        CtxSet("x", "rx", None), CtxSet("x", "dx", None), CtxSet("x", None, None), Send("x"),
+        Set("s", None, "ws", None),
+        Iterate(), CtxPoll(), Iterate((BhSchedule("q"),)), Notify(),
+    )
+    return [Scope("context", {"s": "socket", "x": "pipe-read"}, {}, CTX_SCRIPTS, alphabet,
+                  bhs=(("p", "sp"), ("q", "sq")))]

@@ -85,15 +85,28 @@ CATALOGUE: tuple[Bug, ...] = (
         "            if is_open:\n                asked |= READ_EVENTS", "            if True:\n                asked |= READ_EVENTS"),),
         ("R8", "R10")),
     Bug("notify-lost", "iterate.py", ((
-        "        case Notify():\n            return world.with_loop(Loop(world.loop.records, wakeup=True)), ()",
+        "        case Notify():\n            return aio.notify(world), ()",
         "        case Notify():\n            return world, ()"),), ("R13",)),
-    Bug("notify-consumed-after-walk", "iterate.py", (
-        ("    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n    ready", "    ready"),
-        ("    world, out = dispatch(world, revents, ret, call)\n",
-         "    world, out = dispatch(world, revents, ret, call)\n"
-         "    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n")), ("R13",)),
+    Bug("notify-consumed-after-walk", "iterate.py", ((
+        "    world, out = dispatch(world, revents, ret, call)\n",
+        "    world, out = dispatch(world, revents, ret, call)\n"
+        "    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n"),), ("R13",)),
     Bug("unrequested-events", "env.py", ((
         "readiness(env[fd]) & (events | ALWAYS_REPORTED) for fd", "readiness(env[fd]) for fd"),), ("R11",)),
+    # The context (format v3): refuted by the context's closure.
+    Bug("schedule-rearms-idle", "bh.py", ((
+        "    bh = find(ctx, name)\n    if bh.scheduled:\n        return ctx, False",
+        "    bh = find(ctx, name)\n    if bh.scheduled and not bh.idle:\n        return ctx, False"),), ("R42",), "context"),
+    Bug("notify-while-dispatching", "aio.py", ((
+        "    if world.ctx.dispatching:\n        return world", "    if False:\n        return world"),), ("R45", "R13"), "context"),
+    Bug("bh-walk-counter-leaks", "bh.py", ((
+        "    ctx = replace(world.ctx, walking_bh=world.ctx.walking_bh - 1)",
+        "    ctx = replace(world.ctx, walking_bh=world.ctx.walking_bh)"),), ("R44",), "context"),
+    Bug("ctx-delete-flags-outside-walk", "aio.py", ((
+        "            if ctx.walking_handlers:\n", "            if True:\n"),), ("R48",), "context"),
+    Bug("ctx-revents-kept", "aio.py", ((
+        "replace(_put(ctx, replace(node, revents=0)), walking_handlers", "replace(_put(ctx, node), walking_handlers"),),
+        ("R49",), "context"),
 )
 
 
@@ -117,8 +130,8 @@ import json, pathlib, sys
 sys.path.insert(0, sys.argv[1])
 import iohandler.model
 assert pathlib.Path(iohandler.model.__file__).parent == pathlib.Path(sys.argv[1]) / "iohandler" / "model"
-from tests.exploration import Violation, explore, scopes
-scope = {s.name: s for s in scopes(False)}[sys.argv[2]]
+from tests.exploration import Violation, context_scopes, explore, scopes
+scope = {s.name: s for s in [*scopes(False), *context_scopes()]}[sys.argv[2]]
 try:
     c = explore(scope, workers=1)
     print(json.dumps({"closed": c.closed, "states": c.states}))

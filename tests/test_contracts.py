@@ -82,6 +82,33 @@ BUGS = {
                                      "    if not record.deleted and record.write",
                                      "    if not record.deleted and record.write",
                                      "iohandler.model.contracts.lemma_walk_step"),
+    # BH walk: `scheduled` cleared after the callback, so a self-schedule is lost (R43).
+    "model-bh-cleared-after-callback": (
+        "model/bh.py",
+        "        world = world.with_ctx(_put(world.ctx, replace(bh, scheduled=False, idle=False)))\n"
+        "        events.append(BhEvent(bh.name, bh.script))\n"
+        "        world, out = call(world, bh.script)\n",
+        "        events.append(BhEvent(bh.name, bh.script))\n"
+        "        world, out = call(world, bh.script)\n"
+        "        world = world.with_ctx(_put(world.ctx, replace(_by_ident(world.ctx, ident), "
+        "scheduled=False, idle=False)))\n",
+        "iohandler.model.contracts.lemma_bh_walk_is_fold"),
+    # BH walk: a nested walk frees deleted BHs under the outer one (R44).
+    "model-bh-nested-walk-frees": ("model/bh.py", "    if ctx.walking_bh == 0:\n        ctx = free_deleted(ctx)",
+                                   "    if ctx.walking_bh <= 1:\n        ctx = free_deleted(ctx)",
+                                   "iohandler.model.contracts.lemma_bh_walk_is_fold"),
+    # BH list: a new BH at the tail (R42).
+    "model-bh-new-at-tail": ("model/bh.py", "bhs=(bh, *rest)", "bhs=(*rest, bh)",
+                             "iohandler.model.contracts.lemma_bh_step"),
+    # context handlers: a delete inside a walk unlinks at once (R48).
+    "model-ctx-delete-unlinks-in-walk": ("model/aio.py", "            if ctx.walking_handlers:\n",
+                                         "            if False:\n", "iohandler.model.contracts.lemma_ctx_walk_step"),
+    # context handlers: a deleted node revived by a new registration (R48).
+    "model-ctx-revives-deleted": ("model/aio.py", "n.fd == fd and not n.deleted", "n.fd == fd",
+                                  "iohandler.model.contracts.lemma_ctx_walk_step"),
+    # context walk: the notifier's node not read, the wakeup left pending (R49).
+    "model-ctx-notifier-not-consumed": ("model/aio.py", "    if world.ctx.notifier_revents & READ_EVENTS:\n",
+                                        "    if False:\n", "iohandler.model.contracts.lemma_ctx_walk_is_fold"),
     # impl/: flag names in the wrong order; the trace format fixes IN, OUT, HUP, ERR (R21).
     "impl-flag-order": ("impl/pollers.py", "for bit, name in _FLAG_NAMES if",
                         "for bit, name in reversed(_FLAG_NAMES) if", "iohandler.impl.pollers.flag_names"),

@@ -78,6 +78,24 @@ def test_lockstep_red_is_fast_and_minimised() -> None:
     assert "(save as specs/vectors/<name>.json):" in red.report()
 
 
+@pytest.mark.parametrize("poller", sorted(POLLERS))
+def test_lockstep_context(poller: PollerName) -> None:
+    """Format v3 (SPEC R42-R50): bottom halves, the context's handlers, ctx-poll and the
+    timeout, besides every v1/v2 action, on the real loop against the model; the BH list and
+    the context's handler list compared after every step, the kernel set at every wait."""
+    machine = machine_for(poller, context=True)
+    try:
+        red = hunt(machine, settings(
+            max_examples=budget(dev=40, ci=200, thorough=3000),
+            stateful_step_count=budget(dev=30, ci=40, thorough=80),
+        ))
+    finally:
+        write_stats(f"lockstep-context-{poller}", dict(machine.stats))
+    if red is not None:
+        pytest.fail(red.report(), pytrace=False)
+    assert machine.stats["examples"] > 0
+
+
 # ------------------------------------------------------------- the harness is the driver
 
 

@@ -12,6 +12,9 @@ import pytest
 from iohandler.model.iterate import Observer, gate_scripts, initial_world, step
 from iohandler.model.state import flag_mask
 from iohandler.specs.vector import (
+    BhEvent,
+    CtxReadEvent,
+    CtxWriteEvent,
     GateEvent,
     Iterate,
     ReadEvent,
@@ -43,7 +46,7 @@ def _expected_registrations(vector: Vector) -> list[tuple[str, str | None, str |
         if isinstance(action, Iterate):
             out += _sets(action.during_wait)
         for e in events:
-            if isinstance(e, ReadEvent | WriteEvent):
+            if isinstance(e, ReadEvent | WriteEvent | BhEvent | CtxReadEvent | CtxWriteEvent):  # v3: BHs, context
                 out += _sets(vector.scripts[e.script])
             elif isinstance(e, GateEvent) and e.gate in runs:
                 out += _sets(vector.scripts[runs[e.gate]])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hypothesis import Phase, settings
+from hypothesis import Phase, reject, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -21,15 +21,20 @@ from hypothesis.stateful import (
 
 from iohandler.impl import MainLoop
 from iohandler.impl.driver import LoopFactory
+from iohandler.model import env as model_env
 from iohandler.model.state import World
 from iohandler.specs.scenarios import (
     Config,
     action_strategies,
     configs,
+    context_actions,
     drop_invalid_sends,
 )
 from iohandler.specs.vector import (
     Action,
+    BhSchedule,
+    BhScheduleIdle,
+    CtxSet,
     Drain,
     Hangup,
     Iterate,
@@ -82,9 +87,15 @@ class LockstepMachine(RuleBasedStateMachine):
         type(self).stats["steps"] += 1
         try:
             self.run.do(action)
+        except model_env.InvalidAction:
+            reject()  # format v3: polls that re-enter without end make the vector invalid
         except CheckFailed:
             type(self).failures.append((self.run.config, list(self.run.steps)))
             raise
+        stats = type(self).stats
+        for e in self.run.last_events:  # what the runs exercised, by event kind
+            key = f"event {type(e).__name__}"
+            stats[key] = stats.get(key, 0) + 1
 
     @invariant()
     def lockstep_invariants(self) -> None:
@@ -158,6 +169,53 @@ class LockstepMachine(RuleBasedStateMachine):
         return self.config.fds[fd] != "pipe-write" and not self.world.env[fd].hung_up
 
 
+class ContextLockstepMachine(LockstepMachine):
+    """Format v3 (SPEC R42-R50): configs with bottom halves and the context's own fds; the BHs
+    are created first (`Config.setup`), then the rules above plus one for the context's actions
+    (schedule, idle, cancel, delete, create again, context handlers, ctx-poll, timeout). The
+    iterate rule's during_wait actions include them too (action_strategies)."""
+
+    @initialize(config=configs(context=True))
+    def start(self, config: Config) -> None:
+        super().start(config)
+        for action in config.setup():
+            self.do(action)
+
+    @precondition(lambda self: self.config is not None and bool(self.config.bhs))
+    @rule(data=st.data())
+    def context_step(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        c = self.config
+        options = context_actions(sorted(c.ctx_fds), list(c.scripts), list(c.bhs))
+        self.do(data.draw(st.one_of(options), label="context"))
+
+    # Rules of their own for what makes callbacks run, so BH walks and context handler walks
+    # (where loops go wrong) are dense: a rule is drawn uniformly among the machine's rules.
+
+    @precondition(lambda self: self.config is not None and bool(self.config.bhs))
+    @rule(data=st.data(), idle=st.booleans())
+    def bh_schedule(self, data: st.DataObject, idle: bool) -> None:
+        assert self.config is not None
+        name = _pick(data, list(self.config.bhs), "bh")
+        self.do(BhScheduleIdle(name) if idle else BhSchedule(name))
+
+    @precondition(lambda self: self.config is not None and bool(self.config.ctx_fds))
+    @rule(data=st.data())
+    def ctx_set(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        fd = _pick(data, sorted(self.config.ctx_fds), "ctx fd")
+        scripts = list(self.config.scripts)
+        read = data.draw(st.none() | st.sampled_from(scripts), label="ctx read")
+        write = data.draw(st.none() | st.sampled_from(scripts), label="ctx write")
+        self.do(CtxSet(fd, read, write))
+
+    @precondition(lambda self: self.config is not None and any(self._can_send(f) for f in self.config.ctx_fds))
+    @rule(data=st.data())
+    def send_ctx(self, data: st.DataObject) -> None:
+        assert self.config is not None
+        self.do(Send(_pick(data, [f for f in sorted(self.config.ctx_fds) if self._can_send(f)], "send ctx")))
+
+
 @functools.lru_cache(maxsize=16)
 def _indices(n: int) -> st.SearchStrategy[int]:
     return st.integers(0, n - 1)
@@ -167,16 +225,19 @@ def _pick(data: st.DataObject, options: Sequence[str], label: str) -> str:
     return options[data.draw(_indices(len(options)), label=label)]
 
 
-def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | None = None) -> type[LockstepMachine]:
+def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | None = None,
+                context: bool = False) -> type[LockstepMachine]:
     """A machine class of its own (own stats) for one poller and loop factory. selectors is
-    compared against the folded model (SPEC R36), with hangups allowed."""
+    compared against the folded model (SPEC R36), with hangups allowed. `context`: format v3
+    (ContextLockstepMachine)."""
     attrs: dict[str, Any] = {
         "poller": poller,
         "make_loop": staticmethod(make_loop),
         "stats": {"examples": 0, "steps": 0},
         "failures": [],
     }
-    return type(name or f"Lockstep_{poller}", (LockstepMachine,), attrs)
+    base = ContextLockstepMachine if context else LockstepMachine
+    return type(name or f"Lockstep_{poller}{'_context' if context else ''}", (base,), attrs)
 
 
 

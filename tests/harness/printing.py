@@ -12,6 +12,18 @@ from iohandler.specs.scenarios import (
 )
 from iohandler.specs.vector import (
     Action,
+    BhCancel,
+    BhDelete,
+    BhEvent,
+    BhNew,
+    BhSchedule,
+    BhScheduleIdle,
+    CtxPoll,
+    CtxPollEvent,
+    CtxProgressEvent,
+    CtxReadEvent,
+    CtxSet,
+    CtxWriteEvent,
     Drain,
     Event,
     GateEvent,
@@ -26,6 +38,8 @@ from iohandler.specs.vector import (
     Set,
     SetGate,
     Snapshot,
+    Timeout,
+    TimeoutEvent,
     WriteEvent,
     dump_vector,
 )
@@ -53,6 +67,25 @@ def describe_action(a: Action) -> str:
             return "snapshot"
         case Iterate(during):
             return "iterate" + (f" (during the wait: {'; '.join(map(describe_action, during))})" if during else "")
+        case BhNew(bh, script):
+            return f"bh-new {bh} -> {script}"
+        case BhSchedule(bh):
+            return f"bh-schedule {bh}"
+        case BhScheduleIdle(bh):
+            return f"bh-schedule-idle {bh}"
+        case BhCancel(bh):
+            return f"bh-cancel {bh}"
+        case BhDelete(bh):
+            return f"bh-delete {bh}"
+        case CtxSet(fd, None, None):
+            return f"ctx-delete {fd}"
+        case CtxSet(fd, read, write):
+            parts = [f"read={read}" if read else "", f"write={write}" if write else ""]
+            return f"ctx-set {fd} " + " ".join(p for p in parts if p)
+        case CtxPoll():
+            return "ctx-poll"
+        case Timeout():
+            return "timeout"
     raise AssertionError(a)
 
 
@@ -75,6 +108,18 @@ def describe_event(e: Event) -> str:
             return "handlers [" + ", ".join(
                 f"{fd}(" + ",".join(x or "-" for x in (r, w, g)) + ")" for fd, r, w, g in rows
             ) + "]"
+        case CtxPollEvent(entries):
+            return f"ctx-poll {fl(entries)}"
+        case BhEvent(bh, script):
+            return f"bh {bh} -> {script}"
+        case CtxReadEvent(fd, script):
+            return f"ctx-read {fd} -> {script}"
+        case CtxWriteEvent(fd, script):
+            return f"ctx-write {fd} -> {script}"
+        case CtxProgressEvent(progress):
+            return f"ctx-progress {progress}"
+        case TimeoutEvent(ms):
+            return f"timeout {ms}"
     raise AssertionError(e)
 
 

@@ -37,6 +37,7 @@ class Lockstep:
         self.baseline = open_fds()
         self.world = world_for(config)
         self.session: Session | None = Session(config, poller, make_loop)
+        self.last_events: list[Event] = []  # the last step's events (for the machine's figures)
 
     def fail(self, tag: str, message: str) -> CheckFailed:
         return failure(tag, f"{message}\n\n{counterexample(self.config, self.steps, fold=self.fold)}")
@@ -44,8 +45,13 @@ class Lockstep:
     def do(self, action: Action) -> None:
         assert self.session is not None
         self.steps.append(action)
-        self.world, want = model_step(self.world, action, self.config, fold=self.fold)
+        try:
+            self.world, want = model_step(self.world, action, self.config, fold=self.fold)
+        except model_env.InvalidAction:
+            self.steps.pop()  # not run on the loop: the vector would be invalid (VECTORS.md)
+            raise
         got = self.session.run(action)
+        self.last_events = got
         if self.session.violations:
             v = self.session.violations[0]
             raise self.fail(v.tag, str(v).split("] ", 1)[1])
@@ -81,10 +87,24 @@ class Lockstep:
         want = [(r.fd, r.deleted) for r in self.world.loop.records]
         if held != want:
             raise self.fail("order", f"records incl. deleted (fd, deleted): loop {held}, model {want}")
+        # The context (format v3): its BH list and handler list, deleted ones not yet freed or
+        # unlinked included, in the model's order (R42-R44, R48).
+        ctx = self.world.ctx
+        want_bhs = [(b.name, b.scheduled, b.idle, b.deleted) for b in ctx.bhs if not b.freed]
+        got_bhs = s.bh_rows()
+        if want_bhs != got_bhs:
+            raise self.fail("bh-list", f"BHs (name, scheduled, idle, deleted): loop {got_bhs}, model {want_bhs}")
+        want_nodes = [(n.fd, n.read, n.write, n.deleted) for n in ctx.nodes]
+        got_nodes = s.ctx_rows()
+        if want_nodes != got_nodes:
+            raise self.fail("ctx-list", f"context handlers (fd, read, write, deleted): loop {got_nodes}, "
+                            f"model {want_nodes}")
         # Between iterations the backend polls only fds that still have a record: a reaped
-        # record's registration is gone (no leak in the kernel).
+        # record's registration is gone (no leak in the kernel). The context's fds are checked
+        # at each wait instead (Session.on_poll): a delete during the wait leaves the kernel at
+        # the next fill.
         regs = s.registered_fds()
-        present = {r.fd for r in self.world.loop.records}
+        present = {r.fd for r in self.world.loop.records} | set(self.config.ctx_fds)
         if regs is not None and not regs <= present:
             raise self.fail("kernel", f"backend still polls {sorted(regs - present)}, which have no record")
 

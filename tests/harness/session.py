@@ -9,7 +9,7 @@ from iohandler.impl import IN, OUT, EpollPoller, MainLoop, PollPoller, Selectors
 from iohandler.impl.driver import LoopFactory, VectorSession, callback_name
 from iohandler.impl.tracing import Handler
 from iohandler.specs.scenarios import Config
-from iohandler.specs.vector import Set
+from iohandler.specs.vector import CtxSet, Iterate, ScriptAction, Set
 from tests import support
 
 
@@ -61,13 +61,23 @@ class Session(VectorSession):
         self.violations: list[CheckFailed] = []
         # Shadow of what the session itself registered: fd -> (read, write), None once deleted.
         self.shadow: dict[str, tuple[str | None, str | None] | None] = {}
+        # The same for the context's handlers (format v3, R48): fd -> (read, write), None once deleted.
+        self.ctx_shadow: dict[str, tuple[str | None, str | None] | None] = {}
         super().__init__(config.fds, config.scripts, config.gates, config.gate_runs, poller=poller,
                          make_loop=make_loop)
 
     # -- the hooks: checks made while the loop runs
 
     def on_call(self, fd: str, script: str) -> None:
-        """R17: a handler runs only for a live record, and only as its current handler."""
+        """R17: a handler runs only for a live record, and only as its current handler; R49 the
+        same for the context's handlers (a deleted node is never called)."""
+        if fd in self.ctx_shadow:  # an fd is in one list or the other (SPEC R48)
+            now = self.ctx_shadow.get(fd)
+            if now is None or script not in now:
+                self.violations.append(
+                    failure("R49", f"context handler {script} ran for {fd}, whose handlers are {now}")
+                )
+            return
         current = self.shadow.get(fd)
         if current is None:
             self.violations.append(failure("R17", f"handler {script} ran for {fd}, whose record was deleted"))
@@ -90,6 +100,12 @@ class Session(VectorSession):
             return
         mine = {fd: ev for fd, ev in regs.items() if fd in self.names}
         want = {fd: ev & (IN | OUT) for fd, ev in entries}
+        # The context's live handlers are in the same kernel set (one wait, R47), as they were
+        # when this fill ran: changes made during the last wait reach the kernel at this fill.
+        for name, handlers in self.ctx_shadow.items():
+            if handlers is not None:
+                fd = self.fds[name].fd
+                want[fd] = (IN if handlers[0] is not None else 0) | (OUT if handlers[1] is not None else 0)
         others = [fd for fd in regs if fd not in self.names]
         if mine != want or len(others) != 1:
             self.violations.append(failure(
@@ -110,7 +126,28 @@ class Session(VectorSession):
         if len({f for f, _ in held}) != len(held):
             self.violations.append(failure("R1", f"two records for one fd after {action}: {held}"))
 
+    def act(self, action: ScriptAction | Iterate) -> None:
+        super().act(action)
+        if isinstance(action, CtxSet):
+            self.ctx_shadow[action.fd] = (
+                None if action.read is None and action.write is None else (action.read, action.write)
+            )
+
     # -- what the runner reads between steps
+
+    def bh_rows(self) -> list[tuple[str, bool, bool, bool]]:
+        """The context's BH list, newest first, deleted ones not yet freed included: (name the
+        BH was created under, scheduled, idle, deleted)."""
+        assert self.loop is not None
+        return [(self.bh_names[b], b.scheduled, b.idle, b.deleted) for b in self.loop.context.bottom_halves()]
+
+    def ctx_rows(self) -> list[tuple[str, str | None, str | None, bool]]:
+        """The context's handler list, newest first, nodes flagged deleted included."""
+        assert self.loop is not None
+        return [
+            (self.names[h.fd], callback_name(h.read), callback_name(h.write), h.deleted)
+            for h in self.loop.context.handlers()
+        ]
 
     def registered_fds(self) -> set[str] | None:
         """Handler fds the backend polls now (None: unknown backend)."""
