@@ -41,7 +41,7 @@ from iohandler.impl.errors import (
     ReentrantWaitError,
     UnpollableFdError,
 )
-from iohandler.impl.kernel import ANON_INODE, Kernel, identity, is_unknown
+from iohandler.impl.kernel import ANON_INODE, Kernel, identity
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -164,7 +164,7 @@ class MainLoop:
         self._poller = poller_obj
         self._kernel = (seams.kernel or Kernel)(poller_obj, fast_confirm=before_walk is None)
         self._registry = reg = registry if registry is not None else Registry()
-        reg.on_release = self._kernel.drop
+        reg.on_release = self._kernel.release
         self._before_walk = before_walk
         self._by_fd = reg.by_fd  # the same dict: the hot path's lookups
         self._deleted = reg.deleted  # the same set: a cheap "anything to reap?"
@@ -254,10 +254,15 @@ class MainLoop:
             rec.can_read = can_read
             rec.opaque = opaque
             ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
-            if ident == ANON_INODE:
+            if ident == ANON_INODE:  # R34: a witness of the file, whatever the poller
                 ident = identity(st)
-            if rec.kev and (ident != rec.ident or (is_unknown(ident) and self._kernel.may_have_changed(rec))):
-                rec.renew = True  # the kernel's registration (if any) may be the old file's
+                if self._kernel.bind(rec, n) and rec.kev:
+                    rec.renew = True  # the kernel's registration may be the old file's
+            else:
+                if rec.kev and ident != rec.ident:
+                    rec.renew = True  # the kernel's registration may be the old file's
+                if self._kernel.witnesses:  # it may have been an anonymous file's record
+                    self._kernel.unbind(n)
             rec.ident = ident
             rec.stale = True
             reg.dirty.add(rec)
@@ -746,7 +751,7 @@ class MainLoop:
         reg = self._registry
         if not rec.deleted:
             reg.flag_deleted(rec)
-        self._kernel.drop(rec)
+        self._kernel.release(rec)
         reg.dirty.discard(rec)  # nothing left to sync
 
     def _raise_fd_errors(self) -> None:
