@@ -40,6 +40,7 @@ from iohandler.impl.errors import (
     LoopForkedError,
     ReentrantWaitError,
     UnpollableFdError,
+    describe,
 )
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
@@ -647,7 +648,7 @@ class MainLoop:
                                 if gate(rec.opaque):
                                     ev = READ_EVENTS
                             except BaseException as e:
-                                e.add_note(f"iohandler: raised by the can_read gate {gate!r} of fd {rec.fd}")
+                                e.add_note(f"iohandler: raised by the can_read gate {describe(gate)} of fd {rec.fd}")
                                 raise
                             if reg.dirty:
                                 todo = self._merge_dirty(todo, i, rec.seq)
@@ -687,7 +688,7 @@ class MainLoop:
         """R32: finish the record in hand, name it in a note; the rest waits."""
         if rec.deleted:
             self._reap(rec)
-        e.add_note(f"iohandler: raised by the {role} handler {cb!r} of fd {rec.fd}")
+        e.add_note(f"iohandler: raised by the {role} handler {describe(cb)} of fd {rec.fd}")
 
     def _reap(self, rec: Record) -> None:
         """R19: unlink a deleted record the walk reached (and drop its kernel registration)."""

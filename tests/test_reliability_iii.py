@@ -134,6 +134,56 @@ def test_r34_a_record_not_in_the_kernel_set_never_reaches_a_file_that_took_its_n
         assert loop.records() == []
 
 
+# ------------------------------------- 4: a callback whose repr() raises (R32, R35)
+
+
+class _NoRepr:
+    """A bound method of this has a repr() that raises (as repr(self) does)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __repr__(self) -> str:
+        raise AttributeError("no repr here")
+
+    def handler(self, _: object) -> None:
+        raise self.exc
+
+    def gate(self, _: object) -> bool:
+        raise self.exc
+
+    def timer(self) -> None:
+        raise self.exc
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+@pytest.mark.parametrize("where", ["read", "write", "gate", "timer"])
+@pytest.mark.parametrize("exc", [ValueError, KeyboardInterrupt])
+def test_r32_the_original_exception_leaves_even_if_the_callbacks_repr_raises(
+    poller: str, where: str, exc: type[BaseException], socks: Pairs
+) -> None:
+    bad = _NoRepr(exc("the original"))
+    with MainLoop(poller) as loop:
+        a, b = socks.pair()
+        b.send(b"x")
+        if where == "read":
+            loop.set_fd_handler(a, bad.handler)
+        elif where == "write":
+            loop.set_fd_handler(a, None, bad.handler)
+        elif where == "gate":
+            loop.set_fd_handler(a, print, can_read=bad.gate)
+        else:
+            loop.call_later(0, bad.timer)
+        with pytest.raises(exc, match="the original") as e:
+            loop.main_loop_wait(timeout=1.0)
+        notes = getattr(e.value, "__notes__", [])
+        assert len(notes) == 1 and "_NoRepr" in notes[0], notes  # named all the same
+        if where != "timer":
+            assert f"fd {a.fileno()}" in notes[0]
+        loop.set_fd_handler(a, None)
+        assert loop.main_loop_wait(nonblocking=True) >= 0  # still usable
+
+
 # -------------------------------------- 8: kcmp's probe at the fd limit (R34)
 
 
