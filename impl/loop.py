@@ -528,22 +528,24 @@ class MainLoop:
                                 if check and rec is not first and not self._recheck(rec):
                                     rev = 0  # R33/R34: closed, or reused (maybe by a handler)
                                 cb = rec.read
+                                read_ran = False
                                 if cb is not None and rev & read_events:
                                     try:
                                         if tr is not None:
                                             tr.read(rec.fd, cb)
                                         cb(rec.opaque)
-                                        called = True
+                                        called = read_ran = True
                                     except BaseException as e:
                                         self._abort_walk(rec, e, "read", cb)
                                         raise
                                 # The write check sees the current handler (the read callback
                                 # may have changed it) and the revents read before it ran, as
-                                # the seed does.
+                                # the seed does; the file is checked again only if this
+                                # record's read handler ran (it may have closed it: R33).
                                 if not rec.deleted:
                                     cb = rec.write
                                     if cb is not None and rev & write_events and (
-                                        not called or not check or self._recheck(rec)
+                                        not read_ran or not check or self._recheck(rec)
                                     ):
                                         try:
                                             if tr is not None:

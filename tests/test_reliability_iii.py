@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from iohandler.impl import ClosedFdError, MainLoop
-from iohandler.impl.kernel import same_file_check
+from iohandler.impl import ClosedFdError, EpollPoller, FdError, MainLoop, Seams
+from iohandler.impl.kernel import Kernel, same_file_check
+from iohandler.impl.registry import Record
 from tests.support import Pairs, open_fds
 
 POLLERS = ["epoll", "poll", "selectors"]
@@ -182,6 +183,48 @@ def test_r32_the_original_exception_leaves_even_if_the_callbacks_repr_raises(
             assert f"fd {a.fileno()}" in notes[0]
         loop.set_fd_handler(a, None)
         assert loop.main_loop_wait(nonblocking=True) >= 0  # still usable
+
+
+# --------------------------------------- 6: one identity check per ready fd (R33)
+
+
+class _CountingKernel(Kernel):
+    checks = 0
+
+    def check_ready(self, rec: Record) -> FdError | None:
+        _CountingKernel.checks += 1
+        return super().check_ready(rec)
+
+
+class _CountingEpoll(EpollPoller):
+    """epoll whose confirm (the loop's per-ready-fd check there) counts its calls."""
+
+    def _hot(self, ep: object) -> None:
+        super()._hot(ep)  # type: ignore[arg-type]
+        confirm = self.confirm
+        assert confirm is not None
+
+        def counted(fd: int, events: int) -> object:
+            _CountingKernel.checks += 1
+            return confirm(fd, events)
+
+        self.confirm = counted
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r33_write_only_ready_records_cost_one_check_each(poller: str, socks: Pairs) -> None:
+    _CountingKernel.checks = 0
+    calls: list[int] = []
+    impl = _CountingEpoll() if poller == "epoll" else poller
+    with MainLoop(impl, seams=Seams(kernel=_CountingKernel)) as loop:
+        for _ in range(100):
+            a, _ = socks.pair()
+            loop.set_fd_handler(a, None, lambda _: calls.append(1))  # writable at once
+        loop.main_loop_wait(nonblocking=True)  # fill: no ready fds checked yet
+        _CountingKernel.checks = 0
+        assert loop.main_loop_wait(nonblocking=True) == 100
+        assert len(calls) == 200
+        assert _CountingKernel.checks == 100
 
 
 # -------------------------------------- 8: kcmp's probe at the fd limit (R34)
