@@ -573,7 +573,9 @@ class MainLoop:
                         return ret
                     timeout = None
             finally:
-                self._running = self._polling = self._waiting = False
+                # R31: every run clears a stop() made during it (libuv's uv_run), one iteration
+                # of main_loop_wait included, so that it cannot end a later run.
+                self._running = self._polling = self._waiting = self._stopping = False
 
     def _pause(self) -> None:
         """R40: QEMU's throttle (util/main-loop.c): after SPIN_LIMIT iterations in a row that
@@ -811,7 +813,9 @@ class MainLoop:
             raise ReentrantWaitError("run/run_until called while an iteration is running")
 
     def stop(self) -> None:
-        """End `run` / `run_until` after the current iteration. Any thread."""
+        """End `run` / `run_until` after the current iteration (none running: the next run,
+        before its first). Cleared when a run ends, main_loop_wait's one iteration included
+        (R31). Any thread."""
         self._stopping = True
         self._wakeup.wake()
 

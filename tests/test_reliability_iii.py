@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -225,6 +226,54 @@ def test_r33_write_only_ready_records_cost_one_check_each(poller: str, socks: Pa
         assert loop.main_loop_wait(nonblocking=True) == 100
         assert len(calls) == 200
         assert _CountingKernel.checks == 100
+
+
+# ---------------------------------------------- 7: stop() during main_loop_wait (R31)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+@pytest.mark.parametrize("where", ["timer", "handler", "other-thread"])
+def test_r31_a_stop_during_main_loop_wait_ends_with_it(poller: str, where: str, socks: Pairs) -> None:
+    """libuv's rule: the stop flag is cleared when a run ends; main_loop_wait is a run of one
+    iteration, so a later run_until is not ended by it."""
+    with MainLoop(poller) as loop:
+        a, b = socks.pair()
+        if where == "timer":
+            loop.call_later(0, loop.stop)
+            loop.main_loop_wait(timeout=1.0)
+        elif where == "handler":
+            b.send(b"x")
+            loop.set_fd_handler(a, lambda _: loop.stop())
+            loop.main_loop_wait(timeout=1.0)
+            loop.set_fd_handler(a, None)
+        else:
+            t = threading.Timer(0.05, loop.stop)
+            t.start()
+            loop.main_loop_wait(timeout=5.0)  # woken by the stop
+            t.join()
+        assert not loop.snapshot().stopping
+        asked = [0]
+
+        def pred() -> bool:
+            asked[0] += 1
+            return asked[0] > 3
+
+        tick = loop.call_every(0.005, lambda: None)  # iterations for the predicate to see
+        loop.run_until(pred)
+        tick.cancel()
+        assert asked[0] == 4
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r31_a_stop_before_a_run_still_ends_that_run_at_once(poller: str) -> None:
+    """What stays: a stop() with no run in progress ends the next run without an iteration
+    (libuv's uv_stop before uv_run), and the run clears it."""
+    with MainLoop(poller) as loop:
+        loop.stop()
+        asked: list[int] = []
+        loop.run_until(lambda: asked.append(1))
+        assert asked == []
+        assert not loop.snapshot().stopping
 
 
 # -------------------------------------- 8: kcmp's probe at the fd limit (R34)
