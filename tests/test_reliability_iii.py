@@ -317,3 +317,36 @@ def test_r34_an_eventfd_registered_at_the_fd_limit_carries_on_without_a_witness(
             same_file_check.cache_clear()
         assert calls == [1]
         assert same_file_check() is not None or True  # probed afresh, not cached as missing
+
+
+# ------------------------------------------- 9: an int subclass as the fd (R1, R30)
+
+
+class _Fd(int):
+    """An fd number whose equality and hash are by identity."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r1_an_int_subclass_is_normalised_to_its_number(poller: str, socks: Pairs) -> None:
+    calls: list[str] = []
+    with MainLoop(poller) as loop:
+        a, b = socks.pair()
+        n = a.fileno()
+        loop.set_fd_handler(_Fd(n), lambda _: calls.append("first"))
+        loop.set_fd_handler(_Fd(n), lambda _: calls.append("second"))  # an update (R1, R3)
+        records = loop.records()
+        assert [type(r.fd) for r in records] == [int]
+        b.send(b"x")
+        loop.main_loop_wait(timeout=1.0)  # no spurious ClosedFdError
+        assert calls == ["second"]
+        loop.set_fd_handler(n, None)  # a delete by the plain number
+        assert loop.records() == []
