@@ -41,13 +41,14 @@ Kernel facts this relies on (pollers.py has the backends' own):
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import os
 import platform
 from collections.abc import Callable
 
 from iohandler.impl.errors import ClosedFdError, FdError, UnpollableFdError
-from iohandler.impl.pollers import Poller
+from iohandler.impl.pollers import NVAL, Poller
 from iohandler.impl.registry import Record
 
 
@@ -127,6 +128,17 @@ def _probe_kcmp() -> Callable[[int, int], bool] | None:
     finally:
         os.close(a)
     return same if works else None
+
+
+_O_PATH = getattr(os, "O_PATH", 0)
+
+
+def _o_path(fd: int) -> bool:
+    """`fd` was opened with O_PATH: no poller can poll it."""
+    try:
+        return bool(_O_PATH and fcntl.fcntl(fd, fcntl.F_GETFL) & _O_PATH)
+    except OSError:
+        return False
 
 
 class Kernel:
@@ -253,7 +265,11 @@ class Kernel:
         if rec.deleted or rec.stale:
             return None
         problem = self.file_problem(rec)
-        return None if problem is None else ClosedFdError(rec.fd, problem)
+        if problem is not None:
+            return ClosedFdError(rec.fd, problem)
+        if rec.rev & NVAL:  # the file registered, open, and invalid to poll(2): an O_PATH fd
+            return UnpollableFdError(rec.fd, f"fd {rec.fd}: {self.poller.name} reports it invalid (NVAL)")
+        return None
 
     def sync(self, rec: Record, ev: int) -> FdError | None:
         """Give the kernel the record's new interest (0: none). Returns the error that makes
@@ -292,7 +308,10 @@ class Kernel:
                     rec.kev = ev
                     return None
             err: FdError
-            if problem is None and e.errno == errno.EPERM:
+            # The file is the one registered and the kernel refuses it: EPERM for what epoll
+            # cannot poll (/dev/null), EBADF for an fd opened with O_PATH (any other EBADF for
+            # an open file is a closed fd's, as the kernel says).
+            if problem is None and (e.errno == errno.EPERM or (e.errno == errno.EBADF and _o_path(rec.fd))):
                 err = UnpollableFdError(rec.fd, f"fd {rec.fd}: {poller.name} cannot poll it")
             else:
                 err = ClosedFdError(rec.fd, problem or f"fd {rec.fd}: {e.strerror}")

@@ -7,11 +7,12 @@ import contextlib
 import os
 import resource
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from iohandler.impl import ClosedFdError, EpollPoller, FdError, MainLoop, Seams
+from iohandler.impl import ClosedFdError, EpollPoller, FdError, MainLoop, Seams, UnpollableFdError
 from iohandler.impl.kernel import Kernel, same_file_check
 from iohandler.impl.registry import Record
 from tests.support import Pairs, open_fds
@@ -350,3 +351,23 @@ def test_r1_an_int_subclass_is_normalised_to_its_number(poller: str, socks: Pair
         assert calls == ["second"]
         loop.set_fd_handler(n, None)  # a delete by the plain number
         assert loop.records() == []
+
+
+# ------------------------------------------------------- 10: an O_PATH fd (R30, R33)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r30_an_o_path_fd_is_reported_unpollable_and_never_spins(poller: str, fds: list[int]) -> None:
+    fd = os.open("/dev/null", os.O_PATH)  # a character device: fstat cannot refuse it
+    fds.append(fd)
+    calls: list[int] = []
+    with MainLoop(poller) as loop:
+        loop.set_fd_handler(fd, lambda _: calls.append(1))
+        with pytest.raises(UnpollableFdError) as e:
+            loop.main_loop_wait(timeout=1.0)
+        assert e.value.fd == fd
+        assert loop.records() == []
+        t0 = time.monotonic()
+        assert loop.main_loop_wait(timeout=0.2) == 0  # blocks: no spin
+        assert time.monotonic() - t0 >= 0.15
+        assert calls == []
