@@ -559,7 +559,11 @@ class MainLoop:
                                 self._reap(rec)
                         if pending:
                             reg.reap_between(0, prev)  # seqs start at 1
-                    if ret and not called:  # the wait returned at once and nothing ran: R40
+                    # R40: the wait returned at once and nothing ran. Not when it reported only
+                    # the notifier's fd: that is another thread's hand-off (notify, stop, a
+                    # timer), which the wait blocked for; the "notified" flag's timeout-0 poll
+                    # and ready records nobody took are counted.
+                    if ret and not called and (ready or notified):
                         if not nonblocking:
                             self._spins += 1
                     elif self._spins:

@@ -8,6 +8,7 @@ import os
 import resource
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -185,6 +186,45 @@ def test_r32_the_original_exception_leaves_even_if_the_callbacks_repr_raises(
             assert f"fd {a.fileno()}" in notes[0]
         loop.set_fd_handler(a, None)
         assert loop.main_loop_wait(nonblocking=True) >= 0  # still usable
+
+
+# ------------------------------------------------ 5: a wait that blocked is not a spin (R40)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+@pytest.mark.parametrize("how", ["notify", "call_later"])
+def test_r40_hand_offs_from_another_thread_after_the_loop_blocked_are_not_spins(poller: str, how: str) -> None:
+    n = 1100  # beyond SPIN_LIMIT
+    done = threading.Event()
+    ran: list[int] = []
+    iterations = [0]
+    with MainLoop(poller) as loop:
+
+        def hand_off() -> None:
+            for k in range(n):
+                while iterations[0] != k or not loop.snapshot().waiting:  # after the loop blocked
+                    if done.is_set():
+                        return
+                    time.sleep(0)
+                if how == "notify":
+                    loop.notify()
+                else:
+                    loop.call_later(0, ran.append, 1)
+
+        t = threading.Thread(target=hand_off, daemon=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t.start()
+            try:
+                for _ in range(n):
+                    loop.main_loop_wait(timeout=5.0)
+                    iterations[0] += 1
+            finally:
+                done.set()
+                t.join(10.0)
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        if how == "call_later":
+            assert len(ran) == n
 
 
 # --------------------------------------- 6: one identity check per ready fd (R33)
