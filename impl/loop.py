@@ -427,7 +427,10 @@ class MainLoop:
                     if reg.dirty or reg.gated:
                         self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
-                    # Wait (R13, R20, R37).
+                    # Wait (R13, R20, R37). The loop counts as waiting from before it reads the
+                    # flag (R35): a signal handler that registers, notifies or adds a timer
+                    # after the read then writes the notifier, which ends the wait.
+                    self._waiting = True
                     notified = wakeup.flag  # read after the fill: a gate may notify
                     if nonblocking or notified:
                         timeout = 0.0
@@ -440,7 +443,6 @@ class MainLoop:
                         entries = self._poll_set()  # under the lock: a consistent view
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
                     pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
-                    self._waiting = True
                     try:
                         if mine:
                             lock.release()

@@ -9,14 +9,14 @@ import resource
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from iohandler.impl import ClosedFdError, EpollPoller, FdError, MainLoop, Seams, UnpollableFdError
 from iohandler.impl.kernel import Kernel, same_file_check
 from iohandler.impl.registry import Record
-from tests.support import Pairs, open_fds
+from tests.support import Pairs, open_fds, run_before
 
 POLLERS = ["epoll", "poll", "selectors"]
 
@@ -411,3 +411,44 @@ def test_r30_an_o_path_fd_is_reported_unpollable_and_never_spins(poller: str, fd
         assert loop.main_loop_wait(timeout=0.2) == 0  # blocks: no spin
         assert time.monotonic() - t0 >= 0.15
         assert calls == []
+
+
+# ----------------------------- 11: a signal handler's wakeup before the wait (R35)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+@pytest.mark.parametrize("how", ["register", "call_later", "notify"])
+def test_r35_a_signal_handler_between_the_timeout_and_the_wait_is_not_lost(
+    poller: str, how: str, socks: Pairs
+) -> None:
+    """A Python signal handler runs on the loop's thread at any eval-breaker point; one that
+    registers or adds a due timer after the loop decided its timeout, and before the wait, must
+    still end that wait (run here at the last such point)."""
+    a, b = socks.pair()
+    b.send(b"x")
+    calls: list[int] = []
+    with MainLoop(poller) as loop:
+
+        def signal_handler() -> None:
+            if how == "register":
+                loop.set_fd_handler(a, lambda _: calls.append(1))
+            elif how == "call_later":
+                loop.call_later(0, calls.append, 1)
+            else:
+                loop.notify()
+
+        t0 = time.monotonic()
+        with run_before_wait(loop, signal_handler) as fired:
+            loop.main_loop_wait(timeout=2.0)
+        assert fired
+        assert time.monotonic() - t0 < 1.0  # the wait did not block for its old timeout
+        if how == "call_later":
+            assert calls == [1]
+
+
+def run_before_wait(loop: MainLoop, action: Callable[[], object]) -> contextlib.AbstractContextManager[list[str]]:
+    """`action` at the iteration's last point before its kernel wait where the loop's state
+    still says it is not waiting (impl/loop.py)."""
+    import iohandler.impl.loop as loop_module
+
+    return run_before(loop_module, "MainLoop._iterate", "wait = poller.wait_once or poller.wait", action)
