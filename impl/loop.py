@@ -766,7 +766,10 @@ class MainLoop:
         reg.dirty.discard(rec)  # nothing left to sync
 
     def _raise_fd_errors(self) -> None:
-        if self._kernel.has_object():
+        # Not while the loop waits (check_fds() from another thread, R35): its wait is on the
+        # kernel object a rebuild would close. An orphan left meanwhile is found by the loop
+        # itself: as a stray report, or at its number's next registration (kernel.py).
+        if self._kernel.has_object() and not self._waiting:
             # A quarantined fd's registration could not be removed by number if a dup of its
             # file is still open somewhere; it would keep reporting. Rare: rebuild.
             self._rebuild_kernel_set()

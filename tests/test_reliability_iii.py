@@ -452,3 +452,41 @@ def run_before_wait(loop: MainLoop, action: Callable[[], object]) -> contextlib.
     import iohandler.impl.loop as loop_module
 
     return run_before(loop_module, "MainLoop._iterate", "wait = poller.wait_once or poller.wait", action)
+
+
+# --------------------- 12: check_fds() from another thread during a long wait (R35, R39)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r35_check_fds_from_another_thread_during_a_stepped_wait(
+    poller: str, socks: Pairs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_fds() is allowed from any thread: during a wait made of R39's steps, the rebuild
+    it may need must not leave the loop's wait on a closed kernel object."""
+    import iohandler.impl.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "MAX_WAIT", 0.05)
+    a, _ = socks.pair()
+    n = os.dup(a.fileno())
+    result: list[object] = []
+    with MainLoop(poller) as loop:
+        loop.set_fd_handler(n, print)
+        loop.main_loop_wait(nonblocking=True)
+
+        def waiter() -> None:
+            try:
+                result.append(loop.main_loop_wait(timeout=0.5))
+            except BaseException as e:
+                result.append(e)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        while not loop.snapshot().waiting:
+            time.sleep(0.001)
+        os.close(n)  # closed while registered: the next check finds it (R33)
+        with pytest.raises(ClosedFdError):
+            loop.check_fds()
+        t.join(5.0)
+        assert result == [0], result
+        assert loop.records() == []
+        assert loop.main_loop_wait(nonblocking=True) == 0
