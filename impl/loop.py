@@ -122,6 +122,8 @@ def _after_fork_in_child() -> None:
         loop._closed = True
         loop._registry.clear()  # memory only: the kernel objects are the parent's
         loop._lock = threading.RLock()
+        loop._ended = threading.Condition(loop._lock)
+        loop._closers = 0
         loop._wakeup.after_fork_in_child()
 
 
@@ -162,6 +164,8 @@ class MainLoop:
             poller_obj.close()
             raise
         self._lock = threading.RLock()
+        self._ended = threading.Condition(self._lock)  # an iteration ended, or close() did (R31)
+        self._closers = 0  # close() calls from other threads waiting for the iteration to end
         self._poller = poller_obj
         self._kernel = (seams.kernel or Kernel)(poller_obj, fast_confirm=before_walk is None)
         self._registry = reg = registry if registry is not None else Registry()
@@ -408,6 +412,8 @@ class MainLoop:
                     "main_loop_wait called while an iteration is running (from a callback, "
                     "a gate or a timer, or from another thread)"
                 )
+            if self._closers:  # R31: a close() from another thread goes first
+                self._let_closers_in()
             self._running = True
             try:
                 wfd = self._wakeup_fd
@@ -582,6 +588,8 @@ class MainLoop:
                 # R31: every run clears a stop() made during it (libuv's uv_run), one iteration
                 # of main_loop_wait included, so that it cannot end a later run.
                 self._running = self._polling = self._waiting = self._stopping = False
+                if self._closers:
+                    self._ended.notify_all()
 
     def _pause(self) -> None:
         """R40: QEMU's throttle (util/main-loop.c): after SPIN_LIMIT iterations in a row that
@@ -867,23 +875,37 @@ class MainLoop:
             if self._running:
                 if not self._waiting:  # we hold the lock mid-iteration: the loop's own thread
                     raise ReentrantWaitError("close() called while an iteration is running")
-                self._await_iteration_end()
+                self._closers += 1
+                try:
+                    self._await_iteration_end()
+                finally:
+                    self._closers -= 1
                 if self._closed:  # another thread's close() got there first
                     return
             self._closed = True
             self._registry.clear()
             self._kernel.close()
             self._wakeup.close()
+            self._ended.notify_all()  # a loop thread let this close() in: it sees the loop closed
 
     def _await_iteration_end(self) -> None:
-        """close() from another thread while the loop waits (lock held on entry and exit). The
-        iteration signals nothing when it ends, so look every millisecond: wake() ends its
-        wait, `_stopping` its run, and Condition.wait lets it take the lock to finish."""
-        cond = threading.Condition(self._lock)
+        """close() from another thread while the loop waits (lock held on entry and exit):
+        wake() ends its wait, `_stopping` its run; the iteration's end notifies `_ended`, and
+        the loop's next main_loop_wait or run waits for this close() before it starts
+        (`_let_closers_in`), so a loop thread that calls main_loop_wait again at once cannot
+        take the lock first for ever. The timeout only repeats the wake, in case of a lost one."""
         while self._running:
             self._stopping = True
             self._wakeup.wake()
-            cond.wait(0.001)
+            self._ended.wait(0.05)
+
+    def _let_closers_in(self) -> None:
+        """R31: an iteration about to start while close() calls from other threads wait for
+        the last one to end: they go first (a fair hand-off of the lock); then the loop is
+        closed and this raises LoopClosedError."""
+        while self._closers and not self._closed:
+            self._ended.wait()
+        self._check_open()
 
     def __del__(self, _warn: Callable[..., object] = warnings.warn) -> None:
         # Collected without close(): release the fds and say so, as sockets and asyncio do. A

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from iohandler.impl import ClosedFdError, EpollPoller, FdError, MainLoop, Seams, UnpollableFdError
+from iohandler.impl import ClosedFdError, EpollPoller, FdError, LoopClosedError, MainLoop, Seams, UnpollableFdError
 from iohandler.impl.kernel import Kernel, same_file_check
 from iohandler.impl.registry import Record
 from tests.support import Pairs, open_fds, run_before
@@ -136,6 +136,43 @@ def test_r34_a_record_not_in_the_kernel_set_never_reaches_a_file_that_took_its_n
         assert calls == []
         assert raised == [old]
         assert loop.records() == []
+
+
+# ------------------------------------------------- 3: close() from another thread (R31)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r31_close_from_another_thread_is_not_starved_by_a_loop_of_main_loop_wait(poller: str) -> None:
+    """QEMU's shape: the loop's thread calls main_loop_wait() again and again; close() from
+    another thread gets the loop between two of them, every time."""
+    for _ in range(4):
+        loop = MainLoop(poller)
+        iterations = [0]
+
+        def run(loop: MainLoop = loop, iterations: list[int] = iterations) -> None:
+            while True:
+                try:
+                    loop.main_loop_wait()
+                except LoopClosedError:
+                    return
+                iterations[0] += 1
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        while not loop.snapshot().waiting:
+            time.sleep(0.001)
+        t0 = time.monotonic()
+        closer = threading.Thread(target=loop.close, daemon=True)
+        closer.start()
+        closer.join(2.0)
+        took = time.monotonic() - t0
+        if closer.is_alive():  # starved: let it finish so that the test ends
+            loop.stop()
+        t.join(5.0)
+        closer.join(5.0)
+        assert not t.is_alive() and not closer.is_alive()
+        assert took < 1.0, f"close() took {took:.2f} s ({iterations[0]} iterations meanwhile)"
+        assert loop.closed
 
 
 # ------------------------------------- 4: a callback whose repr() raises (R32, R35)
