@@ -394,8 +394,14 @@ class MainLoop:
         until: Callable[[], object] | None = None,
     ) -> int:
         """Iterations, with the lock held throughout but for the waits (R35): one (`once`), or
-        until stop() or `until()`. Each is the phases below, in QEMU's order (main_loop_wait:
-        fill, wait, dispatch, timers); each phase is a method named for what it does. run()
+        until stop() or `until()`. Each is, in QEMU's order, fill (`_fill`, R8-R10, R22), wait
+        (R13, R20, R35, R37, R39, R40's pause), collect (R11, R13), the walk (R14-R19, R32,
+        R33/R34), spins (`_count_spin`, R40), timers (`_run_timers`, R37), errors
+        (`_raise_fd_errors`, R33), each under a comment naming it. The phases that run every
+        iteration are inline on purpose: each Python call and attribute load per iteration
+        shows in bench.icount, and wait-and-collect and the walk as methods were measured far
+        over the loop's cost budget (issue 21). The others are methods, called only when they
+        have work. run()
         lives here rather than calling main_loop_wait so that an iteration pays no call, lock
         round trip or local setup of its own (bench/)."""
         lock = self._lock
@@ -408,7 +414,7 @@ class MainLoop:
         with lock:
             if self._closed:  # first: a forked child's copy says so (R41) whatever it was doing
                 self._check_open()
-            if self._running:  # R31
+            if self._running:
                 raise ReentrantWaitError(
                     "main_loop_wait called while an iteration is running (from a callback, "
                     "a gate or a timer, or from another thread)"
@@ -417,23 +423,162 @@ class MainLoop:
                 self._let_closers_in()
             self._running = True
             try:
-                reg = self._registry  # these containers live as long as the loop: locals save
-                timer_heap = self._timer_heap  # a lookup per iteration
+                wfd = self._wakeup_fd
+                wakeup = self._wakeup
+                poller = self._poller
+                use_confirm = self._kernel.fast_confirm
+                get = self._by_fd.get
+                check = self._check_files
+                reg = self._registry
+                pending = self._deleted  # flagged, not yet reaped (these containers live as
+                timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
                 fd_errors = self._fd_errors
+                read_events, write_events = READ_EVENTS, WRITE_EVENTS
                 while True:
-                    # Fill (R8-R10, R22): only the records that can have changed.
+                    tr = self._tracer
+                    # Fill (R8-R10, R22).
                     if reg.dirty or reg.gated:
                         self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
-                    # Wait and collect (R13, R20, R35, R37, R39, R40; R11).
-                    ready, woke, notified = self._wait_and_collect(nonblocking, timeout, mine)
-                    # (Between the collect and the walk: where an AioContext's dispatch, its
-                    # bottom halves then its own fd handlers and timers, belongs, as in QEMU's
-                    # main_loop_wait. A phase added here must leave `ready` as it found it:
-                    # the walk checks each record's file at its turn, R33.)
-                    # Walk (R14-R19, R32, R33/R34): qemu_iohandler_poll.
+                    # Wait (R13, R20, R37). The loop counts as waiting from before it reads the
+                    # flag (R35): a signal handler that registers, notifies or adds a timer
+                    # after the read then writes the notifier, which ends the wait.
+                    self._waiting = True
+                    notified = wakeup.flag  # read after the fill: a gate may notify
+                    if nonblocking or notified:
+                        timeout = 0.0
+                    elif timer_heap:
+                        deadline = self._timers.next_deadline()
+                        if deadline is not None:
+                            left = max(0.0, deadline - time.monotonic())
+                            timeout = left if timeout is None else min(timeout, left)
+                    if tr is not None:
+                        entries = self._poll_set()  # under the lock: a consistent view
+                    wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
+                    pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
+                    try:
+                        if mine:
+                            lock.release()
+                        if pause:
+                            self._pause()
+                        if tr is not None:
+                            tr.poll(entries)
+                        if timeout is not None and timeout > MAX_WAIT:
+                            events = self._long_wait(wait, timeout)
+                        else:
+                            events = wait(timeout)
+                    finally:
+                        if mine:
+                            try:
+                                if not lock._is_owned():  # type: ignore[attr-defined]
+                                    lock.acquire()
+                            except BaseException:  # a signal handler's, mid-way: _relock
+                                self._relock()
+                                raise
+                        self._waiting = self._polling = False
+                    if len(events) >= poller.batch_full:  # a full batch: maybe more are ready
+                        events = poller.wait(0)
+
+                    # Collect and confirm (R11, R33/R34). Pollers report only requested events
+                    # plus HUP/ERR(/NVAL), and only for fds registered at the fill: records with
+                    # kev != 0 (registry.Record).
+                    ready: list[Record] = []
+                    woke = 0
+                    if notified:
+                        wakeup.flag = False
+                        woke = 1
+                    stray = False
+                    for fd, ev in events:
+                        if fd == wfd:
+                            woke = 1
+                            wakeup.consume()  # before the walk: a notify there wakes the next
+                            continue
+                        rec = get(fd)
+                        if rec is not None and rec.kev:
+                            rec.rev = ev
+                            ready.append(rec)
+                        else:
+                            # Not registered by the loop: a kernel registration that outlived
+                            # its fd number (epoll, dup'd file). Rebuild the set or it spins.
+                            stray = True
+                    if stray:
+                        self._rebuild_kernel_set()
+                    if len(ready) > 1:
+                        ready.sort(key=SEQ, reverse=True)
+                    first = ready[0] if ready else None
+                    if check and first is not None:
+                        # R33/R34, one check per ready fd: the first here, each later one at its
+                        # turn in the walk (a handler that ran before it may have closed it, so
+                        # a check made now would have to be made again). The poller's confirm
+                        # (epoll: one EPOLL_CTL_MOD, kernel.py) answers in the common case, else
+                        # fstat decides. Inline on purpose (bench/).
+                        confirm = poller.confirm if use_confirm else None
+                        if confirm is None:
+                            self._check_ready_file(first)
+                        else:
+                            try:
+                                confirm(first.fd, first.kev)
+                            except (OSError, ValueError):
+                                self._check_ready_file(first)
+                    # (Here, between the collect and the walk: where an AioContext's dispatch,
+                    # its bottom halves then its own fd handlers and timers, belongs, as in
+                    # QEMU's main_loop_wait. A phase added here must leave `ready` as it found
+                    # it, and a handler it runs may close the first record's fd: then move the
+                    # first record's check above to after it, R33.)
+                    if self._before_walk is not None:
+                        self._before_walk(ready)
                     ret = len(ready) + woke
-                    called = self._walk(ready, ret)
+                    if tr is not None:
+                        tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
+                    called = False
+                    if ret:
+                        # Walk (R14-R19): qemu_iohandler_poll over the ready records and the
+                        # records flagged deleted (the only ones a walk does anything to).
+                        # Records added during the walk are not in `ready` (R15). Inline on
+                        # purpose: it is the hot path (bench/).
+                        prev: float = math.inf  # the walk's position: seq >= prev was passed
+                        if pending:
+                            reg.begin_walk()
+                        for rec in ready:
+                            if pending:
+                                reg.reap_between(rec.seq, prev)
+                            prev = rec.seq
+                            if not rec.deleted and not rec.stale:
+                                rev = rec.rev
+                                if check and rec is not first and not self._recheck(rec):
+                                    rev = 0  # R33/R34: closed, or reused (maybe by a handler)
+                                cb = rec.read
+                                read_ran = False
+                                if cb is not None and rev & read_events:
+                                    try:
+                                        if tr is not None:
+                                            tr.read(rec.fd, cb)
+                                        cb(rec.opaque)
+                                        called = read_ran = True
+                                    except BaseException as e:
+                                        self._abort_walk(rec, e, "read", cb)
+                                        raise
+                                # The write check sees the current handler (the read callback
+                                # may have changed it) and the revents read before it ran, as
+                                # the seed does; the file is checked again only if this
+                                # record's read handler ran (it may have closed it: R33).
+                                if not rec.deleted:
+                                    cb = rec.write
+                                    if cb is not None and rev & write_events and (
+                                        not read_ran or not check or self._recheck(rec)
+                                    ):
+                                        try:
+                                            if tr is not None:
+                                                tr.write(rec.fd, cb)
+                                            cb(rec.opaque)
+                                            called = True
+                                        except BaseException as e:
+                                            self._abort_walk(rec, e, "write", cb)
+                                            raise
+                            if rec.deleted:
+                                self._reap(rec)
+                        if pending:
+                            reg.reap_between(0, prev)  # seqs start at 1
                     # Spins (R40).
                     if called:
                         if self._spins:
@@ -443,7 +588,6 @@ class MainLoop:
                     # Timers (R37).
                     if timer_heap:
                         self._run_timers()
-                    # Errors (R33): the closed fds this iteration found, raised once.
                     if fd_errors:
                         self._raise_fd_errors()
                     if once or self._stopping or (until is not None and until()):
@@ -455,154 +599,6 @@ class MainLoop:
                 self._running = self._polling = self._waiting = self._stopping = False
                 if self._closers:
                     self._ended.notify_all()
-
-    def _wait_and_collect(
-        self, nonblocking: bool, timeout: float | None, mine: bool
-    ) -> tuple[list[Record], int, bool]:
-        """The kernel wait, with the lock released (R35: `mine`, the lock is this call's to
-        release), and what it reported: `(ready, woke, notified)`, the ready records in walk
-        order (R15), 1 if the loop was woken (R13), and whether by the "notified" flag."""
-        lock = self._lock
-        wakeup = self._wakeup
-        poller = self._poller
-        tr = self._tracer
-        # The timeout (R13, R37, R39). The loop counts as waiting from before it reads the
-        # flag (R35): a signal handler that registers, notifies or adds a timer after the read
-        # then writes the notifier, which ends the wait.
-        self._waiting = True
-        notified = wakeup.flag  # read after the fill: a gate may notify
-        if nonblocking or notified:
-            timeout = 0.0
-        elif self._timer_heap:
-            deadline = self._timers.next_deadline()
-            if deadline is not None:
-                left = max(0.0, deadline - time.monotonic())
-                timeout = left if timeout is None else min(timeout, left)
-        if tr is not None:
-            entries = self._poll_set()  # under the lock: a consistent view
-        wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
-        pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
-        try:
-            if mine:
-                lock.release()
-            if pause:
-                self._pause()
-            if tr is not None:
-                tr.poll(entries)
-            events = wait(timeout) if timeout is None or timeout <= MAX_WAIT else self._long_wait(wait, timeout)
-        finally:
-            if mine:
-                try:
-                    if not lock._is_owned():  # type: ignore[attr-defined]
-                        lock.acquire()
-                except BaseException:  # a signal handler's, mid-way: _relock
-                    self._relock()
-                    raise
-            self._waiting = self._polling = False
-        if len(events) >= poller.batch_full:  # a full batch: maybe more are ready
-            events = poller.wait(0)
-
-        # Collect (R11): pollers report only requested events plus HUP/ERR(/NVAL), and only
-        # for fds registered at the fill: records with kev != 0 (registry.Record).
-        ready: list[Record] = []
-        woke = 0
-        if notified:
-            wakeup.flag = False
-            woke = 1
-        wfd = self._wakeup_fd
-        get = self._by_fd.get
-        stray = False
-        for fd, ev in events:
-            if fd == wfd:
-                woke = 1
-                wakeup.consume()  # before the walk: a notify there wakes the next
-                continue
-            rec = get(fd)
-            if rec is not None and rec.kev:
-                rec.rev = ev
-                ready.append(rec)
-            else:
-                # Not registered by the loop: a kernel registration that outlived its fd
-                # number (epoll, dup'd file). Rebuild the set or it spins.
-                stray = True
-        if stray:
-            self._rebuild_kernel_set()
-        if len(ready) > 1:
-            ready.sort(key=SEQ, reverse=True)
-        return ready, woke, notified
-
-    def _walk(self, ready: list[Record], ret: int) -> bool:
-        """qemu_iohandler_poll (R14-R19) over the ready records and the records flagged deleted
-        (the only ones a walk does anything to), with R33/R34's check of each ready fd at its
-        turn; records added during the walk are not in `ready` (R15). True if a handler ran.
-        One tight function on purpose: it is the hot path (bench/)."""
-        check = self._check_files
-        first = ready[0] if ready else None
-        if check and first is not None:
-            # R33/R34, one check per ready fd: the first here, each later one at its turn (a
-            # handler that ran before it may have closed it, so a check made now would have to
-            # be made again). The poller's confirm (epoll: one EPOLL_CTL_MOD, kernel.py)
-            # answers in the common case, else fstat decides.
-            confirm = self._poller.confirm if self._kernel.fast_confirm else None
-            if confirm is None:
-                self._check_ready_file(first)
-            else:
-                try:
-                    confirm(first.fd, first.kev)
-                except (OSError, ValueError):
-                    self._check_ready_file(first)
-        if self._before_walk is not None:
-            self._before_walk(ready)
-        tr = self._tracer
-        if tr is not None:
-            tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
-        if not ret:  # R14
-            return False
-        reg = self._registry
-        pending = self._deleted  # flagged, not yet reaped
-        read_events, write_events = READ_EVENTS, WRITE_EVENTS
-        called = False
-        prev: float = math.inf  # the walk's position: seq >= prev was passed
-        if pending:
-            reg.begin_walk()
-        for rec in ready:
-            if pending:
-                reg.reap_between(rec.seq, prev)
-            prev = rec.seq
-            if not rec.deleted and not rec.stale:
-                rev = rec.rev
-                if check and rec is not first and not self._recheck(rec):
-                    rev = 0  # R33/R34: closed, or reused (maybe by a handler)
-                cb = rec.read
-                read_ran = False
-                if cb is not None and rev & read_events:
-                    try:
-                        if tr is not None:
-                            tr.read(rec.fd, cb)
-                        cb(rec.opaque)
-                        called = read_ran = True
-                    except BaseException as e:
-                        self._abort_walk(rec, e, "read", cb)
-                        raise
-                # The write check sees the current handler (the read callback may have changed
-                # it) and the revents read before it ran, as the seed does; the file is checked
-                # again only if this record's read handler ran (it may have closed it: R33).
-                if not rec.deleted:
-                    cb = rec.write
-                    if cb is not None and rev & write_events and (not read_ran or not check or self._recheck(rec)):
-                        try:
-                            if tr is not None:
-                                tr.write(rec.fd, cb)
-                            cb(rec.opaque)
-                            called = True
-                        except BaseException as e:
-                            self._abort_walk(rec, e, "write", cb)
-                            raise
-            if rec.deleted:
-                self._reap(rec)
-        if pending:
-            reg.reap_between(0, prev)  # seqs start at 1
-        return called
 
     def _count_spin(self, returned_at_once: object, nonblocking: bool) -> None:
         """R40: an iteration that called no handler. It counts as a spin if its wait returned
@@ -625,7 +621,7 @@ class MainLoop:
                 f"iohandler: the loop spun for {SPIN_LIMIT} iterations (main-loop: WARNING: I/O "
                 "thread spun for 1000 iterations); pausing 1 ms before each wait until a handler runs",
                 RuntimeWarning,
-                stacklevel=5,  # _pause, _wait_and_collect, _iterate, main_loop_wait or run, caller
+                stacklevel=4,
             )
         time.sleep(SPIN_PAUSE)
 
