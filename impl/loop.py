@@ -430,9 +430,10 @@ class MainLoop:
                 get = self._by_fd.get
                 check = self._check_files
                 reg = self._registry
-                timer_heap = self._timer_heap  # lives as long as the loop: a local saves a lookup
+                pending = self._deleted  # flagged, not yet reaped (these containers live as
+                timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
                 fd_errors = self._fd_errors
-                before_walk = self._before_walk  # a seam, fixed at __init__
+                read_events, write_events = READ_EVENTS, WRITE_EVENTS
                 while True:
                     tr = self._tracer
                     # Fill (R8-R10, R22).
@@ -524,13 +525,60 @@ class MainLoop:
                     # QEMU's main_loop_wait. A phase added here must leave `ready` as it found
                     # it, and a handler it runs may close the first record's fd: then move the
                     # first record's check above to after it, R33.)
-                    if before_walk is not None:
-                        before_walk(ready)
+                    if self._before_walk is not None:
+                        self._before_walk(ready)
                     ret = len(ready) + woke
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
-                    # Walk (R14-R19, R32, R33/R34): qemu_iohandler_poll, one tight function.
-                    called = self._walk(ready, first, tr, check) if ret else False
+                    called = False
+                    if ret:
+                        # Walk (R14-R19): qemu_iohandler_poll over the ready records and the
+                        # records flagged deleted (the only ones a walk does anything to).
+                        # Records added during the walk are not in `ready` (R15). Inline on
+                        # purpose: it is the hot path (bench/).
+                        prev: float = math.inf  # the walk's position: seq >= prev was passed
+                        if pending:
+                            reg.begin_walk()
+                        for rec in ready:
+                            if pending:
+                                reg.reap_between(rec.seq, prev)
+                            prev = rec.seq
+                            if not rec.deleted and not rec.stale:
+                                rev = rec.rev
+                                if check and rec is not first and not self._recheck(rec):
+                                    rev = 0  # R33/R34: closed, or reused (maybe by a handler)
+                                cb = rec.read
+                                read_ran = False
+                                if cb is not None and rev & read_events:
+                                    try:
+                                        if tr is not None:
+                                            tr.read(rec.fd, cb)
+                                        cb(rec.opaque)
+                                        called = read_ran = True
+                                    except BaseException as e:
+                                        self._abort_walk(rec, e, "read", cb)
+                                        raise
+                                # The write check sees the current handler (the read callback
+                                # may have changed it) and the revents read before it ran, as
+                                # the seed does; the file is checked again only if this
+                                # record's read handler ran (it may have closed it: R33).
+                                if not rec.deleted:
+                                    cb = rec.write
+                                    if cb is not None and rev & write_events and (
+                                        not read_ran or not check or self._recheck(rec)
+                                    ):
+                                        try:
+                                            if tr is not None:
+                                                tr.write(rec.fd, cb)
+                                            cb(rec.opaque)
+                                            called = True
+                                        except BaseException as e:
+                                            self._abort_walk(rec, e, "write", cb)
+                                            raise
+                            if rec.deleted:
+                                self._reap(rec)
+                        if pending:
+                            reg.reap_between(0, prev)  # seqs start at 1
                     # Spins (R40).
                     if called:
                         if self._spins:
@@ -551,67 +599,6 @@ class MainLoop:
                 self._running = self._polling = self._waiting = self._stopping = False
                 if self._closers:
                     self._ended.notify_all()
-
-    def _walk(
-        self,
-        ready: list[Record],
-        first: Record | None,
-        tr: Tracer | None,
-        check: bool,
-        _inf: float = math.inf,
-        _read_events: int = READ_EVENTS,
-        _write_events: int = WRITE_EVENTS,
-    ) -> bool:
-        """qemu_iohandler_poll (R14-R19) over the ready records (in walk order, `first`
-        already checked) and the records flagged deleted, the only ones a walk does anything
-        to; records added during the walk are not in `ready` (R15). Each later ready fd is
-        checked at its turn (R33/R34), after the handlers before it. True if a handler ran.
-        One tight function: the hot path (bench/); the constants are default arguments,
-        which cost nothing to read."""
-        called = False
-        pending = self._deleted  # flagged, not yet reaped
-        reg = self._registry
-        prev = _inf  # the walk's position: seq >= prev was passed
-        if pending:
-            reg.begin_walk()
-        for rec in ready:
-            if pending:
-                reg.reap_between(rec.seq, prev)
-            prev = rec.seq
-            if not rec.deleted and not rec.stale:
-                rev = rec.rev
-                if check and rec is not first and not self._recheck(rec):
-                    rev = 0  # R33/R34: closed, or reused (maybe by a handler)
-                cb = rec.read
-                read_ran = False
-                if cb is not None and rev & _read_events:
-                    try:
-                        if tr is not None:
-                            tr.read(rec.fd, cb)
-                        cb(rec.opaque)
-                        called = read_ran = True
-                    except BaseException as e:
-                        self._abort_walk(rec, e, "read", cb)
-                        raise
-                # The write check sees the current handler (the read callback may have changed
-                # it) and the revents read before it ran, as the seed does; the file is checked
-                # again only if this record's read handler ran (it may have closed it: R33).
-                if not rec.deleted:
-                    cb = rec.write
-                    if cb is not None and rev & _write_events and (not read_ran or not check or self._recheck(rec)):
-                        try:
-                            if tr is not None:
-                                tr.write(rec.fd, cb)
-                            cb(rec.opaque)
-                            called = True
-                        except BaseException as e:
-                            self._abort_walk(rec, e, "write", cb)
-                            raise
-            if rec.deleted:
-                self._reap(rec)
-        if pending:
-            reg.reap_between(0, prev)  # seqs start at 1
-        return called
 
     def _count_spin(self, returned_at_once: object, nonblocking: bool) -> None:
         """R40: an iteration that called no handler. It counts as a spin if its wait returned

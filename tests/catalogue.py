@@ -39,7 +39,7 @@ class Variant:
 
 def _patched(method: Callable[..., Any], *edits: tuple[str, str]) -> Callable[..., Any]:
     """`method` recompiled from its own source with each `old` replaced by `new`: a bug planted
-    inside a body that has no hook (the dispatch walk, MainLoop._walk, is one tight function). Each
+    inside a body that has no hook (the dispatch walk is inline in MainLoop._iterate). Each
     `old` must occur exactly once, so a change to impl/loop.py that moves the code fails here
     loudly instead of planting nothing."""
     src = textwrap.dedent(inspect.getsource(method))
@@ -59,14 +59,13 @@ def _patched(method: Callable[..., Any], *edits: tuple[str, str]) -> Callable[..
 
 class CallsDeletedHandler(MainLoop):
     """The walk forgets the `!ioh->deleted` checks: a record deleted by an earlier handler in
-    the same walk (or during the wait) is still called. The walk is one tight function of
-    the iteration's phases, so this variant is that method recompiled without those two checks
-    (the one place the catalogue touches a private of the loop, and it is a method's source,
-    not a field: the walk's body has no seam, on purpose: a hook per record costs the hot
-    path)."""
+    the same walk (or during the wait) is still called. The walk is inline in the iteration,
+    so this variant is that method recompiled without those two checks (the one place the
+    catalogue touches a private of the loop, and it is a method's source, not a field: the
+    walk's body has no seam, on purpose)."""
 
-    _walk = _patched(
-        MainLoop._walk,
+    _iterate = _patched(
+        MainLoop._iterate,
         ("if not rec.deleted and not rec.stale:", "if not rec.stale:"),
         ("if not rec.deleted:\n", "if True:\n"),
     )
