@@ -16,11 +16,12 @@ FdLike = int | HasFileno
 
 
 def fd_number(fd: object) -> int:
-    """The fd number of an int or of an object with `fileno()` (R30)."""
+    """The fd number, a plain int, of an int or of an object with `fileno()` (R30): an int
+    subclass is normalised, so one fd is one record (R1) however it was spelled."""
     if isinstance(fd, bool):
         raise TypeError("fd must be an int or have fileno(), got bool")
     if isinstance(fd, int):
-        n = fd
+        n = int.__index__(fd)  # a subclass becomes its plain number (its own __eq__/__hash__ unused)
     else:
         fileno = getattr(fd, "fileno", None)
         if not callable(fileno):
@@ -31,6 +32,7 @@ def fd_number(fd: object) -> int:
             raise ValueError(f"fd.fileno() failed: {type(e).__name__}: {e}") from e
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"fd.fileno() must return an int, got {type(n).__name__}")
+        n = int.__index__(n)
     if n < 0:
         raise ValueError(f"fd must be >= 0, got {n}")
     if n >= FD_LIMIT:

@@ -38,3 +38,19 @@ class ClosedFdError(FdError):
 
 class UnpollableFdError(FdError):
     """The poller cannot poll this kind of file (epoll refuses regular files and directories)."""
+
+
+def describe(callback: object) -> str:
+    """`repr(callback)` for an exception's note (R32), or a plain name if that repr raises (a
+    bound method's repr is its object's): the note must never replace the exception it is on."""
+    try:
+        return repr(callback)
+    except Exception:
+        pass
+    try:
+        name = getattr(callback, "__qualname__", None)
+    except Exception:
+        name = None
+    if not isinstance(name, str):
+        name = type(callback).__qualname__
+    return f"<{name} at {id(callback):#x}>"

@@ -13,18 +13,23 @@ Kernel facts this relies on (pollers.py has the backends' own):
   them apart. Nothing names such a file once its fd is closed: `/proc/self/fdinfo/N` of an
   eventfd has an `eventfd-id`, but it is the lowest free id, so a new eventfd takes the id of
   one just closed (seen on 6.18). So their identity is "unknown", and another mechanism answers:
-  - epoll (and selectors, which is epoll here): a re-registration of such a number is a fresh
-    kernel registration (`renew`: drop, rebuild, register) unless the confirm below proves the
-    number still names the file, so the file that took the number is registered and the old
-    one's events cannot reach it (a dup keeping the old file alive included); a closed file's
-    registration is gone, so a ready fd of unknown identity is the file registered.
-  - poll follows numbers, so a ready number may name a file that took it after the close. The
-    loop holds a *witness* per such registration: a dup of the file registered, taken when the
-    registration reaches the kernel and closed when it leaves. kcmp(2) (`KCMP_FILE`) tells
-    whether the number and the witness name the same open file. The witness keeps the old file
-    open until the loop drops the registration (harmless for eventfd, timerfd, signalfd, epoll;
-    R34 asks for a delete before the close anyway). Where kcmp is missing or refused (seccomp),
-    or the dup fails (EMFILE), there is no witness and such a reuse goes undetected.
+  - a re-registration of such a number while its record is in the kernel set is a fresh kernel
+    registration (`renew`: drop, rebuild, register) unless the witness below (or, without one,
+    epoll's confirm) proves the number still names the file, so the file that took the number
+    is registered and the old one's events cannot reach it (a dup keeping the old file alive,
+    the witness included).
+  - every poller: the loop holds a *witness* per record of such a file, from its registration
+    (add, update, revival) until the record is deleted, reaped or quarantined: a dup of the
+    file registered. kcmp(2) (`KCMP_FILE`) tells whether the number and the witness name the
+    same open file. A witness per record, not per kernel registration: a record not in the
+    kernel set (not yet filled, or behind a closed gate, R10) must be told from a file that took
+    its number as much as a polled one (the fill's fresh registration asks). The witness keeps
+    the old file open until the loop lets the record go (harmless for eventfd, timerfd,
+    signalfd, epoll; R34 asks for a delete before the close anyway). Where kcmp is missing or
+    refused (seccomp), or the dup fails (EMFILE), there is no witness: epoll's confirm still
+    answers for a polled record (a failed one proves the number names another file), and a
+    re-registration is renewed where nothing can tell (selectors); otherwise such a reuse goes
+    undetected.
 * epoll keys a registration by (open file description, fd number): `EPOLL_CTL_MOD` of a number
   to its registered events succeeds only if N still names the file registered under it, and
   fails (ENOENT, EBADF) otherwise. That is the cheapest positive answer (`Poller.confirm`).
@@ -36,13 +41,14 @@ Kernel facts this relies on (pollers.py has the backends' own):
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import os
 import platform
 from collections.abc import Callable
 
 from iohandler.impl.errors import ClosedFdError, FdError, UnpollableFdError
-from iohandler.impl.pollers import Poller
+from iohandler.impl.pollers import NVAL, Poller
 from iohandler.impl.registry import Record
 
 
@@ -124,13 +130,24 @@ def _probe_kcmp() -> Callable[[int, int], bool] | None:
     return same if works else None
 
 
+_O_PATH = getattr(os, "O_PATH", 0)
+
+
+def _o_path(fd: int) -> bool:
+    """`fd` was opened with O_PATH: no poller can poll it."""
+    try:
+        return bool(_O_PATH and fcntl.fcntl(fd, fcntl.F_GETFL) & _O_PATH)
+    except OSError:
+        return False
+
+
 class Kernel:
     """`poller` with the file identity of each registration. The loop reads the poller's
     hot-path attributes itself (Poller: `wait_once`, `batch_full`, `confirm`, the latter only if
     `fast_confirm`); `lost` holds the fds the last rebuild could not register again, for the
     loop to handle."""
 
-    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnesses", "witnessing")
+    __slots__ = ("fast_confirm", "lost", "orphans", "own_fd", "poller", "same_file", "witnesses")
 
     def __init__(self, poller: Poller, *, fast_confirm: bool) -> None:
         self.poller = poller
@@ -141,10 +158,9 @@ class Kernel:
         self.orphans: set[int] = set()
         self.lost: list[int] = []
         self.own_fd = poller.fileno()  # the kernel object's fd (R38), renewed by rebuild
-        # fd -> witness (module docstring), for anonymous files on a poller that follows
-        # numbers. same_file is looked up at the first such registration.
+        # fd -> witness (module docstring): one per record of an anonymous file. same_file is
+        # looked up at the first such registration.
         self.witnesses: dict[int, int] = {}
-        self.witnessing = not (poller.tracks_files or poller.silent_removal)
         self.same_file: Callable[[int, int], bool] | None = None
 
     def registrations(self) -> dict[int, int]:
@@ -157,7 +173,8 @@ class Kernel:
             st = os.fstat(rec.fd)
         except OSError:
             return f"fd {rec.fd} was closed while registered; its handlers were removed"
-        if identity(st) != rec.ident or (self.witnesses and self._names_another_file(rec)):
+        ident = identity(st)
+        if ident != rec.ident or (len(ident) == 3 and self._names_another_file(rec)):
             return (
                 f"fd {rec.fd} was closed while registered and its number now names another "
                 "file; its handlers were removed"
@@ -165,42 +182,73 @@ class Kernel:
         return None
 
     def _names_another_file(self, rec: Record) -> bool:
-        """`rec.fd` has a witness and names another file than it."""
+        """`rec.fd` (an anonymous file: the caller compared identities first) names another
+        file than the one registered: its witness says so, or, without one, epoll's confirm
+        fails for a polled record (EPOLL_CTL_MOD finds no registration for the file the number
+        names now)."""
         w = self.witnesses.get(rec.fd)
-        return w is not None and self.same_file is not None and not self.same_file(rec.fd, w)
-
-    def _take_witness(self, rec: Record) -> None:
-        """A fresh registration of an anonymous file on a poller that follows numbers."""
-        if not is_unknown(rec.ident):
-            return
-        if self.same_file is None:
-            self.same_file = same_file_check()
-            if self.same_file is None:
-                return
+        if w is not None:
+            return self.same_file is not None and not self.same_file(rec.fd, w)
+        if not rec.kev or not is_unknown(rec.ident):
+            return False
+        confirm = self.poller.confirm if self.poller.tracks_files else None
+        if confirm is None:
+            return False
         try:
-            w = os.dup(rec.fd)
-        except OSError:  # EMFILE: no witness, the reuse goes undetected (module docstring)
-            return
-        # A signal handler's exception between the dup and this store leaks the dup: one fd,
-        # no lost work.
-        old = self.witnesses.get(rec.fd)
-        self.witnesses[rec.fd] = w
-        if old is not None:
-            os.close(old)
+            confirm(rec.fd, rec.kev)
+        except (OSError, ValueError):
+            return True
+        return False
+
+    def bind(self, rec: Record, fd: int) -> bool:
+        """`fd`, an anonymous file, is being registered for `rec` (add, update or revival):
+        keep a witness of the file it names now. True if the number may name another file than
+        the one `rec` was registered for (then a registration in the kernel is renewed)."""
+        w = self.witnesses.get(fd)
+        same = self.same_file
+        if w is not None and same is not None and same(fd, w):
+            return False  # the same open file: nothing changes
+        if same is None:
+            try:
+                same = self.same_file = same_file_check()
+            except OSError:  # EMFILE while probing: no witness now, probed again next time
+                same = None
+        if same is not None:
+            try:
+                new = os.dup(fd)
+            except OSError:  # EMFILE: no witness, the fallbacks of the module docstring
+                new = -1
+            if new >= 0:
+                # A signal handler's exception between the dup and this store leaks the dup:
+                # one fd, no lost work.
+                self.witnesses[fd] = new
+                if w is not None:
+                    os.close(w)
+                return True
+        if w is not None:  # a stale witness (the file changed) and no new one
+            self._release_witness(fd)
+            return True
+        return self._may_have_changed(rec)
+
+    def unbind(self, fd: int) -> None:
+        """The record of `fd` is no longer for an anonymous file: its witness goes."""
+        if self.witnesses:
+            self._release_witness(fd)
 
     def _release_witness(self, fd: int) -> None:
         w = self.witnesses.pop(fd, None)
         if w is not None:
             os.close(w)
 
-    def may_have_changed(self, rec: Record) -> bool:
-        """For a registered record of unknown identity (an anonymous file) being registered
-        again: could its number name another file than the one the kernel holds? poll takes
-        numbers afresh, and its witness answers (no witness: no); epoll's confirm answers;
-        selectors cannot tell (yes)."""
+    def _may_have_changed(self, rec: Record) -> bool:
+        """Without a witness, for a polled record of unknown identity being registered again:
+        could its number name another file than the one the kernel holds? epoll's confirm
+        answers; selectors cannot tell (yes); poll takes numbers afresh (no)."""
+        if not rec.kev:
+            return False
         poller = self.poller
         if not (poller.tracks_files or poller.silent_removal):
-            return self._names_another_file(rec)
+            return False
         confirm = poller.confirm
         if confirm is None:
             return True
@@ -217,7 +265,11 @@ class Kernel:
         if rec.deleted or rec.stale:
             return None
         problem = self.file_problem(rec)
-        return None if problem is None else ClosedFdError(rec.fd, problem)
+        if problem is not None:
+            return ClosedFdError(rec.fd, problem)
+        if rec.rev & NVAL:  # the file registered, open, and invalid to poll(2): an O_PATH fd
+            return UnpollableFdError(rec.fd, f"fd {rec.fd}: {self.poller.name} reports it invalid (NVAL)")
+        return None
 
     def sync(self, rec: Record, ev: int) -> FdError | None:
         """Give the kernel the record's new interest (0: none). Returns the error that makes
@@ -229,7 +281,10 @@ class Kernel:
             # epoll registration survives under this number beside the new one. Start afresh.
             self.rebuild()
         if not ev:
-            self.drop(rec)
+            if rec.deleted:
+                self.release(rec)
+            else:
+                self.drop(rec)  # a closed gate (R10): the witness stays with the record
             return None
         if not rec.kev:  # a fresh registration: make sure it is still the same file
             problem = self.file_problem(rec)
@@ -251,21 +306,19 @@ class Kernel:
                     e = e2
                 else:
                     rec.kev = ev
-                    if self.witnessing:
-                        self._take_witness(rec)
                     return None
             err: FdError
-            if problem is None and e.errno == errno.EPERM:
+            # The file is the one registered and the kernel refuses it: EPERM for what epoll
+            # cannot poll (/dev/null), EBADF for an fd opened with O_PATH (any other EBADF for
+            # an open file is a closed fd's, as the kernel says).
+            if problem is None and (e.errno == errno.EPERM or (e.errno == errno.EBADF and _o_path(rec.fd))):
                 err = UnpollableFdError(rec.fd, f"fd {rec.fd}: {poller.name} cannot poll it")
             else:
                 err = ClosedFdError(rec.fd, problem or f"fd {rec.fd}: {e.strerror}")
             err.__cause__ = e
             self.drop(rec)
             return err
-        fresh = not rec.kev
         rec.kev = ev
-        if fresh and self.witnessing:
-            self._take_witness(rec)
         return None
 
     def drop(self, rec: Record) -> None:
@@ -281,8 +334,13 @@ class Kernel:
                 if self.poller.silent_removal and self.file_problem(rec) is not None:
                     self.orphans.add(rec.fd)
             rec.kev = 0
-            if self.witnesses:
-                self._release_witness(rec.fd)
+
+    def release(self, rec: Record) -> None:
+        """The record is let go (deleted, reaped, quarantined): its kernel registration and its
+        witness."""
+        self.drop(rec)
+        if self.witnesses:
+            self._release_witness(rec.fd)
 
     def rebuild(self) -> None:
         """Re-create the poller's kernel object from its book, dropping registrations that

@@ -41,8 +41,9 @@ from iohandler.impl.errors import (
     LoopForkedError,
     ReentrantWaitError,
     UnpollableFdError,
+    describe,
 )
-from iohandler.impl.kernel import ANON_INODE, Kernel, identity, is_unknown
+from iohandler.impl.kernel import ANON_INODE, Kernel, identity
 from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -122,6 +123,8 @@ def _after_fork_in_child() -> None:
         loop._closed = True
         loop._registry.clear()  # memory only: the kernel objects are the parent's
         loop._lock = threading.RLock()
+        loop._ended = threading.Condition(loop._lock)
+        loop._closers = 0
         loop._wakeup.after_fork_in_child()
         loop._context._closed = True  # bh: BottomHalf.schedule reads only the context's flag
 
@@ -163,10 +166,12 @@ class MainLoop:
             poller_obj.close()
             raise
         self._lock = threading.RLock()
+        self._ended = threading.Condition(self._lock)  # an iteration ended, or close() did (R31)
+        self._closers = 0  # close() calls from other threads waiting for the iteration to end
         self._poller = poller_obj
         self._kernel = (seams.kernel or Kernel)(poller_obj, fast_confirm=before_walk is None)
         self._registry = reg = registry if registry is not None else Registry()
-        reg.on_release = self._kernel.drop
+        reg.on_release = self._kernel.release
         self._before_walk = before_walk
         self._by_fd = reg.by_fd  # the same dict: the hot path's lookups
         self._deleted = reg.deleted  # the same set: a cheap "anything to reap?"
@@ -264,10 +269,15 @@ class MainLoop:
             rec.can_read = can_read
             rec.opaque = opaque
             ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
-            if ident == ANON_INODE:
+            if ident == ANON_INODE:  # R34: a witness of the file, whatever the poller
                 ident = identity(st)
-            if rec.kev and (ident != rec.ident or (is_unknown(ident) and self._kernel.may_have_changed(rec))):
-                rec.renew = True  # the kernel's registration (if any) may be the old file's
+                if self._kernel.bind(rec, n) and rec.kev:
+                    rec.renew = True  # the kernel's registration may be the old file's
+            else:
+                if rec.kev and ident != rec.ident:
+                    rec.renew = True  # the kernel's registration may be the old file's
+                if self._kernel.witnesses:  # it may have been an anonymous file's record
+                    self._kernel.unbind(n)
             rec.ident = ident
             rec.stale = True
             reg.dirty.add(rec)
@@ -408,9 +418,16 @@ class MainLoop:
         until: Callable[[], object] | None = None,
     ) -> int:
         """Iterations, with the lock held throughout but for the waits (R35): one (`once`), or
-        until stop() or `until()`. Each is fill, wait, collect and confirm, walk, timers (module
-        docstring). run() lives here rather than calling main_loop_wait so that an iteration
-        pays no call, lock round trip or local setup of its own (bench/)."""
+        until stop() or `until()`. Each is, in QEMU's order, fill (`_fill`, R8-R10, R22), wait
+        (R13, R20, R35, R37, R39, R40's pause), collect (R11, R13), the walk (R14-R19, R32,
+        R33/R34), spins (`_count_spin`, R40), timers (`_run_timers`, R37), errors
+        (`_raise_fd_errors`, R33), each under a comment naming it. The phases that run every
+        iteration are inline on purpose: each Python call and attribute load per iteration
+        shows in bench.icount, and wait-and-collect and the walk as methods were measured far
+        over the loop's cost budget (issue 21). The others are methods, called only when they
+        have work. run()
+        lives here rather than calling main_loop_wait so that an iteration pays no call, lock
+        round trip or local setup of its own (bench/)."""
         lock = self._lock
         # R35: an exception from a signal handler can surface after any call returns. `with`
         # on the C lock leaves no gap between acquiring and the protected block; the release
@@ -426,6 +443,8 @@ class MainLoop:
                     "main_loop_wait called while an iteration is running (from a callback, "
                     "a gate or a timer, or from another thread)"
                 )
+            if self._closers:  # R31: a close() from another thread goes first
+                self._let_closers_in()
             self._running = True
             try:
                 wfd = self._wakeup_fd
@@ -448,7 +467,10 @@ class MainLoop:
                         self._fill()
                     if ctx._dirty:  # bh: context fds changed during the last wait
                         ctx._fill()
-                    # Wait (R13, R20, R37).
+                    # Wait (R13, R20, R37). The loop counts as waiting from before it reads the
+                    # flag (R35): a signal handler that registers, notifies or adds a timer
+                    # after the read then writes the notifier, which ends the wait.
+                    self._waiting = True
                     notified = wakeup.flag  # read after the fill: a gate may notify
                     if nonblocking or notified:
                         timeout = 0.0
@@ -467,7 +489,6 @@ class MainLoop:
                         ctx_entries = ctx._poll_set()  # bh
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
                     pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
-                    self._waiting = True
                     try:
                         if mine:
                             lock.release()
@@ -569,22 +590,24 @@ class MainLoop:
                                 if check and rec is not first and not self._recheck(rec):
                                     rev = 0  # R33/R34: closed, or reused (maybe by a handler)
                                 cb = rec.read
+                                read_ran = False
                                 if cb is not None and rev & read_events:
                                     try:
                                         if tr is not None:
                                             tr.read(rec.fd, cb)
                                         cb(rec.opaque)
-                                        called = True
+                                        called = read_ran = True
                                     except BaseException as e:
                                         self._abort_walk(rec, e, "read", cb)
                                         raise
                                 # The write check sees the current handler (the read callback
                                 # may have changed it) and the revents read before it ran, as
-                                # the seed does.
+                                # the seed does; the file is checked again only if this
+                                # record's read handler ran (it may have closed it: R33).
                                 if not rec.deleted:
                                     cb = rec.write
                                     if cb is not None and rev & write_events and (
-                                        not called or not check or self._recheck(rec)
+                                        not read_ran or not check or self._recheck(rec)
                                     ):
                                         try:
                                             if tr is not None:
@@ -598,11 +621,12 @@ class MainLoop:
                                 self._reap(rec)
                         if pending:
                             reg.reap_between(0, prev)  # seqs start at 1
-                    if ret and not called:  # the wait returned at once and nothing ran: R40
-                        if not nonblocking:
-                            self._spins += 1
-                    elif self._spins:
-                        self._spins = 0
+                    # Spins (R40).
+                    if called:
+                        if self._spins:
+                            self._spins = 0
+                    else:
+                        self._count_spin(ret and (ready or notified), nonblocking)
                     # Timers (R37).
                     if timer_heap:
                         self._run_timers()
@@ -612,7 +636,23 @@ class MainLoop:
                         return ret
                     timeout = None
             finally:
-                self._running = self._polling = self._waiting = False
+                # R31: every run clears a stop() made during it (libuv's uv_run), one iteration
+                # of main_loop_wait included, so that it cannot end a later run.
+                self._running = self._polling = self._waiting = self._stopping = False
+                if self._closers:
+                    self._ended.notify_all()
+
+    def _count_spin(self, returned_at_once: object, nonblocking: bool) -> None:
+        """R40: an iteration that called no handler. It counts as a spin if its wait returned
+        at once: something was reported (ret > 0) that was not only another thread's hand-off
+        through the notifier's fd (notify, stop, a timer), which the wait blocked for; the
+        "notified" flag's timeout-0 poll and ready records nobody took count. Anything else
+        ends the count. Iterations asked for with `nonblocking` are never counted."""
+        if returned_at_once:
+            if not nonblocking:
+                self._spins += 1
+        elif self._spins:
+            self._spins = 0
 
     def _pause(self) -> None:
         """R40: QEMU's throttle (util/main-loop.c): after SPIN_LIMIT iterations in a row that
@@ -689,7 +729,7 @@ class MainLoop:
                                 if gate(rec.opaque):
                                     ev = READ_EVENTS
                             except BaseException as e:
-                                e.add_note(f"iohandler: raised by the can_read gate {gate!r} of fd {rec.fd}")
+                                e.add_note(f"iohandler: raised by the can_read gate {describe(gate)} of fd {rec.fd}")
                                 raise
                             if reg.dirty:
                                 todo = self._merge_dirty(todo, i, rec.seq)
@@ -729,7 +769,7 @@ class MainLoop:
         """R32: finish the record in hand, name it in a note; the rest waits."""
         if rec.deleted:
             self._reap(rec)
-        e.add_note(f"iohandler: raised by the {role} handler {cb!r} of fd {rec.fd}")
+        e.add_note(f"iohandler: raised by the {role} handler {describe(cb)} of fd {rec.fd}")
 
     def _reap(self, rec: Record) -> None:
         """R19: unlink a deleted record the walk reached (and drop its kernel registration)."""
@@ -793,11 +833,14 @@ class MainLoop:
         reg = self._registry
         if not rec.deleted:
             reg.flag_deleted(rec)
-        self._kernel.drop(rec)
+        self._kernel.release(rec)
         reg.dirty.discard(rec)  # nothing left to sync
 
     def _raise_fd_errors(self) -> None:
-        if self._kernel.has_object():
+        # Not while the loop waits (check_fds() from another thread, R35): its wait is on the
+        # kernel object a rebuild would close. An orphan left meanwhile is found by the loop
+        # itself: as a stray report, or at its number's next registration (kernel.py).
+        if self._kernel.has_object() and not self._waiting:
             # A quarantined fd's registration could not be removed by number if a dup of its
             # file is still open somewhere; it would keep reporting. Rare: rebuild.
             self._rebuild_kernel_set()
@@ -850,7 +893,9 @@ class MainLoop:
             raise ReentrantWaitError("run/run_until called while an iteration is running")
 
     def stop(self) -> None:
-        """End `run` / `run_until` after the current iteration. Any thread."""
+        """End `run` / `run_until` after the current iteration (none running: the next run,
+        before its first). Cleared when a run ends, main_loop_wait's one iteration included
+        (R31). Any thread."""
         self._stopping = True
         self._wakeup.wake()
 
@@ -893,7 +938,11 @@ class MainLoop:
             if self._running:
                 if not self._waiting:  # we hold the lock mid-iteration: the loop's own thread
                     raise ReentrantWaitError("close() called while an iteration is running")
-                self._await_iteration_end()
+                self._closers += 1
+                try:
+                    self._await_iteration_end()
+                finally:
+                    self._closers -= 1
                 if self._closed:  # another thread's close() got there first
                     return
             self._closed = True
@@ -901,16 +950,26 @@ class MainLoop:
             self._registry.clear()
             self._kernel.close()
             self._wakeup.close()
+            self._ended.notify_all()  # a loop thread let this close() in: it sees the loop closed
 
     def _await_iteration_end(self) -> None:
-        """close() from another thread while the loop waits (lock held on entry and exit). The
-        iteration signals nothing when it ends, so look every millisecond: wake() ends its
-        wait, `_stopping` its run, and Condition.wait lets it take the lock to finish."""
-        cond = threading.Condition(self._lock)
+        """close() from another thread while the loop waits (lock held on entry and exit):
+        wake() ends its wait, `_stopping` its run; the iteration's end notifies `_ended`, and
+        the loop's next main_loop_wait or run waits for this close() before it starts
+        (`_let_closers_in`), so a loop thread that calls main_loop_wait again at once cannot
+        take the lock first for ever. The timeout only repeats the wake, in case of a lost one."""
         while self._running:
             self._stopping = True
             self._wakeup.wake()
-            cond.wait(0.001)
+            self._ended.wait(0.05)
+
+    def _let_closers_in(self) -> None:
+        """R31: an iteration about to start while close() calls from other threads wait for
+        the last one to end: they go first (a fair hand-off of the lock); then the loop is
+        closed and this raises LoopClosedError."""
+        while self._closers and not self._closed:
+            self._ended.wait()
+        self._check_open()
 
     def __del__(self, _warn: Callable[..., object] = warnings.warn) -> None:
         # Collected without close(): release the fds and say so, as sockets and asyncio do. A

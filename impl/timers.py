@@ -15,6 +15,8 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
+from iohandler.impl.errors import describe
+
 COMPACT_MIN = 64  # below this many entries, skipping cancelled ones at the top is cheaper
 
 Call = tuple[Callable[..., object], tuple[Any, ...]]
@@ -159,5 +161,5 @@ class TimerQueue:
         try:
             callback(*args)
         except BaseException as e:
-            e.add_note(f"iohandler: raised by timer callback {callback!r}")
+            e.add_note(f"iohandler: raised by timer callback {describe(callback)}")
             raise

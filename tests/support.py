@@ -19,7 +19,7 @@ import select
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -275,3 +275,31 @@ class WaitSignal(Tracer):
 
     def poll(self, entries: list[tuple[int, int]]) -> None:
         self.waiting.set()
+
+
+@contextlib.contextmanager
+def run_before(module: ModuleType, qualname: str, line: str, action: Callable[[], object]) -> Iterator[list[str]]:
+    """Call `action()` once, as a signal handler would run, just before the first line of
+    `qualname` (a function of `module`) whose text contains `line`, on whichever thread runs
+    it. Yields the points it ran at."""
+    path = module.__file__
+    fired: list[str] = []
+
+    def local(frame: FrameType, event: str, arg: object) -> object:
+        if event == "line" and not fired and line in linecache.getline(path or "", frame.f_lineno):
+            fired.append(f"{qualname}:{frame.f_lineno}")
+            action()
+        return local
+
+    def calls(frame: FrameType, event: str, arg: object) -> object:
+        code = frame.f_code
+        if code.co_filename == path and code.co_qualname == qualname:
+            return local
+        return None
+
+    old = sys.gettrace()
+    sys.settrace(calls)  # type: ignore[arg-type]
+    try:
+        yield fired
+    finally:
+        sys.settrace(old)
