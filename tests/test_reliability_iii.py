@@ -522,9 +522,17 @@ def test_r35_check_fds_from_another_thread_during_a_stepped_wait(
         while not loop.snapshot().waiting:
             time.sleep(0.001)
         os.close(n)  # closed while registered: the next check finds it (R33)
-        with pytest.raises(ClosedFdError):
+        try:
             loop.check_fds()
+            found_here = False
+        except ClosedFdError:
+            found_here = True
         t.join(5.0)
-        assert result == [0], result
+        # poll(2) reports the closed fd itself (NVAL), so on a loaded machine the waiting loop
+        # may find it before check_fds() does: exactly one of them reports it, nothing else fails.
+        if found_here:
+            assert result == [0], result
+        else:
+            assert len(result) == 1 and isinstance(result[0], ClosedFdError), result
         assert loop.records() == []
         assert loop.main_loop_wait(nonblocking=True) == 0
