@@ -1,0 +1,485 @@
+"""Signals through the loop (R60-R65): QEMU 2.3's `qemu_signal_init` and `sigfd_handler`
+(main-loop.c) with `qemu_signalfd` (util/compatfd.c), for `MainLoop.add_signal_handler`.
+
+The seed blocks its signals in the main thread, opens a non-blocking signalfd for them and
+registers it as an ordinary read record (no gate, no writer); the record's handler reads one
+`signalfd_siginfo` at a time until EAGAIN and calls the handler installed for each. So a signal
+reaches the program in the walk, at the record's turn (R15), never between two bytecodes of a
+callback.
+
+Two mechanisms give the same callbacks:
+
+* "signalfd": the signals are blocked in the calling (main) thread with `pthread_sigmask`, and
+  the kernel queues them for `signalfd(2)` (called through ctypes: no package that wraps it is
+  maintained; the call is one function). Dispositions are left alone, as the seed does: a
+  blocked signal is never discarded as ignored (the kernel's `sig_ignored` skips blocked ones),
+  so SIG_IGN'd signals (Python ignores SIGPIPE) still reach the fd. The kernel coalesces a
+  standard signal raised again while pending, queues each real-time one, and hands them out
+  lowest number first (the synchronous ones, SIGSEGV..., before the others; a thread's own
+  before the process's).
+* "wakeup" (where signalfd is missing, or chosen): Python's own C-level handler writes each
+  signal's number to `signal.set_wakeup_fd` (a socketpair here), as asyncio does; the
+  dispositions become a handler that does nothing else. The socket gives numbers only (pid, uid
+  and code are None) and one byte per delivery, so this side keeps the kernel's pending set
+  itself: a standard signal is pending once, a real-time one once per byte, handed out in the
+  kernel's order. The seed's compat path (`qemu_signalfd_compat`) used a thread in `sigwait`
+  writing to a pipe; Python cannot block a signal in threads it did not start, so the wakeup
+  fd, which works whatever thread the kernel picks, is the sound choice here.
+
+One loop per process holds signal handlers at a time: masks and dispositions are the process's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+__all__ = ["MECHANISMS", "SignalInfo", "SignalSet", "signal_name", "signalfd_available"]
+
+MECHANISMS = ("signalfd", "wakeup")
+
+BATCH = 64
+"""The most signals one walk delivers (R61): past it the record stays readable and the next
+iteration goes on, so a signal storm cannot starve the other records. The seed reads until
+EAGAIN."""
+
+# Signals the kernel dequeues before all others (kernel/signal.c, SYNCHRONOUS_MASK).
+_SYNCHRONOUS = frozenset(
+    int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGTRAP, signal.SIGFPE, signal.SIGSYS)
+)
+_UNCATCHABLE = frozenset((int(signal.SIGKILL), int(signal.SIGSTOP)))
+_SIGINFO = struct.Struct("=IiiII")  # signalfd_siginfo: ssi_signo, ssi_errno, ssi_code, ssi_pid, ssi_uid
+_SIGINFO_SIZE = 128  # sizeof(struct signalfd_siginfo)
+
+
+class SignalInfo(NamedTuple):
+    """What a signal callback gets first: the signal number, and the sender's pid and uid and
+    the `si_code` (SI_USER for kill(), CLD_EXITED for SIGCHLD, ...) where the mechanism knows
+    them (signalfd); None where it does not (the wakeup fallback)."""
+
+    signo: int
+    pid: int | None
+    uid: int | None
+    code: int | None
+
+
+def signal_name(signo: int) -> str:
+    """SIGTERM, SIGRTMIN+3, ...: the enum has no member for most real-time signals."""
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return f"SIGRTMIN+{signo - signal.SIGRTMIN}" if signo > signal.SIGRTMIN else str(signo)
+
+
+def order_key(signo: int) -> tuple[bool, int]:
+    """The kernel's dequeue order (R61): synchronous signals first, then lowest number."""
+    return (signo not in _SYNCHRONOUS, signo)
+
+
+# ----------------------------------------------------------------------- signalfd by ctypes
+
+_libc: Any = None
+
+
+def _signalfd_call() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    fn = getattr(_libc, "signalfd", None)
+    if fn is not None:
+        fn.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+        fn.restype = ctypes.c_int
+    return fn
+
+
+_SIGSET_WORDS = 1024 // (8 * ctypes.sizeof(ctypes.c_ulong))  # glibc's and musl's sigset_t: 128 bytes
+
+
+def _sigset(signals: set[int]) -> ctypes.Array[ctypes.c_ulong]:
+    bits = 8 * ctypes.sizeof(ctypes.c_ulong)
+    words = (ctypes.c_ulong * _SIGSET_WORDS)()
+    for s in signals:  # the kernel's layout: signal n is bit n - 1
+        words[(s - 1) // bits] |= 1 << ((s - 1) % bits)
+    return words
+
+
+def _signalfd(fd: int, signals: set[int]) -> int:
+    """signalfd(2): a new fd (fd == -1) or a new mask for `fd`; non-blocking, close-on-exec
+    (SFD_NONBLOCK and SFD_CLOEXEC are O_NONBLOCK and O_CLOEXEC by definition)."""
+    fn = _signalfd_call()
+    if fn is None:
+        raise OSError(errno.ENOSYS, "signalfd is missing from the C library")
+    mask = _sigset(signals)
+    ret = fn(fd, ctypes.byref(mask), os.O_NONBLOCK | os.O_CLOEXEC)
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"signalfd: {os.strerror(e)}")
+    return int(ret)
+
+
+def signalfd_available() -> bool:
+    """QEMU's `qemu_signalfd_available`: signalfd exists and the kernel has it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        os.close(_signalfd(-1, set()))
+    except OSError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------- argument checks
+
+
+def check_signum(signum: object) -> int:
+    """R30's standard for `signum`: an int naming a signal the process can catch."""
+    if isinstance(signum, bool) or not isinstance(signum, int):
+        raise TypeError(f"signum must be an int (a signal number), got {type(signum).__name__}")
+    n = int(signum)
+    if n in _UNCATCHABLE:
+        raise ValueError(f"signum {signal_name(n)} cannot be caught, blocked or ignored")
+    if n not in signal.valid_signals():
+        raise ValueError(f"signum must be a signal number in 1..{signal.NSIG - 1}, got {n}")
+    return n
+
+
+def _is_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+# --------------------------------------------------------------------------- the signal set
+
+
+class _Loop(Protocol):
+    """What a SignalSet needs of its MainLoop (held weakly: no cycle)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def _register_signal_record(self) -> None: ...
+
+    def _unregister_signal_record(self) -> None: ...
+
+
+_owner: weakref.ref[SignalSet] | None = None  # the one SignalSet holding signals in this process
+_owner_lock = threading.Lock()
+
+
+def _noop_handler(signum: int, frame: object) -> None:
+    """The wakeup mechanism's disposition: Python's C handler has written the fd already."""
+
+
+class SignalSet:
+    """A loop's signal handlers and its signal record's fd: the record's `opaque`, so
+    `records()` shows the record as the loop's own (`isinstance(info.opaque, SignalSet)`)."""
+
+    def __init__(self, loop: _Loop, mechanism: str | None) -> None:
+        if mechanism is None:
+            mechanism = "signalfd" if signalfd_available() else "wakeup"
+        if mechanism not in MECHANISMS:
+            raise ValueError(f"signal_mechanism must be one of {MECHANISMS} or None, got {mechanism!r}")
+        self.mechanism = mechanism
+        self._loop = weakref.ref(loop)
+        self.handlers: dict[int, tuple[Callable[..., object], tuple[Any, ...]]] = {}
+        self._blocked: set[int] = set()  # signals this set blocked (they were not blocked before)
+        self._saved: dict[int, Any] = {}  # wakeup: signum -> previous disposition
+        self._fd = -1  # the record's fd (signalfd, or the socketpair's read end)
+        self._socks: tuple[socket.socket, socket.socket] | None = None
+        self._prev_wakeup = -1
+        self._holding = False  # owns the process's signal state (some handler installed)
+        # wakeup: the kernel's pending set, kept here (module docstring)
+        self._std: set[int] = set()
+        self._rt: dict[int, int] = {}
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def __repr__(self) -> str:
+        return f"<SignalSet {self.mechanism} fd={self._fd} signals={sorted(self.handlers)}>"
+
+    # ------------------------------------------------------------------ add and remove
+
+    def add(self, signum: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        """Called by MainLoop.add_signal_handler with checked arguments, its lock held."""
+        if not _is_main_thread():
+            raise RuntimeError(
+                "add_signal_handler must be called from the main thread: the signal mask is the "
+                "calling thread's, and Python installs signal dispositions in the main thread only"
+            )
+        if signum in self.handlers:  # a replacement: mask and disposition stay as they are
+            self.handlers[signum] = (callback, args)
+            return
+        first = not self.handlers
+        if first:
+            self._take_process()
+        try:
+            if self.mechanism == "signalfd":
+                self._add_signalfd(signum)
+            else:
+                self._add_wakeup(signum)
+        except BaseException:
+            if first:
+                self._release_process()
+            raise
+        self.handlers[signum] = (callback, args)
+        if first:
+            loop = self._loop()
+            assert loop is not None  # the loop calls this
+            loop._register_signal_record()  # R60: an ordinary record, R2's position
+
+    def remove(self, signum: int) -> bool:
+        if not _is_main_thread():
+            raise RuntimeError("remove_signal_handler must be called from the main thread")
+        if signum not in self.handlers:
+            return False
+        if self.mechanism == "signalfd":
+            rest = set(self.handlers) - {signum}
+            _signalfd(self._fd, rest)  # the fd stops taking it before it is unblocked
+            self._discard_pending(signum)
+            if signum in self._blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+                self._blocked.discard(signum)
+        else:
+            self._drain()  # bytes already written for it are dropped with it
+            signal.signal(signum, self._saved.pop(signum))
+            self._std.discard(signum)
+            self._rt.pop(signum, None)
+        del self.handlers[signum]
+        if not self.handlers:
+            loop = self._loop()
+            if loop is not None and not loop.closed:  # closing: the registry goes with it
+                loop._unregister_signal_record()
+            self._release_process()
+        return True
+
+    def _take_process(self) -> None:
+        global _owner
+        with _owner_lock:
+            other = _owner() if _owner is not None else None
+            if other is not None and other is not self and other._holding:
+                raise RuntimeError(
+                    f"another loop holds signal handlers ({other!r}): masks and dispositions are "
+                    "the process's, so one loop at a time may have them"
+                )
+            if self.mechanism == "wakeup":
+                if self._socks is None:
+                    a, b = socket.socketpair()
+                    a.setblocking(False)
+                    b.setblocking(False)
+                    self._socks = (a, b)
+                    self._fd = a.fileno()
+                prev = signal.set_wakeup_fd(self._socks[1].fileno(), warn_on_full_buffer=False)
+                if prev != -1:
+                    signal.set_wakeup_fd(prev)
+                    raise RuntimeError(
+                        f"signal.set_wakeup_fd is already in use (fd {prev}: an asyncio loop?); "
+                        "the wakeup mechanism needs it"
+                    )
+                self._prev_wakeup = prev
+            elif self._fd < 0:
+                self._fd = _signalfd(-1, set())
+            _owner = weakref.ref(self)
+            self._holding = True
+
+    def _release_process(self) -> None:
+        global _owner
+        with _owner_lock:
+            if self.mechanism == "wakeup" and self._holding:
+                signal.set_wakeup_fd(self._prev_wakeup)
+            self._holding = False
+            if _owner is not None and _owner() is self:
+                _owner = None
+
+    def _add_signalfd(self, signum: int) -> None:
+        if signum not in signal.pthread_sigmask(signal.SIG_BLOCK, set()):
+            others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+            if others:
+                warnings.warn(
+                    f"iohandler: threads {others} were started before {signal_name(signum)} "
+                    "was blocked: they do not block it, so the kernel may deliver it to one of "
+                    "them, where it runs the signal's disposition instead of reaching the loop "
+                    "(R63). Add signal handlers before starting threads, or use "
+                    "MainLoop(signal_mechanism='wakeup').",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+            self._blocked.add(signum)
+        try:
+            _signalfd(self._fd, set(self.handlers) | {signum})
+        except BaseException:
+            if signum in self._blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+                self._blocked.discard(signum)
+            raise
+
+    def _add_wakeup(self, signum: int) -> None:
+        prev = signal.getsignal(signum)
+        if prev is None:
+            raise ValueError(
+                f"signum {signal_name(signum)}: its handler was not installed from Python, "
+                "so it could not be restored; the wakeup mechanism refuses it"
+            )
+        signal.signal(signum, _noop_handler)
+        self._saved[signum] = prev
+
+    def _discard_pending(self, signum: int) -> None:
+        """R64: signals of a removed kind still pending are dropped, not handed to the old
+        disposition when unblocked (a pending SIGTERM would end the process)."""
+        if signum in self._blocked:
+            while signal.sigtimedwait({signum}, 0) is not None:
+                pass
+
+    # ------------------------------------------------------------------------ delivery
+
+    def dispatch(self, _opaque: object) -> None:
+        """The record's read handler (`sigfd_handler`): one signal at a time, lowest number
+        first, at most BATCH, each to the handler installed when it is taken (R61, R62). A
+        callback's exception propagates (the walk names the record, R32); signals not taken
+        yet stay pending and keep the record readable (R63)."""
+        taken = 0
+        wakeup = self.mechanism == "wakeup"
+        try:
+            while taken < BATCH and self.handlers:
+                info = self._take_wakeup() if wakeup else self._take_signalfd()
+                if info is None:
+                    return
+                taken += 1
+                entry = self.handlers.get(info.signo)
+                if entry is None:  # removed since it was raised: the seed finds SIG_DFL too
+                    continue
+                callback, args = entry
+                try:
+                    callback(info, *args)
+                except BaseException as e:
+                    e.add_note(f"iohandler: raised by the signal handler {callback!r} of {signal_name(info.signo)}")
+                    raise
+        finally:
+            if wakeup and (self._std or self._rt):
+                self._rearm()
+
+    def _take_signalfd(self) -> SignalInfo | None:
+        try:
+            data = os.read(self._fd, _SIGINFO_SIZE)  # one signalfd_siginfo: the seed reads one
+        except BlockingIOError:
+            return None
+        if len(data) != _SIGINFO_SIZE:  # the seed prints and returns
+            raise OSError(errno.EIO, f"signalfd read returned {len(data)} bytes")
+        signo, _errno, code, pid, uid = _SIGINFO.unpack_from(data)
+        return SignalInfo(signo, pid, uid, code)
+
+    def _drain(self) -> None:
+        """Move what the socket holds into the pending set (wakeup mechanism)."""
+        assert self._socks is not None
+        sock = self._socks[0]
+        while True:
+            try:
+                data = sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            for b in data:
+                if b == 0:  # _rearm's marker
+                    continue
+                if b >= signal.SIGRTMIN:
+                    self._rt[b] = self._rt.get(b, 0) + 1
+                else:
+                    self._std.add(b)
+
+    def _take_wakeup(self) -> SignalInfo | None:
+        self._drain()  # what arrived since the last one: as a signalfd read sees it
+        std, rt = self._std, self._rt
+        if not std and not rt:
+            return None
+        signo = min((*std, *rt), key=order_key)
+        if signo in std:
+            std.discard(signo)
+        else:
+            left = rt[signo] - 1
+            if left:
+                rt[signo] = left
+            else:
+                del rt[signo]
+        return SignalInfo(signo, None, None, None)
+
+    def _rearm(self) -> None:
+        """Keep the record readable while this side holds pending signals (R63)."""
+        assert self._socks is not None
+        with contextlib.suppress(BlockingIOError):  # full: readable anyway
+            self._socks[1].send(b"\0")
+
+    # --------------------------------------------------------------------- close, fork
+
+    def close(self) -> None:
+        """R64: every handler removed (pending signals of their kinds dropped, mask and
+        dispositions as before the first add), then the fd closed. Idempotent."""
+        if self.closed:
+            return
+        if self.handlers and _is_main_thread():
+            for signum in list(self.handlers):
+                self.remove(signum)
+        elif self.handlers:  # close() from another thread: the mask is the main thread's
+            warnings.warn(
+                "iohandler: the loop was closed off the main thread with signal handlers "
+                f"installed ({sorted(self.handlers)}); their mask and dispositions stay as the "
+                "loop set them (remove them from the main thread first)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.handlers.clear()
+            self._release_process()
+        self.closed = True
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        if self._socks is not None:
+            for s in self._socks:
+                s.close()
+            self._socks = None
+        elif self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+
+    def after_fork_in_child(self) -> None:
+        """R65, in a forked child: the mask and dispositions as before the first add, the
+        wakeup fd released, nothing pending (the kernel gives a child none); the fds are the
+        child's copies, closed by the loop's close()."""
+        global _owner
+        if self._blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._blocked)
+            self._blocked = set()
+        for signum, prev in self._saved.items():
+            signal.signal(signum, prev)
+        self._saved = {}
+        if self.mechanism == "wakeup" and self._holding:
+            signal.set_wakeup_fd(self._prev_wakeup)
+        self.handlers.clear()
+        self._std.clear()
+        self._rt.clear()
+        self._holding = False
+        _owner = None
+
+
+def _after_fork_in_child() -> None:
+    global _owner_lock
+    _owner_lock = threading.Lock()  # a parent thread may have held it at the fork
+    owner = _owner() if _owner is not None else None
+    if owner is not None:
+        owner.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
