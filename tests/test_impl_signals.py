@@ -1,0 +1,437 @@
+"""Signals through the loop (R60-R65), on every poller and both mechanisms (signalfd, and the
+set_wakeup_fd fallback), which must give the same callbacks.
+
+Signals are raised with `pthread_kill` at the main thread: a thread-directed signal cannot be
+delivered to another thread of the test process (pytest-xdist has some), so a wrong mask cannot
+kill the worker. The test signals are set to SIG_IGN around each test for the same reason (a
+blocked signal is queued even when ignored: R60), and every test checks that the mask and the
+dispositions are exactly as before once its loop is closed (R64)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from iohandler.impl import (
+    POLLERS,
+    ListTracer,
+    LoopClosedError,
+    LoopForkedError,
+    MainLoop,
+    SignalInfo,
+    SignalSet,
+    signalfd_available,
+)
+
+MECHS = ["signalfd", "wakeup"] if signalfd_available() else ["wakeup"]
+RT = signal.SIGRTMIN
+TEST_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGWINCH, RT, RT + 1, RT + 2)
+SI_TKILL = -6  # si_code of tgkill/pthread_kill
+
+
+def raise_(sig: int) -> None:
+    signal.pthread_kill(threading.main_thread().ident or 0, sig)
+
+
+def mask() -> set[int]:
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def dispositions() -> dict[int, Any]:
+    return {s: signal.getsignal(s) for s in TEST_SIGNALS}
+
+
+@pytest.fixture(autouse=True)
+def _signal_state() -> Iterator[None]:
+    """Test signals ignored (a stray one cannot end the worker); state checked unchanged after."""
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in TEST_SIGNALS}
+    before_mask, before_disp = mask(), dispositions()
+    try:
+        yield
+        assert mask() == before_mask, "R64: the mask is restored"
+        assert dispositions() == before_disp, "R64: the dispositions are restored"
+        assert not (set(signal.sigpending()) & set(TEST_SIGNALS)), "nothing of ours left pending"
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before_mask)
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+@pytest.fixture(params=[(p, m) for p in sorted(POLLERS) for m in MECHS], ids=lambda pm: f"{pm[0]}-{pm[1]}")
+def sigloop(request: pytest.FixtureRequest) -> Iterator[MainLoop]:
+    poller, mech = request.param
+    with MainLoop(poller, signal_mechanism=mech) as lp:
+        yield lp
+
+
+def collect(loop: MainLoop, *sigs: int) -> list[SignalInfo]:
+    got: list[SignalInfo] = []
+    for s in sigs:
+        loop.add_signal_handler(s, got.append)
+    return got
+
+
+def signos(infos: list[SignalInfo]) -> list[int]:
+    return [i.signo for i in infos]
+
+
+def test_delivery_with_details_and_args(sigloop: MainLoop) -> None:
+    """R60: the callback gets a SignalInfo and the extra args; pid, uid and code where known."""
+    got: list[tuple[SignalInfo, str, int]] = []
+    sigloop.add_signal_handler(signal.SIGUSR1, lambda info, a, b: got.append((info, a, b)), "a", 2)
+    raise_(signal.SIGUSR1)
+    assert sigloop.main_loop_wait(timeout=5) >= 1
+    assert len(got) == 1
+    info, a, b = got[0]
+    assert (info.signo, a, b) == (signal.SIGUSR1, "a", 2)
+    sigset = sigloop.signal_set
+    assert sigset is not None
+    if sigset.mechanism == "signalfd":
+        assert (info.pid, info.uid, info.code) == (os.getpid(), os.getuid(), SI_TKILL)
+    else:
+        assert (info.pid, info.uid, info.code) == (None, None, None)
+
+
+def test_the_record_is_the_loops_own_and_ordinary(sigloop: MainLoop) -> None:
+    """R60: one read record (no gate, no writer), visible in records() and snapshot(), created by
+    the first add, deleted by the last remove; R38: the caller cannot register or delete it."""
+    assert sigloop.records() == []
+    collect(sigloop, signal.SIGUSR1, signal.SIGUSR2)
+    (rec,) = sigloop.records()
+    sigset = sigloop.signal_set
+    assert isinstance(rec.opaque, SignalSet) and rec.opaque is sigset
+    assert rec.fd == sigset.fileno() and rec.write is None and rec.can_read is None
+    assert rec.read == sigset.dispatch
+    assert [r.fd for r in sigloop.snapshot().records] == [rec.fd]
+    with pytest.raises(ValueError, match="signal record"):
+        sigloop.set_fd_handler(rec.fd, read=print)
+    with pytest.raises(ValueError, match="signal record"):
+        sigloop.set_fd_handler(rec.fd, None, None)
+    assert sigloop.remove_signal_handler(signal.SIGUSR1) is True
+    assert len(sigloop.records()) == 1
+    assert sigloop.remove_signal_handler(signal.SIGUSR2) is True
+    assert sigloop.records() == []
+    assert sigloop.remove_signal_handler(signal.SIGUSR2) is False
+
+
+def test_walk_position_follows_r2(sigloop: MainLoop) -> None:
+    """R60: added first (as the seed's qemu_init_main_loop does), the signal record is the tail
+    and its callbacks run after every other ready record of the walk (R15)."""
+    a, b = socket.socketpair()
+    try:
+        order: list[str] = []
+        sigloop.add_signal_handler(signal.SIGUSR1, lambda info: order.append("signal"))
+        sigloop.set_fd_handler(a, read=lambda s: order.append("socket") or s.recv(10), opaque=a)
+        tracer = ListTracer()
+        sigloop.set_tracer(tracer)
+        b.send(b"x")
+        raise_(signal.SIGUSR1)
+        assert sigloop.main_loop_wait(timeout=5) >= 2
+        assert order == ["socket", "signal"]
+        assert [e[1] for e in tracer.events if e[0] == "read"] == [a.fileno(), sigloop.signal_set.fileno()]  # type: ignore[union-attr]
+    finally:
+        sigloop.set_fd_handler(a, None, None)
+        a.close()
+        b.close()
+
+
+def test_standard_signals_coalesce_realtime_queue(sigloop: MainLoop) -> None:
+    """R61: a standard signal raised three times before the read is delivered once; each
+    real-time one is delivered."""
+    got = collect(sigloop, signal.SIGUSR1, RT)
+    for _ in range(3):
+        raise_(signal.SIGUSR1)
+        raise_(RT)
+    sigloop.main_loop_wait(timeout=5)
+    assert signos(got) == [signal.SIGUSR1, RT, RT, RT]
+
+
+def test_several_pending_lowest_number_first(sigloop: MainLoop) -> None:
+    """R61: several pending signals are delivered lowest number first, whatever the raise order."""
+    sigs = [signal.SIGUSR2, RT + 2, signal.SIGWINCH, RT, signal.SIGUSR1, signal.SIGHUP, RT + 1]
+    got = collect(sigloop, *sigs)
+    for s in sigs:
+        raise_(s)
+    sigloop.main_loop_wait(timeout=5)
+    assert signos(got) == sorted(sigs)
+
+
+def test_a_walk_delivers_at_most_a_batch(sigloop: MainLoop) -> None:
+    """R61: at most 64 per walk; the rest stays pending and the next iteration goes on."""
+    got = collect(sigloop, RT)
+    for _ in range(100):
+        raise_(RT)
+    sigloop.main_loop_wait(timeout=5)
+    assert len(got) == 64
+    assert sigloop.main_loop_wait(nonblocking=True) >= 1
+    assert len(got) == 100
+    assert sigloop.main_loop_wait(nonblocking=True) == 0
+
+
+def test_a_signal_wakes_a_blocked_loop(sigloop: MainLoop) -> None:
+    """R60: a signal raised while the loop blocks ends its wait (no wakeup lost)."""
+    got = collect(sigloop, signal.SIGUSR1)
+    t = threading.Timer(0.05, raise_, (signal.SIGUSR1,))
+    t.start()
+    try:
+        sigloop.main_loop_wait(nonblocking=True)  # the add's own wakeup (R7) consumed
+        assert sigloop.main_loop_wait(timeout=10) >= 1
+    finally:
+        t.join()
+    assert signos(got) == [signal.SIGUSR1]
+
+
+def test_remove_from_inside_the_walk_drops_pending(sigloop: MainLoop) -> None:
+    """R62: a callback removing another signal's handler: that signal, pending, is not
+    delivered, and its mask and disposition are restored at once."""
+    got: list[int] = []
+
+    def on_usr1(info: SignalInfo) -> None:
+        got.append(info.signo)
+        assert sigloop.remove_signal_handler(signal.SIGUSR2)
+        assert signal.SIGUSR2 not in mask()
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+
+    sigloop.add_signal_handler(signal.SIGUSR1, on_usr1)
+    sigloop.add_signal_handler(signal.SIGUSR2, lambda info: got.append(info.signo))
+    raise_(signal.SIGUSR2)
+    raise_(signal.SIGUSR1)
+    sigloop.main_loop_wait(timeout=5)
+    assert got == [signal.SIGUSR1]
+    assert sigloop.main_loop_wait(nonblocking=True) == 0
+
+
+def test_add_from_inside_the_walk(sigloop: MainLoop) -> None:
+    """R62: a handler added by a callback gets the signals raised from then on, in this walk too."""
+    got: list[int] = []
+
+    def on_usr1(info: SignalInfo) -> None:
+        got.append(info.signo)
+        sigloop.add_signal_handler(signal.SIGHUP, lambda i: got.append(i.signo))
+        raise_(signal.SIGHUP)
+
+    sigloop.add_signal_handler(signal.SIGUSR1, on_usr1)
+    raise_(signal.SIGUSR1)
+    sigloop.main_loop_wait(timeout=5)
+    assert got == [signal.SIGUSR1, signal.SIGHUP]
+
+
+def test_replacing_a_handler(sigloop: MainLoop) -> None:
+    got: list[str] = []
+    sigloop.add_signal_handler(signal.SIGUSR1, lambda i: got.append("old"))
+    sigloop.add_signal_handler(signal.SIGUSR1, lambda i: got.append("new"))
+    raise_(signal.SIGUSR1)
+    sigloop.main_loop_wait(timeout=5)
+    assert got == ["new"]
+
+
+def test_exception_from_a_callback_loses_nothing(sigloop: MainLoop) -> None:
+    """R63 (R32's standard): the exception propagates with notes naming the signal, the handler
+    and the record; the other pending signals are delivered by the next iteration."""
+    got: list[int] = []
+
+    def boom(info: SignalInfo) -> None:
+        got.append(info.signo)
+        raise KeyError("boom")
+
+    sigloop.add_signal_handler(signal.SIGUSR1, boom)
+    sigloop.add_signal_handler(signal.SIGUSR2, lambda i: got.append(i.signo))
+    sigloop.add_signal_handler(RT, lambda i: got.append(i.signo))
+    for s in (RT, signal.SIGUSR2, signal.SIGUSR1, RT):
+        raise_(s)
+    with pytest.raises(KeyError) as exc:
+        sigloop.main_loop_wait(timeout=5)
+    notes = "\n".join(exc.value.__notes__)
+    assert "SIGUSR1" in notes and "boom" in notes and f"fd {sigloop.signal_set.fileno()}" in notes  # type: ignore[union-attr]
+    assert got == [signal.SIGUSR1]
+    assert sigloop.main_loop_wait(nonblocking=True) >= 1
+    assert got == [signal.SIGUSR1, signal.SIGUSR2, RT, RT]
+
+
+def test_close_restores_and_drops_pending() -> None:
+    """R64: close() with handlers installed and signals pending: mask and dispositions as
+    before (the autouse fixture checks), nothing of ours left pending."""
+    for mech in MECHS:
+        loop = MainLoop(signal_mechanism=mech)
+        collect(loop, signal.SIGUSR1, RT)
+        raise_(signal.SIGUSR1)
+        raise_(RT)
+        loop.close()
+        assert loop.signal_set is not None and loop.signal_set.closed
+        with pytest.raises(LoopClosedError):
+            loop.add_signal_handler(signal.SIGUSR1, print)
+        with pytest.raises(LoopClosedError):
+            loop.remove_signal_handler(signal.SIGUSR1)
+
+
+def test_signalfd_gets_ignored_signals() -> None:
+    """R60: blocked, a signal whose disposition is SIG_IGN is still queued for the signalfd
+    (Python ignores SIGPIPE; the fixture ignores the test signals), and stays SIG_IGN."""
+    if "signalfd" not in MECHS:
+        pytest.skip("no signalfd on this kernel")
+    with MainLoop(signal_mechanism="signalfd") as loop:
+        got = collect(loop, signal.SIGUSR1)
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        raise_(signal.SIGUSR1)
+        loop.main_loop_wait(timeout=5)
+        assert signos(got) == [signal.SIGUSR1]
+
+
+@pytest.mark.parametrize(
+    ("signum", "exc", "text"),
+    [
+        (0, ValueError, "signum must be a signal number"),
+        (-1, ValueError, "signum must be a signal number"),
+        (signal.NSIG, ValueError, "signum must be a signal number"),
+        (32, ValueError, "signum must be a signal number"),  # the C library's own
+        (signal.SIGKILL, ValueError, "signum SIGKILL cannot be caught"),
+        (signal.SIGSTOP, ValueError, "signum SIGSTOP cannot be caught"),
+        (True, TypeError, "signum must be an int"),
+        ("SIGUSR1", TypeError, "signum must be an int"),
+        (10.0, TypeError, "signum must be an int"),
+    ],
+)
+def test_bad_signum_changes_nothing(signum: Any, exc: type[Exception], text: str) -> None:
+    """R30's standard: the argument named, nothing changed (records, mask, dispositions)."""
+    with MainLoop() as loop:
+        collect(loop, signal.SIGUSR2)
+        before = (loop.records(), mask(), dispositions())
+        with pytest.raises(exc, match=text):
+            loop.add_signal_handler(signum, print)
+        with pytest.raises(exc, match=text):
+            loop.remove_signal_handler(signum)
+        assert (loop.records(), mask(), dispositions()) == before
+
+
+def test_bad_callback_and_mechanism() -> None:
+    with pytest.raises(ValueError, match="signal_mechanism must be one of"):
+        MainLoop(signal_mechanism="sigwait")
+    with MainLoop() as loop:
+        before = (loop.records(), mask(), dispositions())
+        with pytest.raises(TypeError, match="callback must be callable, got int"):
+            loop.add_signal_handler(signal.SIGUSR1, 3)  # type: ignore[arg-type]
+        assert (loop.records(), mask(), dispositions()) == before
+        assert loop.signal_set is None or loop.signal_set.handlers == {}
+
+
+def test_off_the_main_thread_is_refused() -> None:
+    """R65: the mask is the calling thread's and Python's dispositions the main thread's."""
+    errors: list[BaseException] = []
+    with MainLoop() as loop:
+        def worker() -> None:
+            try:
+                loop.add_signal_handler(signal.SIGUSR1, print)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+        assert "main thread" in str(errors[0])
+        assert loop.records() == []
+
+
+def test_threads_started_before_the_mask_are_warned_about() -> None:
+    """R65: with signalfd, a thread already running does not block the signal: warned, naming
+    it. The wakeup mechanism works whatever thread the kernel picks: no warning."""
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, name="early-thread")
+    t.start()
+    try:
+        if "signalfd" in MECHS:
+            with MainLoop(signal_mechanism="signalfd") as loop, pytest.warns(RuntimeWarning, match="early-thread"):
+                loop.add_signal_handler(signal.SIGUSR1, print)
+        with MainLoop(signal_mechanism="wakeup") as loop, warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loop.add_signal_handler(signal.SIGUSR1, print)
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_one_loop_per_process_holds_signals() -> None:
+    with MainLoop() as first, MainLoop() as second:
+        first.add_signal_handler(signal.SIGUSR1, print)
+        with pytest.raises(RuntimeError, match="another loop holds signal handlers"):
+            second.add_signal_handler(signal.SIGUSR2, print)
+        assert second.records() == [] and signal.SIGUSR2 not in mask()
+        first.remove_signal_handler(signal.SIGUSR1)
+        second.add_signal_handler(signal.SIGUSR2, print)  # released with the last handler
+
+
+def test_wakeup_refuses_a_taken_wakeup_fd() -> None:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    prev = signal.set_wakeup_fd(b.fileno())
+    try:
+        with MainLoop(signal_mechanism="wakeup") as loop:
+            with pytest.raises(RuntimeError, match="set_wakeup_fd is already in use"):
+                loop.add_signal_handler(signal.SIGUSR1, print)
+            assert loop.records() == []
+        assert signal.set_wakeup_fd(prev) == b.fileno()
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("mech", MECHS)
+def test_fork_child_gets_the_previous_signal_state(mech: str) -> None:
+    """R65 (R41): in a forked child the mask and dispositions are as before the first add, the
+    inherited loop is closed, and a new loop of the child can take signals."""
+    with MainLoop(signal_mechanism=mech) as loop:
+        collect(loop, signal.SIGUSR1, RT)
+        parent_mask, parent_usr1 = mask(), signal.getsignal(signal.SIGUSR1)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report and leave without running pytest's cleanup
+            code = 1
+            try:
+                child_mask = mask()
+                ok = [signal.SIGUSR1 not in child_mask, RT not in child_mask]
+                ok.append(signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN)
+                try:
+                    loop.add_signal_handler(signal.SIGUSR2, print)
+                    ok.append(False)
+                except LoopForkedError:
+                    ok.append(True)
+                loop.close()
+                with MainLoop(signal_mechanism=mech) as child_loop:
+                    got = collect(child_loop, signal.SIGUSR2)
+                    raise_(signal.SIGUSR2)
+                    child_loop.main_loop_wait(timeout=5)
+                    ok.append(signos(got) == [signal.SIGUSR2])
+                os.write(w, repr(ok).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r) as f:
+            report = f.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert report == repr([True] * 5)
+        assert mask() == parent_mask and signal.getsignal(signal.SIGUSR1) == parent_usr1  # parent untouched
+        if mech == "signalfd":
+            assert {signal.SIGUSR1, RT} <= parent_mask
+
+
+def test_remove_drops_pending_rather_than_run_the_old_disposition(sigloop: MainLoop) -> None:
+    """R64: a signal of the removed kind still pending is dropped, not handed to the previous
+    disposition when unblocked (a pending SIGTERM would end the process)."""
+    old: list[int] = []
+    signal.signal(signal.SIGUSR2, lambda s, f: old.append(s))
+    got = collect(sigloop, signal.SIGUSR2)
+    raise_(signal.SIGUSR2)
+    assert sigloop.remove_signal_handler(signal.SIGUSR2)
+    for _ in range(3):  # Python runs its handlers at the next bytecode boundaries
+        sigloop.main_loop_wait(nonblocking=True)
+    assert (old, got) == ([], [])
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
