@@ -128,7 +128,11 @@ def test_walk_position_follows_r2(sigloop: MainLoop) -> None:
     try:
         order: list[str] = []
         sigloop.add_signal_handler(signal.SIGUSR1, lambda info: order.append("signal"))
-        sigloop.set_fd_handler(a, read=lambda s: order.append("socket") or s.recv(10), opaque=a)
+        def on_socket(s: socket.socket) -> None:
+            order.append("socket")
+            s.recv(10)
+
+        sigloop.set_fd_handler(a, read=on_socket, opaque=a)
         tracer = ListTracer()
         sigloop.set_tracer(tracer)
         b.send(b"x")
