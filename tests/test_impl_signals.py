@@ -439,3 +439,25 @@ def test_remove_drops_pending_rather_than_run_the_old_disposition(sigloop: MainL
         sigloop.main_loop_wait(nonblocking=True)
     assert (old, got) == ([], [])
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def _child_sigblk(**popen: Any) -> int:
+    import subprocess
+
+    out = subprocess.run(["grep", "SigBlk", "/proc/self/status"], capture_output=True, text=True, check=True, **popen)
+    return int(out.stdout.split()[1], 16)
+
+
+def test_children_and_the_mask() -> None:
+    """R65, as documented: a subprocess started without the at-fork hooks inherits the blocked
+    mask (signalfd); with a preexec_fn the hook runs and the child gets the mask from before."""
+    if "signalfd" not in MECHS:
+        pytest.skip("no signalfd on this kernel: the wakeup mechanism blocks nothing")
+    bit = 1 << (signal.SIGUSR1 - 1)
+    with MainLoop(signal_mechanism="signalfd") as loop:
+        loop.add_signal_handler(signal.SIGUSR1, print)
+        assert _child_sigblk() & bit
+        assert not _child_sigblk(preexec_fn=lambda: None) & bit
+    with MainLoop(signal_mechanism="wakeup") as loop:
+        loop.add_signal_handler(signal.SIGUSR1, print)
+        assert not _child_sigblk() & bit
