@@ -461,3 +461,54 @@ def test_children_and_the_mask() -> None:
     with MainLoop(signal_mechanism="wakeup") as loop:
         loop.add_signal_handler(signal.SIGUSR1, print)
         assert not _child_sigblk() & bit
+
+
+def test_readme_subprocess_example_works_as_printed() -> None:
+    """The README's Signals example, run as printed (in its own process: SIGCHLD is
+    process-directed, and a pytest worker may have threads), prints what its comment says."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Signals", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    expected = re.search(r"print\(.*\)  # (.*)\n", code.group(1))
+    assert expected is not None
+    for mech in MECHS:
+        src = code.group(1).replace("MainLoop()", f"MainLoop(signal_mechanism={mech!r})")
+        out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expected.group(1)
+
+
+CTRL_C = """
+import os, signal, sys
+from iohandler.impl import MainLoop
+seen = []
+with MainLoop(signal_mechanism=sys.argv[1]) as loop:
+    loop.add_signal_handler(signal.SIGINT, lambda info: seen.append(info.signo))
+    os.kill(os.getpid(), signal.SIGINT)
+    loop.main_loop_wait(timeout=5)
+    loop.remove_signal_handler(signal.SIGINT)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        loop.main_loop_wait(timeout=5)
+    except KeyboardInterrupt:
+        seen.append("KeyboardInterrupt")
+    loop.main_loop_wait(nonblocking=True)  # still usable
+print(seen)
+"""
+
+
+@pytest.mark.parametrize("mech", MECHS)
+def test_ctrl_c_with_and_without_a_handler(mech: str) -> None:
+    """README: with a SIGINT handler Ctrl-C is a callback; removed, KeyboardInterrupt is back."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", CTRL_C, mech], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"[{int(signal.SIGINT)}, 'KeyboardInterrupt']"
