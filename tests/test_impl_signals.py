@@ -512,3 +512,18 @@ def test_ctrl_c_with_and_without_a_handler(mech: str) -> None:
     out = subprocess.run([sys.executable, "-c", CTRL_C, mech], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"[{int(signal.SIGINT)}, 'KeyboardInterrupt']"
+
+
+def test_a_collected_loop_restores_the_signal_state() -> None:
+    """R64: a loop collected without close() warns (R41) and restores as close() would (the
+    autouse fixture checks the mask and dispositions)."""
+    import gc
+
+    for mech in MECHS:
+        loop = MainLoop(signal_mechanism=mech)
+        collect(loop, signal.SIGUSR1)
+        assert mech == "wakeup" or signal.SIGUSR1 in mask()
+        with pytest.warns(ResourceWarning, match="unclosed loop"):
+            del loop
+            gc.collect()
+        assert signal.SIGUSR1 not in mask()
