@@ -104,16 +104,68 @@ Env: TypeAlias = Table[FdState]
 Gates: TypeAlias = Table[bool]
 
 
+BhName: TypeAlias = str
+
+
+@dataclass(frozen=True, slots=True)
+class Bh:
+    """One `QEMUBH` (async.c): its callback is the script. `ident` tells apart BHs created under
+    the same name (R42). `freed`: unlinked by aio_bh_poll; the record stays only while a name
+    still refers to it, because a handle keeps its flags (R44)."""
+
+    ident: int
+    name: BhName
+    script: ScriptName
+    scheduled: bool = False
+    idle: bool = False
+    deleted: bool = False
+    freed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CtxNode:
+    """One `AioHandler` (aio-posix.c). A deleted node and a newer one may share an fd (R48), so
+    `ident` names the node; `revents` is `pfd.revents`, what the last aio_poll's poll left."""
+
+    ident: int
+    fd: Fd
+    read: ScriptName | None
+    write: ScriptName | None
+    revents: int = 0
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The `AioContext`: the BH list and the handler list, head first (newest first), with their
+    walking counters; `dispatching` as aio_poll sets it (R45). The context's notifier is the
+    loop's wakeup (`Loop.wakeup`); its node is the oldest, always last (R49), and
+    `notifier_revents` is that node's `pfd.revents`."""
+
+    bhs: tuple[Bh, ...] = ()
+    names: Table[int] = Table()
+    walking_bh: int = 0
+    nodes: tuple[CtxNode, ...] = ()
+    walking_handlers: int = 0
+    notifier_revents: int = 0
+    dispatching: bool = False
+    next_ident: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class World:
-    """Everything a step can change: the loop, the fds, the gates' answers."""
+    """Everything a step can change: the loop, the fds, the gates' answers, the context."""
 
     loop: Loop
     env: Env
     gates: Gates
+    ctx: Context = Context()
 
     def with_loop(self, loop: Loop) -> World:
         return replace(self, loop=loop)
+
+    def with_ctx(self, ctx: Context) -> World:
+        return replace(self, ctx=ctx)
 
 
 def index_of(records: tuple[Record, ...], fd: Fd) -> int:

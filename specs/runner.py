@@ -255,8 +255,9 @@ def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver
     expected = vector.expect or ()
     if "error" in answer:
         hint = ""
-        if vector.format != FORMATS[0]:
-            hint = f" (it is {vector.format}; a driver that reads only {FORMATS[0]} runs with --format 1)"
+        n = FORMATS.index(vector.format)
+        if n:
+            hint = f" (it is {vector.format}; a driver that reads only {FORMATS[n - 1]} runs with --format {n})"
         return Outcome(path, vector.name, False, f"driver could not run it: {answer['error']}{hint}")
     try:
         actual = parse_trace(answer["trace"], "driver trace")

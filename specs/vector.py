@@ -1,4 +1,4 @@
-"""Conformance vector format, versions 1 and 2: the types, the loader and its validation.
+"""Conformance vector format, versions 1, 2 and 3: the types, the loader and its validation.
 
 This is the only place the format is parsed (the model's driver, the loop's driver and the
 runner all come through here), so they cannot drift apart. The contract is VECTORS.md, restated
@@ -19,7 +19,10 @@ from typing import Literal, TypeAlias
 FORMAT = "iohandler-vector/1"
 # Version 2 is version 1 plus the field `gate_scripts` (VECTORS.md); a file that uses it says so.
 FORMAT_V2 = "iohandler-vector/2"
-FORMATS: tuple[str, ...] = (FORMAT, FORMAT_V2)
+# Version 3 adds the AioContext: bottom halves, the context's fd handlers and its own poll
+# (SPEC R42 on); a file that uses any of its actions says so.
+FORMAT_V3 = "iohandler-vector/3"
+FORMATS: tuple[str, ...] = (FORMAT, FORMAT_V2, FORMAT_V3)
 GATE_SCRIPTS = "gate_scripts"
 FD_KINDS: tuple[str, ...] = ("socket", "pipe-read", "pipe-write")
 FdKind: TypeAlias = Literal["socket", "pipe-read", "pipe-write"]
@@ -88,7 +91,61 @@ class Iterate:
     during_wait: tuple[ScriptAction, ...] = ()
 
 
-ScriptAction: TypeAlias = Set | Send | Drain | Hangup | SetGate | Notify | Snapshot
+# Format v3: the AioContext (SPEC R42 on). A BH is named by the vector; `bh-new` binds the name
+# to a new BH (a name created again then means the newer BH; the older one stays in the list).
+
+
+@dataclass(frozen=True, slots=True)
+class BhNew:
+    """`aio_bh_new(ctx, cb, opaque)`: cb runs `script`."""
+
+    bh: str
+    script: str
+
+
+@dataclass(frozen=True, slots=True)
+class BhSchedule:
+    bh: str
+
+
+@dataclass(frozen=True, slots=True)
+class BhScheduleIdle:
+    bh: str
+
+
+@dataclass(frozen=True, slots=True)
+class BhCancel:
+    bh: str
+
+
+@dataclass(frozen=True, slots=True)
+class BhDelete:
+    bh: str
+
+
+@dataclass(frozen=True, slots=True)
+class CtxSet:
+    """`aio_set_fd_handler`: read and write both None deletes."""
+
+    fd: str
+    read: str | None
+    write: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CtxPoll:
+    """`aio_poll(ctx, false)`, from a step or a callback; emits a `ctx-progress` event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Emit the context's `aio_compute_timeout` as a `timeout` event."""
+
+
+BhAction: TypeAlias = BhNew | BhSchedule | BhScheduleIdle | BhCancel | BhDelete
+V3Action: TypeAlias = BhAction | CtxSet | CtxPoll | Timeout
+V3_ACTIONS = (BhNew, BhSchedule, BhScheduleIdle, BhCancel, BhDelete, CtxSet, CtxPoll, Timeout)
+ScriptAction: TypeAlias = Set | Send | Drain | Hangup | SetGate | Notify | Snapshot | V3Action
 Action: TypeAlias = ScriptAction | Iterate
 
 # ------------------------------------------------------------------------------------ events
@@ -134,7 +191,49 @@ class HandlersEvent:
     records: tuple[tuple[str, str | None, str | None, str | None], ...]
 
 
-Event: TypeAlias = GateEvent | PollEvent | ReadyEvent | ReadEvent | WriteEvent | HandlersEvent
+@dataclass(frozen=True, slots=True)
+class BhEvent:
+    """A BH's callback is called (format v3)."""
+
+    bh: str
+    script: str
+
+
+@dataclass(frozen=True, slots=True)
+class CtxPollEvent:
+    """The context's fds in the main wait, in list order, with the events asked (format v3)."""
+
+    entries: tuple[tuple[str, Flags], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CtxReadEvent:
+    fd: str
+    script: str
+
+
+@dataclass(frozen=True, slots=True)
+class CtxWriteEvent:
+    fd: str
+    script: str
+
+
+@dataclass(frozen=True, slots=True)
+class CtxProgressEvent:
+    """What a `ctx-poll` action's `aio_poll` returned."""
+
+    progress: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutEvent:
+    """`aio_compute_timeout` in milliseconds; None is "no timeout" (-1 in QEMU)."""
+
+    ms: int | None
+
+
+V3Event: TypeAlias = BhEvent | CtxPollEvent | CtxReadEvent | CtxWriteEvent | CtxProgressEvent | TimeoutEvent
+Event: TypeAlias = GateEvent | PollEvent | ReadyEvent | ReadEvent | WriteEvent | HandlersEvent | V3Event
 
 
 # ------------------------------------------------------------------------------------ vector
@@ -158,8 +257,17 @@ class Vector:
 
     @property
     def format(self) -> str:
-        """The oldest format that can carry this vector: v2 only when it uses `gate_scripts`."""
+        """The oldest format that can carry this vector: v3 when it uses an AioContext action,
+        else v2 when it uses `gate_scripts`, else v1."""
+        if uses_v3(self.steps, self.scripts):
+            return FORMAT_V3
         return FORMAT_V2 if self.gate_scripts else FORMAT
+
+
+def uses_v3(steps: Sequence[Action], scripts: Mapping[str, Sequence[ScriptAction]]) -> bool:
+    actions: list[Action] = [*steps, *(a for body in scripts.values() for a in body)]
+    actions += [a for step in steps if isinstance(step, Iterate) for a in step.during_wait]
+    return any(isinstance(a, V3_ACTIONS) for a in actions)
 
 
 # ------------------------------------------------------------------------------- flag helpers
@@ -193,6 +301,22 @@ def action_to_json(action: Action) -> dict[str, object]:
             return {"do": "notify"}
         case Snapshot():
             return {"do": "snapshot"}
+        case BhNew(bh, script):
+            return {"do": "bh-new", "bh": bh, "script": script}
+        case BhSchedule(bh):
+            return {"do": "bh-schedule", "bh": bh}
+        case BhScheduleIdle(bh):
+            return {"do": "bh-schedule-idle", "bh": bh}
+        case BhCancel(bh):
+            return {"do": "bh-cancel", "bh": bh}
+        case BhDelete(bh):
+            return {"do": "bh-delete", "bh": bh}
+        case CtxSet(fd, read, write):
+            return {"do": "ctx-set", "fd": fd, "read": read, "write": write}
+        case CtxPoll():
+            return {"do": "ctx-poll"}
+        case Timeout():
+            return {"do": "timeout"}
         case Iterate(during_wait):
             if not during_wait:
                 return {"do": "iterate"}
@@ -213,6 +337,18 @@ def event_to_json(event: Event) -> dict[str, object]:
             return {"event": "write", "fd": fd, "script": script}
         case HandlersEvent(records):
             return {"event": "handlers", "list": [list(r) for r in records]}
+        case BhEvent(bh, script):
+            return {"event": "bh", "bh": bh, "script": script}
+        case CtxPollEvent(entries):
+            return {"event": "ctx-poll", "set": [[fd, list(flags)] for fd, flags in entries]}
+        case CtxReadEvent(fd, script):
+            return {"event": "ctx-read", "fd": fd, "script": script}
+        case CtxWriteEvent(fd, script):
+            return {"event": "ctx-write", "fd": fd, "script": script}
+        case CtxProgressEvent(progress):
+            return {"event": "ctx-progress", "progress": progress}
+        case TimeoutEvent(ms):
+            return {"event": "timeout", "ms": ms}
 
 
 def vector_to_json(vector: Vector) -> dict[str, object]:
@@ -313,7 +449,15 @@ def _fd_flags(value: object, at: _At) -> tuple[str, Flags]:
     return _str(pair[0], at / 0), _flags(pair[1], at / 1)
 
 
-def parse_action(value: object, at: _At, *, in_script: bool = False) -> Action:
+def _bh_action(do: str, bh: str) -> BhAction:
+    kinds: dict[str, type[BhSchedule | BhScheduleIdle | BhCancel | BhDelete]] = {
+        "bh-schedule": BhSchedule, "bh-schedule-idle": BhScheduleIdle, "bh-cancel": BhCancel,
+        "bh-delete": BhDelete,
+    }
+    return kinds[do](bh)
+
+
+def parse_action(value: object, at: _At, *, in_script: bool = False, in_wait: bool = False) -> Action:
     obj = _obj(value, at)
     do = _str(obj.get("do"), at / "do") if "do" in obj else None
     if do is None:
@@ -341,6 +485,28 @@ def parse_action(value: object, at: _At, *, in_script: bool = False) -> Action:
         case "snapshot":
             _keys(obj, ["do"], [], at)
             return Snapshot()
+        case "bh-new":
+            _keys(obj, ["do", "bh", "script"], [], at)
+            return BhNew(_str(obj["bh"], at / "bh"), _str(obj["script"], at / "script"))
+        case "bh-schedule" | "bh-schedule-idle" | "bh-cancel" | "bh-delete":
+            _keys(obj, ["do", "bh"], [], at)
+            return _bh_action(do, _str(obj["bh"], at / "bh"))
+        case "ctx-set":
+            _keys(obj, ["do", "fd"], ["read", "write"], at)
+            return CtxSet(
+                _str(obj["fd"], at / "fd"),
+                _opt_str(obj.get("read"), at / "read"),
+                _opt_str(obj.get("write"), at / "write"),
+            )
+        case "ctx-poll":
+            if in_wait:
+                # aio_poll runs in the context's own thread, never in another one (R46).
+                raise at.error('"ctx-poll" is not allowed inside during_wait')
+            _keys(obj, ["do"], [], at)
+            return CtxPoll()
+        case "timeout":
+            _keys(obj, ["do"], [], at)
+            return Timeout()
         case "iterate":
             if in_script:
                 raise at.error('"iterate" is not allowed inside a script or during_wait')
@@ -349,14 +515,15 @@ def parse_action(value: object, at: _At, *, in_script: bool = False) -> Action:
             if "during_wait" in obj:
                 dw = at / "during_wait"
                 for i, a in enumerate(_list(obj["during_wait"], dw)):
-                    parsed = parse_action(a, dw / i, in_script=True)
+                    parsed = parse_action(a, dw / i, in_script=True, in_wait=True)
                     assert not isinstance(parsed, Iterate)
                     during.append(parsed)
             return Iterate(tuple(during))
         case _:
             raise at.error(
                 f'unknown action "{do}"; actions are set, send, drain, hangup, gate, notify, '
-                "snapshot, iterate"
+                "snapshot, iterate, and in format v3 bh-new, bh-schedule, bh-schedule-idle, bh-cancel, "
+                "bh-delete, ctx-set, ctx-poll, timeout"
             )
 
 
@@ -397,11 +564,32 @@ def parse_event(value: object, at: _At) -> Event:
                     )
                 )
             return HandlersEvent(tuple(records))
+        case "bh":
+            _keys(obj, ["event", "bh", "script"], [], at)
+            return BhEvent(_str(obj["bh"], at / "bh"), _str(obj["script"], at / "script"))
+        case "ctx-poll":
+            _keys(obj, ["event", "set"], [], at)
+            s = at / "set"
+            return CtxPollEvent(tuple(_fd_flags(x, s / i) for i, x in enumerate(_list(obj["set"], s))))
+        case "ctx-read" | "ctx-write":
+            _keys(obj, ["event", "fd", "script"], [], at)
+            fd, script = _str(obj["fd"], at / "fd"), _str(obj["script"], at / "script")
+            return CtxReadEvent(fd, script) if kind == "ctx-read" else CtxWriteEvent(fd, script)
+        case "ctx-progress":
+            _keys(obj, ["event", "progress"], [], at)
+            return CtxProgressEvent(_bool(obj["progress"], at / "progress"))
+        case "timeout":
+            _keys(obj, ["event", "ms"], [], at)
+            ms = obj["ms"]
+            if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 0):
+                raise (at / "ms").error(f"expected a whole number of milliseconds >= 0 or null, got {json.dumps(ms)}")
+            return TimeoutEvent(ms)
         case None:
             raise at.error('missing field "event"')
         case _:
             raise at.error(
-                f'unknown event "{kind}"; events are gate, poll, ready, read, write, handlers'
+                f'unknown event "{kind}"; events are gate, poll, ready, read, write, handlers, and in '
+                "format v3 bh, ctx-poll, ctx-read, ctx-write, ctx-progress, timeout"
             )
 
 
@@ -418,14 +606,14 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
     at = _At(source)
     obj = _obj(value, at)
     if "format" not in obj:
-        raise at.error(f'missing field "format" (expected "{FORMAT}" or "{FORMAT_V2}")')
+        raise at.error(f'missing field "format" (expected one of {", ".join(map(json.dumps, FORMATS))})')
     if obj["format"] not in FORMATS:
         raise (at / "format").error(
             f"unsupported format {json.dumps(obj['format'])}; this runner reads "
             + " and ".join(f'"{f}"' for f in FORMATS)
         )
     if GATE_SCRIPTS in obj and obj["format"] == FORMAT:
-        raise (at / GATE_SCRIPTS).error(f'"{GATE_SCRIPTS}" needs "format": "{FORMAT_V2}"')
+        raise (at / GATE_SCRIPTS).error(f'"{GATE_SCRIPTS}" needs "format": "{FORMAT_V2}" or newer')
     missing = [k for k in (*_TOP_REQUIRED, *(("expect",) if require_expect else ())) if k not in obj]
     if missing:
         raise at.error(f"missing field(s) {missing}")
@@ -463,6 +651,9 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
             if gate_runs[gate] not in scripts:
                 raise gat.error(f"script {gate_runs[gate]!r} is not declared in scripts")
 
+    if obj["format"] != FORMAT_V3:
+        _refuse_v3(steps, scripts, at, str(obj["format"]))
+
     known = {*_TOP_REQUIRED, "expect", GATE_SCRIPTS}
     vector = Vector(
         name=name,
@@ -488,11 +679,21 @@ def _walk(actions: Sequence[Action], at: _At) -> Iterator[tuple[Action, _At]]:
             yield from _walk(a.during_wait, at / i / "during_wait")
 
 
+def _refuse_v3(steps: Sequence[Action], scripts: Mapping[str, Sequence[ScriptAction]], at: _At, fmt: str) -> None:
+    places = [(steps, at / "steps")] + [(body, at / "scripts" / name) for name, body in scripts.items()]
+    for actions, base in places:
+        for action, where in _walk(actions, base):
+            if isinstance(action, V3_ACTIONS):
+                do = action_to_json(action)["do"]
+                raise where.error(f'"{do}" needs "format": "{FORMAT_V3}" (this file says {json.dumps(fmt)})')
+
+
 def _check_references(vector: Vector, at: _At) -> None:
     """Names must resolve; sends and drains only on fds that can take them (VECTORS.md)."""
     places = [(vector.steps, at / "steps")] + [
         (body, at / "scripts" / name) for name, body in vector.scripts.items()
     ]
+    created = {a.bh for actions, base in places for a, _ in _walk(actions, base) if isinstance(a, BhNew)}
     for actions, base in places:
         for action, where in _walk(actions, base):
             fd = getattr(action, "fd", None)
@@ -505,6 +706,13 @@ def _check_references(vector: Vector, at: _At) -> None:
                         raise (where / role).error(f"script {script!r} is not declared in scripts")
                 if action.gate is not None and action.gate not in vector.gates:
                     raise (where / "gate").error(f"gate {action.gate!r} is not declared in gates")
+            if isinstance(action, CtxSet | BhNew):
+                for role in ("read", "write", "script"):
+                    script = getattr(action, role, None)
+                    if script is not None and script not in vector.scripts:
+                        raise (where / role).error(f"script {script!r} is not declared in scripts")
+            if isinstance(action, BhSchedule | BhScheduleIdle | BhCancel | BhDelete) and action.bh not in created:
+                raise (where / "bh").error(f"bh {action.bh!r} is never created (no bh-new names it)")
             if isinstance(action, SetGate) and action.gate not in vector.gates:
                 raise (where / "gate").error(f"gate {action.gate!r} is not declared in gates")
             if isinstance(action, Send | Drain) and vector.fds[action.fd] == "pipe-write":

@@ -66,7 +66,7 @@ def test_round_trip_through_the_file_form(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["format"], "iohandler-vector/3", 'unsupported format "iohandler-vector/3"'),
+        (["format"], "iohandler-vector/4", 'unsupported format "iohandler-vector/4"'),
         (["gate_scripts"], {"g": "r"}, 'gate_scripts: "gate_scripts" needs "format": "iohandler-vector/2"'),
         (["format"], KeyError, 'missing field "format"'),
         (["expect"], KeyError, "missing field(s) ['expect']"),
