@@ -46,7 +46,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["MECHANISMS", "SignalInfo", "SignalSet", "signal_name", "signalfd_available"]
+__all__ = ["MECHANISMS", "SignalInfo", "SignalSet", "open_signalfd", "signal_name", "signalfd_available"]
 
 MECHANISMS = ("signalfd", "wakeup")
 
@@ -127,6 +127,13 @@ def _signalfd(fd: int, signals: set[int]) -> int:
         e = ctypes.get_errno()
         raise OSError(e, f"signalfd: {os.strerror(e)}")
     return int(ret)
+
+
+def open_signalfd(signals: set[int]) -> int:
+    """A new non-blocking, close-on-exec signalfd for `signals` (they must be blocked in the
+    thread that reads it): for callers that manage their own signals (the conformance driver's
+    `signal` fds)."""
+    return _signalfd(-1, signals)
 
 
 def signalfd_available() -> bool:

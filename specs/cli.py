@@ -1,7 +1,7 @@
 """`iohandler`: the porter's command line.
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
-        [--format N] [--full] [--timeout S] [-v]
+        [--format N] [--no-signals] [--full] [--timeout S] [-v]
     iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
                                                  generated scenarios, the model as the oracle
     iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
@@ -35,7 +35,8 @@ def _conform(args: argparse.Namespace) -> int:
             print(f"FAIL {o.name} ({o.path})\n  {o.detail}", flush=True)
 
     outcomes = run_conformance(
-        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full
+        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full,
+        signals=not args.no_signals,
     )
     passed = sum(o.passed for o in outcomes)
     skipped = sum(o.skipped for o in outcomes)
@@ -45,7 +46,9 @@ def _conform(args: argparse.Namespace) -> int:
         return 2
     summary = f"{passed} passed, {failed} failed"
     if skipped:
-        summary += f", {skipped} skipped (format newer than --format {args.format}: not conformance to it)"
+        summary += f", {skipped} skipped (format newer than --format {args.format}"
+        summary += ", or signal fds with --no-signals" if args.no_signals else ""
+        summary += ": not conformance to it)"
     print(summary)
     return 1 if failed else 0
 
@@ -66,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "never passed",
     )
     conform.add_argument("--full", action="store_true", help="on a difference, print both whole traces")
+    conform.add_argument(
+        "--no-signals", action="store_true",
+        help="the driver cannot raise signals: vectors with a signal fd are skipped, never passed",
+    )
     conform.set_defaults(func=_conform)
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")

@@ -192,10 +192,12 @@ def run_conformance(
     report: Callable[[Outcome], None] | None = None,
     driver_format: int = len(FORMATS),
     full: bool = False,
+    signals: bool = True,
 ) -> list[Outcome]:
     """Replay every vector found under `paths` against the driver. Never raises for a bad vector
     or a bad driver: each problem becomes a failed Outcome naming the file. A vector in a format
-    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass."""
+    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass;
+    so is a vector with a `signal` fd when the driver cannot raise signals (`signals=False`)."""
     if not 1 <= driver_format <= len(FORMATS):
         raise ValueError(f"driver_format must be 1 to {len(FORMATS)}, got {driver_format!r}")
     outcomes: list[Outcome] = []
@@ -221,6 +223,10 @@ def run_conformance(
             if FORMATS.index(vector.format) + 1 > driver_format:
                 record(Outcome(path, vector.name, False, f"format {vector.format} (driver reads up to "
                                f"{FORMATS[driver_format - 1]})", skipped=True))
+                continue
+            if vector.uses_signals and not signals:
+                record(Outcome(path, vector.name, False, "a signal fd: the driver cannot raise signals "
+                               "(--no-signals)", skipped=True))
                 continue
             if driver is None:
                 try:
