@@ -190,6 +190,40 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
             out.append("| " + " | ".join(row) + " |")
         out.append("")
 
+    if any(s == "bh" for s, _, _ in cells):
+        names = _names(cells, "bh")
+        out += [
+            "## 5. Bottom halves: ns per deferred call",
+            "",
+            "*Loop's thread*: a BH whose callback schedules it again (impl), a callback that "
+            "`call_soon`s itself (asyncio, uvloop): per call, the schedule and one loop iteration. "
+            "*Other thread*: a producer thread hands items to the loop, one call per item: impl "
+            "appends to a deque and schedules one BH that drains it (schedules of a scheduled BH "
+            "coalesce, as QEMU's do); asyncio and uvloop `call_soon_threadsafe(callback, item)`; "
+            "timed until the loop has handled every item. *One at a time*: the same, but the producer "
+            "waits for each item to be handled (a semaphore the callback releases, the same for every "
+            "candidate) before the next: nothing coalesces and every call wakes a blocked loop.",
+            "",
+            "| candidate | loop's thread ns/call | × asyncio | other thread ns/call | × asyncio "
+            "| one at a time ns/call | × asyncio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n in names:
+            row = [n]
+            for p in (0, 1, 2):
+                if ("bh", p, n) in cells:
+                    row += [_ns(cells["bh", p, n]), f"{ratio(cells['bh', p, n], cells['bh', p, 'asyncio']):.2f}"]
+                else:
+                    row += ["", ""]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+        for n in names:
+            if not n.startswith("impl/"):
+                continue
+            for p, what in ((0, "loop's thread"), (1, "other thread"), (2, "other thread, one at a time")):
+                r = ratio(cells["bh", p, n], cells["bh", p, "asyncio"])
+                targets.append(f"BH ({what}), {n}: {r:.2f}× asyncio (target ≤ 1): {_mark(r <= 1)}")
+
     if targets:
         out += ["## Targets", ""] + [f"- {t}" for t in targets] + [""]
     out += ["![benchmark plot](results.png)", ""]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import report
 from bench.candidates import have_uvloop
-from bench.workloads import ChurnFds, IdleFds, PingPong, churn, cpu_count, cpu_info
+from bench.workloads import ChurnFds, IdleFds, PingPong, churn, cpu_count, cpu_info, deferred_calls
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -46,7 +46,7 @@ class Config:
     dispatch_k: tuple[int, ...] = (1, 64)
     idle_n: tuple[int, ...] = (10, 1_000, 10_000)
     gated_g: tuple[int, ...] = (0, 100, 1_000)
-    sections: tuple[str, ...] = ("dispatch", "idle", "churn", "gated")
+    sections: tuple[str, ...] = ("dispatch", "idle", "churn", "gated", "bh")
     units: int = 0  # > 0: this many events/cycles per sample, no calibration (smoke test)
 
 
@@ -67,6 +67,8 @@ def candidates(section: str) -> list[str]:
         return ["bare-epoll", *impls, "seed"]
     if section == "churn":
         return ["bare-selectors", "asyncio", *uv, *impls]
+    if section == "bh":
+        return ["asyncio", *uv, *impls]
     raise ValueError(section)
 
 
@@ -157,12 +159,35 @@ def run_churn_section(cfg: Config, log: Callable[[str], None]) -> list[Cell]:
     return cells
 
 
+def _probe_bh(name: str, param: int, n: int) -> float:
+    return deferred_calls(name, param, n) / n
+
+
+def run_bh_section(cfg: Config, log: Callable[[str], None]) -> list[Cell]:
+    """Deferred calls: param 0 on the loop's thread, 1 from another thread, 2 from another thread
+    one at a time (bench.workloads)."""
+    rows = [(p, name) for p in (0, 1, 2) for name in candidates("bh")]
+    counts = {row: _calibrate(functools.partial(_probe_bh, row[1], row[0]), cfg.sample_s, lo=64, fixed=cfg.units)
+              for row in rows}
+    cells = [Cell("bh", p, name, "ns/call") for p, name in rows]
+    log(f"bh: {len(cells)} cells calibrated")
+
+    def sample(cell: Cell) -> float:
+        n = counts[cell.param, cell.candidate]
+        return deferred_calls(cell.candidate, cell.param, n) / n
+
+    _round_robin(cells, sample, cfg.rounds, log)
+    return cells
+
+
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict[str, object]:
     t0 = time.monotonic()
     cells: list[Cell] = []
     for section in cfg.sections:
         if section == "churn":
             cells += run_churn_section(cfg, log)
+        elif section == "bh":
+            cells += run_bh_section(cfg, log)
         else:
             cells += run_pingpong_section(section, cfg, log)
     return {
@@ -184,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about 20 s)")
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
-    ap.add_argument("--sections", help="comma-separated subset of dispatch,idle,churn,gated")
+    ap.add_argument("--sections", help="comma-separated subset of dispatch,idle,churn,gated,bh")
     ap.add_argument("--out", type=Path, default=RESULTS, help="output directory (default bench/results)")
     ap.add_argument("--publish", action="store_true", help="also copy the table and plot to bench/RESULTS.md and "
                     "bench/results.png (the committed copies the README shows)")

@@ -6,6 +6,9 @@ tears down, and returns the sample; `bench.run` interleaves them round-robin.
 3. churn     cycles per second of register + update + delete on a rotating set of fds.
 4. gated     ns per iteration: ring K=1 plus G idle records whose can_read gate (always open) the
              loop must consult at every fill.
+5. bh        ns per call of a deferred call: a bottom half scheduled and run on the loop's thread
+             (param 0), and handed from another thread (param 1), against asyncio's and uvloop's
+             call_soon / call_soon_threadsafe.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import os
 import resource
 import selectors
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -227,3 +232,143 @@ def cpu_info() -> str:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------------ 5. bottom halves
+
+
+def _deferred_loop(name: str) -> Any:
+    if name.startswith("impl/"):
+        return MainLoop(name.removeprefix("impl/"))
+    if name == "asyncio":
+        return asyncio.SelectorEventLoop()
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    raise ValueError(f"no bh workload for {name}")
+
+
+def bh_same_thread(name: str, calls: int) -> int:
+    """ns for `calls` deferred calls made on the loop's thread, each from the previous one's
+    callback, so each runs in the next iteration: a BH that schedules itself (impl), a callback
+    that call_soon()s itself (asyncio, uvloop). Per call: the schedule and one loop iteration."""
+    loop = _deferred_loop(name)
+    left = [calls]
+    try:
+        if isinstance(loop, MainLoop):
+            impl_loop = loop
+
+            def cb(_: object) -> None:
+                left[0] -= 1
+                if left[0] > 0:
+                    bh.schedule()
+                else:
+                    impl_loop.stop()
+
+            bh = loop.bh_new(cb)
+            gc.collect()
+            t0 = time.perf_counter_ns()
+            bh.schedule()
+            loop.run()
+        else:
+            aloop = loop
+
+            def acb() -> None:
+                left[0] -= 1
+                if left[0] > 0:
+                    aloop.call_soon(acb)
+                else:
+                    aloop.stop()
+
+            gc.collect()
+            t0 = time.perf_counter_ns()
+            loop.call_soon(acb)
+            loop.run_forever()
+        return time.perf_counter_ns() - t0
+    finally:
+        loop.close()
+
+
+def bh_other_thread(name: str, calls: int, one_at_a_time: bool = False) -> int:
+    """ns until the loop has handled `calls` items handed over by another thread, one call per
+    item: impl appends the item to a deque and schedules one BH, whose callback drains the deque
+    (schedules while it is scheduled coalesce: that is the mechanism); asyncio and uvloop
+    call_soon_threadsafe(callback, item). The loop blocks when it has caught up.
+    `one_at_a_time`: the producer waits (on a semaphore the callback releases, the same for
+    every candidate) until each item was handled before handing the next: nothing coalesces,
+    every call wakes a blocked loop."""
+    loop = _deferred_loop(name)
+    got = [0]
+    go = threading.Event()
+    handled = threading.Semaphore(0)
+    wait = handled.acquire if one_at_a_time else _no_wait
+    release = handled.release if one_at_a_time else _no_wait
+    try:
+        if isinstance(loop, MainLoop):
+            impl_loop = loop
+            items: deque[int] = deque()
+
+            def drain(_: object) -> None:
+                pop = items.popleft
+                n = 0
+                while items:
+                    pop()
+                    n += 1
+                    release()
+                got[0] += n
+                if got[0] >= calls:
+                    impl_loop.stop()
+
+            bh = loop.bh_new(drain)
+            append, schedule = items.append, bh.schedule
+
+            def produce() -> None:
+                go.wait()
+                for i in range(calls):
+                    append(i)
+                    schedule()
+                    wait()
+
+            run: Callable[[], object] = loop.run
+        else:
+            aloop = loop
+
+            def cb(_item: int) -> None:
+                got[0] += 1
+                release()
+                if got[0] >= calls:
+                    aloop.stop()
+
+            threadsafe = aloop.call_soon_threadsafe
+
+            def produce() -> None:
+                go.wait()
+                for i in range(calls):
+                    threadsafe(cb, i)
+                    wait()
+
+            run = aloop.run_forever
+        producer = threading.Thread(target=produce)
+        producer.start()
+        gc.collect()
+        t0 = time.perf_counter_ns()
+        go.set()
+        run()
+        t1 = time.perf_counter_ns()
+        producer.join()
+        return t1 - t0
+    finally:
+        loop.close()
+
+
+def _no_wait() -> object:
+    return None
+
+
+def deferred_calls(name: str, param: int, calls: int) -> int:
+    """ns for `calls` calls of section 5: param 0 on the loop's thread, 1 from another thread,
+    2 from another thread one at a time."""
+    if param == 0:
+        return bh_same_thread(name, calls)
+    return bh_other_thread(name, calls, one_at_a_time=param == 2)

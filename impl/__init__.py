@@ -12,6 +12,7 @@ if __name__ != "iohandler.impl":  # the folder impl/ is installed as iohandler.i
     raise ImportError(f"import iohandler.impl, not {__name__}: one module, one name")
 
 
+from iohandler.impl.context import AioContext, AioHandlerInfo, BottomHalf, DeletedBottomHalfError
 from iohandler.impl.errors import (
     ClosedFdError,
     FdError,
@@ -52,7 +53,11 @@ __all__ = [
     "POLLERS",
     "READ_EVENTS",
     "WRITE_EVENTS",
+    "AioContext",
+    "AioHandlerInfo",
+    "BottomHalf",
     "ClosedFdError",
+    "DeletedBottomHalfError",
     "EpollPoller",
     "FdError",
     "FdLike",

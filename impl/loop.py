@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from iohandler.impl.args import FD_LIMIT, FdLike, check_callable, check_delay, fd_number
+from iohandler.impl.context import AioContext, BottomHalf
 from iohandler.impl.errors import (
     ClosedFdError,
     FdError,
@@ -123,6 +124,7 @@ def _after_fork_in_child() -> None:
         loop._registry.clear()  # memory only: the kernel objects are the parent's
         loop._lock = threading.RLock()
         loop._wakeup.after_fork_in_child()
+        loop._context._closed = True  # bh: BottomHalf.schedule reads only the context's flag
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -192,6 +194,9 @@ class MainLoop:
         self._signal_mechanism = signal_mechanism
         self._signals: SignalSet | None = None  # created by the first add_signal_handler (R60)
         self._signal_fd = -1  # its record's fd while open: the loop's own (R38)
+        # bh: qemu_init_main_loop's qemu_aio_context. The ignore: mypy checks this file as
+        # impl.loop while context.py names iohandler.impl.loop, one class seen twice.
+        self._context = AioContext(self)  # type: ignore[arg-type]
         _LIVE_LOOPS.add(self)
 
     # ------------------------------------------------------------------------ registration
@@ -258,6 +263,11 @@ class MainLoop:
             reg = self._registry
             rec = self._by_fd.get(n)
             if rec is None:
+                if n in self._context._by_fd:  # bh: one kernel registration per fd
+                    raise ValueError(
+                        f"fd {n} has a context handler (loop.context.set_fd_handler); an fd is "
+                        "either there or in the fd-handler list, not both"
+                    )
                 rec = reg.add(n)
             elif rec.deleted:
                 reg.revive(rec)
@@ -345,6 +355,17 @@ class MainLoop:
 
     def set_tracer(self, tracer: Tracer | None) -> None:
         self._tracer = tracer
+
+    # ------------------------------------------------------------ bh: the context (context.py)
+
+    @property
+    def context(self) -> AioContext:
+        """The loop's AioContext: bottom halves, context fd handlers, aio_poll."""
+        return self._context
+
+    def bh_new(self, callback: Handler, opaque: Any = None) -> BottomHalf:
+        """qemu_bh_new: a bottom half of the loop's context (`loop.context.bh_new`)."""
+        return self._context.bh_new(callback, opaque)
 
     # ------------------------------------------------------------------------------ timers
 
@@ -482,23 +503,32 @@ class MainLoop:
                 timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
                 fd_errors = self._fd_errors
                 read_events, write_events = READ_EVENTS, WRITE_EVENTS
+                ctx = self._context  # bh
                 while True:
                     tr = self._tracer
                     # Fill (R8-R10, R22).
                     if reg.dirty or reg.gated:
                         self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
+                    if ctx._dirty:  # bh: context fds changed during the last wait
+                        ctx._fill()
                     # Wait (R13, R20, R37).
                     notified = wakeup.flag  # read after the fill: a gate may notify
                     if nonblocking or notified:
                         timeout = 0.0
-                    elif timer_heap:
-                        deadline = self._timers.next_deadline()
-                        if deadline is not None:
-                            left = max(0.0, deadline - time.monotonic())
-                            timeout = left if timeout is None else min(timeout, left)
+                    else:
+                        if timer_heap:
+                            deadline = self._timers.next_deadline()
+                            if deadline is not None:
+                                left = max(0.0, deadline - time.monotonic())
+                                timeout = left if timeout is None else min(timeout, left)
+                        if ctx._pending or ctx._timer_heap:  # bh: aio_ctx_prepare's timeout
+                            left_ctx = ctx.compute_timeout()
+                            if left_ctx is not None:
+                                timeout = left_ctx if timeout is None else min(timeout, left_ctx)
                     if tr is not None:
                         entries = self._poll_set()  # under the lock: a consistent view
+                        ctx_entries = ctx._poll_set()  # bh
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
                     pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
                     self._waiting = True
@@ -509,6 +539,8 @@ class MainLoop:
                             self._pause()
                         if tr is not None:
                             tr.poll(entries)
+                            if ctx_entries:  # bh: only with context fds (older traces unchanged)
+                                tr.aio_poll_set(ctx_entries)
                         if timeout is not None and timeout > MAX_WAIT:
                             events = self._long_wait(wait, timeout)
                         else:
@@ -534,6 +566,7 @@ class MainLoop:
                         wakeup.flag = False
                         woke = 1
                     stray = False
+                    ctx_events: list[tuple[int, int]] | None = None  # bh
                     for fd, ev in events:
                         if fd == wfd:
                             woke = 1
@@ -543,6 +576,10 @@ class MainLoop:
                         if rec is not None and rec.kev:
                             rec.rev = ev
                             ready.append(rec)
+                        elif fd in ctx._slots:  # bh: a context fd (counts in ret, as in glib's poll)
+                            if ctx_events is None:
+                                ctx_events = []
+                            ctx_events.append((fd, ev))
                         else:
                             # Not registered by the loop: a kernel registration that outlived
                             # its fd number (epoll, dup'd file). Rebuild the set or it spins.
@@ -569,9 +606,21 @@ class MainLoop:
                     if self._before_walk is not None:
                         self._before_walk(ready)
                     ret = len(ready) + woke
+                    if ctx_events is not None:  # bh
+                        ret += len(ctx_events)
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
                     called = False
+                    # bh: the context (aio_ctx_check, aio_ctx_dispatch): BHs, its handlers, its
+                    # timers, before the fd-handler walk. Its callbacks may have closed the
+                    # first ready fd, checked above: it is checked again at its turn.
+                    if ctx_events is not None or ctx._revs:
+                        ctx._collect(ctx_events)
+                    if (ctx._pending or ctx._revs or ctx._timer_heap) and ctx._check():
+                        called = True
+                        ctx._dispatch()
+                        if check:
+                            first = None
                     if ret:
                         # Walk (R14-R19): qemu_iohandler_poll over the ready records and the
                         # records flagged deleted (the only ones a walk does anything to).
@@ -921,6 +970,7 @@ class MainLoop:
             if self._signals is not None:  # R64: before the loop is marked closed (it deletes its record)
                 self._signals.close()
             self._closed = True
+            self._context._close()  # bh
             self._registry.clear()
             self._kernel.close()
             self._wakeup.close()

@@ -6,6 +6,10 @@ lock is released by then, so a hook may register or delete handlers as another t
 while the loop blocks: the conformance driver runs its `during_wait` actions here), `ready` after
 the wait, then `read` / `write` just before each handler call. Flags are poll flags (`impl.IN`
 ...); `impl.flag_names` turns them into the vector names.
+
+The context (impl/context.py) adds: `aio_poll_set` right after `poll` when the context has fds
+(and before the wait of `loop.context.poll()`), then after `ready` its dispatch: `bh` before each bottom-half callback,
+`aio_read` / `aio_write` before each context handler call; then the fd-handler walk.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ class Tracer:
     def write(self, fd: int, callback: Handler) -> None:
         """The write handler of `fd` is about to be called."""
 
+    def bh(self, handle: Any, callback: Handler) -> None:
+        """The callback of `handle` (a `BottomHalf`) is about to be called."""
+
+    def aio_read(self, fd: int, callback: Handler) -> None:
+        """The context read handler of `fd` is about to be called."""
+
+    def aio_write(self, fd: int, callback: Handler) -> None:
+        """The context write handler of `fd` is about to be called."""
+
+    def aio_poll_set(self, entries: list[tuple[int, int]]) -> None:
+        """The context's fds in list order: (fd, requested events)."""
+
 
 class ListTracer(Tracer):
     """Records every hook call as a tuple in `events`, e.g. ("read", fd, callback)."""
@@ -56,3 +72,15 @@ class ListTracer(Tracer):
 
     def write(self, fd: int, callback: Handler) -> None:
         self.events.append(("write", fd, callback))
+
+    def bh(self, handle: Any, callback: Handler) -> None:
+        self.events.append(("bh", handle, callback))
+
+    def aio_read(self, fd: int, callback: Handler) -> None:
+        self.events.append(("aio_read", fd, callback))
+
+    def aio_write(self, fd: int, callback: Handler) -> None:
+        self.events.append(("aio_write", fd, callback))
+
+    def aio_poll_set(self, entries: list[tuple[int, int]]) -> None:
+        self.events.append(("aio_poll_set", entries))

@@ -41,6 +41,7 @@ from dataclasses import replace
 
 from iohandler.model import bh as bhs
 from iohandler.model import env
+from iohandler.model.env import InvalidAction
 from iohandler.model.state import (
     IN,
     READ_EVENTS,
@@ -57,6 +58,10 @@ from iohandler.specs.vector import CtxReadEvent, CtxWriteEvent, Event
 
 # A callback (BH or context handler): its script runs against the world.
 Callback = Callable[[World, ScriptName], tuple[World, tuple[Event, ...]]]
+# A vector whose ctx-poll calls nest deeper than this is invalid (VECTORS.md): a callback that
+# polls the context and is called again by that poll re-enters without end, in QEMU too.
+MAX_NESTED_POLLS = 8
+
 # How poll answers: (fds' states, poll set, notifier readable) -> (revents per entry, ret);
 # env.poll, or R36's folded view (model/iterate.py passes it on).
 PollFn = Callable[[Env, PollSet, bool], tuple[tuple[int, ...], int]]
@@ -110,6 +115,11 @@ def aio_poll(world: World, call: Callback, poll: PollFn = env.poll) -> tuple[Wor
     """R46 R47 `aio_poll(ctx, false)`: its own fill and zero-timeout poll, then aio_dispatch
     (the BH walk, then the handler walk); its progress value and events. Callable from any
     callback: `dispatching` is saved and restored, the walking counters nest (R46)."""
+    # Every nested aio_poll that can recur runs inside a walk of the context, so the walking
+    # counters bound its depth.
+    if world.ctx.walking_bh + world.ctx.walking_handlers > MAX_NESTED_POLLS:
+        raise InvalidAction(f"ctx-poll nested more than {MAX_NESTED_POLLS} deep: a callback that polls the "
+                            "context is called again by that poll, without end")
     was = world.ctx.dispatching
     ctx = replace(world.ctx, dispatching=True)
     polled = [n for n in ctx.nodes if not n.deleted]

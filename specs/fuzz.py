@@ -3,7 +3,7 @@
 Hypothesis draws valid vectors with the lockstep suite's strategies (specs/scenarios.py), the
 model (`iohandler.model.iterate.run_vector`) gives the expected trace, and the driver's answer
 (VECTORS.md, the driver protocol) must equal it. A mismatch is shrunk by Hypothesis, pruned of
-the fds, gates and scripts it does not use, printed, and saved as a v1 vector (its `expect` the
+the fds, gates and scripts it does not use, printed, and saved as a vector (its `expect` the
 model's trace) that `iohandler conform DIR` replays.
 
 Hypothesis is imported only when a run starts: `conform` works without it.
@@ -22,6 +22,7 @@ from iohandler.model.state import Env, PollSet
 from iohandler.specs.runner import Driver, DriverFailure, first_difference
 from iohandler.specs.vector import (
     FORMAT_V2,
+    FORMAT_V3,
     Event,
     Vector,
     VectorError,
@@ -57,6 +58,8 @@ class FuzzResult:
     shrink_runs: int = 0  # vectors tried while shrinking a mismatch
     gate_scripts: bool = False
     gate_scripts_how: str = "probed"
+    context: bool = False  # format v3 actions generated (the AioContext, SPEC R42 on)
+    context_how: str = "probed"
     fold: bool = False
     seed: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
@@ -67,6 +70,7 @@ class FuzzResult:
         line = (
             f"fuzz: {self.examples} examples, {self.steps} steps, {n} mismatch{'es' if n != 1 else ''}"
             f"; {gates}; {'HUP/ERR folded (R36); ' if self.fold else ''}seed {self.seed}"
+            f"; context {'on' if self.context else 'off'} ({self.context_how})"
         )
         for m in self.mismatches:
             steps, size = m.size
@@ -173,6 +177,20 @@ def probe_vector() -> Vector:
     )
 
 
+def context_probe_vector() -> Vector:
+    """A tiny format v3 vector whose trace shows whether the driver runs the AioContext."""
+    return parse_vector(
+        {
+            "format": FORMAT_V3, "name": "fuzz-probe-context",
+            "description": "Does the driver run bottom halves and the context's own poll?",
+            "rules": ["R42", "R46"], "fds": {}, "scripts": {"s": [{"do": "timeout"}]}, "gates": {},
+            "steps": [{"do": "bh-new", "bh": "p", "script": "s"}, {"do": "bh-schedule", "bh": "p"},
+                      {"do": "ctx-poll"}, {"do": "iterate"}],
+        },
+        require_expect=False,
+    )
+
+
 def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool) -> Vector:
     body = json.dumps(vector_to_json(replace(vector, name="", description="")), sort_keys=True)
     digest = hashlib.sha256(body.encode()).hexdigest()[:10]
@@ -217,14 +235,15 @@ def fuzz(
     seed: int | None = None,
     save: Path | None = Path("fuzz-failures"),
     gate_scripts: bool | None = None,
+    context: bool | None = None,
     fold: bool = False,
     max_steps: int = 20,
     timeout: float = 10.0,
     report: Callable[[str], None] = print,
 ) -> FuzzResult:
-    """Fuzz `driver` with up to `examples` generated vectors. `gate_scripts`: None probes the
-    driver once. `fold`: the driver's poller folds HUP/ERR (R36); compare with the folded model.
-    Stops at the first mismatch, shrunk and (with `save`) saved there."""
+    """Fuzz `driver` with up to `examples` generated vectors. `gate_scripts`, `context` (format
+    v3 actions): None probes the driver once. `fold`: the driver's poller folds HUP/ERR (R36);
+    compare with the folded model. Stops at the first mismatch, shrunk and (with `save`) saved there."""
     try:
         import hypothesis  # noqa: F401  (the `fuzz` extra)
     except ImportError:
@@ -246,6 +265,10 @@ def fuzz(
             result.gate_scripts = session.mismatch(probe_vector()) is None
         else:
             result.gate_scripts, result.gate_scripts_how = gate_scripts, "as told"
+        if context is None:
+            result.context = session.mismatch(context_probe_vector()) is None
+        else:
+            result.context, result.context_how = context, "as told"
         failing: list[tuple[Vector, str]] = []
 
         def check(vector: Vector) -> None:
@@ -267,7 +290,7 @@ def fuzz(
             suppress_health_check=list(HealthCheck),
             verbosity=Verbosity.quiet,
             print_blob=False,
-        )(given(vectors(max_steps=max_steps, gate_scripts=result.gate_scripts))(check))
+        )(given(vectors(max_steps=max_steps, gate_scripts=result.gate_scripts, context=result.context))(check))
         try:
             hypothesis_seed(result.seed)(run)()
         except _Found:
@@ -287,4 +310,7 @@ def fuzz(
     return result
 
 
-__all__ = ["MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "folded_poll", "fuzz", "probe_vector"]
+__all__ = [
+    "MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "context_probe_vector", "folded_poll", "fuzz",
+    "probe_vector",
+]

@@ -746,6 +746,20 @@ def _check_references(vector: Vector, at: _At) -> None:
                 raise where.error(f"{do} on signal fd {action.fd!r} is invalid (raise and drain it)")
             if isinstance(action, Raise) and vector.fds[action.fd] != SIGNAL_KIND:
                 raise where.error(f"raise on {vector.fds[action.fd]} fd {action.fd!r} is invalid (signal fds only)")
+    # Format v3: an fd is the fd-handler list's or the context's, never both (SPEC R48: the loop
+    # keeps one kernel registration per fd).
+    main_fds, ctx_fds = set(), set()
+    for actions, base in places:
+        for action, where in _walk(actions, base):
+            if isinstance(action, Set):
+                main_fds.add(action.fd)
+            elif isinstance(action, CtxSet):
+                ctx_fds.add(action.fd)
+                if action.fd in main_fds:
+                    raise (where / "fd").error(f"fd {action.fd!r} has a set action too: an fd is registered with "
+                                               "set or with ctx-set, not both")
+    if both := sorted(main_fds & ctx_fds):
+        raise at.error(f"fd {both[0]!r} is registered with set and with ctx-set: an fd is one list's, not both")
     # A send after a hangup of the same fd is invalid; in steps the order is static.
     hung: set[str] = set()
     for action, where in _walk(vector.steps, at / "steps"):

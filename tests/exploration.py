@@ -421,7 +421,8 @@ def check_call(c: Checker, w: World, fd: str, script: str) -> None:
 
 
 @invariant("R11", "ready fds are polled fds, in poll-set order, reporting at most the request plus HUP/ERR")
-@invariant("R13", "the notifier is consumed before the walk; a pending notify makes poll return > 0")
+@invariant("R13", "the notifier is consumed before the walk, a notify from the walk stays pending; a pending "
+           "notify makes poll return > 0")
 @invariant("R14", "no walk unless poll returned > 0: nothing called, nothing reaped")
 @invariant("R15", "the walk calls in list order of the records present at its start; added records are at the head")
 @invariant("R16", "the calls are exactly those the revents give each record as it is at its turn")
@@ -450,6 +451,8 @@ def check_iteration(c: Checker, before: World, a: Iterate, after: World, events:
     w_before, w_after, revents, ret = c.walks[0]
     if w_before.loop.wakeup:
         raise fail("R13", "the notifier was still readable when the walk started")
+    if any(call_after.loop.wakeup for *_, call_after in c.calls) and not after.loop.wakeup:
+        raise fail("R13", "a notify from the walk was consumed before the next iteration")
     notified = before.loop.wakeup or any(isinstance(x, Notify) or (isinstance(x, Set) and (x.read or x.write))
                                          for x in a.during_wait) or c.fill_registered
     if (notified or ready.fds) and not ready.walk:

@@ -85,13 +85,12 @@ CATALOGUE: tuple[Bug, ...] = (
         "            if is_open:\n                asked |= READ_EVENTS", "            if True:\n                asked |= READ_EVENTS"),),
         ("R8", "R10")),
     Bug("notify-lost", "iterate.py", ((
-        "        case Notify():\n            return world.with_loop(Loop(world.loop.records, wakeup=True)), ()",
+        "        case Notify():\n            return aio.notify(world), ()",
         "        case Notify():\n            return world, ()"),), ("R13",)),
-    Bug("notify-consumed-after-walk", "iterate.py", (
-        ("    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n    ready", "    ready"),
-        ("    world, out = dispatch(world, revents, ret, call)\n",
-         "    world, out = dispatch(world, revents, ret, call)\n"
-         "    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n")), ("R13",)),
+    Bug("notify-consumed-after-walk", "iterate.py", ((
+        "    world, out = dispatch(world, revents, ret, call)\n",
+        "    world, out = dispatch(world, revents, ret, call)\n"
+        "    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n"),), ("R13",)),
     Bug("unrequested-events", "env.py", ((
         "readiness(env[fd]) & (events | ALWAYS_REPORTED) for fd", "readiness(env[fd]) for fd"),), ("R11",)),
 )

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from iohandler.impl import POLLERS, MainLoop
 from iohandler.impl.driver import run_vector as impl_run_vector
 from iohandler.specs.vector import (
+    FORMAT_V3,
     Action,
     Hangup,
     Iterate,
@@ -87,6 +88,8 @@ def test_session_replays_bundled_vectors(poller: PollerName) -> None:
     counterexample means what a conformance run would mean."""
     for path in vector_files([bundled_vectors_dir()]):
         v = load_vector(path)
+        if v.format == FORMAT_V3:
+            continue  # the lockstep Session drives format v1/v2 actions; v3 (R42 on) is not in it yet
         config = Config(v.fds, v.gates, v.scripts, gate_runs=v.gate_scripts)
         session = Session(config, poller)
         try:

@@ -151,3 +151,18 @@ def test_a_bh_used_before_its_bh_new_is_an_invalid_action(action: ScriptAction) 
 def test_ctx_poll_without_scripts_is_refused_naming_the_argument() -> None:
     with pytest.raises(ValueError, match="scripts"):
         apply(world(), CtxPoll())
+
+
+def test_a_poll_that_re_enters_itself_without_end_is_an_invalid_vector() -> None:
+    # A socket is always writable: its write handler's nested poll calls it again, and again.
+    scripts: Scripts = {"w": (CtxPoll(),)}
+    w, _ = run(world(x="socket"), [CtxSet("x", None, "w")], scripts)
+    with pytest.raises(InvalidAction, match="nested more than 8 deep"):
+        run(w, [CtxPoll()], scripts)
+    # Eight deep is fine: a BH chain a -> b -> ... each scheduling the next and polling.
+    names = [f"b{i}" for i in range(8)]
+    chain: Scripts = {n: ((BhSchedule(names[i + 1]),) if i + 1 < len(names) else ()) + (CtxPoll(),)
+                      for i, n in enumerate(names)}
+    w, _ = run(world(), [*(BhNew(n, n) for n in reversed(names)), BhSchedule("b0")], chain)
+    _, events = run(w, [CtxPoll()], chain)
+    assert [e.bh for e in events if isinstance(e, BhEvent)] == names

@@ -188,3 +188,15 @@ def test_the_model_driver_passes_the_v3_vectors() -> None:
     outcomes = run_conformance(f"{sys.executable} -m iohandler.model.driver", V3_FILES)
     assert len(outcomes) == len(V3_FILES) >= 30
     assert [o.detail for o in outcomes if not o.passed] == []
+
+
+@pytest.mark.parametrize("order", ["set-first", "ctx-first"])
+def test_an_fd_in_both_lists_is_refused(order: str) -> None:
+    steps = [{"do": "set", "fd": "a", "read": "s"}, {"do": "ctx-set", "fd": "a", "read": "s"}]
+    if order == "ctx-first":
+        steps.reverse()
+    with pytest.raises(VectorError, match=r"'a' .*set.*ctx-set|'a' has a set action too"):
+        parse_vector(doc(steps))
+    # Different fds are fine, and a script's registration counts as much as a step's.
+    with pytest.raises(VectorError, match="'a'"):
+        parse_vector(doc([{"do": "ctx-set", "fd": "a", "read": "s"}], scripts={"s": [{"do": "set", "fd": "a"}]}))

@@ -1,0 +1,652 @@
+"""AioContext: the seed's context, its bottom halves and its fd handlers (QEMU 2.3 `async.c`,
+`aio-posix.c`). One per MainLoop, created with it as `qemu_init_main_loop` creates
+`qemu_aio_context`; every iteration of the loop runs it inside its one wait (the phase order is
+in `MainLoop._iterate`; the rules are specs/SPEC.md's context rules).
+
+Bottom halves (`aio_bh_new`, `qemu_bh_schedule`, `qemu_bh_schedule_idle`, `qemu_bh_cancel`,
+`qemu_bh_delete`, `aio_bh_poll`, `aio_compute_timeout`):
+* The list is the seed's singly linked list, newest first. Here it is a Python list, oldest
+  first: a new BH is appended (the seed's head is the list's end) and a walk goes from the end
+  down to index 0 over the length it saw when it began, so a BH created during a walk is not
+  visited by it. Nothing is removed while any walk is in progress (`_walking_bh`, as the seed's
+  `walking_bh`), so indexes stay valid through nested walks; the walk that brings the count back
+  to 0 frees the deleted ones.
+* `scheduled` is cleared right before the callback is called, so a callback that schedules its
+  own BH runs in the next walk, and one that schedules a BH further down the list runs in this
+  one. Idle BHs do not count in the walk's return value.
+* `schedule()` may come from any thread. It sets `scheduled` first and then tells the loop:
+  `aio_notify`, which is `qemu_notify_event`, on the loop's one notifier. On the loop's own
+  thread outside the wait (callbacks, or no iteration running) that is the loop's notified flag
+  (no system call; the next iteration reads it before its wait, exactly as a readable notifier:
+  R35); anywhere else the notifier is written. `_pending` ("maybe something is scheduled") lets
+  an iteration skip the O(BHs) scan when nothing was scheduled; it is cleared before any scan
+  reads a BH, so a schedule racing with the scan sets it again.
+
+Context fd handlers (`aio_set_fd_handler`, `aio_dispatch`), unlike the fd-handler list (R1-R19):
+a delete outside a walk unlinks the node at once, inside one only flags it (`_walking_handlers`);
+a deleted node is never revived (a new registration is a new node, at the head); there is no
+gate; every call notifies. Their fds are in the loop's kernel set beside the records (one wait):
+a change reaches the kernel at once, or at the next fill while the loop is between a fill and
+the end of its wait (the poll set is fixed then, as R20 fixes the records'). An fd is either a
+record's or a context handler's, never both (one kernel registration per fd).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from iohandler.impl.args import check_callable, check_delay, fd_number
+from iohandler.impl.errors import ClosedFdError, FdError, IOHandlerError, UnpollableFdError
+from iohandler.impl.kernel import identity
+from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS
+from iohandler.impl.registry import Record
+from iohandler.impl.timers import TimerHandle, TimerQueue
+
+if TYPE_CHECKING:
+    from iohandler.impl.args import FdLike
+    from iohandler.impl.loop import MainLoop
+    from iohandler.impl.tracing import Handler
+
+__all__ = ["AioContext", "AioHandlerInfo", "BottomHalf", "DeletedBottomHalfError"]
+
+IDLE_TIMEOUT = 0.01  # seconds: aio_compute_timeout polls idle BHs at least every 10 ms
+_FILE_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR))  # what epoll refuses (EPERM)
+_MAX_POLL_MS = 2**31 - 1
+
+
+class DeletedBottomHalfError(IOHandlerError, RuntimeError):
+    """A bottom half was used after `delete()` (scheduled, cancelled or deleted again). In the
+    seed the record is freed by the next walk, so such a use is a use after free."""
+
+
+def _describe(obj: object) -> str:
+    """repr() for an exception's note, which must never replace the exception (R32)."""
+    try:
+        return repr(obj)
+    except Exception:
+        return f"<{type(obj).__qualname__} object at {id(obj):#x}>"
+
+
+class BottomHalf:
+    """QEMU's QEMUBH: `loop.bh_new(callback, opaque)`; `callback(opaque)` runs in the loop's
+    thread at the context's next BH walk after `schedule()`."""
+
+    __slots__ = ("_callback", "_ctx", "_deleted", "_idle", "_opaque", "_scheduled")
+
+    def __init__(self, ctx: AioContext, callback: Handler, opaque: Any) -> None:
+        self._ctx = ctx
+        self._callback = callback
+        self._opaque = opaque
+        self._scheduled = False
+        self._idle = False
+        self._deleted = False
+
+    @property
+    def callback(self) -> Handler:
+        return self._callback
+
+    @property
+    def opaque(self) -> Any:
+        return self._opaque
+
+    @property
+    def scheduled(self) -> bool:
+        return self._scheduled
+
+    @property
+    def idle(self) -> bool:
+        return self._idle
+
+    @property
+    def deleted(self) -> bool:
+        return self._deleted
+
+    def schedule(self) -> None:
+        """qemu_bh_schedule: run the callback at the next walk (once, however many schedules
+        come before it) and wake the loop. Any thread. A scheduled BH: nothing at all."""
+        ctx = self._ctx
+        if self._deleted or ctx._closed:
+            self._refuse("schedule")
+        if self._scheduled:
+            return
+        self._idle = False
+        self._scheduled = True
+        ctx._pending = True
+        # aio_notify. The flag is the loop's, read under its lock before the wait: only a
+        # thread holding the lock outside the wait may set it (impl/loop.py, R35).
+        loop = ctx._loop
+        if ctx._owned() and not loop._waiting:
+            ctx._wakeup.flag = True
+        else:
+            ctx._wakeup.wake()
+
+    def schedule_idle(self) -> None:
+        """qemu_bh_schedule_idle: run at a walk within about 10 ms; does not wake the loop and
+        does not count as progress. A scheduled BH (idle or not): nothing at all."""
+        ctx = self._ctx
+        if self._deleted or ctx._closed:
+            self._refuse("schedule_idle")
+        if self._scheduled:
+            return
+        self._idle = True
+        self._scheduled = True
+        ctx._pending = True
+
+    def cancel(self) -> None:
+        """qemu_bh_cancel: not run until scheduled again. Allowed on a closed loop."""
+        if self._deleted:
+            self._refuse("cancel")
+        self._scheduled = False
+
+    def delete(self) -> None:
+        """qemu_bh_delete: cancel, and free the BH at the end of the walks in progress (or of
+        the next walk). Allowed on a closed loop; a second delete is refused."""
+        if self._deleted:
+            self._refuse("delete")
+        self._scheduled = False
+        self._deleted = True
+        self._ctx._has_deleted = True  # after the flag: see AioContext._free_deleted
+
+    def _refuse(self, what: str) -> None:
+        if self._deleted:
+            raise DeletedBottomHalfError(f"{what}() on a deleted bottom half {_describe(self)}")
+        self._ctx._loop._check_open()
+
+    def __repr__(self) -> str:
+        state = "deleted" if self._deleted else "scheduled idle" if self._scheduled and self._idle else (
+            "scheduled" if self._scheduled else "idle"
+        )
+        return f"<BottomHalf {_describe(self._callback)} {state}>"
+
+
+class AioHandlerInfo(NamedTuple):
+    """A context handler as `AioContext.handlers()` shows it."""
+
+    fd: int
+    read: Handler | None
+    write: Handler | None
+    opaque: Any
+    deleted: bool
+
+
+class _Node:
+    """QEMU's AioHandler: one registration of an fd (a new registration after a delete is a
+    new node). `rev` is the revents the last wait (or the context's own poll) gave it."""
+
+    __slots__ = ("deleted", "events", "fd", "ident", "opaque", "read", "rev", "write")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.deleted = False
+        self.rev = 0
+        self.events = 0
+        self.read: Handler | None = None
+        self.write: Handler | None = None
+        self.opaque: Any = None
+        self.ident: tuple[object, ...] = ()
+
+
+class AioContext:
+    """`loop.context`. Bottom halves: `bh_new`. Fd handlers: `set_fd_handler`. `poll()` is
+    aio_poll, callable from inside a callback (a nested walk); `compute_timeout()` is
+    aio_compute_timeout; `call_later` adds a context timer (run at the end of the context's
+    dispatch, after its fd handlers, as timerlistgroup_run_timers there)."""
+
+    def __init__(self, loop: MainLoop) -> None:
+        self._loop = loop
+        self._wakeup = loop._wakeup
+        self._owned: Callable[[], bool] = loop._lock._is_owned  # type: ignore[attr-defined]
+        self._closed = False
+        # Bottom halves, oldest first (module docstring).
+        self._bhs: list[BottomHalf] = []
+        self._bh_lock = threading.Lock()  # bh_new (any thread) against _free_deleted
+        self._pending = False
+        self._has_deleted = False
+        self._walking_bh = 0
+        # Fd handlers: nodes oldest first; live nodes by fd; what the kernel holds per fd.
+        self._nodes: list[_Node] = []
+        self._by_fd: dict[int, _Node] = {}
+        self._slots: dict[int, Record] = {}  # fd -> the kernel's view (kev, ident) of it
+        self._dirty: set[int] = set()  # fds whose kernel registration waits for the next fill
+        self._revs: list[_Node] = []  # nodes given revents by the last collect
+        self._walking_handlers = 0
+        self._timers = TimerQueue()
+        self._timer_heap = self._timers.heap
+
+    # ----------------------------------------------------------------------- bottom halves
+
+    def bh_new(self, callback: Handler, opaque: Any = None) -> BottomHalf:
+        """aio_bh_new: a new, unscheduled BH at the head of the list. Any thread."""
+        check_callable("callback", callback)
+        if callback is None:
+            raise TypeError("callback must be callable, got NoneType")
+        if self._closed:
+            self._loop._check_open()
+        bh = BottomHalf(self, callback, opaque)
+        with self._bh_lock:
+            self._bhs.append(bh)
+        return bh
+
+    def bottom_halves(self) -> list[BottomHalf]:
+        """The BH list, newest first, deleted BHs not yet freed included (for tests, debugging)."""
+        with self._bh_lock:
+            return self._bhs[::-1]
+
+    def _has_scheduled(self) -> int:
+        """0: no BH scheduled; 1: only idle ones; 2: a non-idle one. Clears `_pending` first
+        when nothing is scheduled (module docstring)."""
+        self._pending = False
+        found = 0
+        for bh in self._bhs:
+            if bh._scheduled and not bh._deleted:
+                if not bh._idle:
+                    self._pending = True
+                    return 2
+                found = 1
+        if found:
+            self._pending = True
+        return found
+
+    def compute_timeout(self) -> float | None:
+        """aio_compute_timeout in seconds: 0.0 with a non-idle BH scheduled, 0.01 with only idle
+        ones, else the nearest context timer (None: no limit)."""
+        timeout: float | None = None
+        if self._pending:
+            found = self._has_scheduled()
+            if found == 2:
+                return 0.0
+            if found:
+                timeout = IDLE_TIMEOUT
+        if self._timer_heap:
+            deadline = self._timers.next_deadline()
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+        return timeout
+
+    def _free_deleted(self) -> None:
+        # The flag is cleared before the list is read, and delete() sets it after the BH's
+        # flag: a delete racing with this is either seen here or leaves the flag set.
+        self._has_deleted = False
+        with self._bh_lock:
+            self._bhs[:] = [bh for bh in self._bhs if not bh._deleted]
+
+    # ------------------------------------------------------------------------- fd handlers
+
+    def set_fd_handler(
+        self,
+        fd: FdLike,
+        read: Handler | None,
+        write: Handler | None,
+        opaque: Any = None,
+    ) -> None:
+        """aio_set_fd_handler. read and write both None: delete (outside a walk the node is
+        unlinked at once, inside one it is flagged and unlinked when the walk leaves it; an
+        unknown fd: nothing). Otherwise update the fd's live node, or add a new node at the
+        head. Every call notifies the loop (aio_notify). Any thread (the loop's lock is taken)."""
+        loop = self._loop
+        n = fd_number(fd)
+        check_callable("read", read)
+        check_callable("write", write)
+        delete = read is None and write is None
+        ident: tuple[object, ...] = ()
+        if not delete:
+            if self._closed:
+                loop._check_open()
+            try:
+                st = os.fstat(n)
+            except OSError as e:
+                raise ClosedFdError(n, f"fd {n} is not open: {e.strerror}") from e
+            if n == loop._wakeup_fd or n == loop._kernel.own_fd:
+                loop._refuse_own_fd(n)
+            if not loop._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
+                raise UnpollableFdError(
+                    n, f"fd {n} is a regular file or directory; the {loop._poller.name} poller "
+                    "cannot poll it (use poller='poll')"
+                )
+            ident = identity(st)
+        with loop._lock:
+            if self._closed:
+                loop._check_open()
+            node = self._by_fd.get(n)
+            if delete:
+                if node is not None:
+                    del self._by_fd[n]
+                    node.deleted = True
+                    node.rev = 0
+                    if not self._walking_handlers:
+                        self._nodes.remove(node)
+                    self._sync_or_defer(n)
+            else:
+                rec = loop._by_fd.get(n)
+                if rec is not None and (not rec.deleted or rec.kev):
+                    raise ValueError(
+                        f"fd {n} has a handler in the loop's fd-handler list (set_fd_handler); "
+                        "an fd is either there or in the context, not both"
+                    )
+                fresh = node is None
+                if node is None:
+                    node = _Node(n)
+                node.read, node.write, node.opaque, node.ident = read, write, opaque, ident
+                node.events = (READ_EVENTS if read is not None else 0) | (WRITE_EVENTS if write is not None else 0)
+                if fresh:
+                    self._nodes.append(node)
+                    self._by_fd[n] = node
+                try:
+                    self._sync_or_defer(n)
+                except BaseException:
+                    if fresh:  # R30: a refused registration leaves nothing behind
+                        self._unlink(node)
+                    raise
+            # aio_notify: the lock is held, as in MainLoop.set_fd_handler.
+            if loop._waiting:
+                self._wakeup.notify()
+            else:
+                self._wakeup.flag = True
+
+    def _unlink(self, node: _Node) -> None:
+        if self._by_fd.get(node.fd) is node:
+            del self._by_fd[node.fd]
+        node.deleted = True
+        node.rev = 0
+        if not self._walking_handlers:
+            self._nodes.remove(node)
+
+    def handlers(self) -> list[AioHandlerInfo]:
+        """The handler list, newest first, nodes flagged deleted inside a walk included."""
+        with self._loop._lock:
+            return [AioHandlerInfo(n.fd, n.read, n.write, n.opaque, n.deleted) for n in reversed(self._nodes)]
+
+    def _sync_or_defer(self, fd: int) -> None:
+        loop = self._loop
+        if loop._polling or loop._waiting:  # the poll set is fixed until the wait ends
+            self._dirty.add(fd)
+        else:
+            err = self._sync(fd)
+            if err is not None:
+                raise err
+
+    def _fill(self) -> None:
+        """The context's part of the fill: kernel changes deferred during the last wait."""
+        loop = self._loop
+        dirty = self._dirty
+        for fd in sorted(dirty):
+            err = self._sync(fd)
+            dirty.discard(fd)  # after the work: an exception before leaves it for the next fill
+            if err is not None:
+                node = self._by_fd.get(fd)
+                if node is not None:
+                    self._unlink(node)
+                loop._fd_errors.append(err)
+
+    def _sync(self, fd: int) -> FdError | None:
+        """Give the kernel the fd's live node's events (none: drop it), through the loop's
+        Kernel, which checks the file's identity as it does for records (R33, R34)."""
+        kernel = self._loop._kernel
+        node = self._by_fd.get(fd)
+        ev = node.events if node is not None else 0
+        slot = self._slots.get(fd)
+        if slot is None:
+            if not ev:
+                return None
+            slot = Record(fd, 0)
+            slot.stale = False
+            slot.ident = ()
+            self._slots[fd] = slot
+        if node is not None:
+            if slot.kev and node.ident != slot.ident:
+                slot.renew = True  # the number names another file now: register afresh
+            slot.ident = node.ident
+        err = kernel.sync(slot, ev) if ev != slot.kev or slot.renew else None
+        if not slot.kev:
+            del self._slots[fd]
+        if kernel.lost:
+            self._lost()
+        return err
+
+    def _lost(self) -> None:
+        """Context fds a kernel rebuild could not register again (closed while registered):
+        their nodes go, with ClosedFdError at the end of the iteration, as records' do."""
+        loop = self._loop
+        kept = []
+        for fd in loop._kernel.lost:
+            slot = self._slots.pop(fd, None)
+            if slot is None:
+                kept.append(fd)
+                continue
+            node = self._by_fd.get(fd)
+            if node is not None:
+                self._unlink(node)
+            loop._fd_errors.append(ClosedFdError(fd, f"fd {fd}: cannot be registered again"))
+        loop._kernel.lost = kept
+        if kept:
+            loop._quarantine_lost()
+
+    def _poll_set(self) -> list[tuple[int, int]]:
+        """The context's fds in the kernel, in list order (for the tracer)."""
+        slots = self._slots
+        return [(n.fd, slots[n.fd].kev) for n in reversed(self._nodes) if not n.deleted and n.fd in slots]
+
+    def _collect(self, events: list[tuple[int, int]] | None) -> None:
+        """The wait's revents for the context's fds (glib's check writes every polled fd's)."""
+        for old in self._revs:
+            old.rev = 0
+        revs: list[_Node] = []
+        if events:
+            by_fd = self._by_fd
+            for fd, ev in events:
+                node = by_fd.get(fd)
+                if node is None:  # deleted during the wait: the kernel drop waits for the fill
+                    continue
+                if ev & NVAL:  # poll(2): closed while registered (R33)
+                    self._unlink(node)
+                    self._dirty.add(fd)
+                    self._loop._fd_errors.append(
+                        ClosedFdError(fd, f"fd {fd} was closed while registered; its context handlers were removed")
+                    )
+                    continue
+                node.rev = ev
+                revs.append(node)
+        self._revs = revs
+
+    def _check(self) -> bool:
+        """aio_ctx_check: a BH scheduled, a handler with matching revents, or a timer due."""
+        if self._pending:
+            self._pending = False  # before any BH is read (module docstring)
+            for bh in self._bhs:
+                if bh._scheduled and not bh._deleted:
+                    self._pending = True
+                    return True
+        for node in self._revs:
+            rev = node.rev & node.events
+            if (rev & READ_EVENTS and node.read is not None) or (rev & WRITE_EVENTS and node.write is not None):
+                return True
+        if self._timer_heap:
+            deadline = self._timers.next_deadline()
+            return deadline is not None and deadline <= time.monotonic()
+        return False
+
+    def _dispatch(self) -> bool:
+        """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's
+        timers. Returns progress (idle BHs and the context's own notifier do not count)."""
+        progress = False
+        loop = self._loop
+        tr = loop._tracer
+        bhs = self._bhs
+        i = len(bhs)
+        self._pending = False  # before any BH is read: a schedule racing with the walk sets it again
+        self._walking_bh += 1
+        try:
+            while i:
+                i -= 1
+                bh = bhs[i]
+                if bh._scheduled and not bh._deleted:
+                    cb = bh._callback
+                    if tr is not None:
+                        tr.bh(bh, cb)
+                    # From clearing `scheduled` to the call there is no call (no point where a
+                    # signal handler's exception can land, R35): the run is neither lost nor
+                    # doubled. A schedule() that saw it still set returned before this run.
+                    if not bh._idle:
+                        progress = True
+                    bh._idle = False
+                    bh._scheduled = False
+                    try:
+                        cb(bh._opaque)
+                    except BaseException as e:
+                        e.add_note(f"iohandler: raised by the bottom half callback {_describe(cb)}")
+                        raise
+        except BaseException:
+            self._pending = True  # R32: the BHs this walk did not reach run at the next one
+            raise
+        finally:
+            self._walking_bh -= 1
+            if not self._walking_bh and self._has_deleted:
+                self._free_deleted()
+        if self._nodes and self._dispatch_handlers():
+            progress = True
+        if self._timer_heap and self._run_timers():
+            progress = True
+        return progress
+
+    def _dispatch_handlers(self) -> bool:
+        tr = self._loop._tracer
+        nodes = self._nodes
+        progress = False
+        i = len(nodes)
+        while i:
+            i -= 1
+            node = nodes[i]
+            self._walking_handlers += 1
+            try:
+                rev = node.rev & node.events
+                node.rev = 0
+                if not rev:
+                    continue
+                cb = node.read
+                if not node.deleted and rev & READ_EVENTS and cb is not None:
+                    if tr is not None:
+                        tr.aio_read(node.fd, cb)
+                    progress = True
+                    try:
+                        cb(node.opaque)
+                    except BaseException as e:
+                        e.add_note(f"iohandler: raised by the context read handler {_describe(cb)} of fd {node.fd}")
+                        raise
+                cb = node.write  # the current one: the read handler may have changed it
+                if not node.deleted and rev & WRITE_EVENTS and cb is not None:
+                    if tr is not None:
+                        tr.aio_write(node.fd, cb)
+                    progress = True
+                    try:
+                        cb(node.opaque)
+                    except BaseException as e:
+                        e.add_note(f"iohandler: raised by the context write handler {_describe(cb)} of fd {node.fd}")
+                        raise
+            finally:
+                self._walking_handlers -= 1
+                if not self._walking_handlers and node.deleted:
+                    # Nothing is unlinked while a walk is in progress, so the node is still
+                    # at index i (R32: the node in hand is finished even when its handler raised).
+                    if i < len(nodes) and nodes[i] is node:
+                        del nodes[i]
+                    elif node in nodes:
+                        nodes.remove(node)
+        return progress
+
+    # ------------------------------------------------------------------------------ timers
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        """A context timer: `callback(*args)` once, at the end of the context's dispatch, in the
+        first one `delay` s on; it bounds the wait through compute_timeout."""
+        seconds = check_delay("delay", delay)
+        check_callable("callback", callback)
+        loop = self._loop
+        with loop._lock:
+            loop._check_open()
+            handle = TimerHandle(time.monotonic() + seconds, None, callback, args)
+            self._timers.push(handle)
+            if loop._waiting:
+                self._wakeup.notify()
+            else:
+                self._wakeup.flag = True
+        return handle
+
+    def _run_timers(self) -> bool:
+        timers = self._timers
+        now = time.monotonic()
+        last = timers.seq
+        ran = False
+        while (handle := timers.due(now, last)) is not None:
+            ran = True
+            timers.fire(handle, now)
+        return ran
+
+    # ---------------------------------------------------------------------------- aio_poll
+
+    def poll(self, blocking: bool = False) -> bool:
+        """aio_poll: poll the context's fds and the loop's notifier (without blocking, or until
+        something is ready or compute_timeout() passes), then dispatch: BHs, handlers, timers.
+        Returns progress: a non-idle BH, a handler or a timer ran. Callable from inside a
+        callback of this loop (a nested walk, as QEMU's block layer drains); from another thread
+        it waits for the loop's lock. The loop's lock is held throughout, the wait included."""
+        if not isinstance(blocking, bool):
+            raise TypeError(f"blocking must be a bool, got {type(blocking).__name__}")
+        loop = self._loop
+        with loop._lock:
+            loop._check_open()
+            if loop._waiting and self._owned():  # a Tracer's poll hook, mid-wait
+                from iohandler.impl.errors import ReentrantWaitError
+
+                raise ReentrantWaitError("context.poll() called from inside the loop's wait")
+            wakeup = self._wakeup
+            self._walking_handlers += 1
+            try:
+                polled = [n for n in reversed(self._nodes) if not n.deleted and n.events]
+                notified = wakeup.flag
+                timeout = self.compute_timeout() if blocking and not notified else 0.0
+                tr = loop._tracer
+                if tr is not None and polled:
+                    tr.aio_poll_set([(n.fd, n.events) for n in polled])
+                p = select.poll()
+                for n in polled:
+                    p.register(n.fd, n.events)
+                wfd = loop._wakeup_fd
+                p.register(wfd, READ_EVENTS)
+                ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
+                events = dict(p.poll(ms))
+                if notified:
+                    wakeup.flag = False
+                if wfd in events:
+                    wakeup.consume()  # the notifier's own handler: not progress
+                if events:  # aio_poll copies revents only when poll returned > 0
+                    for n in polled:
+                        n.rev = events.get(n.fd, 0)
+            finally:
+                self._walking_handlers -= 1
+            return self._dispatch()
+
+    # ---------------------------------------------------------------------------- closing
+
+    def _close(self) -> None:
+        """The loop closes: nothing runs any more, and the context holds no callback. BHs stay
+        valid objects (delete() and cancel() still work, schedule() raises)."""
+        self._closed = True
+        with self._bh_lock:
+            for bh in self._bhs:
+                bh._scheduled = False
+            self._bhs.clear()
+        self._pending = self._has_deleted = False
+        self._nodes.clear()
+        self._by_fd.clear()
+        self._slots.clear()
+        self._dirty.clear()
+        self._revs = []
+        self._timers.heap.clear()

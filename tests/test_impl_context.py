@@ -1,0 +1,699 @@
+"""The loop's AioContext (impl/context.py) on every poller: bottom halves as QEMU 2.3's async.c
+(list order, what a walk visits, when `scheduled` is cleared, deferred freeing, nested walks,
+the walk's value, the timeout), context fd handlers as aio-posix.c (new node at the head, no
+revival, unlink or flag on delete, no gate), the phase order of one iteration, threads, bad
+input and exceptions."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iohandler.impl import (
+    IN,
+    OUT,
+    READ_EVENTS,
+    WRITE_EVENTS,
+    BottomHalf,
+    ClosedFdError,
+    DeletedBottomHalfError,
+    ListTracer,
+    LoopClosedError,
+    MainLoop,
+    ReentrantWaitError,
+    Seams,
+    UnpollableFdError,
+)
+from iohandler.impl.wakeup import Wakeup
+from tests.support import Pairs
+
+
+def recorder(log: list[Any], name: object) -> Callable[[Any], None]:
+    def cb(opaque: Any) -> None:
+        log.append(name)
+
+    return cb
+
+
+def receiver(log: list[Any], name: object, sock: socket.socket) -> Callable[[Any], None]:
+    """A read handler: logs `name` and drains what the peer sent."""
+
+    def cb(opaque: Any) -> None:
+        log.append(name)
+        sock.recv(10)
+
+    return cb
+
+
+# ------------------------------------------------------------------------------ bottom halves
+
+
+def test_bh_list_is_newest_first_and_walk_runs_it_in_list_order(loop: MainLoop) -> None:
+    log: list[Any] = []
+    a = loop.bh_new(recorder(log, "a"))
+    b = loop.bh_new(recorder(log, "b"))
+    c = loop.context.bh_new(recorder(log, "c"))
+    assert loop.context.bottom_halves() == [c, b, a]
+    a.schedule()
+    c.schedule()
+    b.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert log == ["c", "b", "a"]
+    assert not (a.scheduled or b.scheduled or c.scheduled)
+
+
+def test_callback_gets_opaque_and_sees_scheduled_cleared(loop: MainLoop) -> None:
+    seen: list[Any] = []
+    bh: BottomHalf
+
+    def cb(opaque: Any) -> None:
+        seen.append((opaque, bh.scheduled))
+
+    token = object()
+    bh = loop.bh_new(cb, token)
+    assert bh.opaque is token and bh.callback is cb
+    bh.schedule()
+    bh.schedule()  # a scheduled BH: nothing more
+    loop.main_loop_wait(nonblocking=True)
+    assert seen == [(token, False)]
+
+
+def test_self_schedule_runs_in_the_next_walk_not_this_one(loop: MainLoop) -> None:
+    runs: list[int] = []
+    bh: BottomHalf
+
+    def cb(_: Any) -> None:
+        runs.append(len(runs))
+        if len(runs) < 3:
+            bh.schedule()
+
+    bh = loop.bh_new(cb)
+    bh.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert runs == [0]
+    loop.main_loop_wait(nonblocking=True)
+    assert runs == [0, 1]
+    loop.main_loop_wait()  # scheduled: the timeout is 0, this returns at once
+    assert runs == [0, 1, 2]
+
+
+def test_scheduling_an_older_bh_from_a_callback_runs_it_in_the_same_walk(loop: MainLoop) -> None:
+    log: list[Any] = []
+    older = loop.bh_new(recorder(log, "older"))
+    def cb(_: Any) -> None:
+        log.append("newer")
+        older.schedule()
+
+    newer = loop.bh_new(cb)
+    newer.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert log == ["newer", "older"]
+
+
+def test_bh_created_and_scheduled_by_a_callback_waits_for_the_next_walk(loop: MainLoop) -> None:
+    log: list[Any] = []
+    made: list[BottomHalf] = []
+
+    def cb(_: Any) -> None:
+        bh = loop.bh_new(recorder(log, "new"))
+        bh.schedule()
+        made.append(bh)
+
+    loop.bh_new(cb).schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert log == [] and made[0].scheduled
+    loop.main_loop_wait(nonblocking=True)
+    assert log == ["new"]
+
+
+def test_cancel_and_schedule_again(loop: MainLoop) -> None:
+    log: list[Any] = []
+    bh = loop.bh_new(recorder(log, "x"))
+    bh.schedule()
+    bh.cancel()
+    assert not bh.scheduled
+    assert loop.main_loop_wait(nonblocking=True) == 1  # the schedule's notify still counts
+    assert log == []
+    bh.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert log == ["x"]
+
+
+def test_delete_is_freed_by_the_next_walk_only(loop: MainLoop) -> None:
+    log: list[Any] = []
+    a = loop.bh_new(recorder(log, "a"))
+    b = loop.bh_new(recorder(log, "b"))
+    a.schedule()
+    a.delete()
+    assert a.deleted and not a.scheduled
+    assert loop.context.bottom_halves() == [b, a]  # flagged, still in the list
+    loop.main_loop_wait(nonblocking=True)  # nothing scheduled: no walk (aio_ctx_check)
+    assert loop.context.bottom_halves() == [b, a]
+    b.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert log == ["b"]
+    assert loop.context.bottom_halves() == [b]
+
+
+def test_delete_inside_a_walk_is_not_freed_until_the_walk_ends(loop: MainLoop) -> None:
+    log: list[Any] = []
+    seen: list[list[BottomHalf]] = []
+    older = loop.bh_new(recorder(log, "older"))
+
+    def cb(_: Any) -> None:
+        older.delete()
+        seen.append(loop.context.bottom_halves())
+
+    newer = loop.bh_new(cb)
+    older.schedule()
+    newer.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert log == []  # deleted before the walk reached it
+    assert seen == [[newer, older]]
+    assert loop.context.bottom_halves() == [newer]
+
+
+def test_nested_walk_through_context_poll(loop: MainLoop) -> None:
+    log: list[Any] = []
+    inner_seen: list[Any] = []
+    victim = loop.bh_new(recorder(log, "victim"))
+    later = loop.bh_new(recorder(log, "later"))
+
+    def outer(_: Any) -> None:
+        later.schedule()
+        victim.delete()
+        progress = loop.context.poll()  # a nested walk: runs `later`, frees nothing
+        inner_seen.append((progress, list(log), loop.context.bottom_halves()))
+
+    top = loop.bh_new(outer)
+    top.schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert inner_seen == [(True, ["later"], [top, later, victim])]
+    assert log == ["later"]  # not run twice by the outer walk
+    assert loop.context.bottom_halves() == [top, later]
+
+
+def test_nested_main_loop_wait_stays_refused(loop: MainLoop) -> None:
+    errors: list[BaseException] = []
+
+    def cb(_: Any) -> None:
+        try:
+            loop.main_loop_wait(nonblocking=True)
+        except ReentrantWaitError as e:
+            errors.append(e)
+
+    loop.bh_new(cb).schedule()
+    loop.main_loop_wait(nonblocking=True)
+    assert len(errors) == 1
+
+
+def test_poll_progress_does_not_count_idle_bhs(loop: MainLoop) -> None:
+    log: list[Any] = []
+    bh = loop.bh_new(recorder(log, "x"))
+    assert loop.context.poll() is False
+    bh.schedule_idle()
+    assert bh.idle and bh.scheduled
+    assert loop.context.poll() is False
+    assert log == ["x"] and not bh.idle
+    bh.schedule()
+    assert loop.context.poll() is True
+
+
+def test_schedule_idle_then_schedule_keeps_idle(loop: MainLoop) -> None:
+    bh = loop.bh_new(lambda _: None)
+    bh.schedule_idle()
+    bh.schedule()  # already scheduled: nothing, as in QEMU 2.3
+    assert bh.idle
+    assert loop.context.poll() is False
+
+
+def test_compute_timeout(loop: MainLoop) -> None:
+    ctx = loop.context
+    assert ctx.compute_timeout() is None
+    idle = loop.bh_new(lambda _: None)
+    idle.schedule_idle()
+    assert ctx.compute_timeout() == 0.01
+    busy = loop.bh_new(lambda _: None)
+    busy.schedule()
+    assert ctx.compute_timeout() == 0.0
+    busy.delete()
+    assert ctx.compute_timeout() == 0.01
+    idle.cancel()
+    assert ctx.compute_timeout() is None
+    ctx.call_later(5.0, lambda: None)
+    t = ctx.compute_timeout()
+    assert t is not None and 4.0 < t <= 5.0
+
+
+def test_only_idle_bhs_bound_the_wait_to_10_ms(loop: MainLoop) -> None:
+    log: list[Any] = []
+    loop.bh_new(recorder(log, "idle")).schedule_idle()
+    t0 = time.monotonic()
+    ret = loop.main_loop_wait()
+    elapsed = time.monotonic() - t0
+    assert log == ["idle"]
+    assert ret == 0  # schedule_idle does not notify
+    assert 0.005 < elapsed < 1.0
+
+
+def test_context_timer_runs_in_the_context_dispatch(loop: MainLoop) -> None:
+    log: list[Any] = []
+    loop.context.call_later(0.0, log.append, "ctx-timer")
+    loop.call_later(0.0, log.append, "main-timer")
+    loop.main_loop_wait()
+    assert log == ["ctx-timer", "main-timer"]
+
+
+def test_phase_order_bh_context_handler_fd_handler_timers(loop: MainLoop, socks: Pairs) -> None:
+    log: list[Any] = []
+    ctx_sock, ctx_peer = socks.pair()
+    rec_sock, rec_peer = socks.pair()
+    loop.set_fd_handler(rec_sock, read=receiver(log, "read", rec_sock))
+    loop.context.set_fd_handler(ctx_sock, receiver(log, "aio_read", ctx_sock), None)
+    loop.main_loop_wait(nonblocking=True)  # the registrations' notify
+    loop.bh_new(recorder(log, "bh")).schedule()
+    loop.call_later(0.0, log.append, "timer")
+    ctx_peer.send(b"x")
+    rec_peer.send(b"x")
+    tracer = ListTracer()
+    loop.set_tracer(tracer)
+    ret = loop.main_loop_wait()
+    assert log == ["bh", "aio_read", "read", "timer"]
+    assert ret == 3  # the record, the context fd, the BH's notify
+    kinds = [e[0] for e in tracer.events]
+    assert kinds == ["poll", "aio_poll_set", "ready", "bh", "aio_read", "read"]
+    assert tracer.events[1] == ("aio_poll_set", [(ctx_sock.fileno(), READ_EVENTS)])
+
+
+# ------------------------------------------------------------------------- context handlers
+
+
+def test_context_handlers_new_node_at_head_update_in_place(loop: MainLoop, socks: Pairs) -> None:
+    a, _ = socks.pair()
+    b, _ = socks.pair()
+    ctx = loop.context
+    r1, r2 = recorder([], 1), recorder([], 2)
+    ctx.set_fd_handler(a, r1, None)
+    ctx.set_fd_handler(b, r1, None)
+    ctx.set_fd_handler(a, r2, None, "op")  # update: stays where it is
+    assert [(h.fd, h.read, h.opaque) for h in ctx.handlers()] == [(b.fileno(), r1, None), (a.fileno(), r2, "op")]
+    kernel = loop.snapshot().kernel
+    assert a.fileno() in kernel and b.fileno() in kernel
+    before = kernel[a.fileno()]
+    ctx.set_fd_handler(a, None, r1)
+    assert loop.snapshot().kernel[a.fileno()] != before  # the interest changed at once
+    if loop.poller_name != "selectors":  # selectors keeps its own flags
+        assert before == READ_EVENTS and loop.snapshot().kernel[a.fileno()] == WRITE_EVENTS
+
+
+def test_delete_outside_a_walk_unlinks_at_once(loop: MainLoop, socks: Pairs) -> None:
+    a, _ = socks.pair()
+    loop.context.set_fd_handler(a, lambda _: None, None)
+    loop.context.set_fd_handler(a, None, None)
+    assert loop.context.handlers() == []
+    assert a.fileno() not in loop.snapshot().kernel
+    loop.context.set_fd_handler(a, None, None)  # unknown fd: nothing
+
+
+def test_delete_inside_a_walk_flags_and_a_new_registration_is_a_new_node(loop: MainLoop, socks: Pairs) -> None:
+    a, pa = socks.pair()
+    b, pb = socks.pair()
+    log: list[Any] = []
+    seen: list[Any] = []
+    ctx = loop.context
+
+    def on_b(_: Any) -> None:  # b is newer: its handler runs first
+        log.append("b")
+        b.recv(10)
+        ctx.set_fd_handler(a, None, None)  # flagged: the walk is in progress
+        ctx.set_fd_handler(a, recorder(log, "a-new"), None)  # a new node, at the head
+        seen.append([(h.fd, h.deleted) for h in ctx.handlers()])
+
+    ctx.set_fd_handler(a, recorder(log, "a-old"), None)
+    ctx.set_fd_handler(b, on_b, None)
+    pa.send(b"x")
+    pb.send(b"x")
+    loop.main_loop_wait()
+    # The old node of a is never called (deleted), the new one has no revents this time.
+    assert log == ["b"]
+    assert seen == [[(a.fileno(), False), (b.fileno(), False), (a.fileno(), True)]]
+    assert [(h.fd, h.deleted) for h in ctx.handlers()] == [(a.fileno(), False), (b.fileno(), False)]
+    loop.main_loop_wait()
+    assert log == ["b", "a-new"]
+
+
+def test_write_check_sees_the_current_handler(loop: MainLoop, socks: Pairs) -> None:
+    a, pa = socks.pair()
+    log: list[Any] = []
+
+    def read(_: Any) -> None:
+        log.append("r")
+        a.recv(10)
+        loop.context.set_fd_handler(a, read, recorder(log, "w2"))
+
+    loop.context.set_fd_handler(a, read, recorder(log, "w1"))
+    pa.send(b"x")  # readable; a socket with room is writable
+    loop.main_loop_wait()
+    assert log == ["r", "w2"]
+
+
+def test_context_handler_has_no_gate_and_hup_reaches_read(loop: MainLoop, socks: Pairs) -> None:
+    a, pa = socks.pair()
+    log: list[Any] = []
+    loop.context.set_fd_handler(a, recorder(log, "r"), None)
+    pa.close()
+    socks.socks.remove(pa)
+    loop.main_loop_wait()
+    assert log == ["r"]
+
+
+def test_context_poll_dispatches_handlers_with_progress(loop: MainLoop, socks: Pairs) -> None:
+    a, pa = socks.pair()
+    log: list[Any] = []
+    loop.context.set_fd_handler(a, receiver(log, "r", a), None)
+    pa.send(b"x")
+    assert loop.context.poll(blocking=True) is True
+    assert log == ["r"]
+    assert loop.context.poll() is False  # the registration's notify is consumed, not progress
+
+
+def test_context_poll_blocking_wakes_on_a_worker_schedule(loop: MainLoop) -> None:
+    log: list[Any] = []
+    bh = loop.bh_new(recorder(log, "w"))
+    t = threading.Timer(0.05, bh.schedule)
+    t.start()
+    try:
+        assert loop.context.poll(blocking=True) is True
+    finally:
+        t.join()
+    assert log == ["w"]
+
+
+def test_registration_during_the_wait_reaches_the_kernel_at_the_next_fill(loop: MainLoop, socks: Pairs) -> None:
+    a, pa = socks.pair()
+    log: list[Any] = []
+    pa.send(b"x")
+
+    class During(ListTracer):
+        def poll(self, entries: list[tuple[int, int]]) -> None:
+            super().poll(entries)
+            loop.context.set_fd_handler(a, receiver(log, "r", a), None)
+            loop.set_tracer(None)
+
+    loop.set_tracer(During())
+    assert loop.main_loop_wait() == 1  # the notify; a was not in this wait's poll set
+    assert log == []
+    loop.main_loop_wait()
+    assert log == ["r"]
+
+
+# ------------------------------------------------------------------------------- threads
+
+
+def test_worker_schedule_wakes_a_blocked_loop(loop: MainLoop) -> None:
+    result: list[int] = []
+    done = loop.bh_new(lambda box: result.append(box[0]), [0])
+
+    def work() -> None:
+        done.opaque[0] = 42
+        done.schedule()
+
+    t = threading.Thread(target=work)
+    t0 = time.monotonic()
+    t.start()
+    loop.run_until(lambda: result)
+    t.join()
+    assert result == [42]
+    assert time.monotonic() - t0 < 5.0
+
+
+class CountingWakeup(Wakeup):
+    writes = 0
+
+    def wake(self) -> None:
+        CountingWakeup.writes += 1
+        super().wake()
+
+
+def test_schedule_on_the_loop_thread_makes_no_system_call() -> None:
+    CountingWakeup.writes = 0
+    with MainLoop(seams=Seams(wakeup=CountingWakeup)) as loop:
+        later = loop.bh_new(lambda _: None)
+        seen: list[Any] = []
+
+        def cb(_: Any) -> None:
+            later.schedule()
+            snap = loop.snapshot()
+            seen.append((snap.notified, snap.wakeup_pending))
+
+        loop.bh_new(cb).schedule()  # outside the lock: the notifier is written
+        assert CountingWakeup.writes == 1
+        loop.main_loop_wait()
+        assert seen == [(True, False)]  # the flag, not the fd
+        assert CountingWakeup.writes == 1
+        with loop.lock:
+            loop.bh_new(lambda _: None).schedule()
+        assert CountingWakeup.writes == 1
+        assert loop.main_loop_wait() == 1  # counted once, as a readable notifier
+
+
+# ------------------------------------------------------------------------ bad input (R30)
+
+
+def state(loop: MainLoop) -> tuple[Any, ...]:
+    snap = loop.snapshot()
+    return (
+        loop.context.bottom_halves(),
+        loop.context.handlers(),
+        snap.kernel,
+        snap.notified,
+        snap.wakeup_pending,
+        snap.records,
+    )
+
+
+def test_bh_new_refuses_a_non_callable(loop: MainLoop) -> None:
+    before = state(loop)
+    with pytest.raises(TypeError, match="callback"):
+        loop.bh_new(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="callback"):
+        loop.bh_new(None)  # type: ignore[arg-type]
+    assert state(loop) == before
+
+
+def test_use_after_delete_is_refused(loop: MainLoop) -> None:
+    bh = loop.bh_new(lambda _: None)
+    bh.delete()
+    before = state(loop)
+    for what in ("schedule", "schedule_idle", "cancel", "delete"):
+        with pytest.raises(DeletedBottomHalfError, match=f"{what}\\(\\) on a deleted bottom half"):
+            getattr(bh, what)()
+    assert state(loop) == before
+
+
+def test_context_set_fd_handler_refuses_bad_input(loop: MainLoop, socks: Pairs) -> None:
+    a, _ = socks.pair()
+    loop.context.set_fd_handler(a, lambda _: None, None)
+    loop.main_loop_wait(nonblocking=True)
+    before = state(loop)
+    with pytest.raises(ValueError, match="fd must be >= 0"):
+        loop.context.set_fd_handler(-1, lambda _: None, None)
+    with pytest.raises(TypeError, match="read must be callable"):
+        loop.context.set_fd_handler(a, 1, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="write must be callable"):
+        loop.context.set_fd_handler(a, None, "w")  # type: ignore[arg-type]
+    closed, other = socket.socketpair()
+    n = closed.fileno()
+    closed.close()
+    other.close()
+    with pytest.raises(ClosedFdError):
+        loop.context.set_fd_handler(n, lambda _: None, None)
+    with pytest.raises(ValueError, match="wakeup"):
+        loop.context.set_fd_handler(loop.wakeup_fd, lambda _: None, None)
+    b, _ = socks.pair()
+    loop.set_fd_handler(b, read=lambda _: None)
+    with pytest.raises(ValueError, match="fd-handler list"):
+        loop.context.set_fd_handler(b, lambda _: None, None)
+    with pytest.raises(ValueError, match="context handler"):
+        loop.set_fd_handler(a, read=lambda _: None)
+    loop.set_fd_handler(b, None, None)
+    loop.main_loop_wait(nonblocking=True)
+    assert state(loop) == before
+    if loop.poller_name != "poll":
+        with tempfile.TemporaryFile() as f, pytest.raises(UnpollableFdError):
+            loop.context.set_fd_handler(f, lambda _: None, None)
+        assert state(loop) == before
+
+
+def test_a_deleted_record_leaves_its_fd_to_the_context(loop: MainLoop, socks: Pairs) -> None:
+    a, pa = socks.pair()
+    log: list[Any] = []
+    loop.set_fd_handler(a, read=lambda _: None)
+    loop.main_loop_wait(nonblocking=True)
+    loop.set_fd_handler(a, None, None)
+    loop.context.set_fd_handler(a, receiver(log, "ctx", a), None)
+    pa.send(b"x")
+    loop.main_loop_wait()
+    assert log == ["ctx"]
+
+
+# ------------------------------------------------------------------- exceptions (R32), close
+
+
+def test_bh_exception_leaves_the_list_consistent(loop: MainLoop) -> None:
+    log: list[Any] = []
+    older = loop.bh_new(recorder(log, "older"))
+    gone = loop.bh_new(recorder(log, "gone"))
+
+    def boom(_: Any) -> None:
+        gone.delete()
+        raise KeyError("boom")
+
+    bad = loop.bh_new(boom)
+    older.schedule()
+    bad.schedule()
+    with pytest.raises(KeyError) as info:
+        loop.main_loop_wait(nonblocking=True)
+    assert any("bottom half callback" in n for n in info.value.__notes__)
+    assert log == []
+    assert older.scheduled and not bad.scheduled
+    assert loop.context.bottom_halves() == [bad, older]  # `gone` freed: no walk in progress
+    loop.main_loop_wait(nonblocking=True)
+    assert log == ["older"]
+
+
+def test_exception_with_an_unprintable_callback_keeps_the_original(loop: MainLoop) -> None:
+    class Ugly:
+        def __repr__(self) -> str:
+            raise AttributeError("no repr")
+
+        def __call__(self, _: Any) -> None:
+            raise KeyError("original")
+
+    loop.bh_new(Ugly()).schedule()
+    with pytest.raises(KeyError, match="original"):
+        loop.main_loop_wait(nonblocking=True)
+
+
+def test_context_handler_exception_finishes_the_node_in_hand(loop: MainLoop, socks: Pairs) -> None:
+    a, pa = socks.pair()
+    log: list[Any] = []
+
+    def boom(_: Any) -> None:
+        a.recv(10)
+        loop.context.set_fd_handler(a, None, None)
+        raise ValueError("boom")
+
+    loop.context.set_fd_handler(a, boom, None)
+    pa.send(b"x")
+    with pytest.raises(ValueError) as info:
+        loop.main_loop_wait()
+    assert any("context read handler" in n for n in info.value.__notes__)
+    assert loop.context.handlers() == []
+    loop.context.set_fd_handler(a, receiver(log, "again", a), None)
+    pa.send(b"y")
+    loop.main_loop_wait()
+    assert log == ["again"]
+
+
+def test_close_with_bhs_scheduled() -> None:
+    log: list[Any] = []
+    loop = MainLoop()
+    bh = loop.bh_new(recorder(log, "x"))
+    idle = loop.bh_new(recorder(log, "idle"))
+    bh.schedule()
+    idle.schedule_idle()
+    loop.close()
+    assert log == [] and not bh.scheduled
+    assert loop.context.bottom_halves() == []
+    with pytest.raises(LoopClosedError):
+        bh.schedule()
+    with pytest.raises(LoopClosedError):
+        idle.schedule_idle()
+    with pytest.raises(LoopClosedError):
+        loop.bh_new(lambda _: None)
+    with pytest.raises(LoopClosedError):
+        loop.context.poll()
+    bh.cancel()
+    bh.delete()  # cleanup after close is allowed
+    assert bh.deleted
+
+
+def test_close_from_another_thread_while_a_worker_schedules() -> None:
+    loop = MainLoop()
+    runs: list[int] = []
+    bh = loop.bh_new(lambda _: runs.append(1))
+    refused: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker() -> None:  # until the close refuses it (or the test gives up)
+        while not stop.is_set():
+            try:
+                bh.schedule()
+            except LoopClosedError as e:
+                refused.append(e)
+                return
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    time.sleep(0.05)
+    loop.close()
+    runner.join(5)
+    t.join(5)
+    stop.set()
+    t.join(5)
+    assert not runner.is_alive() and not t.is_alive()
+    assert runs and refused
+
+
+@pytest.mark.parametrize("flags", [IN, OUT])
+def test_poll_set_trace_lists_context_fds_newest_first(loop: MainLoop, socks: Pairs, flags: int) -> None:
+    a, _ = socks.pair()
+    b, _ = socks.pair()
+    cb = recorder([], "x")
+    read, write = (cb, None) if flags == IN else (None, cb)
+    loop.context.set_fd_handler(a, read, write)
+    loop.context.set_fd_handler(b, read, write)
+    tracer = ListTracer()
+    loop.set_tracer(tracer)
+    loop.main_loop_wait(nonblocking=True)
+    ev = READ_EVENTS if flags == IN else WRITE_EVENTS
+    assert ("aio_poll_set", [(b.fileno(), ev), (a.fileno(), ev)]) in tracer.events
+
+
+def test_fd_closed_while_registered_on_poll_is_removed(socks: Pairs) -> None:
+    with MainLoop("poll") as loop:
+        r, w = os.pipe()
+        os.close(w)
+        loop.context.set_fd_handler(r, lambda _: os.read(r, 1), None)
+        os.close(r)
+        with pytest.raises(ClosedFdError):
+            loop.main_loop_wait()
+        assert loop.context.handlers() == []
+        assert loop.main_loop_wait(nonblocking=True) == 0
+
+
+# ------------------------------------------------------------------------------ the README
+
+
+def test_readme_worker_thread_example_runs_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """README's bottom-half example, run as it is written there, prints what it says."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Bottom halves and the context", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "done.schedule()" in code and "threading.Thread" in code
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+    printed = capsys.readouterr().out
+    expected = code.rsplit("# ", 1)[1].strip()  # the comment after the last print
+    assert printed.strip() == expected == "[499500]"
