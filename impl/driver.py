@@ -4,7 +4,8 @@ Reads vectors (one compact JSON per line) on stdin and answers traces (VECTORS.m
 protocol"). Each vector gets fresh fds and a fresh MainLoop (`VectorSession`, which the lockstep
 tests reuse). Trace events come from the loop's tracer hooks; the `during_wait` actions of an
 `iterate` run from the `poll` hook, after the poll set is built and before the kernel samples
-readiness.
+readiness. Format v3 (the AioContext, SPEC R42 on) drives `loop.context`: BHs by name, context
+handlers, `context.poll()`, `context.compute_timeout()`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from iohandler.impl.context import BottomHalf
 from iohandler.impl.loop import MainLoop
 from iohandler.impl.pollers import POLLERS, default_poller_name, flag_names
 from iohandler.impl.signals import open_signalfd
@@ -26,6 +28,18 @@ from iohandler.impl.tracing import Handler, Tracer
 from iohandler.specs.protocol import InvalidVector, serve
 from iohandler.specs.vector import (
     Action,
+    BhCancel,
+    BhDelete,
+    BhEvent,
+    BhNew,
+    BhSchedule,
+    BhScheduleIdle,
+    CtxPoll,
+    CtxPollEvent,
+    CtxProgressEvent,
+    CtxReadEvent,
+    CtxSet,
+    CtxWriteEvent,
     Drain,
     Event,
     FdKind,
@@ -43,6 +57,8 @@ from iohandler.specs.vector import (
     Set,
     SetGate,
     Snapshot,
+    Timeout,
+    TimeoutEvent,
     Vector,
     WriteEvent,
 )
@@ -62,6 +78,21 @@ class _Script:
 
     def __repr__(self) -> str:
         return f"<script {self.name}>"
+
+
+class _BhScript:
+    """A BH's callback: runs the script's actions (its `bh` event comes from the tracer hook)."""
+
+    def __init__(self, session: VectorSession, name: str) -> None:
+        self.session = session
+        self.name = name
+
+    def __call__(self, opaque: Any) -> None:
+        for action in self.session.scripts_of[self.name]:
+            self.session.act(action)
+
+    def __repr__(self) -> str:
+        return f"<bh script {self.name}>"
 
 
 class _Gate:
@@ -171,14 +202,35 @@ class _Tracer(Tracer):
     def poll(self, entries: list[tuple[int, int]]) -> None:
         s = self.s
         s.events.append(PollEvent(tuple((s.names[fd], flag_names(ev)) for fd, ev in entries)))
+        s.ctx_poll_at = len(s.events)  # the context's set, when the loop reports it, goes here
         s.on_poll(entries)
         during, s.during = s.during, ()
         for action in during:
             s.act(action)
 
+    def aio_poll_set(self, entries: list[tuple[int, int]]) -> None:
+        # The main wait's context fds, computed before the wait, are reported after the `poll`
+        # hook ran the during_wait actions: the event goes right after `poll` (VECTORS.md, v3).
+        # A context.poll() of its own (a ctx-poll action) reports its set too: not an event.
+        s = self.s
+        if s.ctx_poll_at is not None:
+            event = CtxPollEvent(tuple((s.names[fd], flag_names(ev)) for fd, ev in entries))
+            s.events.insert(s.ctx_poll_at, event)
+            s.ctx_poll_at = None
+
     def ready(self, entries: list[tuple[int, int]], walk: bool) -> None:
         names = self.s.names
+        self.s.ctx_poll_at = None
         self.s.events.append(ReadyEvent(tuple((names[fd], flag_names(ev)) for fd, ev in entries), walk))
+
+    def bh(self, handle: Any, callback: Handler) -> None:
+        self.s.events.append(BhEvent(self.s.bh_names[handle], str(callback_name(callback))))
+
+    def aio_read(self, fd: int, callback: Handler) -> None:
+        self.s.events.append(CtxReadEvent(self.s.names[fd], str(callback_name(callback))))
+
+    def aio_write(self, fd: int, callback: Handler) -> None:
+        self.s.events.append(CtxWriteEvent(self.s.names[fd], str(callback_name(callback))))
 
     def read(self, fd: int, callback: Handler) -> None:
         self.s.on_dispatch(self.s.names[fd], 0, callback)
@@ -202,6 +254,8 @@ class VectorSession:
 
     during: tuple[ScriptAction, ...] = ()
     """The current iterate's `during_wait` actions, until the tracer's poll hook takes them."""
+    ctx_poll_at: int | None = None
+    """Where the main wait's `ctx-poll` event goes (after `poll`), until the loop reports it."""
 
     def __init__(
         self,
@@ -219,6 +273,9 @@ class VectorSession:
         self.scripts_of = dict(scripts)
         self.events: list[Event] = []
         self.scripts = {name: _Script(self, name) for name in scripts}
+        self.bh_scripts = {name: _BhScript(self, name) for name in scripts}
+        self.bhs: dict[str, BottomHalf] = {}  # a vector's BH name -> the BH it names now
+        self.bh_names: dict[BottomHalf, str] = {}  # every BH created -> the name it was created under
         self.gates = {name: _Gate(self, name, value, runs.get(name)) for name, value in gates.items()}
         self.fds: dict[str, RealFd] = {}
         self.loop: MainLoop | None = None
@@ -304,12 +361,43 @@ class VectorSession:
                 loop.notify()
             case Snapshot():
                 self.events.append(HandlersEvent(self.live_rows()))
+            case BhNew(name, script):
+                bh = loop.bh_new(self.bh_scripts[script], name)
+                self.bhs[name] = bh
+                self.bh_names[bh] = name
+            case BhSchedule(name):
+                self._bh(name).schedule()
+            case BhScheduleIdle(name):
+                self._bh(name).schedule_idle()
+            case BhCancel(name):
+                self._bh(name).cancel()
+            case BhDelete(name):
+                self._bh(name).delete()
+            case CtxSet(fd, read, write):
+                loop.context.set_fd_handler(
+                    self.fds[fd].fd,
+                    self.scripts[read] if read is not None else None,
+                    self.scripts[write] if write is not None else None,
+                    opaque=fd,
+                )
+            case CtxPoll():
+                self.events.append(CtxProgressEvent(loop.context.poll(blocking=False)))
+            case Timeout():
+                seconds = loop.context.compute_timeout()
+                self.events.append(TimeoutEvent(None if seconds is None else round(seconds * 1000)))
             case Iterate(during_wait):
                 self.during = during_wait
                 try:
                     loop.main_loop_wait(nonblocking=True)
                 finally:
                     self.during = ()
+
+
+    def _bh(self, name: str) -> BottomHalf:
+        try:
+            return self.bhs[name]
+        except KeyError:
+            raise InvalidVector(f"bh {name!r} used before its bh-new") from None
 
 
 def run_vector(vector: Vector, poller: str | None = None) -> list[Event]:
