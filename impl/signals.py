@@ -18,13 +18,16 @@ Two mechanisms give the same callbacks:
   lowest number first (the synchronous ones, SIGSEGV..., before the others; a thread's own
   before the process's).
 * "wakeup" (where signalfd is missing, or chosen): Python's own C-level handler writes each
-  signal's number to `signal.set_wakeup_fd` (a socketpair here), as asyncio does; the
-  dispositions become a handler that does nothing else. The socket gives numbers only (pid, uid
-  and code are None) and one byte per delivery, so this side keeps the kernel's pending set
-  itself: a standard signal is pending once, a real-time one once per byte, handed out in the
-  kernel's order. The seed's compat path (`qemu_signalfd_compat`) used a thread in `sigwait`
-  writing to a pipe; Python cannot block a signal in threads it did not start, so the wakeup
-  fd, which works whatever thread the kernel picks, is the sound choice here.
+  signal's number to `signal.set_wakeup_fd` (a pipe here), as asyncio does, and the Python-level
+  handler installed as the disposition records the signal's kind. The pipe gives numbers only
+  (pid, uid and code are None) and one byte per delivery, so this side keeps the kernel's pending
+  set itself: a standard signal is pending once, a real-time one once per byte, handed out in the
+  kernel's order. A pipe merges one-byte writes (about 65 536 of them fit; a socket pair, which
+  gives each byte its own buffer, held about 278); when a flood fills it anyway, the runtime's
+  write fails silently, so a kind whose bytes were lost is taken from the recorded kinds (R61:
+  at least once). The seed's compat path (`qemu_signalfd_compat`) used a thread in `sigwait`
+  writing to a pipe; Python cannot block a signal in threads it did not start, so the wakeup fd,
+  which works whatever thread the kernel picks, is the sound choice here.
 
 One loop per process holds signal handlers at a time: masks and dispositions are the process's.
 """
@@ -35,9 +38,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
+import select
 import signal
-import socket
 import struct
 import sys
 import threading
@@ -62,6 +66,7 @@ _SYNCHRONOUS = frozenset(
 _UNCATCHABLE = frozenset((int(signal.SIGKILL), int(signal.SIGSTOP)))
 _SIGINFO = struct.Struct("=IiiII")  # signalfd_siginfo: ssi_signo, ssi_errno, ssi_code, ssi_pid, ssi_uid
 _SIGINFO_SIZE = 128  # sizeof(struct signalfd_siginfo)
+_ZEROS = bytes(4096)
 
 
 class SignalInfo(NamedTuple):
@@ -184,8 +189,27 @@ _owner: weakref.ref[SignalSet] | None = None  # the one SignalSet holding signal
 _owner_lock = threading.Lock()
 
 
-def _noop_handler(signum: int, frame: object) -> None:
-    """The wakeup mechanism's disposition: Python's C handler has written the fd already."""
+_TRIPPED: set[int] = set()
+"""Wakeup mechanism: the kinds whose Python-level handler ran and whose byte has not been seen
+yet. The handler runs in the main thread (at a bytecode boundary), after the runtime's C handler
+has written the byte or failed to (a full pipe): R61's net for a flood."""
+
+_MARKER = 255  # the wakeup pipe's re-arm byte: no signal has this number
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+def _wakeup_handler(signum: int, frame: object) -> None:
+    """The wakeup mechanism's disposition: the C handler has written the pipe (if it had room)."""
+    _TRIPPED.add(signum)
+
+
+def _pipe_capacity(fd: int) -> int:
+    """Bytes the pipe holds before a write fails: the kernel says on Linux; elsewhere PIPE_BUF,
+    the least POSIX allows (a low guess only makes R61's net act more often)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+    return select.PIPE_BUF
 
 
 class SignalSet:
@@ -202,13 +226,16 @@ class SignalSet:
         self.handlers: dict[int, tuple[Callable[..., object], tuple[Any, ...]]] = {}
         self._blocked: set[int] = set()  # signals this set blocked (they were not blocked before)
         self._saved: dict[int, Any] = {}  # wakeup: signum -> previous disposition
-        self._fd = -1  # the record's fd (signalfd, or the socketpair's read end)
-        self._socks: tuple[socket.socket, socket.socket] | None = None
+        self._fd = -1  # the record's fd (signalfd, or the wakeup pipe's read end)
+        self._pipe: tuple[int, int] | None = None  # wakeup: (read end, write end)
         self._prev_wakeup = -1
         self._holding = False  # owns the process's signal state (some handler installed)
-        # wakeup: the kernel's pending set, kept here (module docstring)
-        self._std: set[int] = set()
-        self._rt: dict[int, int] = {}
+        # wakeup: the kernel's pending set, kept here (module docstring): signal numbers in
+        # reverse delivery order (the next one last), a standard one at most once
+        self._held: list[int] = []
+        self._rbuf = bytearray(4096)  # read into, zero where nothing was read (R35)
+        self._seen: set[int] = set()  # kinds read from the pipe since it was last empty
+        self._since_empty = 0  # bytes read from the pipe since it was last empty
         self.closed = False
 
     def fileno(self) -> int:
@@ -262,8 +289,8 @@ class SignalSet:
         else:
             self._drain()  # bytes already written for it are dropped with it
             signal.signal(signum, self._saved.pop(signum))
-            self._std.discard(signum)
-            self._rt.pop(signum, None)
+            self._held = [s for s in self._held if s != signum]
+            _TRIPPED.discard(signum)
         del self.handlers[signum]
         if not self.handlers:
             loop = self._loop()
@@ -282,13 +309,13 @@ class SignalSet:
                     "the process's, so one loop at a time may have them"
                 )
             if self.mechanism == "wakeup":
-                if self._socks is None:
-                    a, b = socket.socketpair()
-                    a.setblocking(False)
-                    b.setblocking(False)
-                    self._socks = (a, b)
-                    self._fd = a.fileno()
-                prev = signal.set_wakeup_fd(self._socks[1].fileno(), warn_on_full_buffer=False)
+                if self._pipe is None:
+                    r, w = os.pipe()
+                    os.set_blocking(r, False)
+                    os.set_blocking(w, False)
+                    self._pipe = (r, w)
+                    self._fd = r
+                prev = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
                 if prev != -1:
                     signal.set_wakeup_fd(prev)
                     raise RuntimeError(
@@ -340,7 +367,7 @@ class SignalSet:
                 f"signum {signal_name(signum)}: its handler was not installed from Python, "
                 "so it could not be restored; the wakeup mechanism refuses it"
             )
-        signal.signal(signum, _noop_handler)
+        signal.signal(signum, _wakeup_handler)
         self._saved[signum] = prev
 
     def _discard_pending(self, signum: int) -> None:
@@ -375,7 +402,7 @@ class SignalSet:
                     e.add_note(f"iohandler: raised by the signal handler {callback!r} of {signal_name(info.signo)}")
                     raise
         finally:
-            if wakeup and (self._std or self._rt):
+            if wakeup and self._held:
                 self._rearm()
 
     def _take_signalfd(self) -> SignalInfo | None:
@@ -389,45 +416,79 @@ class SignalSet:
         return SignalInfo(signo, pid, uid, code)
 
     def _drain(self) -> None:
-        """Move what the socket holds into the pending set (wakeup mechanism)."""
-        assert self._socks is not None
-        sock = self._socks[0]
+        """Move what the pipe holds into the pending list (wakeup mechanism). Each read lands in
+        `_rbuf` and is merged in one step with no call between the stores (R35)."""
+        assert self._pipe is not None
+        rbuf = self._rbuf
         while True:
+            if rbuf.count(0) != len(rbuf):  # read but not merged yet: a KeyboardInterrupt came
+                self._merge(rbuf)
             try:
-                data = sock.recv(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not data:
-                return
-            for b in data:
-                if b == 0:  # _rearm's marker
-                    continue
-                if b >= signal.SIGRTMIN:
-                    self._rt[b] = self._rt.get(b, 0) + 1
-                else:
-                    self._std.add(b)
+                os.readv(self._fd, [rbuf])
+            except BlockingIOError:
+                break
+            if rbuf.count(0) == len(rbuf):  # end of file: cannot happen while we hold the write end
+                break
+        self._pipe_empty()
+
+    def _merge(self, rbuf: bytearray) -> None:
+        data = bytes(rbuf)
+        held = list(self._held)
+        have = set(held)
+        seen = set(self._seen)
+        for b in data:
+            if b == 0:  # never read into
+                continue
+            if b != _MARKER:
+                seen.add(b)
+                if b >= signal.SIGRTMIN or b not in have:
+                    held.append(b)
+                    have.add(b)
+        held.sort(key=order_key, reverse=True)  # stable: real-time ones of a number keep order
+        count = self._since_empty + len(data) - data.count(0)
+        # The commit: stores only, no call between them (R35).
+        self._held = held
+        self._seen = seen
+        self._since_empty = count
+        rbuf[:] = _ZEROS
+
+    def _pipe_empty(self) -> None:
+        """The pipe was found empty: every byte written since it was last empty has been read.
+        If they filled it, a write may have failed: a kind recorded by the Python-level handler
+        and not seen in the pipe is taken as pending once (R61: at least once). Kinds seen are
+        forgotten; others stay recorded (their byte may still be on its way)."""
+        global _TRIPPED
+        kinds = set(_TRIPPED) & set(self.handlers)
+        full = self._since_empty >= select.PIPE_BUF and self._since_empty >= _pipe_capacity(self._fd)
+        held = self._held
+        if full:
+            lost = kinds - self._seen
+            if lost:
+                have = set(held)
+                held = held + [k for k in lost if k >= signal.SIGRTMIN or k not in have]
+                held.sort(key=order_key, reverse=True)
+            done = kinds
+        else:
+            done = kinds & self._seen
+        # The commit: stores only (R35).
+        self._held = held
+        self._seen = set()
+        self._since_empty = 0
+        _TRIPPED -= done
 
     def _take_wakeup(self) -> SignalInfo | None:
         self._drain()  # what arrived since the last one: as a signalfd read sees it
-        std, rt = self._std, self._rt
-        if not std and not rt:
+        held = self._held
+        if not held:
             return None
-        signo = min((*std, *rt), key=order_key)
-        if signo in std:
-            std.discard(signo)
-        else:
-            left = rt[signo] - 1
-            if left:
-                rt[signo] = left
-            else:
-                del rt[signo]
+        signo = held.pop()
         return SignalInfo(signo, None, None, None)
 
     def _rearm(self) -> None:
         """Keep the record readable while this side holds pending signals (R63)."""
-        assert self._socks is not None
+        assert self._pipe is not None
         with contextlib.suppress(BlockingIOError):  # full: readable anyway
-            self._socks[1].send(b"\0")
+            os.write(self._pipe[1], bytes((_MARKER,)))
 
     # --------------------------------------------------------------------- close, fork
 
@@ -453,10 +514,10 @@ class SignalSet:
         self._close_fds()
 
     def _close_fds(self) -> None:
-        if self._socks is not None:
-            for s in self._socks:
-                s.close()
-            self._socks = None
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
         elif self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
@@ -475,8 +536,8 @@ class SignalSet:
         if self.mechanism == "wakeup" and self._holding:
             signal.set_wakeup_fd(self._prev_wakeup)
         self.handlers.clear()
-        self._std.clear()
-        self._rt.clear()
+        self._held = []
+        _TRIPPED.clear()
         self._holding = False
         _owner = None
 

@@ -9,6 +9,7 @@ dispositions are exactly as before once its loop is closed (R64)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -527,3 +528,22 @@ def test_a_collected_loop_restores_the_signal_state() -> None:
             del loop
             gc.collect()
         assert signal.SIGUSR1 not in mask()
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="needs F_SETPIPE_SZ (Linux) to shrink the pipe")
+def test_wakeup_pipe_full_loses_no_kind() -> None:
+    """R61 on the wakeup mechanism: when a flood fills the pipe the runtime's writes fail
+    silently; the kinds recorded by the Python-level handler stand in for the lost bytes."""
+    with MainLoop(signal_mechanism="wakeup") as loop:
+        got = collect(loop, signal.SIGUSR1, RT)
+        sigset = loop.signal_set
+        assert sigset is not None
+        size = fcntl.fcntl(sigset.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+        for _ in range(size + 500):
+            raise_(RT)
+        raise_(signal.SIGUSR1)  # its byte finds the pipe full
+        for _ in range(size // 64 + 20):
+            if loop.main_loop_wait(nonblocking=True) == 0:
+                break
+        assert signos(got).count(signal.SIGUSR1) == 1
+        assert size <= signos(got).count(RT) <= size + 500

@@ -213,6 +213,29 @@ def sigchld_main(mech: str, children: int) -> None:
     print(json.dumps(report))
 
 
+def flood_main(mech: str, count: int) -> None:
+    """A real-time flood past what a socket pair held (about 278 one-byte writes), then one
+    SIGUSR1, from a second process while the loop is busy: no kind may be lost (R61)."""
+    rt = int(signal.SIGRTMIN) + 1
+    got = dict.fromkeys((rt, int(signal.SIGUSR1)), 0)
+    with MainLoop(signal_mechanism=mech) as loop:
+        for k in got:
+            loop.add_signal_handler(k, lambda info: got.__setitem__(info.signo, got[info.signo] + 1))
+        loop.main_loop_wait(nonblocking=True)
+        me, usr1 = os.getpid(), int(signal.SIGUSR1)
+        code = f"import os\nfor _ in range({count}): os.kill({me}, {rt})\nos.kill({me}, {usr1})\n"
+        sender = subprocess.Popen([sys.executable, "-c", code])
+        while sender.poll() is None:  # busy: no walk reads the record meanwhile
+            pass
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:  # signals still on their way to the handler
+            pass
+        for _ in range(2 * count // 64 + 10):
+            if loop.main_loop_wait(timeout=0.05) == 0:
+                break
+    print(json.dumps({"rt": got[rt], "usr1": got[int(signal.SIGUSR1)], "exit": sender.returncode}))
+
+
 def _run(*args: str, timeout: float = 180) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "tests.test_reliability_signals", *args],
@@ -249,11 +272,23 @@ def test_sigchld_reaps_children_without_blocking(mech: str) -> None:
     assert r["zombies"] == "none"
 
 
+@pytest.mark.parametrize("mech", MECHS)
+def test_a_flood_past_the_old_wakeup_cap_loses_no_kind(mech: str) -> None:
+    """3000 of one real-time signal, then one SIGUSR1, while the loop is busy: the SIGUSR1 is
+    delivered, and every real-time one (R61: the queue limit is far above 3000 here)."""
+    r = _run("flood", mech, "3000", timeout=60)
+    assert r["exit"] == 0
+    assert r["usr1"] == 1, r
+    assert r["rt"] == 3000, r
+
+
 if __name__ == "__main__":
     role, *rest = sys.argv[1:]
     if role == "sender":
         sender_main(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
     elif role == "loop":
         loop_main(rest[0], rest[1], int(rest[2]), int(rest[3]))
+    elif role == "flood":
+        flood_main(rest[0], int(rest[1]))
     elif role == "sigchld":
         sigchld_main(rest[0], int(rest[1]))
