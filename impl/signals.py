@@ -67,6 +67,7 @@ _UNCATCHABLE = frozenset((int(signal.SIGKILL), int(signal.SIGSTOP)))
 _SIGINFO = struct.Struct("=IiiII")  # signalfd_siginfo: ssi_signo, ssi_errno, ssi_code, ssi_pid, ssi_uid
 _SIGINFO_SIZE = 128  # sizeof(struct signalfd_siginfo)
 _ZEROS = bytes(4096)
+_ZERO4 = bytes(4)
 
 
 class SignalInfo(NamedTuple):
@@ -194,7 +195,8 @@ _TRIPPED: set[int] = set()
 yet. The handler runs in the main thread (at a bytecode boundary), after the runtime's C handler
 has written the byte or failed to (a full pipe): R61's net for a flood."""
 
-_MARKER = 255  # the wakeup pipe's re-arm byte: no signal has this number
+_MARKER = 255  # the re-arm byte: no signal has this number
+_MARK = bytes((_MARKER,))
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
@@ -226,8 +228,18 @@ class SignalSet:
         self.handlers: dict[int, tuple[Callable[..., object], tuple[Any, ...]]] = {}
         self._blocked: set[int] = set()  # signals this set blocked (they were not blocked before)
         self._saved: dict[int, Any] = {}  # wakeup: signum -> previous disposition
-        self._fd = -1  # the record's fd (signalfd, or the wakeup pipe's read end)
-        self._pipe: tuple[int, int] | None = None  # wakeup: (read end, write end)
+        self._fd = -1  # the record's fd (the epoll set below, or the wakeup pipe's read end)
+        self._sfd = -1  # signalfd: the signalfd itself
+        self._ep: select.epoll | None = None  # signalfd: an epoll set of the signalfd and the pipe
+        # The wakeup pipe, or (signalfd) a pipe only for the re-arm marker: either way the
+        # record's fd is readable while a marker is in it (R63, R35).
+        self._pipe: tuple[int, int] | None = None  # (read end, write end)
+        # R35: the signal taken and not yet handed to its callback. A signal moves from the
+        # kernel (signalfd: into `_sbuf`, zero where nothing was read) or the pending list into
+        # it with no call between the stores, and leaves it only when the callback has been
+        # called: a KeyboardInterrupt anywhere between leaves it here for the next walk.
+        self._inhand: SignalInfo | None = None
+        self._sbuf = bytearray(_SIGINFO_SIZE)
         self._prev_wakeup = -1
         self._holding = False  # owns the process's signal state (some handler installed)
         # wakeup: the kernel's pending set, kept here (module docstring): signal numbers in
@@ -279,9 +291,10 @@ class SignalSet:
             raise RuntimeError("remove_signal_handler must be called from the main thread")
         if signum not in self.handlers:
             return False
+        self._drop_in_hand(signum)
         if self.mechanism == "signalfd":
             rest = set(self.handlers) - {signum}
-            _signalfd(self._fd, rest)  # the fd stops taking it before it is unblocked
+            _signalfd(self._sfd, rest)  # the fd stops taking it before it is unblocked
             self._discard_pending(signum)
             if signum in self._blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
@@ -299,6 +312,13 @@ class SignalSet:
             self._release_process()
         return True
 
+    def _drop_in_hand(self, signum: int) -> None:
+        """R64: a signal of a removed kind left in hand by an interrupt is dropped with it."""
+        if self._sbuf[:4] != _ZERO4 and _SIGINFO.unpack_from(self._sbuf)[0] == signum:
+            self._sbuf[:4] = _ZERO4
+        if self._inhand is not None and self._inhand.signo == signum:
+            self._inhand = None
+
     def _take_process(self) -> None:
         global _owner
         with _owner_lock:
@@ -308,13 +328,13 @@ class SignalSet:
                     f"another loop holds signal handlers ({other!r}): masks and dispositions are "
                     "the process's, so one loop at a time may have them"
                 )
+            if self._pipe is None:
+                r, w = os.pipe()
+                os.set_blocking(r, False)
+                os.set_blocking(w, False)
+                self._pipe = (r, w)
             if self.mechanism == "wakeup":
-                if self._pipe is None:
-                    r, w = os.pipe()
-                    os.set_blocking(r, False)
-                    os.set_blocking(w, False)
-                    self._pipe = (r, w)
-                    self._fd = r
+                self._fd = self._pipe[0]
                 prev = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
                 if prev != -1:
                     signal.set_wakeup_fd(prev)
@@ -323,8 +343,12 @@ class SignalSet:
                         "the wakeup mechanism needs it"
                     )
                 self._prev_wakeup = prev
-            elif self._fd < 0:
-                self._fd = _signalfd(-1, set())
+            elif self._sfd < 0:
+                self._sfd = _signalfd(-1, set())
+                self._ep = select.epoll()
+                self._ep.register(self._sfd, select.EPOLLIN)
+                self._ep.register(self._pipe[0], select.EPOLLIN)
+                self._fd = self._ep.fileno()
             _owner = weakref.ref(self)
             self._holding = True
 
@@ -353,7 +377,7 @@ class SignalSet:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
             self._blocked.add(signum)
         try:
-            _signalfd(self._fd, set(self.handlers) | {signum})
+            _signalfd(self._sfd, set(self.handlers) | {signum})
         except BaseException:
             if signum in self._blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
@@ -383,37 +407,72 @@ class SignalSet:
         """The record's read handler (`sigfd_handler`): one signal at a time, lowest number
         first, at most BATCH, each to the handler installed when it is taken (R61, R62). A
         callback's exception propagates (the walk names the record, R32); signals not taken
-        yet stay pending and keep the record readable (R63)."""
-        taken = 0
+        yet stay pending and keep the record readable (R63). R35: a KeyboardInterrupt from a
+        Python signal handler at any point loses nothing (`_inhand`), and the record is then
+        re-armed so that the next walk goes on."""
         wakeup = self.mechanism == "wakeup"
+        take = self._take_wakeup if wakeup else self._take_signalfd
+        done = False
         try:
+            if not wakeup:
+                self._drain_marks()
+            taken = 0
             while taken < BATCH and self.handlers:
-                info = self._take_wakeup() if wakeup else self._take_signalfd()
+                info = take()
                 if info is None:
-                    return
+                    break
                 taken += 1
                 entry = self.handlers.get(info.signo)
                 if entry is None:  # removed since it was raised: the seed finds SIG_DFL too
+                    self._inhand = None
                     continue
                 callback, args = entry
                 try:
                     callback(info, *args)
                 except BaseException as e:
+                    self._inhand = None  # R63: the signal in hand counts as delivered
                     e.add_note(f"iohandler: raised by the signal handler {callback!r} of {signal_name(info.signo)}")
                     raise
+                self._inhand = None
+            done = True
         finally:
-            if wakeup and self._held:
-                self._rearm()
+            # No call before the write: an interrupt here would strand what is held.
+            if not done or self._held or self._inhand is not None:
+                assert self._pipe is not None
+                try:  # noqa: SIM105 (contextlib.suppress is a call before the write: R35)
+                    os.write(self._pipe[1], _MARK)
+                except BlockingIOError:  # full: readable anyway
+                    pass
 
     def _take_signalfd(self) -> SignalInfo | None:
-        try:
-            data = os.read(self._fd, _SIGINFO_SIZE)  # one signalfd_siginfo: the seed reads one
-        except BlockingIOError:
-            return None
-        if len(data) != _SIGINFO_SIZE:  # the seed prints and returns
-            raise OSError(errno.EIO, f"signalfd read returned {len(data)} bytes")
-        signo, _errno, code, pid, uid = _SIGINFO.unpack_from(data)
-        return SignalInfo(signo, pid, uid, code)
+        info = self._inhand
+        if info is not None:
+            return info
+        buf = self._sbuf
+        if buf[:4] == _ZERO4:  # nothing left from an interrupted take
+            try:
+                n = os.readv(self._sfd, [buf])  # one signalfd_siginfo: the seed reads one
+            except BlockingIOError:
+                return None
+            if n != _SIGINFO_SIZE:  # the seed prints and returns
+                buf[:] = bytes(_SIGINFO_SIZE)
+                raise OSError(errno.EIO, f"signalfd read returned {n} bytes")
+        signo, _errno, code, pid, uid = _SIGINFO.unpack_from(buf)
+        info = SignalInfo(signo, pid, uid, code)
+        # The commit: stores only, no call between them (R35).
+        self._inhand = info
+        buf[:4] = _ZERO4
+        return info
+
+    def _drain_marks(self) -> None:
+        """signalfd: empty the re-arm pipe (its markers carry nothing)."""
+        assert self._pipe is not None
+        while True:
+            try:
+                if not os.read(self._pipe[0], 4096):
+                    return
+            except BlockingIOError:
+                return
 
     def _drain(self) -> None:
         """Move what the pipe holds into the pending list (wakeup mechanism). Each read lands in
@@ -421,31 +480,30 @@ class SignalSet:
         assert self._pipe is not None
         rbuf = self._rbuf
         while True:
-            if rbuf.count(0) != len(rbuf):  # read but not merged yet: a KeyboardInterrupt came
+            # What is read is a prefix of non-zero bytes (signal numbers and markers).
+            if rbuf[0]:  # read but not merged yet: a KeyboardInterrupt came
                 self._merge(rbuf)
             try:
                 os.readv(self._fd, [rbuf])
             except BlockingIOError:
                 break
-            if rbuf.count(0) == len(rbuf):  # end of file: cannot happen while we hold the write end
+            if not rbuf[0]:  # end of file: cannot happen while we hold the write end
                 break
         self._pipe_empty()
 
     def _merge(self, rbuf: bytearray) -> None:
-        data = bytes(rbuf)
+        data = bytes(rbuf).rstrip(b"\0")
         held = list(self._held)
         have = set(held)
         seen = set(self._seen)
         for b in data:
-            if b == 0:  # never read into
-                continue
             if b != _MARKER:
                 seen.add(b)
                 if b >= signal.SIGRTMIN or b not in have:
                     held.append(b)
                     have.add(b)
         held.sort(key=order_key, reverse=True)  # stable: real-time ones of a number keep order
-        count = self._since_empty + len(data) - data.count(0)
+        count = self._since_empty + len(data)
         # The commit: stores only, no call between them (R35).
         self._held = held
         self._seen = seen
@@ -477,18 +535,18 @@ class SignalSet:
         _TRIPPED -= done
 
     def _take_wakeup(self) -> SignalInfo | None:
+        info = self._inhand
+        if info is not None:
+            return info
         self._drain()  # what arrived since the last one: as a signalfd read sees it
         held = self._held
         if not held:
             return None
-        signo = held.pop()
-        return SignalInfo(signo, None, None, None)
-
-    def _rearm(self) -> None:
-        """Keep the record readable while this side holds pending signals (R63)."""
-        assert self._pipe is not None
-        with contextlib.suppress(BlockingIOError):  # full: readable anyway
-            os.write(self._pipe[1], bytes((_MARKER,)))
+        info = SignalInfo(held[-1], None, None, None)
+        # The commit: stores only, no call between them (R35).
+        self._inhand = info
+        del held[-1]
+        return info
 
     # --------------------------------------------------------------------- close, fork
 
@@ -514,13 +572,18 @@ class SignalSet:
         self._close_fds()
 
     def _close_fds(self) -> None:
+        if self._ep is not None:
+            self._ep.close()
+            self._ep = None
+        if self._sfd >= 0:
+            os.close(self._sfd)
+            self._sfd = -1
         if self._pipe is not None:
             for fd in self._pipe:
                 os.close(fd)
             self._pipe = None
-        elif self._fd >= 0:
-            os.close(self._fd)
         self._fd = -1
+        self._inhand = None
 
     def after_fork_in_child(self) -> None:
         """R65, in a forked child: the mask and dispositions as before the first add, the
@@ -537,6 +600,8 @@ class SignalSet:
             signal.set_wakeup_fd(self._prev_wakeup)
         self.handlers.clear()
         self._held = []
+        self._inhand = None
+        self._sbuf[:] = bytes(_SIGINFO_SIZE)
         _TRIPPED.clear()
         self._holding = False
         _owner = None
