@@ -304,6 +304,8 @@ class SignalSet:
             signal.signal(signum, self._saved.pop(signum))
             self._held = [s for s in self._held if s != signum]
             _TRIPPED.discard(signum)
+            if self._held:  # the drain emptied the pipe: what it held for others must still wake the walk
+                self._rearm()
         del self.handlers[signum]
         if not self.handlers:
             loop = self._loop()
@@ -443,6 +445,12 @@ class SignalSet:
                     os.write(self._pipe[1], _MARK)
                 except BlockingIOError:  # full: readable anyway
                     pass
+
+    def _rearm(self) -> None:
+        """Keep the record readable while something is held (R63)."""
+        assert self._pipe is not None
+        with contextlib.suppress(BlockingIOError):  # full: readable anyway
+            os.write(self._pipe[1], _MARK)
 
     def _take_signalfd(self) -> SignalInfo | None:
         info = self._inhand

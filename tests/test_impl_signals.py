@@ -547,3 +547,13 @@ def test_wakeup_pipe_full_loses_no_kind() -> None:
                 break
         assert signos(got).count(signal.SIGUSR1) == 1
         assert size <= signos(got).count(RT) <= size + 500
+
+
+def test_remove_keeps_other_pending_signals_ready(sigloop: MainLoop) -> None:
+    """R62/R63: removing one handler drops that kind only; another kind already pending is
+    still delivered by the next iteration (the record stays readable)."""
+    got = collect(sigloop, signal.SIGUSR1, signal.SIGUSR2)
+    raise_(signal.SIGUSR1)
+    assert sigloop.remove_signal_handler(signal.SIGUSR2) is True
+    assert sigloop.main_loop_wait(timeout=2) >= 1
+    assert signos(got) == [signal.SIGUSR1]
