@@ -961,6 +961,8 @@ class MainLoop:
         with self._lock:
             if self._closed:
                 return
+            if self._signals is not None:
+                self._signals.check_close()  # R64: off the main thread, refused first
             if self._running:
                 if not self._waiting:  # we hold the lock mid-iteration: the loop's own thread
                     raise ReentrantWaitError("close() called while an iteration is running")

@@ -190,6 +190,19 @@ _owner: weakref.ref[SignalSet] | None = None  # the one SignalSet holding signal
 _owner_lock = threading.Lock()
 
 
+_PARKED: list[SignalSet] = []  # released off the main thread: restored by the main thread (R64)
+
+
+def restore_parked() -> None:
+    """R64: restore the signal state of loops released off the main thread (main thread only)."""
+    if _PARKED and _is_main_thread():
+        with _owner_lock:
+            parked = list(_PARKED)
+            _PARKED.clear()
+        for sigs in parked:
+            sigs.close()
+
+
 _TRIPPED: set[int] = set()
 """Wakeup mechanism: the kinds whose Python-level handler ran and whose byte has not been seen
 yet. The handler runs in the main thread (at a bytecode boundary), after the runtime's C handler
@@ -260,6 +273,7 @@ class SignalSet:
 
     def add(self, signum: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
         """Called by MainLoop.add_signal_handler with checked arguments, its lock held."""
+        restore_parked()
         if not _is_main_thread():
             raise RuntimeError(
                 "add_signal_handler must be called from the main thread: the signal mask is the "
@@ -289,6 +303,7 @@ class SignalSet:
     def remove(self, signum: int) -> bool:
         if not _is_main_thread():
             raise RuntimeError("remove_signal_handler must be called from the main thread")
+        restore_parked()
         if signum not in self.handlers:
             return False
         self._drop_in_hand(signum)
@@ -558,24 +573,39 @@ class SignalSet:
 
     # --------------------------------------------------------------------- close, fork
 
+    def check_close(self) -> None:
+        """R64: MainLoop.close() off the main thread with handlers installed is refused before
+        anything changes: the mask is the main thread's and dispositions and the wakeup fd can
+        only be set there."""
+        if self.handlers and not _is_main_thread():
+            raise RuntimeError(
+                f"close() of a loop with signal handlers ({', '.join(map(signal_name, sorted(self.handlers)))}) "
+                "must be called from the main thread: the signal mask and dispositions it restores "
+                "can only be changed there (remove the handlers from the main thread first)"
+            )
+
     def close(self) -> None:
         """R64: every handler removed (pending signals of their kinds dropped, mask and
-        dispositions as before the first add), then the fd closed. Idempotent."""
+        dispositions as before the first add), then the fd closed. Idempotent. Off the main
+        thread (a loop collected there) nothing can be restored: the set is parked, its fds
+        open (the wakeup fd still names its pipe), until the main thread's next signal call."""
         if self.closed:
             return
-        if self.handlers and _is_main_thread():
-            for signum in list(self.handlers):
-                self.remove(signum)
-        elif self.handlers:  # close() from another thread: the mask is the main thread's
+        if self.handlers and not _is_main_thread():
             warnings.warn(
-                "iohandler: the loop was closed off the main thread with signal handlers "
-                f"installed ({sorted(self.handlers)}); their mask and dispositions stay as the "
-                "loop set them (remove them from the main thread first)",
+                "iohandler: a loop with signal handlers "
+                f"({', '.join(map(signal_name, sorted(self.handlers)))}) was released off the main "
+                "thread; its mask and dispositions are restored at the main thread's next "
+                "add_signal_handler or remove_signal_handler, or close() of a loop with signals",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            self.handlers.clear()
-            self._release_process()
+            with _owner_lock:
+                _PARKED.append(self)
+            return
+        restore_parked()
+        for signum in list(self.handlers):
+            self.remove(signum)
         self.closed = True
         self._close_fds()
 

@@ -10,6 +10,7 @@ dispositions are exactly as before once its loop is closed (R64)."""
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import signal
 import socket
@@ -557,3 +558,58 @@ def test_remove_keeps_other_pending_signals_ready(sigloop: MainLoop) -> None:
     assert sigloop.remove_signal_handler(signal.SIGUSR2) is True
     assert sigloop.main_loop_wait(timeout=2) >= 1
     assert signos(got) == [signal.SIGUSR1]
+
+
+@pytest.mark.parametrize("mech", MECHS)
+def test_close_off_the_main_thread_is_refused_and_changes_nothing(mech: str) -> None:
+    """R64: the mask and the dispositions can only be restored from the main thread, so close()
+    from another thread with signal handlers installed raises, and the loop stays as it was."""
+    with MainLoop(signal_mechanism=mech) as loop:
+        got = collect(loop, signal.SIGUSR1)
+        errors: list[BaseException] = []
+
+        def closer() -> None:
+            try:
+                loop.close()
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=closer)
+        t.start()
+        t.join()
+        assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
+        assert "main thread" in str(errors[0])
+        assert not loop.closed
+        raise_(signal.SIGUSR1)
+        assert loop.main_loop_wait(timeout=5) >= 1
+        assert signos(got) == [signal.SIGUSR1]
+        loop.remove_signal_handler(signal.SIGUSR1)
+        t = threading.Thread(target=loop.close)  # no handler left: any thread may close (R31)
+        t.start()
+        t.join()
+        assert loop.closed
+
+
+@pytest.mark.parametrize("mech", MECHS)
+def test_collected_off_the_main_thread_restores_later_on_the_main_thread(mech: str) -> None:
+    """R64: a loop collected in another thread cannot restore there; its fds stay open (the
+    wakeup fd still names its pipe) and the main thread's next signal call restores it."""
+    holder = [MainLoop(signal_mechanism=mech)]
+    holder[0].add_signal_handler(signal.SIGUSR1, print)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        def release() -> None:
+            holder.clear()
+            gc.collect()  # the loop and its context refer to each other
+
+        t = threading.Thread(target=release)
+        t.start()
+        t.join()
+    assert any("main thread" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    with MainLoop(signal_mechanism=mech) as loop:
+        got = collect(loop, signal.SIGUSR2)  # restores the collected loop's state first
+        assert signal.SIGUSR1 not in mask()
+        raise_(signal.SIGUSR2)
+        assert loop.main_loop_wait(timeout=5) >= 1
+        assert signos(got) == [signal.SIGUSR2]
