@@ -298,7 +298,11 @@ class SignalSet:
         if first:
             loop = self._loop()
             assert loop is not None  # the loop calls this
-            loop._register_signal_record()  # R60: an ordinary record, R2's position
+            try:
+                loop._register_signal_record()  # R60: an ordinary record, R2's position
+            except BaseException:  # nothing half-applied (R30)
+                self.remove(signum)
+                raise
 
     def remove(self, signum: int) -> bool:
         if not _is_main_thread():

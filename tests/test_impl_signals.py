@@ -613,3 +613,22 @@ def test_collected_off_the_main_thread_restores_later_on_the_main_thread(mech: s
         raise_(signal.SIGUSR2)
         assert loop.main_loop_wait(timeout=5) >= 1
         assert signos(got) == [signal.SIGUSR2]
+
+
+def test_the_context_cannot_take_the_signal_fd(sigloop: MainLoop) -> None:
+    """R38/R60: the signal record's fd stays the loop's own after the last handler is removed
+    (it is kept open until close()): the context refuses it too, and a later add works whole."""
+    got = collect(sigloop, signal.SIGUSR1)
+    sigset = sigloop.signal_set
+    assert sigset is not None
+    fd = sigset.fileno()
+    with pytest.raises(ValueError, match="signal record"):
+        sigloop.context.set_fd_handler(fd, print, None)
+    sigloop.remove_signal_handler(signal.SIGUSR1)
+    sigloop.main_loop_wait(nonblocking=True)  # the walk reaps the deleted record
+    with pytest.raises(ValueError, match="signal record"):
+        sigloop.context.set_fd_handler(fd, print, None)
+    sigloop.add_signal_handler(signal.SIGUSR1, got.append)
+    raise_(signal.SIGUSR1)
+    assert sigloop.main_loop_wait(timeout=5) >= 1
+    assert signos(got) == [signal.SIGUSR1]
