@@ -406,6 +406,11 @@ class SignalSet:
             raise
 
     def _add_wakeup(self, signum: int) -> None:
+        if signum in signal.pthread_sigmask(signal.SIG_BLOCK, set()):
+            raise ValueError(
+                f"signum {signal_name(signum)} is blocked in the main thread: the wakeup "
+                "mechanism's handler never runs there for it (unblock it, or use signalfd)"
+            )
         prev = signal.getsignal(signum)
         if prev is None:
             raise ValueError(
@@ -417,10 +422,11 @@ class SignalSet:
 
     def _discard_pending(self, signum: int) -> None:
         """R64: signals of a removed kind still pending are dropped, not handed to the old
-        disposition when unblocked (a pending SIGTERM would end the process)."""
-        if signum in self._blocked:
-            while signal.sigtimedwait({signum}, 0) is not None:
-                pass
+        disposition when unblocked (a pending SIGTERM would end the process). A signal the
+        program had blocked itself stays blocked, and its pending ones are dropped too: they
+        arrived for the loop's handler."""
+        while signal.sigtimedwait({signum}, 0) is not None:
+            pass
 
     # ------------------------------------------------------------------------ delivery
 

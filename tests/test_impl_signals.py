@@ -632,3 +632,39 @@ def test_the_context_cannot_take_the_signal_fd(sigloop: MainLoop) -> None:
     raise_(signal.SIGUSR1)
     assert sigloop.main_loop_wait(timeout=5) >= 1
     assert signos(got) == [signal.SIGUSR1]
+
+
+@pytest.mark.skipif(not signalfd_available(), reason="signalfd only")
+def test_remove_drops_pending_of_a_signal_blocked_before() -> None:
+    """R64 with a signal the program blocked itself: it stays blocked after the remove, and its
+    pending delivery is dropped with the handler, not handed to the next one."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        with MainLoop(signal_mechanism="signalfd") as loop:
+            got = collect(loop, signal.SIGUSR1)
+            raise_(signal.SIGUSR1)
+            assert loop.remove_signal_handler(signal.SIGUSR1) is True
+            assert signal.SIGUSR1 in mask()
+            loop.add_signal_handler(signal.SIGUSR1, got.append)
+            loop.main_loop_wait(timeout=0.2)
+            assert got == []
+            assert signal.SIGUSR1 not in signal.sigpending()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+
+
+def test_wakeup_refuses_a_signal_blocked_before() -> None:
+    """R60: the wakeup mechanism never sees a signal the main thread blocks (the runtime's
+    handler cannot run for it there): refused, naming it, nothing changed."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        with MainLoop(signal_mechanism="wakeup") as loop:
+            before = dispositions()
+            with pytest.raises(ValueError, match=r"SIGUSR1.*blocked"):
+                loop.add_signal_handler(signal.SIGUSR1, print)
+            assert dispositions() == before and loop.records() == []
+            assert loop.signal_set is None or not loop.signal_set.handlers
+            loop.add_signal_handler(signal.SIGUSR2, print)  # the loop is still usable
+            loop.remove_signal_handler(signal.SIGUSR2)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
