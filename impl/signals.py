@@ -13,7 +13,9 @@ Two mechanisms give the same callbacks:
   the kernel queues them for `signalfd(2)` (called through ctypes: no package that wraps it is
   maintained; the call is one function). Dispositions are left alone, as the seed does: a
   blocked signal is never discarded as ignored (the kernel's `sig_ignored` skips blocked ones),
-  so SIG_IGN'd signals (Python ignores SIGPIPE) still reach the fd. The kernel coalesces a
+  so SIG_IGN'd signals (Python ignores SIGPIPE) still reach the fd. SIGCHLD is the exception:
+  at SIG_IGN the kernel reaps children itself and sends none, so it is set to SIG_DFL while
+  the loop has its handler. The kernel coalesces a
   standard signal raised again while pending, queues each real-time one, and hands them out
   lowest number first (the synchronous ones, SIGSEGV..., before the others; a thread's own
   before the process's).
@@ -315,6 +317,8 @@ class SignalSet:
             rest = set(self.handlers) - {signum}
             _signalfd(self._sfd, rest)  # the fd stops taking it before it is unblocked
             self._discard_pending(signum)
+            if signum in self._saved:  # SIGCHLD's SIG_IGN, put back once it cannot be pending
+                signal.signal(signum, self._saved.pop(signum))
             if signum in self._blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
                 self._blocked.discard(signum)
@@ -399,6 +403,10 @@ class SignalSet:
             self._blocked.add(signum)
         try:
             _signalfd(self._sfd, set(self.handlers) | {signum})
+            if signum == signal.SIGCHLD and signal.getsignal(signum) == signal.SIG_IGN:
+                # SIG_IGN'd SIGCHLD: the kernel reaps children itself and sends none, blocked
+                # or not; SIG_DFL (ignore, no reaping) while ours, as the wakeup side does (R60).
+                self._saved[signum] = signal.signal(signum, signal.SIG_DFL)
         except BaseException:
             if signum in self._blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})

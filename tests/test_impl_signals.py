@@ -668,3 +668,24 @@ def test_wakeup_refuses_a_signal_blocked_before() -> None:
             loop.remove_signal_handler(signal.SIGUSR2)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+
+
+@pytest.mark.parametrize("mech", MECHS)
+def test_sigchld_ignored_before_is_delivered_and_restored(mech: str) -> None:
+    """R60: with SIGCHLD at SIG_IGN the kernel reaps children itself and sends no SIGCHLD (a
+    blocked signal is not enough for this one), so the add sets SIG_DFL while the handler is
+    installed, on both mechanisms alike, and the remove puts SIG_IGN back."""
+    import subprocess
+
+    saved = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with MainLoop(signal_mechanism=mech) as loop:
+            got = collect(loop, signal.SIGCHLD)
+            child = subprocess.Popen(["sh", "-c", "exit 3"])
+            loop.call_later(5.0, loop.stop)
+            loop.run_until(lambda: bool(got))
+            assert signos(got) == [signal.SIGCHLD]
+            assert child.wait(5) == 3  # not reaped by the kernel
+        assert signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGCHLD, saved)
