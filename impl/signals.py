@@ -281,6 +281,8 @@ class SignalSet:
                 "add_signal_handler must be called from the main thread: the signal mask is the "
                 "calling thread's, and Python installs signal dispositions in the main thread only"
             )
+        if self.handlers and self.mechanism == "wakeup":
+            self._check_wakeup_fd()
         if signum in self.handlers:  # a replacement: mask and disposition stay as they are
             self.handlers[signum] = (callback, args)
             return
@@ -337,6 +339,18 @@ class SignalSet:
             self._release_process()
         return True
 
+    def _check_wakeup_fd(self) -> None:
+        """R65: the process's wakeup fd is still our pipe (set_wakeup_fd has no getter: set and
+        put back)."""
+        assert self._pipe is not None
+        cur = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+        if cur != self._pipe[1]:
+            signal.set_wakeup_fd(cur)
+            raise RuntimeError(
+                f"signal.set_wakeup_fd was set to fd {cur} after this loop took it (an asyncio "
+                "loop?): the signals go there, not to the loop; the wakeup mechanism needs it"
+            )
+
     def _drop_in_hand(self, signum: int) -> None:
         """R64: a signal of a removed kind left in hand by an interrupt is dropped with it."""
         if self._sbuf[:4] != _ZERO4 and _SIGINFO.unpack_from(self._sbuf)[0] == signum:
@@ -381,7 +395,16 @@ class SignalSet:
         global _owner
         with _owner_lock:
             if self.mechanism == "wakeup" and self._holding:
-                signal.set_wakeup_fd(self._prev_wakeup)
+                assert self._pipe is not None
+                cur = signal.set_wakeup_fd(self._prev_wakeup)
+                if cur != self._pipe[1]:  # replaced after we took it: the program's, kept
+                    signal.set_wakeup_fd(cur)
+                    warnings.warn(
+                        f"iohandler: signal.set_wakeup_fd was set to fd {cur} while the loop held "
+                        "signal handlers (signals went there meanwhile); it is left in place",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
             self._holding = False
             if _owner is not None and _owner() is self:
                 _owner = None

@@ -689,3 +689,22 @@ def test_sigchld_ignored_before_is_delivered_and_restored(mech: str) -> None:
         assert signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGCHLD, saved)
+
+
+def test_wakeup_fd_replaced_later_is_detected_and_kept() -> None:
+    """R65: a set_wakeup_fd made after the loop took it (the program, an asyncio loop) is
+    detected by the next add, which refuses, and close() leaves the program's fd in place."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        loop = MainLoop(signal_mechanism="wakeup")
+        loop.add_signal_handler(signal.SIGUSR1, print)
+        signal.set_wakeup_fd(w)
+        with pytest.raises(RuntimeError, match=f"fd {w}"):
+            loop.add_signal_handler(signal.SIGUSR2, print)
+        with pytest.warns(RuntimeWarning, match=f"fd {w}"):
+            loop.close()
+        assert signal.set_wakeup_fd(-1) == w
+    finally:
+        os.close(r)
+        os.close(w)
