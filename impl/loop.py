@@ -229,8 +229,8 @@ class MainLoop:
             with self._lock:
                 if self._closed:  # _check_open only when it raises: saves a call
                     self._check_open()
-                if n == self._signal_fd:
-                    self._refuse_own_fd(n)
+                if n == self._signal_fd:  # R38: the loop's own fd; a delete is a no-op
+                    return
                 rec = self._by_fd.get(n)
                 if rec is not None and not rec.deleted:
                     reg = self._registry
