@@ -461,6 +461,8 @@ class MainLoop:
         Returns ret: ready handler fds, plus 1 if the wakeup fd was readable."""
         if timeout is not None:
             timeout = check_delay("timeout", timeout)
+        if self._signals is not None:
+            self._signals.check_thread()  # R65
         return self._iterate(nonblocking, timeout, once=True)
 
     def _iterate(
@@ -917,6 +919,8 @@ class MainLoop:
         # R31: refused before the `finally` below could forget a stop() already requested.
         if self._running:
             raise ReentrantWaitError("run/run_until called while an iteration is running")
+        if self._signals is not None:
+            self._signals.check_thread()  # R65
 
     def stop(self) -> None:
         """End `run` / `run_until` after the current iteration. Any thread."""

@@ -264,6 +264,8 @@ class SignalSet:
         self._seen: set[int] = set()  # kinds read from the pipe since it was last empty
         self._since_empty = 0  # bytes read from the pipe since it was last empty
         self.closed = False
+        self._thread_warned = False
+        self._threads_at_block: set[int | None] = set()  # signalfd: threads alive at the first block
 
     def fileno(self) -> int:
         return self._fd
@@ -322,6 +324,8 @@ class SignalSet:
             if signum in self._saved:  # SIGCHLD's SIG_IGN, put back once it cannot be pending
                 signal.signal(signum, self._saved.pop(signum))
             if signum in self._blocked:
+                if len(self._blocked) == 1:  # the last one this loop blocked
+                    self._warn_inherited_masks()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
                 self._blocked.discard(signum)
         else:
@@ -349,6 +353,33 @@ class SignalSet:
             raise RuntimeError(
                 f"signal.set_wakeup_fd was set to fd {cur} after this loop took it (an asyncio "
                 "loop?): the signals go there, not to the loop; the wakeup mechanism needs it"
+            )
+
+    def check_thread(self) -> None:
+        """R65, called as the loop starts iterating: a signalfd read off the main thread sees
+        the process's signals and that thread's, never those sent to the main thread itself."""
+        if self.mechanism == "signalfd" and self.handlers and not self._thread_warned and not _is_main_thread():
+            self._thread_warned = True
+            warnings.warn(
+                f"iohandler: the loop runs in thread {threading.current_thread().name!r} with "
+                "signal handlers on signalfd: signals sent to the main thread itself "
+                "(signal.raise_signal, pthread_kill) stay pending there and never reach the loop "
+                "(R65). Run the loop in the main thread, or use MainLoop(signal_mechanism='wakeup').",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _warn_inherited_masks(self) -> None:
+        """R64/R65: threads started while the loop's signals were blocked keep them blocked."""
+        me = threading.current_thread()
+        late = [t.name for t in threading.enumerate() if t is not me and t.ident not in self._threads_at_block]
+        if late:
+            warnings.warn(
+                f"iohandler: threads {late} were started while the loop's signals "
+                f"{[signal_name(s) for s in sorted(self._blocked)]} were blocked and keep them blocked: "
+                "only the main thread's mask is restored (R64)",
+                RuntimeWarning,
+                stacklevel=4,
             )
 
     def _drop_in_hand(self, signum: int) -> None:
@@ -422,6 +453,8 @@ class SignalSet:
                     RuntimeWarning,
                     stacklevel=4,
                 )
+            if not self._blocked:
+                self._threads_at_block = {t.ident for t in threading.enumerate()}
             signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
             self._blocked.add(signum)
         try:

@@ -709,3 +709,63 @@ def test_wakeup_fd_replaced_later_is_detected_and_kept() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def _in_thread(fn: Any) -> None:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.skipif(not signalfd_available(), reason="signalfd only")
+def test_signalfd_loop_run_off_the_main_thread_warns() -> None:
+    """R65: a signalfd read by another thread does not see signals sent to the main thread
+    itself (signal.raise_signal, pthread_kill), only the process's: running the loop there warns
+    once. The wakeup mechanism sees both, and does not warn."""
+    with MainLoop(signal_mechanism="signalfd") as loop:
+        collect(loop, signal.SIGUSR1)
+        with pytest.warns(RuntimeWarning, match="main thread"):
+            _in_thread(lambda: loop.main_loop_wait(nonblocking=True))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _in_thread(lambda: loop.main_loop_wait(nonblocking=True))  # once
+    with MainLoop(signal_mechanism="wakeup") as loop:
+        collect(loop, signal.SIGUSR1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _in_thread(lambda: loop.main_loop_wait(nonblocking=True))
+
+
+@pytest.mark.skipif(not signalfd_available(), reason="signalfd only")
+def test_threads_started_while_installed_keep_the_mask_and_are_named() -> None:
+    """R64/R65: close() restores the main thread's mask only; a thread started while the loop's
+    signals were blocked inherited the mask and keeps it (no thread can change another's), so
+    the remove that unblocks them warns, naming it."""
+    go, seen = threading.Event(), threading.Event()
+    masks: list[set[int]] = []
+
+    def worker() -> None:
+        go.wait(5)
+        masks.append(mask())
+        seen.set()
+
+    with MainLoop(signal_mechanism="signalfd") as loop:
+        collect(loop, signal.SIGUSR1)
+        t = threading.Thread(target=worker, name="late-worker")
+        t.start()
+        with pytest.warns(RuntimeWarning, match="late-worker"):
+            loop.remove_signal_handler(signal.SIGUSR1)
+    go.set()
+    seen.wait(5)
+    t.join()
+    assert signal.SIGUSR1 in masks[0] and signal.SIGUSR1 not in mask()
