@@ -36,6 +36,7 @@ One loop per process holds signal handlers at a time: masks and dispositions are
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -49,7 +50,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 __all__ = ["MECHANISMS", "SignalInfo", "SignalSet", "open_signalfd", "signal_name", "signalfd_available"]
@@ -257,9 +258,10 @@ class SignalSet:
         self._sbuf = bytearray(_SIGINFO_SIZE)
         self._prev_wakeup = -1
         self._holding = False  # owns the process's signal state (some handler installed)
-        # wakeup: the kernel's pending set, kept here (module docstring): signal numbers in
-        # reverse delivery order (the next one last), a standard one at most once
-        self._held: list[int] = []
+        # wakeup: the kernel's pending set, kept here (module docstring). Replaced whole, never
+        # changed in place, so that each update is one store (R35).
+        self._std: frozenset[int] = frozenset()
+        self._rt: dict[int, int] = {}
         self._rbuf = bytearray(4096)  # read into, zero where nothing was read (R35)
         self._seen: set[int] = set()  # kinds read from the pipe since it was last empty
         self._since_empty = 0  # bytes read from the pipe since it was last empty
@@ -331,9 +333,10 @@ class SignalSet:
         else:
             self._drain()  # bytes already written for it are dropped with it
             signal.signal(signum, self._saved.pop(signum))
-            self._held = [s for s in self._held if s != signum]
+            self._std = self._std - {signum}
+            self._rt = {s: n for s, n in self._rt.items() if s != signum}
             _TRIPPED.discard(signum)
-            if self._held:  # the drain emptied the pipe: what it held for others must still wake the walk
+            if self._std or self._rt:  # the drain emptied the pipe: what it held for others must still wake the walk
                 self._rearm()
         del self.handlers[signum]
         if not self.handlers:
@@ -528,7 +531,7 @@ class SignalSet:
             done = True
         finally:
             # No call before the write: an interrupt here would strand what is held.
-            if not done or self._held or self._inhand is not None:
+            if not done or self._std or self._rt or self._inhand is not None:
                 assert self._pipe is not None
                 try:  # noqa: SIM105 (contextlib.suppress is a call before the write: R35)
                     os.write(self._pipe[1], _MARK)
@@ -590,19 +593,14 @@ class SignalSet:
 
     def _merge(self, rbuf: bytearray) -> None:
         data = bytes(rbuf).rstrip(b"\0")
-        held = list(self._held)
-        have = set(held)
-        seen = set(self._seen)
-        for b in data:
-            if b != _MARKER:
-                seen.add(b)
-                if b >= signal.SIGRTMIN or b not in have:
-                    held.append(b)
-                    have.add(b)
-        held.sort(key=order_key, reverse=True)  # stable: real-time ones of a number keep order
+        counts = collections.Counter(data)
+        counts.pop(_MARKER, None)
+        std, rt = self._add_pending(counts)
+        seen = self._seen | counts.keys()
         count = self._since_empty + len(data)
         # The commit: stores only, no call between them (R35).
-        self._held = held
+        self._std = std
+        self._rt = rt
         self._seen = seen
         self._since_empty = count
         rbuf[:] = _ZEROS
@@ -615,34 +613,53 @@ class SignalSet:
         global _TRIPPED
         kinds = set(_TRIPPED) & set(self.handlers)
         full = self._since_empty >= select.PIPE_BUF and self._since_empty >= _pipe_capacity(self._fd)
-        held = self._held
         if full:
-            lost = kinds - self._seen
-            if lost:
-                have = set(held)
-                held = held + [k for k in lost if k >= signal.SIGRTMIN or k not in have]
-                held.sort(key=order_key, reverse=True)
+            std, rt = self._add_pending(dict.fromkeys(kinds - self._seen, 1))
             done = kinds
         else:
+            std, rt = self._std, self._rt
             done = kinds & self._seen
+        empty: set[int] = set()
         # The commit: stores only (R35).
-        self._held = held
-        self._seen = set()
+        self._std = std
+        self._rt = rt
+        self._seen = empty
         self._since_empty = 0
         _TRIPPED -= done
+
+    def _add_pending(self, counts: Mapping[int, int]) -> tuple[frozenset[int], dict[int, int]]:
+        """New pending set and counts with `counts` raised: a standard signal once, a real-time
+        one each time (R61). Pure: the caller commits."""
+        std, rt = self._std, self._rt
+        if counts:
+            std = std | {s for s in counts if s < signal.SIGRTMIN}
+            rt = dict(rt)
+            for s, n in counts.items():
+                if s >= signal.SIGRTMIN:
+                    rt[s] = rt.get(s, 0) + n
+        return std, rt
 
     def _take_wakeup(self) -> SignalInfo | None:
         info = self._inhand
         if info is not None:
             return info
         self._drain()  # what arrived since the last one: as a signalfd read sees it
-        held = self._held
-        if not held:
+        std, rt = self._std, self._rt
+        if not std and not rt:
             return None
-        info = SignalInfo(held[-1], None, None, None)
+        signo = min((*std, *rt), key=order_key)
+        if signo in std:
+            std = std - {signo}
+        else:
+            rt = dict(rt)
+            left = rt.pop(signo) - 1
+            if left:
+                rt[signo] = left
+        info = SignalInfo(signo, None, None, None)
         # The commit: stores only, no call between them (R35).
         self._inhand = info
-        del held[-1]
+        self._std = std
+        self._rt = rt
         return info
 
     # --------------------------------------------------------------------- close, fork
@@ -711,7 +728,8 @@ class SignalSet:
         if self.mechanism == "wakeup" and self._holding:
             signal.set_wakeup_fd(self._prev_wakeup)
         self.handlers.clear()
-        self._held = []
+        self._std = frozenset()
+        self._rt = {}
         self._inhand = None
         self._sbuf[:] = bytes(_SIGINFO_SIZE)
         _TRIPPED.clear()
