@@ -40,6 +40,7 @@ from iohandler.impl.pollers import (
     flag_names,
 )
 from iohandler.impl.registry import Record, RecordView, Registry
+from iohandler.impl.signals import SignalInfo, SignalSet, signalfd_available
 from iohandler.impl.timers import TimerHandle
 from iohandler.impl.tracing import Handler, ListTracer, Tracer
 
@@ -75,9 +76,12 @@ __all__ = [
     "Registry",
     "Seams",
     "SelectorsPoller",
+    "SignalInfo",
+    "SignalSet",
     "TimerHandle",
     "Tracer",
     "UnpollableFdError",
     "default_poller_name",
     "flag_names",
+    "signalfd_available",
 ]

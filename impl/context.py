@@ -314,7 +314,7 @@ class AioContext:
                 st = os.fstat(n)
             except OSError as e:
                 raise ClosedFdError(n, f"fd {n} is not open: {e.strerror}") from e
-            if n == loop._wakeup_fd or n == loop._kernel.own_fd:
+            if n == loop._wakeup_fd or n == loop._kernel.own_fd or n == loop._signal_fd:
                 loop._refuse_own_fd(n)
             if not loop._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
                 raise UnpollableFdError(

@@ -13,14 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from iohandler.impl.context import BottomHalf
 from iohandler.impl.loop import MainLoop
 from iohandler.impl.pollers import POLLERS, default_poller_name, flag_names
+from iohandler.impl.signals import open_signalfd
 from iohandler.impl.tracing import Handler, Tracer
 from iohandler.specs.protocol import InvalidVector, serve
 from iohandler.specs.vector import (
@@ -46,6 +49,7 @@ from iohandler.specs.vector import (
     Iterate,
     Notify,
     PollEvent,
+    Raise,
     ReadEvent,
     ReadyEvent,
     ScriptAction,
@@ -117,12 +121,22 @@ def callback_name(callback: object) -> str | None:
     return None if callback is None else str(getattr(callback, "name", callback))
 
 
+# The `signal` kind's signals: real-time ones well above what programs commonly use.
+_SIGNAL_POOL = (signal.SIGRTMIN + 8, signal.SIGRTMAX - 4)
+_signals_in_use: set[int] = set()
+
+
 class RealFd:
     """One symbolic fd realised on real fds (VECTORS.md, fd kinds): `fd` is the loop's end,
     `peer_fd` the driver's. Both are non-blocking, so the driver never hangs on an fd. Also what
     the lockstep tests use, so both drive fds the same way."""
 
     def __init__(self, kind: str) -> None:
+        self.hung = False
+        self.signo = 0
+        if kind == "signal":
+            self._open_signal()
+            return
         if kind == "socket":
             a, b = socket.socketpair()  # AF_UNIX, SOCK_STREAM
             ends = a.detach(), b.detach()
@@ -132,7 +146,30 @@ class RealFd:
         self.fd, self.peer_fd = ends
         for end in ends:
             os.set_blocking(end, False)
-        self.hung = False
+
+    def _open_signal(self) -> None:
+        """A signalfd for a real-time signal of its own, blocked in this (the loop's) thread;
+        `raise_` sends it to this thread, so no other thread of the process can take it."""
+        signo = next(s for s in range(_SIGNAL_POOL[0], _SIGNAL_POOL[1]) if s not in _signals_in_use)
+        _signals_in_use.add(signo)
+        self.signo, self.thread = signo, threading.get_ident()
+        self.was_blocked = signo in signal.pthread_sigmask(signal.SIG_BLOCK, {signo})
+        try:
+            self.fd = open_signalfd({signo})
+        except BaseException:
+            self._release_signal()
+            raise
+        self.peer_fd = -1
+
+    def raise_(self) -> None:
+        signal.pthread_kill(self.thread, self.signo)
+
+    def _release_signal(self) -> None:
+        while signal.sigtimedwait({self.signo}, 0) is not None:  # none left for the old mask
+            pass
+        if not self.was_blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signo})
+        _signals_in_use.discard(self.signo)
 
     def send(self) -> None:
         # One byte per send (VECTORS.md). A full kernel buffer (a socketpair takes a few hundred
@@ -147,7 +184,7 @@ class RealFd:
                 pass
 
     def hangup(self) -> None:
-        if self.hung:
+        if self.hung or self.signo:
             return
         self.hung = True
         os.close(self.peer_fd)
@@ -155,6 +192,8 @@ class RealFd:
     def close(self) -> None:
         self.hangup()
         os.close(self.fd)
+        if self.signo:
+            self._release_signal()
 
 
 class _Tracer(Tracer):
@@ -318,6 +357,8 @@ class VectorSession:
                 self.fds[fd].drain()
             case Hangup(fd):
                 self.fds[fd].hangup()
+            case Raise(fd):
+                self.fds[fd].raise_()
             case SetGate(gate, value):
                 self.gates[gate].value = value
             case Notify():

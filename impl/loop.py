@@ -46,6 +46,7 @@ from iohandler.impl.errors import (
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity
 from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
+from iohandler.impl.signals import MECHANISMS, SignalSet, check_signum
 from iohandler.impl.timers import TimerHandle, TimerQueue
 from iohandler.impl.tracing import Handler, Tracer
 from iohandler.impl.wakeup import Wakeup
@@ -144,6 +145,7 @@ class MainLoop:
         use_eventfd: bool | None = None,
         check_files: bool = True,
         seams: Seams | None = None,
+        signal_mechanism: str | None = None,
     ) -> None:
         """`check_files=False` drops the per-ready-fd identity check (R33/R34) where the poller
         tracks files (epoll), saving a system call per ready event. Only for callers that always
@@ -151,7 +153,12 @@ class MainLoop:
         dup or a fork keeps open. Pollers that follow fd numbers (poll, selectors) always check,
         since that is what stops them spinning on NVAL.
 
-        `seams`: for tests and debugging only (see Seams)."""
+        `seams`: for tests and debugging only (see Seams).
+
+        `signal_mechanism`: how `add_signal_handler` receives signals (R60): "signalfd", "wakeup"
+        (`signal.set_wakeup_fd`), or None: signalfd where the kernel has it."""
+        if signal_mechanism is not None and signal_mechanism not in MECHANISMS:
+            raise ValueError(f"signal_mechanism must be one of {MECHANISMS} or None, got {signal_mechanism!r}")
         seams = seams if seams is not None else _NO_SEAMS
         registry = seams.registry
         if registry is not None and registry.by_fd:
@@ -189,6 +196,9 @@ class MainLoop:
         self._stopping = False
         self._closed = False
         self._forked = False  # inherited by a forked child (R41); set by _after_fork_in_child
+        self._signal_mechanism = signal_mechanism
+        self._signals: SignalSet | None = None  # created by the first add_signal_handler (R60)
+        self._signal_fd = -1  # its record's fd while open: the loop's own (R38)
         # bh: qemu_init_main_loop's qemu_aio_context. The ignore: mypy checks this file as
         # impl.loop while context.py names iohandler.impl.loop, one class seen twice.
         self._context = AioContext(self)  # type: ignore[arg-type]
@@ -224,6 +234,8 @@ class MainLoop:
             with self._lock:
                 if self._closed:  # _check_open only when it raises: saves a call
                     self._check_open()
+                if n == self._signal_fd:  # R38: the loop's own fd; a delete is a no-op
+                    return
                 rec = self._by_fd.get(n)
                 if rec is not None and not rec.deleted:
                     reg = self._registry
@@ -243,7 +255,7 @@ class MainLoop:
             st = os.fstat(n)
         except OSError as e:
             raise ClosedFdError(n, f"fd {n} is not open: {e.strerror}") from e
-        if n == self._wakeup_fd or n == self._kernel.own_fd:
+        if n == self._wakeup_fd or n == self._kernel.own_fd or n == self._signal_fd:
             self._refuse_own_fd(n)
         if not self._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
             raise UnpollableFdError(
@@ -296,9 +308,12 @@ class MainLoop:
 
     def _refuse_own_fd(self, n: int) -> None:
         """R38: the loop's own fds are not the caller's to register."""
-        what = "wakeup notifier (notify() and stop() write to it)" if n == self._wakeup_fd else (
-            f"{self._poller.name} poller's kernel object"
-        )
+        if n == self._wakeup_fd:
+            what = "wakeup notifier (notify() and stop() write to it)"
+        elif n == self._signal_fd:
+            what = "signal record's fd (add_signal_handler, R60)"
+        else:
+            what = f"{self._poller.name} poller's kernel object"
         raise ValueError(f"fd {n} is the loop's own {what}; it cannot be registered")
 
     def records(self) -> list[HandlerInfo]:
@@ -399,6 +414,58 @@ class MainLoop:
         while (handle := timers.due(now, last)) is not None:
             timers.fire(handle, now)
 
+    # ----------------------------------------------------------------------------- signals
+
+    def add_signal_handler(self, signum: int, callback: Callable[..., object], *args: Any) -> None:
+        """Call `callback(info, *args)` in the walk for each delivery of signal `signum`
+        (`info`: `SignalInfo`), as the seed's `qemu_signal_init`/`sigfd_handler` do (R60-R65).
+        Replaces the signal's handler if it has one. Main thread only; one loop per process."""
+        with self._lock:
+            self._check_open()
+            n = check_signum(signum)
+            if not callable(callback):
+                raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+            sigs = self._signals
+            if sigs is None:
+                sigs = SignalSet(self, self._signal_mechanism)
+                self._signals = sigs
+            sigs.add(n, callback, args)
+
+    def remove_signal_handler(self, signum: int) -> bool:
+        """Remove the handler of `signum`; False if it had none. The last one's removal deletes
+        the signal record and restores the mask and dispositions (R64)."""
+        with self._lock:
+            self._check_open()
+            n = check_signum(signum)
+            sigs = self._signals
+            return sigs.remove(n) if sigs is not None else False
+
+    @property
+    def signal_set(self) -> SignalSet | None:
+        """The loop's signal handlers and their record's fd (read it only), once created."""
+        return self._signals
+
+    def _register_signal_record(self) -> None:
+        """R60: the signal record is an ordinary record (a read handler, no gate, no writer)."""
+        sigs = self._signals
+        assert sigs is not None
+        fd = sigs.fileno()
+        self._signal_fd = -1  # our own registration passes R38's check
+        try:
+            self.set_fd_handler(fd, read=sigs.dispatch, opaque=sigs)
+        finally:
+            self._signal_fd = fd
+
+    def _unregister_signal_record(self) -> None:
+        """R64: the record is deleted as any record is (R4); the fd stays open, and the loop's,
+        until close(), so no other file takes its number while the kernel may still hold it."""
+        fd = self._signal_fd
+        self._signal_fd = -1
+        try:
+            self.set_fd_handler(fd, None, None)
+        finally:
+            self._signal_fd = fd
+
     # ---------------------------------------------------------------------------- the loop
 
     def main_loop_wait(self, nonblocking: bool = False, timeout: float | None = None) -> int:
@@ -407,6 +474,8 @@ class MainLoop:
         Returns ret: ready handler fds, plus 1 if the wakeup fd was readable."""
         if timeout is not None:
             timeout = check_delay("timeout", timeout)
+        if self._signals is not None:
+            self._signals.check_thread()  # R65
         return self._iterate(nonblocking, timeout, once=True)
 
     def _iterate(
@@ -891,6 +960,8 @@ class MainLoop:
         # R31: refused before the `finally` below could forget a stop() already requested.
         if self._running:
             raise ReentrantWaitError("run/run_until called while an iteration is running")
+        if self._signals is not None:
+            self._signals.check_thread()  # R65
 
     def stop(self) -> None:
         """End `run` / `run_until` after the current iteration (none running: the next run,
@@ -931,10 +1002,14 @@ class MainLoop:
         if self._forked:
             self._kernel.close()  # the child's copies of the epoll fd and witnesses: no registration changes
             self._wakeup.close()
+            if self._signals is not None:
+                self._signals.close()  # the child's copies; the mask was reset at the fork (R65)
             return
         with self._lock:
             if self._closed:
                 return
+            if self._signals is not None:
+                self._signals.check_close()  # R64: off the main thread, refused first
             if self._running:
                 if not self._waiting:  # we hold the lock mid-iteration: the loop's own thread
                     raise ReentrantWaitError("close() called while an iteration is running")
@@ -945,6 +1020,8 @@ class MainLoop:
                     self._closers -= 1
                 if self._closed:  # another thread's close() got there first
                     return
+            if self._signals is not None:  # R64: before the loop is marked closed (it deletes its record)
+                self._signals.close()
             self._closed = True
             self._context._close()  # bh
             self._registry.clear()
@@ -986,6 +1063,8 @@ class MainLoop:
             self._closed = True
             self._kernel.close()
             self._wakeup.close()
+            if self._signals is not None:
+                self._signals.close()
 
     def __enter__(self) -> MainLoop:
         return self

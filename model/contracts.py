@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from iohandler.model import aio, bh
 from iohandler.model.dispatch import dispatch
-from iohandler.model.env import poll, readiness
+from iohandler.model.env import drain, poll, raise_signal, readiness
 from iohandler.model.fill import Gate, fill
 from iohandler.model.registry import live_records, set_fd_handler
 from iohandler.model.state import (
@@ -172,6 +172,20 @@ def lemma_poll(kind: int, pending: bool, hung_up: bool, asked: int, wakeup: bool
     assert len(revents) == 1
     assert revents[0] == readiness(state) & (events | HUP | ERR)  # R11
     assert ret == (1 if revents[0] else 0) + (1 if wakeup else 0)  # R13
+
+
+def lemma_signal_fd(pending: bool, raises: int, drained: bool) -> None:
+    """A `signal` fd (format v3): IN while its signal is pending, nothing else, ever; raises
+    coalesce into one pending signal; a drain reads it."""
+    assert 0 <= raises <= 2
+    state = FdState("signal", pending)
+    for _ in range(_pick(raises, 3)):
+        state = raise_signal("x", state)
+    if drained:
+        state = drain("x", state)
+    pending_now = (pending or raises > 0) and not drained
+    assert readiness(state) == (IN if pending_now else 0)  # R60
+    assert state == FdState("signal", pending_now)  # R61
 
 
 # ---------------------------------------------------------------- fill, R8-R10, R22

@@ -6,6 +6,10 @@ The readiness table is Linux's (VECTORS.md), for an AF_UNIX stream socketpair an
     socket      OUT always; IN while bytes are pending; after hangup IN, OUT, HUP for good
     pipe-read   IN while bytes are pending; after hangup HUP (plus IN while bytes remain)
     pipe-write  OUT; after hangup OUT and ERR (no reader left)
+    signal      IN while its signal is pending (raised, not drained): a signalfd (R60, R61)
+
+A signal raised twice before a drain is pending once: the fd's readiness is all the loop sees of
+it (the kernel's coalescing of standard signals, or a queue of real-time ones, is behind the fd).
 """
 
 from __future__ import annotations
@@ -36,14 +40,23 @@ def readiness(fd: FdState) -> int:
         return OUT | (IN | HUP if fd.hung_up else IN if fd.pending else 0)
     if fd.kind == "pipe-read":
         return (IN if fd.pending else 0) | (HUP if fd.hung_up else 0)
+    if fd.kind == "signal":
+        return IN if fd.pending else 0
     return OUT | (ERR if fd.hung_up else 0)
 
 
 def send(fd: Fd, state: FdState) -> FdState:
-    if state.kind == "pipe-write":
-        raise InvalidAction(f"send on pipe-write fd {fd!r}")
+    if state.kind in ("pipe-write", "signal"):
+        raise InvalidAction(f"send on {state.kind} fd {fd!r}")
     if state.hung_up:
         raise InvalidAction(f"send on {fd!r} after its hangup")
+    return replace(state, pending=True)
+
+
+def raise_signal(fd: Fd, state: FdState) -> FdState:
+    """`raise` (format v3): the fd's signal is pending until a drain reads it (R60)."""
+    if state.kind != "signal":
+        raise InvalidAction(f"raise on {state.kind} fd {fd!r}")
     return replace(state, pending=True)
 
 

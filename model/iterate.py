@@ -33,6 +33,7 @@ from iohandler.specs.vector import (
     Iterate,
     Notify,
     PollEvent,
+    Raise,
     ReadyEvent,
     ScriptAction,
     Send,
@@ -104,6 +105,8 @@ def apply(
             return _env(world, fd, env.drain(fd, world.env[fd])), ()
         case Hangup(fd):
             return _env(world, fd, env.hangup(world.env[fd])), ()
+        case Raise(fd):
+            return _env(world, fd, env.raise_signal(fd, world.env[fd])), ()
         case SetGate(gate, value):
             return replace(world, gates=world.gates.set(gate, value)), ()
         case Notify():

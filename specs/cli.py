@@ -1,7 +1,7 @@
 """`iohandler`: the porter's command line.
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
-        [--format N] [--full] [--timeout S] [--fold-hup-err] [-v]
+        [--format N] [--no-signals] [--full] [--timeout S] [--fold-hup-err] [-v]
     iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
         [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S] [--db DIR]
                                                  generated scenarios, the model as the oracle
@@ -40,6 +40,7 @@ def _conform(args: argparse.Namespace) -> int:
     outcomes = run_conformance(
         args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full,
         fold=args.fold_hup_err,
+        signals=not args.no_signals,
     )
     if any(o.fatal for o in outcomes):
         return 2  # nothing could run: not a verdict on the driver
@@ -51,7 +52,9 @@ def _conform(args: argparse.Namespace) -> int:
         return 2
     summary = f"{passed} passed, {failed} failed"
     if skipped:
-        summary += f", {skipped} skipped (format newer than --format {args.format}: not conformance to it)"
+        summary += f", {skipped} skipped (format newer than --format {args.format}"
+        summary += ", or signal fds with --no-signals" if args.no_signals else ""
+        summary += ": not conformance to it)"
     if args.fold_hup_err:
         summary += "; HUP/ERR folded (R36)"
     print(summary)
@@ -80,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     conform.add_argument("--full", action="store_true", help="on a difference, print both whole traces")
     conform.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP + "; only for vectors whose "
                          "expect the model produces")
+    conform.add_argument(
+        "--no-signals", action="store_true",
+        help="the driver cannot raise signals: vectors with a signal fd are skipped, never passed",
+    )
     conform.set_defaults(func=_conform)
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")

@@ -348,10 +348,12 @@ def run_conformance(
     driver_format: int = len(FORMATS),
     full: bool = False,
     fold: bool = False,
+    signals: bool = True,
 ) -> list[Outcome]:
     """Replay every vector found under `paths` against the driver. Never raises for a bad vector
     or a bad driver: each problem becomes a failed Outcome naming the file. A vector in a format
-    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass.
+    newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass;
+    so is a vector with a `signal` fd when the driver cannot raise signals (`signals=False`).
     A driver that cannot start, or a path that does not exist, ends the run with one `fatal`
     Outcome. ValueError for an unusable `driver_command`, `timeout` or `driver_format`.
     `fold`: the driver's poller folds HUP/ERR (R36); each vector's expected trace is then the
@@ -382,6 +384,10 @@ def run_conformance(
             if FORMATS.index(vector.format) + 1 > driver_format:
                 record(Outcome(path, vector.name, False, f"format {vector.format} (driver reads up to "
                                f"{FORMATS[driver_format - 1]})", skipped=True))
+                continue
+            if vector.uses_signals and not signals:
+                record(Outcome(path, vector.name, False, "a signal fd: the driver cannot raise signals "
+                               "(--no-signals)", skipped=True))
                 continue
             if driver is None:
                 try:

@@ -41,6 +41,7 @@ from iohandler.specs.vector import (
     Hangup,
     Iterate,
     Notify,
+    Raise,
     ScriptAction,
     Send,
     Set,
@@ -56,6 +57,10 @@ FD_NAMES = ("a", "b", "c")
 BH_NAMES = ("p", "q")
 CTX_FD_NAMES = ("x", "y")
 KINDS: tuple[FdKind, ...] = ("socket", "pipe-read", "pipe-write")
+# With `signals` (the lockstep suite): signal fds too, which take raise and drain, never send or
+# hangup (VECTORS.md, format v3). `iohandler fuzz` leaves them out: a porter's driver need not
+# raise signals.
+SIGNAL_KINDS: tuple[FdKind, ...] = (*KINDS, "signal")
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,13 @@ class Config:
         return [BhNew(name, script) for name, script in self.bhs.items()]
 
     def sendable(self) -> list[str]:
+        return [f for f, k in self.fds.items() if k not in ("pipe-write", "signal")]
+
+    def drainable(self) -> list[str]:
         return [f for f, k in self.fds.items() if k != "pipe-write"]
+
+    def raisable(self) -> list[str]:
+        return [f for f, k in self.fds.items() if k == "signal"]
 
 
 def config_of(vector: Vector, gate_runs: Mapping[str, str] | None = None) -> Config:
@@ -85,7 +96,7 @@ def config_of(vector: Vector, gate_runs: Mapping[str, str] | None = None) -> Con
     sent = {a.fd for body in vector.scripts.values() for a in body if isinstance(a, Send)}
     return Config(
         dict(vector.fds), dict(vector.gates), dict(vector.scripts),
-        frozenset(f for f in vector.fds if f not in sent), dict(gate_runs or {}),
+        frozenset(f for f in vector.fds if f not in sent and vector.fds[f] != "signal"), dict(gate_runs or {}),
     )
 
 
@@ -153,7 +164,9 @@ def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: t
     kinds = dict(zip(fds, kinds_, strict=True))
     handler = st.none() | st.sampled_from(scripts)
     gate = st.none() | st.sampled_from(gates) if gates else st.none()
-    streams = [f for f in fds if kinds[f] != "pipe-write"]
+    streams = [f for f in fds if kinds[f] not in ("pipe-write", "signal")]
+    drainable = [f for f in fds if kinds[f] != "pipe-write"]
+    signals = [f for f in fds if kinds[f] == "signal"]
     main = [f for f in fds if f not in ctx_fds]
     register = st.builds(Set, st.sampled_from(main), handler, handler, gate)
     delete = st.builds(Set, st.sampled_from(main), st.none(), st.none(), st.none())
@@ -162,7 +175,11 @@ def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: t
         register, register, delete, delete, st.just(Notify()), st.just(Snapshot())
     ]
     if streams:
-        options += [st.builds(Send, st.sampled_from(streams)), st.builds(Drain, st.sampled_from(streams))]
+        options.append(st.builds(Send, st.sampled_from(streams)))
+    if drainable:
+        options.append(st.builds(Drain, st.sampled_from(drainable)))
+    if signals:
+        options.append(st.builds(Raise, st.sampled_from(signals)))
     if gates:
         options.append(st.builds(SetGate, st.sampled_from(gates), st.booleans()))
     if bhs:
@@ -175,13 +192,15 @@ def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: t
 
 @st.composite
 def configs(draw: st.DrawFn, *, max_fds: int = 3, max_scripts: int = 3, gate_scripts: bool = True,
-            context: bool = False) -> Config:
-    """A world: 1..max_fds fds of any kind, 0..2 gates, scripts of up to 3 actions, and (with
-    `gate_scripts`) gates that run a script when consulted (R22); with `context` (format v3),
-    1..2 BHs, each running one of the scripts, and 1..2 more fds for the context's handlers."""
+            context: bool = False, signals: bool = False) -> Config:
+    """A world: 1..max_fds fds of any kind (`signals`: the signal kind too), 0..2 gates, scripts
+    of up to 3 actions, and (with `gate_scripts`) gates that run a script when consulted (R22);
+    with `context` (format v3), 1..2 BHs, each running one of the scripts, and 1..2 more fds for
+    the context's handlers."""
     n = draw(_between(1, max_fds), label="fds")
     names = FD_NAMES[:n]
-    kinds: dict[str, FdKind] = {f: draw(_KIND, label=f"kind {f}") for f in names}
+    kind = _SIGNAL_KIND if signals else _KIND
+    kinds: dict[str, FdKind] = {f: draw(kind, label=f"kind {f}") for f in names}
     gates = {g: draw(_BOOL, label=f"gate {g}") for g in ("g", "h")[: draw(_between(0, 2))]}
     snames = tuple(f"s{i}" for i in range(draw(_between(1, max_scripts), label="scripts")))
     bh_names = BH_NAMES[: draw(_between(1, len(BH_NAMES)), label="bhs")] if context else ()
@@ -195,12 +214,14 @@ def configs(draw: st.DrawFn, *, max_fds: int = 3, max_scripts: int = 3, gate_scr
         {g: draw(_sampled(snames), label=f"{g} runs") for g in gates if draw(_BOOL)}
         if gate_scripts else {}
     )
+    hangable = frozenset(f for f in names if f not in sent and kinds[f] != "signal")
     bhs = {b: draw(_sampled(snames), label=f"{b} runs") for b in bh_names}
-    return Config(kinds, gates, scripts, frozenset(f for f in names if f not in sent), runs, bhs, frozenset(ctx_names))
+    return Config(kinds, gates, scripts, hangable, runs, bhs, frozenset(ctx_names))
 
 
 # Strategies are built once: building and validating them on every draw was most of the cost.
 _KIND = st.sampled_from(KINDS)
+_SIGNAL_KIND = st.sampled_from(SIGNAL_KINDS)
 _BOOL = st.booleans()
 
 
@@ -253,10 +274,16 @@ def _strategies_for(fds: tuple[tuple[str, FdKind], ...], scripts: tuple[str, ...
     # One branch per kind of step, as the lockstep machine has one rule per kind: nesting them
     # (a step is a script action or an iterate) made sends, and so ready fds, rare.
     kinds = dict(fds)
-    streams = [f for f in names if kinds[f] != "pipe-write"]
+    streams = [f for f in names if kinds[f] not in ("pipe-write", "signal")]
+    drainable = [f for f in names if kinds[f] != "pipe-write"]
+    signals = [f for f in names if kinds[f] == "signal"]
     options: list[st.SearchStrategy[Action]] = [register, register, delete, st.just(Notify()), st.just(Snapshot())]
     if streams:
-        options += [st.builds(Send, st.sampled_from(streams))] * 2 + [st.builds(Drain, st.sampled_from(streams))]
+        options += [st.builds(Send, st.sampled_from(streams))] * 2
+    if drainable:
+        options.append(st.builds(Drain, st.sampled_from(drainable)))
+    if signals:
+        options += [st.builds(Raise, st.sampled_from(signals))] * 2
     if hangable:
         options.append(st.builds(Hangup, st.sampled_from(hangable)))
     if gates:

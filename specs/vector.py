@@ -24,8 +24,11 @@ FORMAT_V2 = "iohandler-vector/2"
 FORMAT_V3 = "iohandler-vector/3"
 FORMATS: tuple[str, ...] = (FORMAT, FORMAT_V2, FORMAT_V3)
 GATE_SCRIPTS = "gate_scripts"
-FD_KINDS: tuple[str, ...] = ("socket", "pipe-read", "pipe-write")
-FdKind: TypeAlias = Literal["socket", "pipe-read", "pipe-write"]
+FD_KINDS: tuple[str, ...] = ("socket", "pipe-read", "pipe-write", "signal")
+FdKind: TypeAlias = Literal["socket", "pipe-read", "pipe-write", "signal"]
+# The `signal` kind (format v3, SPEC R60-R61): a signalfd for a signal of the driver's choice,
+# readable while that signal is pending; the `raise` action raises it.
+SIGNAL_KIND = "signal"
 # Flags are always written in this order inside a list (VECTORS.md, "Events").
 FLAG_ORDER: tuple[str, ...] = ("IN", "OUT", "HUP", "ERR")
 Flags: TypeAlias = tuple[str, ...]
@@ -62,6 +65,13 @@ class Drain:
 
 @dataclass(frozen=True, slots=True)
 class Hangup:
+    fd: str
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """Format v3: raise the signal of a `signal` fd (it is pending until a `drain`)."""
+
     fd: str
 
 
@@ -143,8 +153,11 @@ class Timeout:
 
 
 BhAction: TypeAlias = BhNew | BhSchedule | BhScheduleIdle | BhCancel | BhDelete
-V3Action: TypeAlias = BhAction | CtxSet | CtxPoll | Timeout
+V3Action: TypeAlias = BhAction | CtxSet | CtxPoll | Timeout | Raise
+# The AioContext's actions; `raise` (signals, R60) is format v3 too but kept apart: a driver's
+# fuzz reaches the context's actions without signal fds (V3_ONLY is both).
 V3_ACTIONS = (BhNew, BhSchedule, BhScheduleIdle, BhCancel, BhDelete, CtxSet, CtxPoll, Timeout)
+V3_ONLY = (*V3_ACTIONS, Raise)
 ScriptAction: TypeAlias = Set | Send | Drain | Hangup | SetGate | Notify | Snapshot | V3Action
 Action: TypeAlias = ScriptAction | Iterate
 
@@ -257,17 +270,22 @@ class Vector:
 
     @property
     def format(self) -> str:
-        """The oldest format that can carry this vector: v3 when it uses an AioContext action,
-        else v2 when it uses `gate_scripts`, else v1."""
-        if uses_v3(self.steps, self.scripts):
+        """The oldest format that can carry this vector: v3 when it uses an AioContext action or
+        a signal fd, else v2 when it uses `gate_scripts`, else v1."""
+        if uses_v3(self.steps, self.scripts) or self.uses_signals:
             return FORMAT_V3
         return FORMAT_V2 if self.gate_scripts else FORMAT
+
+    @property
+    def uses_signals(self) -> bool:
+        """It has a `signal` fd: a driver that cannot raise signals skips it (`--no-signals`)."""
+        return SIGNAL_KIND in self.fds.values()
 
 
 def uses_v3(steps: Sequence[Action], scripts: Mapping[str, Sequence[ScriptAction]]) -> bool:
     actions: list[Action] = [*steps, *(a for body in scripts.values() for a in body)]
     actions += [a for step in steps if isinstance(step, Iterate) for a in step.during_wait]
-    return any(isinstance(a, V3_ACTIONS) for a in actions)
+    return any(isinstance(a, V3_ONLY) for a in actions)
 
 
 # ------------------------------------------------------------------------------- flag helpers
@@ -295,6 +313,8 @@ def action_to_json(action: Action) -> dict[str, object]:
             return {"do": "drain", "fd": fd}
         case Hangup(fd):
             return {"do": "hangup", "fd": fd}
+        case Raise(fd):
+            return {"do": "raise", "fd": fd}
         case SetGate(gate, value):
             return {"do": "gate", "gate": gate, "value": value}
         case Notify():
@@ -476,6 +496,9 @@ def parse_action(value: object, at: _At, *, in_script: bool = False, in_wait: bo
             _keys(obj, ["do", "fd"], [], at)
             fd = _str(obj["fd"], at / "fd")
             return Send(fd) if do == "send" else Drain(fd) if do == "drain" else Hangup(fd)
+        case "raise":
+            _keys(obj, ["do", "fd"], [], at)
+            return Raise(_str(obj["fd"], at / "fd"))
         case "gate":
             _keys(obj, ["do", "gate", "value"], [], at)
             return SetGate(_str(obj["gate"], at / "gate"), _bool(obj["value"], at / "value"))
@@ -523,7 +546,7 @@ def parse_action(value: object, at: _At, *, in_script: bool = False, in_wait: bo
             raise at.error(
                 f'unknown action "{do}"; actions are set, send, drain, hangup, gate, notify, '
                 "snapshot, iterate, and in format v3 bh-new, bh-schedule, bh-schedule-idle, bh-cancel, "
-                "bh-delete, ctx-set, ctx-poll, timeout"
+                "bh-delete, ctx-set, ctx-poll, timeout, raise"
             )
 
 
@@ -653,6 +676,9 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
 
     if obj["format"] != FORMAT_V3:
         _refuse_v3(steps, scripts, at, str(obj["format"]))
+        for fd, kind in fds.items():
+            if kind == SIGNAL_KIND:
+                raise (at / "fds" / fd).error(f'fd kind "signal" needs "format": "{FORMAT_V3}"')
 
     known = {*_TOP_REQUIRED, "expect", GATE_SCRIPTS}
     vector = Vector(
@@ -683,7 +709,7 @@ def _refuse_v3(steps: Sequence[Action], scripts: Mapping[str, Sequence[ScriptAct
     places = [(steps, at / "steps")] + [(body, at / "scripts" / name) for name, body in scripts.items()]
     for actions, base in places:
         for action, where in _walk(actions, base):
-            if isinstance(action, V3_ACTIONS):
+            if isinstance(action, V3_ONLY):
                 do = action_to_json(action)["do"]
                 raise where.error(f'"{do}" needs "format": "{FORMAT_V3}" (this file says {json.dumps(fmt)})')
 
@@ -718,6 +744,11 @@ def _check_references(vector: Vector, at: _At) -> None:
             if isinstance(action, Send | Drain) and vector.fds[action.fd] == "pipe-write":
                 kind = "send" if isinstance(action, Send) else "drain"
                 raise where.error(f"{kind} on pipe-write fd {action.fd!r} is invalid")
+            if isinstance(action, Send | Hangup | CtxSet) and vector.fds[action.fd] == SIGNAL_KIND:
+                do = action_to_json(action)["do"]
+                raise where.error(f"{do} on signal fd {action.fd!r} is invalid (raise and drain it)")
+            if isinstance(action, Raise) and vector.fds[action.fd] != SIGNAL_KIND:
+                raise where.error(f"raise on {vector.fds[action.fd]} fd {action.fd!r} is invalid (signal fds only)")
     # Format v3: an fd is the fd-handler list's or the context's, never both (SPEC R48: the loop
     # keeps one kernel registration per fd).
     main_fds, ctx_fds = set(), set()

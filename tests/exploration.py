@@ -62,6 +62,7 @@ from iohandler.specs.vector import (
     Iterate,
     Notify,
     PollEvent,
+    Raise,
     ReadEvent,
     ReadyEvent,
     ScriptAction,
@@ -115,6 +116,8 @@ class Scope:
                 return Drain(f.get(fd, fd))
             case Hangup(fd):
                 return Hangup(f.get(fd, fd))
+            case Raise(fd):
+                return Raise(f.get(fd, fd))
             case Iterate(during):
                 return Iterate(tuple(self.mirror_script_action(x) for x in during))
         return a
@@ -317,6 +320,7 @@ def _fields(r: Record) -> RecordT:
 
 
 @invariant("R12", "send/drain/hangup change only that fd's pending/hung-up state; the loop is untouched")
+@invariant("R60", "raise makes only that signal fd's signal pending; the loop is untouched")
 @invariant("R13", "notify makes the notifier readable and changes nothing else")
 @invariant("R21", "a snapshot changes nothing and shows the live records in list order")
 def check_other(before: World, a: Action, after: World, events: tuple[Event, ...]) -> None:
@@ -333,13 +337,13 @@ def check_other(before: World, a: Action, after: World, events: tuple[Event, ...
         if after != replace(before, gates=before.gates.set(a.gate, a.value)):
             raise fail("R9", "setting a gate changed more than its value")
         return
-    assert isinstance(a, Send | Drain | Hangup)
+    assert isinstance(a, Send | Drain | Hangup | Raise)
     old = before.env[a.fd]
     new = {Send: FdState(old.kind, True, old.hung_up), Drain: FdState(old.kind, False, old.hung_up),
-           Hangup: FdState(old.kind, old.pending, True)}[type(a)]
+           Hangup: FdState(old.kind, old.pending, True), Raise: FdState(old.kind, True, old.hung_up)}[type(a)]
     if (after.loop, after.gates, after.ctx) != (before.loop, before.gates, before.ctx) or after.env != before.env.set(
             a.fd, new):
-        raise fail("R12", f"{a} changed more than {a.fd}'s state")
+        raise fail("R60" if isinstance(a, Raise) else "R12", f"{a} changed more than {a.fd}'s state")
 
 
 # ----------------------------------------------------------- the context (format v3, R42 on)
@@ -884,7 +888,30 @@ def scopes(large: bool) -> list[Scope]:
     gated = Scope("gate-scripts" + suffix, fds, {"g": True}, SCRIPTS,
                   (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
                   gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
-    return [base, gated]
+    return [base, gated, signal_scope(large)]
+
+
+# The signal scope (SPEC R60, R61, R63): the two sockets and a signal fd x (format v3), whose
+# handler drains it or, deleting itself, raises it again; raises come as steps, from a socket's
+# script and during the wait.
+SIGNAL_SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
+    "n": (),
+    "ks": (Set("t", None, None, None), Drain("s"), Raise("x")),  # deletes t, raises x
+    "kt": (Set("s", None, None, None), Drain("t"), Raise("x")),
+    "dx": (Drain("x"),),  # the signal record's handler: reads the pending signal
+    "ox": (Set("x", None, None, None), Raise("x")),  # deletes its own record, raises again
+}
+
+
+def signal_scope(large: bool) -> Scope:
+    a: list[Action] = []
+    for x in ("s", "t"):
+        a += [Set(x, "k" + x, None, None), Set(x, None, None, None), Send(x)]
+    a += [Set("x", "dx", None, None), Set("x", "ox", None, None), Raise("x"), Iterate(), Iterate((Raise("x"),))]
+    if large:
+        a += [Set("x", None, None, None), Drain("x")]
+    return Scope("signals" + ("-large" if large else ""), {"s": "socket", "t": "socket", "x": "signal"}, {},
+                 SIGNAL_SCRIPTS, tuple(a), swap_fds=SWAP_FDS, swap_scripts={"ks": "kt", "kt": "ks"})
 
 
 def lockstep_config(scope: Scope) -> Config:

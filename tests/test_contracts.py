@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 # folds and the walk step need 12-70 s each there (verify's budget confirms them; PROOFS.md).
 CHEAP = (
     "lemma_register_new", "lemma_register_existing", "lemma_register_delete", "lemma_live_records",
-    "lemma_readiness", "lemma_no_walk",
+    "lemma_readiness", "lemma_no_walk", "lemma_signal_fd",
 )
 
 

@@ -159,7 +159,7 @@ V3_FILES = sorted((bundled_vectors_dir() / "context").glob("*.json"))
 
 def test_every_context_rule_has_a_bundled_v3_vector() -> None:
     spec = (bundled_vectors_dir().parent / "SPEC.md").read_text(encoding="utf-8")
-    rules = [r for r in re.findall(r"^### (R\d+)\b", spec, re.MULTILINE) if int(r[1:]) >= 42]
+    rules = [r for r in re.findall(r"^### (R\d+)\b", spec, re.MULTILINE) if 42 <= int(r[1:]) < 60]  # R60 on: signals
     assert rules == [f"R{i}" for i in range(42, 51)]
     covered = {r for p in V3_FILES for r in load_vector(p).rules}
     assert [r for r in rules if r not in covered] == []

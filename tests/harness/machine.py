@@ -39,6 +39,7 @@ from iohandler.specs.vector import (
     Hangup,
     Iterate,
     Notify,
+    Raise,
     Send,
     SetGate,
     Snapshot,
@@ -62,7 +63,7 @@ class LockstepMachine(RuleBasedStateMachine):
         self.config: Config | None = None
         self.run: Lockstep | None = None
 
-    @initialize(config=configs())
+    @initialize(config=configs(signals=True))
     def start(self, config: Config) -> None:
         self.config = config
         self.run = Lockstep(config, self.poller, type(self).make_loop)
@@ -125,11 +126,18 @@ class LockstepMachine(RuleBasedStateMachine):
         assert self.config is not None
         self.do(Send(_pick(data, [f for f in self.config.fds if self._can_send(f)], "send")))
 
-    @precondition(lambda self: self.config is not None and bool(self.config.sendable()))
+    @precondition(lambda self: self.config is not None and bool(self.config.drainable()))
     @rule(data=st.data())
     def drain(self, data: st.DataObject) -> None:
         assert self.config is not None
-        self.do(Drain(_pick(data, self.config.sendable(), "drain")))
+        self.do(Drain(_pick(data, self.config.drainable(), "drain")))
+
+    @precondition(lambda self: self.config is not None and bool(self.config.raisable()))
+    @rule(data=st.data())
+    def raise_signal(self, data: st.DataObject) -> None:
+        """R60: a signal fd's signal raised (the kernel, or another process)."""
+        assert self.config is not None
+        self.do(Raise(_pick(data, self.config.raisable(), "raise")))
 
     @precondition(lambda self: self.config is not None and bool(self.config.hangable))
     @rule(data=st.data())
@@ -166,7 +174,7 @@ class LockstepMachine(RuleBasedStateMachine):
 
     def _can_send(self, fd: str) -> bool:
         assert self.config is not None
-        return self.config.fds[fd] != "pipe-write" and not self.world.env[fd].hung_up
+        return self.config.fds[fd] not in ("pipe-write", "signal") and not self.world.env[fd].hung_up
 
 
 class ContextLockstepMachine(LockstepMachine):

@@ -32,6 +32,7 @@ from iohandler.specs.vector import (
     Iterate,
     Notify,
     PollEvent,
+    Raise,
     ReadEvent,
     ReadyEvent,
     Send,
@@ -59,6 +60,8 @@ def describe_action(a: Action) -> str:
             return f"drain {fd}"
         case Hangup(fd):
             return f"hangup {fd}"
+        case Raise(fd):
+            return f"raise {fd}"
         case SetGate(gate, value):
             return f"gate {gate}={'open' if value else 'closed'}"
         case Notify():
