@@ -683,9 +683,10 @@ def test_sigchld_ignored_before_is_delivered_and_restored(mech: str) -> None:
         with MainLoop(signal_mechanism=mech) as loop:
             got = collect(loop, signal.SIGCHLD)
             child = subprocess.Popen(["sh", "-c", "exit 3"])
-            loop.call_later(5.0, loop.stop)
+            loop.call_later(20.0, loop.stop)  # a bound for a loaded machine, not a timing
             loop.run_until(lambda: bool(got))
-            assert signos(got) == [signal.SIGCHLD]
+            # Other tests of this worker may have left children too: every delivery is SIGCHLD.
+            assert got and set(signos(got)) == {signal.SIGCHLD}
             assert child.wait(5) == 3  # not reaped by the kernel
         assert signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
     finally:
