@@ -183,6 +183,8 @@ class Driver:
             if key.fd == self._stderr.fileno():
                 self._read_stderr()
                 continue
+            if key.fd != self._stdout.fileno():  # the driver's stdin, while a vector is written
+                continue
             with contextlib.suppress(BlockingIOError):
                 if os.read(key.fd, 65536) == b"":
                     self._selector.unregister(key.fd)

@@ -339,3 +339,22 @@ def test_a_driver_that_closes_stdout_but_runs_on_is_not_said_to_have_exited(tmp_
     driver = _driver(tmp_path, "import os, sys, time\nsys.stdin.readline()\nos.close(1)\ntime.sleep(30)\n")
     (outcome,) = run_conformance(driver, [ONE], timeout=5)
     assert "driver closed its stdout without answering (it still runs)" in outcome.detail, outcome.detail
+
+
+# ------------------------------------------------------------------ second adversarial review of the runner
+
+
+def _sh(tmp_path: Path, body: str, name: str = "driver.sh") -> str:
+    script = tmp_path / name
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize("body", ["exec 1>&-; read x; sleep 30", "exec 0<&-; sleep 30"], ids=["stdout", "stdin"])
+def test_a_driver_that_closes_its_stdout_or_stdin_fails_its_vectors(tmp_path: Path, body: str) -> None:
+    """Review II, item 1: while the vector was written, the runner read every registered fd,
+    the driver's stdin (a write end) included: EBADF ended the run."""
+    outcomes = run_conformance(_sh(tmp_path, body), [ONE, TWO], timeout=1)
+    assert [o.passed for o in outcomes] == [False, False]
+    assert all("driver" in o.detail for o in outcomes)
