@@ -115,9 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "temporary folder, never the current one)")
     fuzz.set_defaults(func=_fuzz)
 
+    _escape_unprintable()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
+
+
+def _escape_unprintable() -> None:
+    """Print what stdout and stderr cannot encode as backslash escapes: vector files, file names
+    and drivers supply text (a lone surrogate such as "\\ud800", a file name that is not UTF-8),
+    and a report must never fail on it."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; a test's capture may not be
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def _version() -> str:

@@ -29,6 +29,7 @@ from iohandler.specs.runner import (
     check_arguments,
     clip,
     first_difference,
+    printable,
     stderr_note,
 )
 from iohandler.specs.vector import (
@@ -257,7 +258,7 @@ def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool, pro
     body = json.dumps(vector_to_json(replace(vector, name="", description="", expect=None)), sort_keys=True)
     digest = hashlib.sha256(body.encode()).hexdigest()[:10]
     if problem.erred:
-        what = f"the driver erred on it ({clip(problem.detail.splitlines()[0], 200)}); "
+        what = f"the driver erred on it ({printable(clip(problem.detail.splitlines()[0], 200))}); "
     else:
         what = "its trace differs from the model's; "
     return replace(

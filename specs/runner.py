@@ -300,6 +300,12 @@ def clip(text: str, limit: int = DETAIL_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 40] + f"... ({len(text) - limit + 40} more characters)"
 
 
+def printable(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (a lone surrogate a driver or a file name supplied) as
+    backslash escapes, so it can be written to a file."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def describe_exit(code: int) -> str:
     """`exit code 3`, or `killed by SIGABRT` for a process a signal ended (Popen's negative code)."""
     if code >= 0:
@@ -403,10 +409,11 @@ def run_conformance(
                 record(Outcome(path, vector.name, False, detail))
                 continue
             try:
-                record(_judge(path, vector, answer, driver, full, fold))
+                outcome = _judge(path, vector, answer, driver, full, fold)
             except Exception as e:  # a runner or model bug must not end the run
-                record(Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
-                               f"please report it): {type(e).__name__}: {clip(str(e))}"))
+                outcome = Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
+                                  f"please report it): {type(e).__name__}: {clip(str(e))}")
+            record(outcome)  # outside the try: a failing report callback is not a second outcome
             driver.forget_stderr()  # each vector's report shows what the driver wrote for it
     except BaseException:
         # An interrupt (Ctrl-C reaches the runner only: the driver has its own process group),

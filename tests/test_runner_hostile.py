@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -358,3 +359,49 @@ def test_a_driver_that_closes_its_stdout_or_stdin_fails_its_vectors(tmp_path: Pa
     outcomes = run_conformance(_sh(tmp_path, body), [ONE, TWO], timeout=1)
     assert [o.passed for o in outcomes] == [False, False]
     assert all("driver" in o.detail for o in outcomes)
+
+
+def _cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`iohandler ARGS` in a child whose stdout and stderr encode strictly (PYTHONIOENCODING=utf-8):
+    text a vector or a driver supplies must still print."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, "-m", "iohandler.specs.cli", *args], capture_output=True, text=True,
+                          errors="backslashreplace", env=env, cwd=cwd, timeout=timeout, check=False)
+
+
+SURROGATE_ERROR = "import sys\nfor _ in sys.stdin:\n    print('{\"error\": \"bad \\\\ud800 thing\"}', flush=True)\n"
+
+
+def test_lone_surrogates_from_a_vector_file_print_escaped(tmp_path: Path) -> None:
+    """Review II, item 2a: the loader's message quoting a key "\\ud800" could not be printed."""
+    doc = json.loads(ONE.read_text())
+    doc["fds"] = {"\ud800": "bogus"}
+    (tmp_path / "a.json").write_text(json.dumps(doc))  # json.dumps writes the escape, so the file is UTF-8
+    shutil.copy(TWO, tmp_path / "b.json")
+    run = _cli("conform", "--driver", MODEL, str(tmp_path))
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 1 and "\\ud800" in run.stdout and run.stdout.rstrip().endswith("1 passed, 1 failed")
+
+
+def test_lone_surrogates_from_a_driver_print_escaped_and_count_once(tmp_path: Path) -> None:
+    """Review II, item 2b/2c: an {"error": ...} holding "\\ud800" counted each vector twice in
+    conform (the report's exception was recorded as a second outcome) and ended fuzz with exit 2."""
+    driver = _driver(tmp_path, SURROGATE_ERROR)
+    run = _cli("conform", "--driver", driver, str(ONE), str(TWO))
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 1 and run.stdout.count("bad \\ud800 thing") == 2
+    assert run.stdout.rstrip().endswith("0 passed, 2 failed")
+    run = _cli("fuzz", "--driver", driver, "--examples", "2", "--save", str(tmp_path / "saved"), cwd=tmp_path)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 1 and "MISMATCH" in run.stdout and "bad \\ud800 thing" in run.stdout
+    assert len(list((tmp_path / "saved").iterdir())) == 1
+
+
+def test_a_file_name_that_is_not_utf8_prints_escaped(tmp_path: Path) -> None:
+    """Review II, item 2d."""
+    name = os.fsencode(tmp_path) + b"/\xffname.json"
+    with open(name, "wb") as f:
+        f.write(b"not json")
+    run = _cli("conform", "--driver", MODEL, os.fsdecode(name))
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 1 and "\\udcffname.json" in run.stdout and "not JSON" in run.stdout
