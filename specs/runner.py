@@ -51,6 +51,7 @@ DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quot
 STDERR_KEEP = 65536  # bytes of a driver's stderr kept (its tail) for the report
 MAX_TIMEOUT = 86400.0  # a day: longer is a typo, and select() cannot wait 1e300 s
 ANSWER_LIMIT = 64 * 2**20  # bytes in one answer line; a longer one is a failure, not a memory hog
+STRAY_KEEP = 4096  # bytes kept, to quote, of what a driver writes to stdout outside an answer
 
 
 class DriverFailure(Exception):
@@ -87,6 +88,8 @@ class Driver:
             os.set_blocking(pipe.fileno(), False)
         self._buffer = bytearray()
         self._scanned = 0  # bytes of _buffer known to hold no newline
+        self._dropped = 0  # bytes of stdout after an answer not kept (only STRAY_KEEP are)
+        self.stray = ""  # after close(): what the driver wrote after its last answer, described
         self._tail = bytearray()  # the last STDERR_KEEP bytes of stderr since forget_stderr()
         self._closed = False
         self._selector = selectors.DefaultSelector()
@@ -111,6 +114,10 @@ class Driver:
         deadline = time.monotonic() + self.timeout
         sent = 0
         stdin = self._stdin.fileno()
+        self._pump(0)
+        if self._buffer:  # one answer line per vector: a second line would be taken as this one's answer
+            raise DriverFailure(f"before this vector was sent, the driver wrote {self._stray_size()} after its "
+                                f"answer to the previous one: {clip(self._stray_text(), 200)!r}")
         self._selector.register(stdin, selectors.EVENT_WRITE)
         try:
             while sent < len(line) or (end := self._newline()) < 0:
@@ -120,6 +127,11 @@ class Driver:
                 for key, _ in self._selector.select(left):
                     if key.fd != stdin:
                         self._read(key.fd)
+                        if sent < len(line) and self._newline() >= 0:
+                            raise DriverFailure(
+                                f"driver wrote a line before it had read the whole vector (it took {sent} of its "
+                                f"{len(line)} bytes): {clip(self._stray_text(), 200)!r}"
+                            )
                         continue
                     try:
                         sent += os.write(stdin, line[sent : sent + 65536])
@@ -135,15 +147,22 @@ class Driver:
         raw = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         self._scanned = 0
+        if self._buffer:
+            raise DriverFailure(f"driver wrote {self._stray_size()} after its answer line (one answer line per "
+                                f"vector): {clip(self._stray_text(), 200)!r}")
         return raw.decode(errors="replace")
+
+    def _stray_size(self) -> str:
+        return f"{len(self._buffer) + self._dropped} bytes"
+
+    def _stray_text(self) -> str:
+        return bytes(self._buffer[:STRAY_KEEP]).decode(errors="replace")
 
     def _newline(self) -> int:
         """Where the first answer line ends in what the driver wrote, or -1 (each byte scanned
         once, so a long answer costs linear time)."""
         end = self._buffer.find(b"\n", self._scanned)
         self._scanned = len(self._buffer) if end < 0 else end
-        if end < 0 and len(self._buffer) > ANSWER_LIMIT:
-            raise DriverFailure(f"driver answer line is longer than {ANSWER_LIMIT} bytes (the runner's limit)")
         return end
 
     def _read(self, fd: int) -> None:
@@ -161,6 +180,9 @@ class Driver:
                 raise DriverFailure("driver closed its stdout without answering (it still runs)")
             raise DriverFailure(f"driver exited without answering ({describe_exit(code)})")
         self._buffer += chunk
+        if len(self._buffer) > ANSWER_LIMIT and self._buffer.find(b"\n", self._scanned) < 0:
+            # Checked on every read, the vector's write included: the buffer never outgrows it.
+            raise DriverFailure(f"driver answer line is longer than {ANSWER_LIMIT} bytes (the runner's limit)")
 
     def _read_stderr(self) -> bool:
         """One read of stderr into the tail; False when nothing more is there now."""
@@ -178,7 +200,8 @@ class Driver:
         return True
 
     def _pump(self, wait: float) -> None:
-        """Wait up to `wait` s for output and read it; stdout after the answer is dropped."""
+        """Wait up to `wait` s for output and read it; of stdout (between answers: stray output, a
+        protocol error) only the first STRAY_KEEP bytes are kept, the rest counted."""
         for key, _ in self._selector.select(wait):
             if key.fd == self._stderr.fileno():
                 self._read_stderr()
@@ -186,8 +209,12 @@ class Driver:
             if key.fd != self._stdout.fileno():  # the driver's stdin, while a vector is written
                 continue
             with contextlib.suppress(BlockingIOError):
-                if os.read(key.fd, 65536) == b"":
+                chunk = os.read(key.fd, 65536)
+                if chunk == b"":
                     self._selector.unregister(key.fd)
+                keep = max(0, STRAY_KEEP - len(self._buffer))
+                self._buffer += chunk[:keep]
+                self._dropped += len(chunk) - len(chunk[:keep])
 
     def _late(self, sent: int, size: int) -> DriverFailure:
         if sent < size:
@@ -253,6 +280,11 @@ class Driver:
             self._stdin.close()
         code = self._exit_code(self.timeout)
         self._end()
+        with contextlib.suppress(OSError):
+            self._pump(0)  # what it wrote after its last answer and before it ended
+        if self._buffer:
+            self.stray = (f"driver wrote {self._stray_size()} after its answer to the last vector (one answer line "
+                          f"per vector): {clip(self._stray_text(), 200)!r}")
         self.stderr_text()  # what it wrote last, for a report after close
         self._closed = True
         self._selector.close()
@@ -425,13 +457,16 @@ def run_conformance(
     finally:
         if driver is not None:
             code = driver.close()
+            problems = [driver.stray] if driver.stray else []
+            if code not in (0, None):
+                problems.append(f"driver ended with {describe_exit(code)} at end of input (the protocol asks for "
+                                "exit code 0)")
             ran = [i for i, o in enumerate(outcomes) if not o.skipped]
-            if code not in (0, None) and ran:
+            if problems and ran:
                 last = outcomes[ran[-1]]
                 outcomes[ran[-1]] = Outcome(
-                    last.path, last.name, False, (last.detail + "\n" if last.detail else "") +
-                    f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit code 0)"
-                    + stderr_note(driver)
+                    last.path, last.name, False,
+                    "\n".join(([last.detail] if last.detail else []) + problems) + stderr_note(driver),
                 )
     return outcomes
 

@@ -405,3 +405,55 @@ def test_a_file_name_that_is_not_utf8_prints_escaped(tmp_path: Path) -> None:
     run = _cli("conform", "--driver", MODEL, os.fsdecode(name))
     assert "Traceback" not in run.stderr, run.stderr
     assert run.returncode == 1 and "\\udcffname.json" in run.stdout and "not JSON" in run.stdout
+
+
+def test_a_driver_that_writes_while_the_vector_is_sent_costs_bounded_memory(tmp_path: Path) -> None:
+    """Review II, item 3: while a long vector was written, the answer limit was never checked, so
+    `yes` as the driver grew the runner by hundreds of MB (a line before the whole vector is read
+    cannot be its answer: it is a protocol error at once)."""
+    doc = json.loads(ONE.read_text())
+    doc["description"] = "d" * 300_000
+    (tmp_path / "big.json").write_text(json.dumps(doc))
+    tracemalloc.start()
+    try:
+        start = time.monotonic()
+        (outcome,) = run_conformance("yes", [tmp_path / "big.json"], timeout=3)
+        took = time.monotonic() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not outcome.passed and "before it had read the whole vector" in outcome.detail, outcome.detail
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert took < 3  # at once, not at the timeout
+
+
+TWICE = """import json, sys, time
+from iohandler.model.iterate import run_vector
+from iohandler.specs.vector import event_to_json, parse_vector
+for n, line in enumerate(sys.stdin):
+    good = json.dumps({"trace": [event_to_json(e) for e in run_vector(parse_vector(json.loads(line)))]})
+    if n == 0:
+        print(good, flush=True)
+        time.sleep(DELAY)
+        print(good, flush=True)  # a second answer to the same vector
+    else:
+        print('{"trace": []}', flush=True)  # every later answer is wrong
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5], ids=["together", "later"])
+def test_an_extra_answer_line_is_a_protocol_error(tmp_path: Path, delay: float) -> None:
+    """Review II, item 4: a driver answering the first vector twice and every later one wrongly
+    passed both vectors of the same trace (the extra line was taken as the next answer)."""
+    for name in ("a.json", "b.json"):
+        shutil.copy(ONE, tmp_path / name)
+    driver = _driver(tmp_path, TWICE.replace("DELAY", repr(delay)))
+    outcomes = run_conformance(driver, [tmp_path / "a.json", tmp_path / "b.json"], timeout=5)
+    assert not all(o.passed for o in outcomes)
+    assert any("after its answer" in o.detail for o in outcomes), [o.detail for o in outcomes]
+
+
+def test_output_after_the_last_answer_fails_the_last_vector(tmp_path: Path) -> None:
+    driver = _driver(tmp_path, TWICE.replace("DELAY", "0.3"))
+    (outcome,) = run_conformance(driver, [ONE], timeout=5)
+    assert not outcome.passed and "after its answer" in outcome.detail, outcome.detail
