@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from iohandler.specs.runner import MAX_TIMEOUT, Outcome, check_timeout, run_conformance, split_command
+from iohandler.specs.runner import (
+    MAX_TIMEOUT,
+    Outcome,
+    Terminated,
+    check_timeout,
+    on_termination,
+    run_conformance,
+    split_command,
+)
 from iohandler.specs.vector import FORMATS, bundled_vectors_dir
 
 
@@ -118,7 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _escape_unprintable()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    if argv is None and args.command in ("conform", "fuzz"):
+        on_termination()  # this process is the command: SIGTERM/SIGHUP end it as Ctrl-C does
+    try:
+        return func(args)
+    except KeyboardInterrupt as e:  # the driver is already killed (run_conformance, fuzz)
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        print(f"iohandler {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
 
 
 def _escape_unprintable() -> None:

@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,40 @@ class DriverFailure(Exception):
     """The driver crashed, hung, or broke the protocol (the message says which)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the runner (`on_termination`): it ends the run as Ctrl-C does,
+    the driver killed on the way out. A KeyboardInterrupt, so nothing on the way (Hypothesis
+    included) takes it for a test failure."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def on_termination() -> None:
+    """In a runner that is the process's command: SIGTERM and SIGHUP raise `Terminated`, so the
+    driver is killed as on Ctrl-C; and the runner becomes its descendants' subreaper (Linux
+    PR_SET_CHILD_SUBREAPER), so a driver's daemon whose parent exits is re-parented to it, not
+    to init, where `Driver` finds and kills it too (even one that dropped the environment mark).
+    Only for a process whose every child is a driver's: never in a library caller's process."""
+
+    def raise_terminated(signum: int, _: object) -> None:
+        raise Terminated(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, raise_terminated)
+    global _SUBREAPER
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the environment mark still works
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _SUBREAPER = libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+
+
+_SUBREAPER = False  # this process adopts its orphaned descendants (on_termination)
+MARK = "IOHANDLER_CONFORM_DRIVER"  # in every driver's environment: what the runner kills at the end
+
+
 class Driver:
     """One running driver process. `ask(vector)` returns its answer object.
 
@@ -69,6 +104,9 @@ class Driver:
     def __init__(self, command: str, timeout: float) -> None:
         self.command = command
         self.timeout = timeout
+        # Inherited by every process the driver starts, even one that leaves its process group
+        # and its process tree: the runner finds them all by it when it kills the driver.
+        self._mark = f"{MARK}={os.getpid()}.{uuid.uuid4().hex}".encode()
         try:
             self._proc = subprocess.Popen(
                 split_command(command),
@@ -79,6 +117,7 @@ class Driver:
                 # Its own session and process group, so a kill reaches what a wrapper (a shell
                 # script without exec, a launcher) started too: no orphan outlives the run.
                 start_new_session=True,
+                env={**os.environ, MARK: self._mark.decode().split("=", 1)[1]},
             )
         except (OSError, ValueError) as e:
             raise DriverFailure(f"cannot start driver {command!r}: {e}") from None
@@ -252,11 +291,60 @@ class Driver:
             self._pump(min(left, 0.01))
 
     def _end(self) -> None:
-        """Kill the driver's whole process group (the leader may be gone, its children not),
-        then reap the leader."""
+        """Kill the driver's whole process group (the leader may be gone, its children not) and
+        every other process it started (`_family`), then reap the leader. The family is stopped
+        first, round after round until no new member shows, so none can fork past the kill."""
+        stopped: set[int] = set()
+        for _ in range(100):  # bounded: a fork bomb is stopped a round at a time
+            new = self._family() - stopped
+            if not new:
+                break
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped |= new
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         self._proc.wait()
+        for pid in stopped - {self._proc.pid}:  # those re-parented to this process (a subreaper)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+    def _family(self) -> set[int]:
+        """Every live process the driver started: below its leader in the process tree, or
+        carrying its mark in its environment (a daemon re-parented to init, or to this process as
+        subreaper). Linux /proc; elsewhere the process group kill alone."""
+        children: dict[int, list[int]] = {}
+        family: set[int] = set()
+        me = os.getpid()
+        try:
+            entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            return family
+        for pid in entries:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone, or not ours to read
+            children.setdefault(ppid, []).append(pid)
+            if pid != me:
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as f:
+                    if self._mark in f.read().split(b"\0"):
+                        family.add(pid)
+        # As subreaper (on_termination, the runner as a command) every child of this process but
+        # the drivers is an orphan a driver left, whatever its environment.
+        todo = [self._proc.pid, *family, *(children.get(me, []) if _SUBREAPER else [])]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in family and child != me:
+                    family.add(child)
+                    todo.append(child)
+        family.add(self._proc.pid)
+        return family
 
     def stderr_text(self, limit: int = 4000) -> str:
         """The last `limit` characters the driver wrote to stderr since `forget_stderr()`,
@@ -276,10 +364,12 @@ class Driver:
         Whatever it leaves in its process group is killed."""
         if self._proc.returncode is not None:
             return self._proc.returncode
-        with contextlib.suppress(OSError):
-            self._stdin.close()
-        code = self._exit_code(self.timeout)
-        self._end()
+        try:
+            with contextlib.suppress(OSError):
+                self._stdin.close()
+            code = self._exit_code(self.timeout)
+        finally:  # an interrupt while it is waited for kills it all the same
+            self._end()
         with contextlib.suppress(OSError):
             self._pump(0)  # what it wrote after its last answer and before it ended
         if self._buffer:

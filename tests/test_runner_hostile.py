@@ -457,3 +457,65 @@ def test_output_after_the_last_answer_fails_the_last_vector(tmp_path: Path) -> N
     driver = _driver(tmp_path, TWICE.replace("DELAY", "0.3"))
     (outcome,) = run_conformance(driver, [ONE], timeout=5)
     assert not outcome.passed and "after its answer" in outcome.detail, outcome.detail
+
+
+ESCAPING = """import os, subprocess, sys, time, pathlib
+pids = pathlib.Path(PIDS)
+# A child in a session of its own (setsid), so outside the driver's process group.
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+(pids / f"session-{os.getpid()}").write_text(str(child.pid))
+# A daemon: forked twice, its parent gone, so no longer below the driver in the process tree.
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        (pids / f"daemon-{os.getpid()}").write_text(str(os.getpid()))
+        time.sleep(30)
+    os._exit(0)
+os.wait()
+sys.stdin.readline()
+time.sleep(30)  # hangs: the runner gives up on it after the timeout
+"""
+
+
+def test_descendants_that_leave_the_process_group_are_killed_too(tmp_path: Path, pids: Path) -> None:
+    """Review II, item 5: a driver's descendant in a new session or process group (setsid, a
+    daemon's double fork) escaped the kill of the driver's process group."""
+    driver = _driver(tmp_path, ESCAPING.replace("PIDS", repr(str(pids))))
+    outcomes = run_conformance(driver, [ONE, TWO], timeout=2)
+    assert [o.passed for o in outcomes] == [False, False]
+    escaped = [int(f.read_text()) for f in pids.iterdir()]
+    assert len(escaped) == 4, sorted(f.name for f in pids.iterdir())
+    deadline = time.monotonic() + 2
+    while any(map(_alive, escaped)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in escaped if _alive(p)], "descendants outlived conform"
+
+
+@pytest.mark.parametrize("when", ["answer", "exit"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["TERM", "HUP", "INT"])
+def test_a_signal_to_the_runner_kills_the_driver_and_exits_128_plus_n(tmp_path: Path, pids: Path,
+                                                                       signum: int, when: str) -> None:
+    """Review II, items 5 and 11: SIGTERM or SIGHUP left the driver's group running (cleanup ran only
+    on an exception), and SIGINT printed a traceback. The runner is waiting for an answer, or for
+    the driver to exit at end of input."""
+    serve = "from iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\nserve(run)\n"
+    driver = _driver(tmp_path, "import os, sys, time, pathlib\n"
+                     + (serve if when == "exit" else "") +
+                     f"pathlib.Path({str(pids)!r}, 'driver').write_text(str(os.getpid()))\ntime.sleep(30)\n")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    runner = subprocess.Popen([sys.executable, "-m", "iohandler.specs.cli", "conform", "--timeout", "20",
+                               "--driver", driver, str(ONE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env)
+    deadline = time.monotonic() + 15
+    while not (pids / "driver").exists() or not (pids / "driver").read_text():
+        assert time.monotonic() < deadline and runner.poll() is None
+        time.sleep(0.05)
+    runner.send_signal(signum)
+    _, err = runner.communicate(timeout=10)
+    assert runner.returncode == 128 + signum, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0 and signal.Signals(signum).name in err, err
+    pid = int((pids / "driver").read_text())
+    deadline = time.monotonic() + 2
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
