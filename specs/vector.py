@@ -10,7 +10,9 @@ Errors are `VectorError`, whose message names the file and the JSON path of the 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,12 +543,38 @@ def show(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+FILE_LIMIT = 16 * 2**20  # bytes in a vector file (VECTORS.md); the bundled ones are a few KiB
+
+
+def _read_vector_file(p: Path) -> bytes:
+    """The bytes of a regular file of at most FILE_LIMIT bytes. Opened without blocking, so a
+    FIFO is refused rather than waited on; a device (/dev/zero) is refused rather than read."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise VectorError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                     (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+            kind = next((name for test, name in kinds if test(mode)), "not a file")
+            raise VectorError(f"{p}: not a regular file ({kind}): a vector is a file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(FILE_LIMIT + 1)
+    except OSError as e:
+        raise VectorError(f"{p}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > FILE_LIMIT:
+        raise VectorError(f"{p}: larger than {FILE_LIMIT // 2**20} MiB (the limit on a vector file)")
+    return data
+
+
 def load_vector(path: str | Path, *, require_expect: bool = True) -> Vector:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise VectorError(f"{p}: cannot read: {e.strerror or e}") from None
+        text = _read_vector_file(p).decode("utf-8")
     except UnicodeDecodeError as e:
         raise VectorError(f"{p}: not UTF-8: {e}") from None
     try:

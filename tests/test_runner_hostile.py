@@ -519,3 +519,28 @@ def test_a_signal_to_the_runner_kills_the_driver_and_exits_128_plus_n(tmp_path: 
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def test_a_vector_path_that_is_not_a_regular_file_fails_alone(tmp_path: Path) -> None:
+    """Review II, item 6: a FIFO as a vector path hung conform; /dev/zero grew it past 1.6 GB."""
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    with open(tmp_path / "huge.json", "wb") as f:
+        f.truncate(17 * 2**20)  # sparse: its size alone is refused
+    shutil.copy(ONE, tmp_path / "one.json")
+    paths = [str(tmp_path / n) for n in ("fifo.json", "zero.json", "huge.json", "one.json")]
+    run = _cli("conform", "--driver", MODEL, *paths, timeout=60)
+    assert run.returncode == 1 and run.stdout.rstrip().endswith("1 passed, 3 failed"), run.stdout + run.stderr
+    assert "fifo.json: not a regular file (a FIFO)" in run.stdout
+    assert "zero.json: not a regular file (a character device)" in run.stdout
+    assert "huge.json: larger than 16 MiB" in run.stdout
+
+
+def test_fuzz_db_passes_over_a_found_file_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    found = tmp_path / "db" / "found"
+    found.mkdir(parents=True)
+    os.mkfifo(found / "a.json")
+    (found / "b.json").symlink_to("/dev/zero")
+    run = _cli("fuzz", "--driver", MODEL, "--examples", "3", "--seed", "1", "--db", str(tmp_path / "db"),
+               cwd=tmp_path, timeout=60)
+    assert run.returncode == 0 and "0 mismatches" in run.stdout, run.stdout + run.stderr
