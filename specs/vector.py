@@ -521,9 +521,21 @@ def _check_references(vector: Vector, at: _At) -> None:
             raise where.error(f"send on {action.fd!r} after its hangup is invalid")
 
 
+VALUE_LIMIT = 1_000_000  # JSON values in one document (VECTORS.md): what parsing may build is bounded
+
+
 def decode_json(text: str | bytes) -> object:
     """`json.loads`, with every way hostile text can fail it as a VectorError: not JSON, nested
-    deeper than the decoder's recursion allows, or an integer past Python's limit on digits."""
+    deeper than the decoder's recursion allows, an integer past Python's limit on digits, or
+    more than VALUE_LIMIT values. The values are counted before parsing, as an upper bound that
+    costs no objects: every value but the first follows a `[`, `{` or `,` (some of those counted
+    may sit inside strings)."""
+    if isinstance(text, str):
+        values = text.count("[") + text.count("{") + text.count(",")
+    else:
+        values = text.count(b"[") + text.count(b"{") + text.count(b",")
+    if values > VALUE_LIMIT:
+        raise VectorError(f"JSON holds more than {VALUE_LIMIT} values (the limit; counted as its '[', '{{' and ',')")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

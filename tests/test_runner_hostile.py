@@ -544,3 +544,28 @@ def test_fuzz_db_passes_over_a_found_file_that_is_not_a_regular_file(tmp_path: P
     run = _cli("fuzz", "--driver", MODEL, "--examples", "3", "--seed", "1", "--db", str(tmp_path / "db"),
                cwd=tmp_path, timeout=60)
     assert run.returncode == 0 and "0 mismatches" in run.stdout, run.stdout + run.stderr
+
+
+def test_an_answer_of_millions_of_tiny_values_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """Review II, item 7: an answer line under the 64 MiB cap made of tiny values ([] 21 million
+    times) cost ~1.5 GB once parsed: the bytes were bounded, the objects not."""
+    driver = _driver(tmp_path, "import sys\nline = '{\"trace\": [' + '[],' * 3_000_000 + '[]]}\\n'\n"
+                     "for _ in sys.stdin:\n    sys.stdout.write(line); sys.stdout.flush()\n")
+    tracemalloc.start()
+    try:
+        (outcome,) = run_conformance(driver, [ONE], timeout=20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not outcome.passed and "more than 1000000 values" in outcome.detail, outcome.detail[:300]
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_a_vector_file_of_millions_of_tiny_values_fails_alone(tmp_path: Path) -> None:
+    doc = json.loads(ONE.read_text())
+    doc["padding"] = [[]] * 1_000_001
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    shutil.copy(TWO, tmp_path / "b.json")
+    outcomes = run_conformance(MODEL, [tmp_path])
+    assert [o.passed for o in outcomes] == [False, True]
+    assert "more than 1000000 values" in outcomes[0].detail and "a.json" in outcomes[0].detail
