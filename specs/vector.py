@@ -572,8 +572,15 @@ def _read_vector_file(p: Path) -> bytes:
                      (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
             kind = next((name for test, name in kinds if test(mode)), "not a file")
             raise VectorError(f"{p}: not a regular file ({kind}): a vector is a file")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(FILE_LIMIT + 1)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= FILE_LIMIT:  # in chunks: read(FILE_LIMIT + 1) would allocate all of it at once
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
     except OSError as e:
         raise VectorError(f"{p}: cannot read: {e.strerror or e}") from None
     finally:
