@@ -131,6 +131,8 @@ class Driver:
         self.stray = ""  # after close(): what the driver wrote after its last answer, described
         self._tail = bytearray()  # the last STDERR_KEEP bytes of stderr since forget_stderr()
         self._closed = False
+        self._answered = False  # it has answered a vector (so stray output follows an answer)
+        self._deadline = 0.0  # of the vector being exchanged (time.monotonic())
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stdout, selectors.EVENT_READ)
         self._selector.register(self._stderr, selectors.EVENT_READ)
@@ -150,13 +152,14 @@ class Driver:
         """Write `line`, read one answer line; both within one timeout. The write and the read
         share one wait, so a driver that does not read (or writes before it has read all of a
         long vector) cannot block the runner past the timeout."""
-        deadline = time.monotonic() + self.timeout
+        self._deadline = deadline = time.monotonic() + self.timeout
         sent = 0
         stdin = self._stdin.fileno()
         self._pump(0)
         if self._buffer:  # one answer line per vector: a second line would be taken as this one's answer
-            raise DriverFailure(f"before this vector was sent, the driver wrote {self._stray_size()} after its "
-                                f"answer to the previous one: {clip(self._stray_text(), 200)!r}")
+            after = "after its answer to the previous one" if self._answered else "before it was sent any vector"
+            raise DriverFailure(f"before this vector was sent, the driver wrote {self._stray_size()} {after}: "
+                                f"{clip(self._stray_text(), 200)!r}")
         self._selector.register(stdin, selectors.EVENT_WRITE)
         try:
             while sent < len(line) or (end := self._newline()) < 0:
@@ -186,6 +189,7 @@ class Driver:
         raw = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         self._scanned = 0
+        self._answered = True
         if self._buffer:
             raise DriverFailure(f"driver wrote {self._stray_size()} after its answer line (one answer line per "
                                 f"vector): {clip(self._stray_text(), 200)!r}")
@@ -214,7 +218,7 @@ class Driver:
         except BlockingIOError:
             return
         if chunk == b"":
-            code = self._exit_code(2.0)
+            code = self._exit_code(self._left())
             if code is None:
                 raise DriverFailure("driver closed its stdout without answering (it still runs)")
             raise DriverFailure(f"driver exited without answering ({describe_exit(code)})")
@@ -268,8 +272,13 @@ class Driver:
             "writing to a pipe is block-buffered unless it calls fflush or setvbuf)"
         )
 
+    def _left(self) -> float:
+        """What is left of this vector's timeout: the wait for the exit status of a driver that
+        closed a pipe counts against it too."""
+        return max(0.0, self._deadline - time.monotonic())
+
     def _exit_note(self) -> str:
-        code = self._exit_code(2.0)
+        code = self._exit_code(self._left())
         return "" if code is None else f" ({describe_exit(code)})"
 
     def _exit_code(self, timeout: float) -> int | None:
