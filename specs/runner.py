@@ -143,7 +143,7 @@ class Driver:
         try:
             answer = decode_json(raw)
         except VectorError as e:  # not JSON, nested too deep, an integer too long
-            raise DriverFailure(f"driver answered a line that is {e}: {clip(raw, 200)!r}") from None
+            raise DriverFailure(f"driver answer line cannot be taken: {e}: {clip(raw, 200)!r}") from None
         if not isinstance(answer, dict) or not ({"trace", "error"} & set(answer)):
             raise DriverFailure(f'driver answer is not {{"trace": [...]}} or {{"error": "..."}}: {clip(raw, 200)!r}')
         return answer

@@ -10,6 +10,7 @@ Errors are `VectorError`, whose message names the file and the JSON path of the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -537,13 +538,37 @@ def decode_json(text: str | bytes) -> object:
     if values > VALUE_LIMIT:
         raise VectorError(f"JSON holds more than {VALUE_LIMIT} values (the limit; counted as its '[', '{{' and ',')")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
+    except VectorError:
+        raise
     except json.JSONDecodeError as e:
         raise VectorError(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise VectorError("JSON nested too deeply to read") from None
     except ValueError as e:  # int(str) refuses more than sys.get_int_max_str_digits() digits
         raise VectorError(f"JSON holds an integer with too many digits ({e})") from None
+
+
+def _no_constant(name: str) -> object:
+    raise VectorError(f"{name} is not JSON (Python's reader accepts it; the format does not)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise VectorError(f"{text[:40]} is not a finite number (JSON has no infinity)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # rare: only then look for the key to name
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise VectorError(f"JSON object has the key {show(key)} twice (which one counts is not defined)")
+            seen.add(key)
+    return obj
 
 
 def show(value: object, limit: int = 80) -> str:

@@ -586,3 +586,24 @@ def test_the_timeout_bounds_a_driver_that_closes_a_pipe_and_runs_on(tmp_path: Pa
     took = time.monotonic() - start
     assert [o.passed for o in outcomes] == [False] * 3
     assert took < 4, f"{took:.1f} s for 3 vectors at --timeout 0.3"  # was over 6 s
+
+
+@pytest.mark.parametrize(("value", "says"), [("NaN", "NaN is not JSON"), ("-Infinity", "-Infinity is not JSON"),
+                                             ("1e400", "1e400 is not a finite number")])
+def test_nan_and_infinity_in_a_vector_file_fail_it(tmp_path: Path, value: str, says: str) -> None:
+    """Review II, item 9: NaN was accepted in a vector file (in a field the runner keeps) and sent
+    on to the driver as "x":NaN, which is not JSON."""
+    text = ONE.read_text().rstrip().removesuffix("}") + f', "x": {value}}}'
+    (tmp_path / "a.json").write_text(text)
+    (outcome,) = run_conformance(MODEL, [tmp_path / "a.json"])
+    assert not outcome.passed and says in outcome.detail and "a.json" in outcome.detail, outcome.detail
+
+
+def test_duplicate_keys_fail_a_vector_file_and_an_answer(tmp_path: Path) -> None:
+    """Review II, item 11: a duplicate key silently kept its last value."""
+    text = ONE.read_text().replace('"fds": {', '"fds": {"a": "socket", ', 1)
+    (tmp_path / "a.json").write_text(text)
+    (outcome,) = run_conformance(MODEL, [tmp_path / "a.json"])
+    assert not outcome.passed and 'the key "a" twice' in outcome.detail and "a.json" in outcome.detail, outcome.detail
+    (outcome,) = run_conformance(_answers(tmp_path, '{"trace": [{"event": "poll", "set": []}], "trace": []}'), [ONE])
+    assert not outcome.passed and 'the key "trace" twice' in outcome.detail, outcome.detail
