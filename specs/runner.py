@@ -557,7 +557,10 @@ def run_conformance(
         if driver is not None:
             code = driver.close()
             problems = [driver.stray] if driver.stray else []
-            if code not in (0, None):
+            if code is None:
+                problems.append(f"driver did not exit within {timeout:g} s at end of input (the protocol asks it to "
+                                "exit 0 when its stdin ends); it was killed")
+            elif code != 0:
                 problems.append(f"driver ended with {describe_exit(code)} at end of input (the protocol asks for "
                                 "exit code 0)")
             ran = [i for i, o in enumerate(outcomes) if not o.skipped]

@@ -607,3 +607,15 @@ def test_duplicate_keys_fail_a_vector_file_and_an_answer(tmp_path: Path) -> None
     assert not outcome.passed and 'the key "a" twice' in outcome.detail and "a.json" in outcome.detail, outcome.detail
     (outcome,) = run_conformance(_answers(tmp_path, '{"trace": [{"event": "poll", "set": []}], "trace": []}'), [ONE])
     assert not outcome.passed and 'the key "trace" twice' in outcome.detail, outcome.detail
+
+
+def test_a_driver_that_does_not_exit_at_end_of_input_fails_the_last_vector(tmp_path: Path) -> None:
+    """Review II, item 10: VECTORS.md says a driver exits 0 at end of input; one that ran on was
+    killed after the timeout, and every vector passed."""
+    driver = _driver(tmp_path, "import time\nfrom iohandler.model.driver import run\n"
+                     "from iohandler.specs.protocol import serve\nserve(run)\ntime.sleep(30)\n")
+    start = time.monotonic()
+    first, last = run_conformance(driver, [ONE, TWO], timeout=1)
+    assert time.monotonic() - start < 10
+    assert first.passed and not last.passed
+    assert "driver did not exit within 1 s at end of input" in last.detail, last.detail
