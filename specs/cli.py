@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -64,6 +65,10 @@ def _conform(args: argparse.Namespace) -> int:
     if args.fold_hup_err:
         summary += "; HUP/ERR folded (R36)"
     print(summary)
+    if not passed and not failed:  # every vector skipped: no verdict, as when none is found
+        print(f"iohandler conform: nothing was checked: every vector is in a format newer than --format "
+              f"{args.format}", file=sys.stderr)
+        return 2
     return 1 if failed else 0
 
 
@@ -135,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
         print(f"iohandler {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:  # `iohandler conform | head -1`: the reader is gone; the driver is killed
+        # Nothing more can be printed: point stdout at /dev/null so the exit's flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def _escape_unprintable() -> None:

@@ -629,12 +629,14 @@ def load_vector(path: str | Path, *, require_expect: bool = True) -> Vector:
 
 
 def vector_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Every `*.json` file named or found (recursively, sorted) under the named folders."""
+    """Every `*.json` file named or found (recursively, sorted) under the named folders. In a
+    folder, every such name but a folder's is taken: a dangling link or a FIFO then fails to
+    load with a message, rather than being passed over without a word."""
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*.json") if q.is_file()))
+            found.extend(sorted(q for q in p.rglob("*.json") if not q.is_dir()))
         elif p.exists():
             found.append(p)
         else:

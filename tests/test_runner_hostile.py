@@ -619,3 +619,37 @@ def test_a_driver_that_does_not_exit_at_end_of_input_fails_the_last_vector(tmp_p
     assert time.monotonic() - start < 10
     assert first.passed and not last.passed
     assert "driver did not exit within 1 s at end of input" in last.detail, last.detail
+
+
+def test_a_dangling_link_or_fifo_in_a_folder_is_reported_not_skipped(tmp_path: Path) -> None:
+    """Review II, item 11: a folder's dangling symlink or FIFO named *.json was passed over silently."""
+    (tmp_path / "a-dangling.json").symlink_to(tmp_path / "nowhere.json")
+    os.mkfifo(tmp_path / "b-fifo.json")
+    shutil.copy(ONE, tmp_path / "c-good.json")
+    outcomes = run_conformance(MODEL, [tmp_path])
+    assert [(o.path.name, o.passed) for o in outcomes] == [
+        ("a-dangling.json", False), ("b-fifo.json", False), ("c-good.json", True)
+    ]
+    assert "cannot read: No such file" in outcomes[0].detail and "not a regular file (a FIFO)" in outcomes[1].detail
+
+
+def test_a_run_that_checked_nothing_does_not_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review II, item 11: --format 1 on a folder of v2 vectors printed "0 passed, N skipped" and
+    exited 0, though nothing was checked (decided: exit 2, as for no vectors found)."""
+    v2 = bundled_vectors_dir() / "gate-scripts"
+    assert main(["conform", "--format", "1", "--driver", "no-such-driver-anywhere", str(v2)]) == 2
+    out, err = capsys.readouterr()
+    assert "0 passed, 0 failed" in out and "nothing was checked" in err
+
+
+def test_a_closed_stdout_ends_conform_quietly(tmp_path: Path, pids: Path) -> None:
+    """Review II, item 11: `iohandler conform ... | head -1` ended in a BrokenPipeError traceback."""
+    wrong = _driver(tmp_path, "import sys\nfor _ in sys.stdin:\n    print('{\"trace\": []}', flush=True)\n")
+    runner = subprocess.Popen([sys.executable, "-m", "iohandler.specs.cli", "conform", "--driver", wrong],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert runner.stdout is not None and runner.stderr is not None
+    assert runner.stdout.readline().startswith(b"FAIL ")
+    runner.stdout.close()  # as `head -1` does
+    err = runner.stderr.read().decode()
+    assert runner.wait(timeout=30) == 128 + signal.SIGPIPE
+    assert "Traceback" not in err and "Exception ignored" not in err, err
