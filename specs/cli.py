@@ -79,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     conform = sub.add_parser(
         "conform", help="replay conformance vectors against a driver",
-        epilog="exit status: 0 every vector passed; 1 a vector failed; 2 a usage error, a missing path or a "
-        "driver command that cannot start (reported once)",
+        epilog="exit status: 0 every vector passed; 1 a vector failed; 2 a usage error, a missing path, a "
+        "driver command that cannot start (reported once) or nothing checked (every vector skipped); 128+N "
+        "signal N (SIGINT, SIGTERM, SIGHUP; the driver is killed); 141 stdout closed",
     )
     conform.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
@@ -110,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz = sub.add_parser(
         "fuzz", help="generated vectors against a driver, the model as the oracle",
         epilog="exit status: 0 no mismatch; 1 a mismatch (printed, and saved unless the save failed: then "
-        "also an error on stderr); 2 a usage error or a driver command that cannot start",
+        "also an error on stderr); 2 a usage error or a driver command that cannot start; 128+N signal N "
+        "(SIGINT, SIGTERM, SIGHUP; the driver is killed); 141 stdout closed",
     )
     fuzz.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     fuzz.add_argument("--examples", type=_positive, default=200, help="vectors to try (default: %(default)s)")
