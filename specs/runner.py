@@ -346,7 +346,9 @@ class Driver:
                         family.add(pid)
         # As subreaper (on_termination, the runner as a command) every child of this process but
         # the drivers is an orphan a driver left, whatever its environment.
-        todo = [self._proc.pid, *family, *(children.get(me, []) if _SUBREAPER else [])]
+        if _SUBREAPER:
+            family.update(children.get(me, []))
+        todo = [self._proc.pid, *family]
         while todo:
             for child in children.get(todo.pop(), []):
                 if child not in family and child != me:

@@ -653,3 +653,27 @@ def test_a_closed_stdout_ends_conform_quietly(tmp_path: Path, pids: Path) -> Non
     err = runner.stderr.read().decode()
     assert runner.wait(timeout=30) == 128 + signal.SIGPIPE
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_the_command_also_kills_a_daemon_that_dropped_the_environment_mark(tmp_path: Path, pids: Path) -> None:
+    """Review II, item 5: as a command the runner is a subreaper (VECTORS.md notes), so a daemon
+    whose parent exited, started with an empty environment, re-parents to it and is killed too."""
+    driver = _driver(tmp_path, f"""import os, sys, time, pathlib
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        pathlib.Path({str(pids)!r}, str(os.getpid())).write_text(str(os.getpid()))
+        os.execve(sys.executable, [sys.executable, "-c", "import time; time.sleep(30)"], {{}})
+    os._exit(0)
+os.wait()
+time.sleep(1)
+sys.stdin.readline()
+time.sleep(30)
+""")
+    run = _cli("conform", "--timeout", "3", "--driver", driver, str(ONE))
+    assert run.returncode == 1, run.stdout + run.stderr
+    (daemon,) = [int(f.read_text()) for f in pids.iterdir()]
+    deadline = time.monotonic() + 2
+    while _alive(daemon) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(daemon)
