@@ -495,6 +495,8 @@ def run_conformance(
     newer than `driver_format` (the newest the driver reads) is a skipped Outcome, never a pass.
     A driver that cannot start, or a path that does not exist, ends the run with one `fatal`
     Outcome. ValueError for an unusable `driver_command`, `timeout` or `driver_format`.
+    `report` gets each Outcome as it is known; the last vector's again, failed, when the driver
+    then misbehaves at end of input (no exit, a non-zero exit, output after its last answer).
     `fold`: the driver's poller folds HUP/ERR (R36); each vector's expected trace is then the
     model's over `folded_poll`, once the model is seen to produce the vector's own `expect`."""
     if not 1 <= driver_format <= len(FORMATS):
@@ -572,6 +574,8 @@ def run_conformance(
                     last.path, last.name, False,
                     "\n".join(([last.detail] if last.detail else []) + problems) + stderr_note(driver),
                 )
+                if report is not None:  # reported again: its failure is found only now
+                    report(outcomes[ran[-1]])
     return outcomes
 
 

@@ -677,3 +677,13 @@ time.sleep(30)
     while _alive(daemon) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(daemon)
+
+
+def test_a_failure_found_at_end_of_input_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review II, item 10: the last vector's failure found at end of input (no exit, a non-zero
+    exit, stray output) was counted in the summary but never printed."""
+    driver = _driver(tmp_path, "import sys\nfrom iohandler.model.driver import run\n"
+                     "from iohandler.specs.protocol import serve\nserve(run)\nsys.exit(3)\n")
+    assert main(["conform", "--timeout", "5", "--driver", driver, str(ONE)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL r05-revive-in-place" in out and "driver ended with exit code 3 at end of input" in out, out
