@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz = sub.add_parser(
         "fuzz", help="generated vectors against a driver, the model as the oracle",
         epilog="exit status: 0 no mismatch; 1 a mismatch (printed, and saved unless the save failed: then "
-        "also an error on stderr); 2 a usage error or a driver command that cannot start; 128+N signal N "
+        "also an error on stderr), or the driver did not exit 0 at end of input; 2 a usage error or a driver "
+        "command that cannot start; 128+N signal N "
         "(SIGINT, SIGTERM, SIGHUP; the driver is killed); 141 stdout closed",
     )
     fuzz.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
@@ -229,7 +230,7 @@ def _fuzz(args: argparse.Namespace) -> int:
     for m in result.mismatches:
         if m.save_error is not None:
             print(f"iohandler fuzz: cannot save the vector: {m.save_error} (it is printed above)", file=sys.stderr)
-    return 1 if result.mismatches else 0
+    return 1 if result.mismatches or result.end_of_input else 0
 
 
 if __name__ == "__main__":

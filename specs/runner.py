@@ -559,14 +559,7 @@ def run_conformance(
         raise
     finally:
         if driver is not None:
-            code = driver.close()
-            problems = [driver.stray] if driver.stray else []
-            if code is None:
-                problems.append(f"driver did not exit within {timeout:g} s at end of input (the protocol asks it to "
-                                "exit 0 when its stdin ends); it was killed")
-            elif code != 0:
-                problems.append(f"driver ended with {describe_exit(code)} at end of input (the protocol asks for "
-                                "exit code 0)")
+            problems = end_of_input(driver)
             ran = [i for i, o in enumerate(outcomes) if not o.skipped]
             if problems and ran:
                 last = outcomes[ran[-1]]
@@ -577,6 +570,20 @@ def run_conformance(
                 if report is not None:  # reported again: its failure is found only now
                     report(outcomes[ran[-1]])
     return outcomes
+
+
+def end_of_input(driver: Driver) -> list[str]:
+    """Close `driver` (end of input) and say what it did wrong then: output after its last
+    answer, no exit within the timeout, a non-zero exit (VECTORS.md: it exits 0)."""
+    code = driver.close()
+    problems = [driver.stray] if driver.stray else []
+    if code is None:
+        problems.append(f"driver did not exit within {driver.timeout:g} s at end of input (the protocol asks it "
+                        "to exit 0 when its stdin ends); it was killed")
+    elif code != 0:
+        problems.append(f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit "
+                        "code 0)")
+    return problems
 
 
 def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool,
