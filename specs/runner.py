@@ -52,6 +52,7 @@ DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quot
 STDERR_KEEP = 65536  # bytes of a driver's stderr kept (its tail) for the report
 MAX_TIMEOUT = 86400.0  # a day: longer is a typo, and select() cannot wait 1e300 s
 ANSWER_LIMIT = 64 * 2**20  # bytes in one answer line; a longer one is a failure, not a memory hog
+EXIT_GRACE = 2.0  # s to wait for a driver that closed its stdout to exit (a crash's status, to report)
 STRAY_KEEP = 4096  # bytes kept, to quote, of what a driver writes to stdout outside an answer
 
 
@@ -273,9 +274,9 @@ class Driver:
         )
 
     def _left(self) -> float:
-        """What is left of this vector's timeout: the wait for the exit status of a driver that
-        closed a pipe counts against it too."""
-        return max(0.0, self._deadline - time.monotonic())
+        """How long to wait for the exit status of a driver that closed a pipe: what is left of
+        this vector's timeout (the wait counts against it), at most EXIT_GRACE."""
+        return max(0.0, min(EXIT_GRACE, self._deadline - time.monotonic()))
 
     def _exit_note(self) -> str:
         code = self._exit_code(self._left())
