@@ -133,6 +133,7 @@ class Driver:
         self._tail = bytearray()  # the last STDERR_KEEP bytes of stderr since forget_stderr()
         self._closed = False
         self._answered = False  # it has answered a vector (so stray output follows an answer)
+        self._stdout_eof = False  # _pump read the end of its stdout
         self._deadline = 0.0  # of the vector being exchanged (time.monotonic())
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stdout, selectors.EVENT_READ)
@@ -161,6 +162,8 @@ class Driver:
             after = "after its answer to the previous one" if self._answered else "before it was sent any vector"
             raise DriverFailure(f"before this vector was sent, the driver wrote {self._stray_size()} {after}: "
                                 f"{clip(self._stray_text(), 200)!r}")
+        if self._stdout_eof:  # seen by that read: no answer can come
+            raise self._eof()
         self._selector.register(stdin, selectors.EVENT_WRITE)
         try:
             while sent < len(line) or (end := self._newline()) < 0:
@@ -219,14 +222,18 @@ class Driver:
         except BlockingIOError:
             return
         if chunk == b"":
-            code = self._exit_code(self._left())
-            if code is None:
-                raise DriverFailure("driver closed its stdout without answering (it still runs)")
-            raise DriverFailure(f"driver exited without answering ({describe_exit(code)})")
+            raise self._eof()
         self._buffer += chunk
         if len(self._buffer) > ANSWER_LIMIT and self._buffer.find(b"\n", self._scanned) < 0:
             # Checked on every read, the vector's write included: the buffer never outgrows it.
             raise DriverFailure(f"driver answer line is longer than {ANSWER_LIMIT} bytes (the runner's limit)")
+
+    def _eof(self) -> DriverFailure:
+        """The driver's stdout is at its end: it exited, or closed it."""
+        code = self._exit_code(self._left())
+        if code is None:
+            return DriverFailure("driver closed its stdout without answering (it still runs)")
+        return DriverFailure(f"driver exited without answering ({describe_exit(code)})")
 
     def _read_stderr(self) -> bool:
         """One read of stderr into the tail; False when nothing more is there now."""
@@ -256,6 +263,7 @@ class Driver:
                 chunk = os.read(key.fd, 65536)
                 if chunk == b"":
                     self._selector.unregister(key.fd)
+                    self._stdout_eof = True
                 keep = max(0, STRAY_KEEP - len(self._buffer))
                 self._buffer += chunk[:keep]
                 self._dropped += len(chunk) - len(chunk[:keep])

@@ -687,3 +687,26 @@ def test_a_failure_found_at_end_of_input_is_printed(tmp_path: Path, capsys: pyte
     assert main(["conform", "--timeout", "5", "--driver", driver, str(ONE)]) == 1
     out = capsys.readouterr().out
     assert "FAIL r05-revive-in-place" in out and "driver ended with exit code 3 at end of input" in out, out
+
+
+def test_a_driver_that_closes_stdout_between_vectors_is_said_to_at_once(tmp_path: Path) -> None:
+    """Review II, item 4 follow-up: the check for stray output before a vector is sent also meets
+    the end of stdout of a driver that closed it after its answer (and runs on, reading); that
+    must still be said, at once, not be a timeout."""
+    from iohandler.specs.runner import Driver, DriverFailure
+    from iohandler.specs.vector import load_vector
+
+    command = _driver(tmp_path, "import sys\nfrom iohandler.model.driver import run\n"
+                      "from iohandler.specs.protocol import answer_for\nimport json\n"
+                      "print(json.dumps(answer_for(sys.stdin.readline(), run)), flush=True)\nimport os, time\n"
+                      "os.close(1)\nsys.stdin.readline()\ntime.sleep(30)\n")
+    driver = Driver(command, timeout=20)
+    try:
+        assert "trace" in driver.ask(load_vector(ONE))
+        time.sleep(0.5)  # its stdout is at its end before the next vector is sent
+        start = time.monotonic()
+        with pytest.raises(DriverFailure, match="closed its stdout without answering"):
+            driver.ask(load_vector(TWO))
+        assert time.monotonic() - start < 10
+    finally:
+        driver.kill()
