@@ -14,11 +14,21 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from iohandler.specs.runner import MAX_TIMEOUT, Outcome, check_timeout, run_conformance, split_command
+from iohandler.specs.runner import (
+    MAX_TIMEOUT,
+    Outcome,
+    Terminated,
+    check_timeout,
+    on_termination,
+    run_conformance,
+    split_command,
+)
 from iohandler.specs.vector import FORMATS, bundled_vectors_dir
 
 
@@ -58,6 +68,10 @@ def _conform(args: argparse.Namespace) -> int:
     if args.fold_hup_err:
         summary += "; HUP/ERR folded (R36)"
     print(summary)
+    if not passed and not failed:  # every vector skipped: no verdict, as when none is found
+        print(f"iohandler conform: nothing was checked: every vector is in a format newer than --format "
+              f"{args.format}", file=sys.stderr)
+        return 2
     return 1 if failed else 0
 
 
@@ -68,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     conform = sub.add_parser(
         "conform", help="replay conformance vectors against a driver",
-        epilog="exit status: 0 every vector passed; 1 a vector failed; 2 a usage error, a missing path or a "
-        "driver command that cannot start (reported once)",
+        epilog="exit status: 0 every vector passed; 1 a vector failed; 2 a usage error, a missing path, a "
+        "driver command that cannot start (reported once) or nothing checked (every vector skipped); 128+N "
+        "signal N (SIGINT, SIGTERM, SIGHUP; the driver is killed); 141 stdout closed",
     )
     conform.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     conform.add_argument("paths", nargs="*", help="vector files or folders (default: the bundled vectors)")
@@ -103,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz = sub.add_parser(
         "fuzz", help="generated vectors against a driver, the model as the oracle",
         epilog="exit status: 0 no mismatch; 1 a mismatch (printed, and saved unless the save failed: then "
-        "also an error on stderr); 2 a usage error or a driver command that cannot start",
+        "also an error on stderr), or the driver did not exit 0 at end of input; 2 a usage error or a driver "
+        "command that cannot start; 128+N signal N "
+        "(SIGINT, SIGTERM, SIGHUP; the driver is killed); 141 stdout closed",
     )
     fuzz.add_argument("--driver", required=True, type=_driver, help=DRIVER_HELP)
     fuzz.add_argument("--examples", type=_positive, default=200, help="vectors to try (default: %(default)s)")
@@ -122,9 +139,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "temporary folder, never the current one)")
     fuzz.set_defaults(func=_fuzz)
 
+    _escape_unprintable()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    if argv is None and args.command in ("conform", "fuzz"):
+        on_termination()  # this process is the command: SIGTERM/SIGHUP end it as Ctrl-C does
+    try:
+        return func(args)
+    except KeyboardInterrupt as e:  # the driver is already killed (run_conformance, fuzz)
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        print(f"iohandler {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:  # `iohandler conform | head -1`: the reader is gone; the driver is killed
+        # Nothing more can be printed: point stdout at /dev/null so the exit's flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _escape_unprintable() -> None:
+    """Print what stdout and stderr cannot encode as backslash escapes: vector files, file names
+    and drivers supply text (a lone surrogate such as "\\ud800", a file name that is not UTF-8),
+    and a report must never fail on it."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; a test's capture may not be
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def _version() -> str:
@@ -198,7 +237,7 @@ def _fuzz(args: argparse.Namespace) -> int:
     for m in result.mismatches:
         if m.save_error is not None:
             print(f"iohandler fuzz: cannot save the vector: {m.save_error} (it is printed above)", file=sys.stderr)
-    return 1 if result.mismatches else 0
+    return 1 if result.mismatches or result.end_of_input else 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ from iohandler.specs.runner import (
     answer_error,
     check_arguments,
     clip,
+    end_of_input,
     first_difference,
+    printable,
     stderr_note,
 )
 from iohandler.specs.vector import (
@@ -81,6 +83,7 @@ class FuzzResult:
     seed: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     replayed: int = 0  # vectors an earlier run saved in --db, tried first
+    end_of_input: list[str] = field(default_factory=list)  # what the driver did wrong when its input ended
 
     def summary(self) -> str:
         n = len(self.mismatches)
@@ -231,14 +234,16 @@ class _Session:
         failure = Problem(problem, erred=True) if got is None else Problem(first_difference(expect, got), erred=False)
         return False, "probed: a wrong answer, a failure (gate scripts off for the rest)", failure
 
-    def close(self, *, kill: bool = False) -> None:
-        """End the driver: at end of input, or (`kill`) at once."""
+    def close(self, *, kill: bool = False) -> list[str]:
+        """End the driver: at end of input (what it did wrong then), or (`kill`) at once."""
+        problems: list[str] = []
         if self.driver is not None:
             if kill:
                 self.driver.kill()
             else:
-                self.driver.close()
+                problems = end_of_input(self.driver)
             self.driver = None
+        return problems
 
 
 def probe_vector() -> Vector:
@@ -288,7 +293,7 @@ def _named(vector: Vector, expect: Sequence[Event], driver: str, fold: bool, pro
     body = json.dumps(vector_to_json(replace(vector, name="", description="", expect=None)), sort_keys=True)
     digest = hashlib.sha256(body.encode()).hexdigest()[:10]
     if problem.erred:
-        what = f"the driver erred on it ({clip(problem.detail.splitlines()[0], 200)}); "
+        what = f"the driver erred on it ({printable(clip(problem.detail.splitlines()[0], 200))}); "
     else:
         what = "its trace differs from the model's; "
     return replace(
@@ -497,8 +502,10 @@ def fuzz(
         session.close(kill=True)
         raise
     finally:
-        session.close()
+        result.end_of_input = session.close()
         home.close()
+        if result.end_of_input:  # after the summary of an early return, too
+            report("fuzz: at end of input: " + "; ".join(result.end_of_input))
     report(result.summary())
     return result
 

@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,46 @@ DETAIL_LIMIT = 2000  # characters of a vector's error or a driver's message quot
 STDERR_KEEP = 65536  # bytes of a driver's stderr kept (its tail) for the report
 MAX_TIMEOUT = 86400.0  # a day: longer is a typo, and select() cannot wait 1e300 s
 ANSWER_LIMIT = 64 * 2**20  # bytes in one answer line; a longer one is a failure, not a memory hog
+EXIT_GRACE = 2.0  # s to wait for a driver that closed its stdout to exit (a crash's status, to report)
+STRAY_KEEP = 4096  # bytes kept, to quote, of what a driver writes to stdout outside an answer
 
 
 class DriverFailure(Exception):
     """The driver crashed, hung, or broke the protocol (the message says which)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the runner (`on_termination`): it ends the run as Ctrl-C does,
+    the driver killed on the way out. A KeyboardInterrupt, so nothing on the way (Hypothesis
+    included) takes it for a test failure."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def on_termination() -> None:
+    """In a runner that is the process's command: SIGTERM and SIGHUP raise `Terminated`, so the
+    driver is killed as on Ctrl-C; and the runner becomes its descendants' subreaper (Linux
+    PR_SET_CHILD_SUBREAPER), so a driver's daemon whose parent exits is re-parented to it, not
+    to init, where `Driver` finds and kills it too (even one that dropped the environment mark).
+    Only for a process whose every child is a driver's: never in a library caller's process."""
+
+    def raise_terminated(signum: int, _: object) -> None:
+        raise Terminated(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, raise_terminated)
+    global _SUBREAPER
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the environment mark still works
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _SUBREAPER = libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+
+
+_SUBREAPER = False  # this process adopts its orphaned descendants (on_termination)
+MARK = "IOHANDLER_CONFORM_DRIVER"  # in every driver's environment: what the runner kills at the end
 
 
 class Driver:
@@ -68,6 +105,9 @@ class Driver:
     def __init__(self, command: str, timeout: float) -> None:
         self.command = command
         self.timeout = timeout
+        # Inherited by every process the driver starts, even one that leaves its process group
+        # and its process tree: the runner finds them all by it when it kills the driver.
+        self._mark = f"{MARK}={os.getpid()}.{uuid.uuid4().hex}".encode()
         try:
             self._proc = subprocess.Popen(
                 split_command(command),
@@ -78,6 +118,7 @@ class Driver:
                 # Its own session and process group, so a kill reaches what a wrapper (a shell
                 # script without exec, a launcher) started too: no orphan outlives the run.
                 start_new_session=True,
+                env={**os.environ, MARK: self._mark.decode().split("=", 1)[1]},
             )
         except (OSError, ValueError) as e:
             raise DriverFailure(f"cannot start driver {command!r}: {e}") from None
@@ -87,8 +128,13 @@ class Driver:
             os.set_blocking(pipe.fileno(), False)
         self._buffer = bytearray()
         self._scanned = 0  # bytes of _buffer known to hold no newline
+        self._dropped = 0  # bytes of stdout after an answer not kept (only STRAY_KEEP are)
+        self.stray = ""  # after close(): what the driver wrote after its last answer, described
         self._tail = bytearray()  # the last STDERR_KEEP bytes of stderr since forget_stderr()
         self._closed = False
+        self._answered = False  # it has answered a vector (so stray output follows an answer)
+        self._stdout_eof = False  # _pump read the end of its stdout
+        self._deadline = 0.0  # of the vector being exchanged (time.monotonic())
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stdout, selectors.EVENT_READ)
         self._selector.register(self._stderr, selectors.EVENT_READ)
@@ -99,7 +145,7 @@ class Driver:
         try:
             answer = decode_json(raw)
         except VectorError as e:  # not JSON, nested too deep, an integer too long
-            raise DriverFailure(f"driver answered a line that is {e}: {clip(raw, 200)!r}") from None
+            raise DriverFailure(f"driver answer line cannot be taken: {e}: {clip(raw, 200)!r}") from None
         if not isinstance(answer, dict) or not ({"trace", "error"} & set(answer)):
             raise DriverFailure(f'driver answer is not {{"trace": [...]}} or {{"error": "..."}}: {clip(raw, 200)!r}')
         return answer
@@ -108,9 +154,16 @@ class Driver:
         """Write `line`, read one answer line; both within one timeout. The write and the read
         share one wait, so a driver that does not read (or writes before it has read all of a
         long vector) cannot block the runner past the timeout."""
-        deadline = time.monotonic() + self.timeout
+        self._deadline = deadline = time.monotonic() + self.timeout
         sent = 0
         stdin = self._stdin.fileno()
+        self._pump(0)
+        if self._buffer:  # one answer line per vector: a second line would be taken as this one's answer
+            after = "after its answer to the previous one" if self._answered else "before it was sent any vector"
+            raise DriverFailure(f"before this vector was sent, the driver wrote {self._stray_size()} {after}: "
+                                f"{clip(self._stray_text(), 200)!r}")
+        if self._stdout_eof:  # seen by that read: no answer can come
+            raise self._eof()
         self._selector.register(stdin, selectors.EVENT_WRITE)
         try:
             while sent < len(line) or (end := self._newline()) < 0:
@@ -120,6 +173,11 @@ class Driver:
                 for key, _ in self._selector.select(left):
                     if key.fd != stdin:
                         self._read(key.fd)
+                        if sent < len(line) and self._newline() >= 0:
+                            raise DriverFailure(
+                                f"driver wrote a line before it had read the whole vector (it took {sent} of its "
+                                f"{len(line)} bytes): {clip(self._stray_text(), 200)!r}"
+                            )
                         continue
                     try:
                         sent += os.write(stdin, line[sent : sent + 65536])
@@ -135,15 +193,23 @@ class Driver:
         raw = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         self._scanned = 0
+        self._answered = True
+        if self._buffer:
+            raise DriverFailure(f"driver wrote {self._stray_size()} after its answer line (one answer line per "
+                                f"vector): {clip(self._stray_text(), 200)!r}")
         return raw.decode(errors="replace")
+
+    def _stray_size(self) -> str:
+        return f"{len(self._buffer) + self._dropped} bytes"
+
+    def _stray_text(self) -> str:
+        return bytes(self._buffer[:STRAY_KEEP]).decode(errors="replace")
 
     def _newline(self) -> int:
         """Where the first answer line ends in what the driver wrote, or -1 (each byte scanned
         once, so a long answer costs linear time)."""
         end = self._buffer.find(b"\n", self._scanned)
         self._scanned = len(self._buffer) if end < 0 else end
-        if end < 0 and len(self._buffer) > ANSWER_LIMIT:
-            raise DriverFailure(f"driver answer line is longer than {ANSWER_LIMIT} bytes (the runner's limit)")
         return end
 
     def _read(self, fd: int) -> None:
@@ -156,11 +222,18 @@ class Driver:
         except BlockingIOError:
             return
         if chunk == b"":
-            code = self._exit_code(2.0)
-            if code is None:
-                raise DriverFailure("driver closed its stdout without answering (it still runs)")
-            raise DriverFailure(f"driver exited without answering ({describe_exit(code)})")
+            raise self._eof()
         self._buffer += chunk
+        if len(self._buffer) > ANSWER_LIMIT and self._buffer.find(b"\n", self._scanned) < 0:
+            # Checked on every read, the vector's write included: the buffer never outgrows it.
+            raise DriverFailure(f"driver answer line is longer than {ANSWER_LIMIT} bytes (the runner's limit)")
+
+    def _eof(self) -> DriverFailure:
+        """The driver's stdout is at its end: it exited, or closed it."""
+        code = self._exit_code(self._left())
+        if code is None:
+            return DriverFailure("driver closed its stdout without answering (it still runs)")
+        return DriverFailure(f"driver exited without answering ({describe_exit(code)})")
 
     def _read_stderr(self) -> bool:
         """One read of stderr into the tail; False when nothing more is there now."""
@@ -178,14 +251,22 @@ class Driver:
         return True
 
     def _pump(self, wait: float) -> None:
-        """Wait up to `wait` s for output and read it; stdout after the answer is dropped."""
+        """Wait up to `wait` s for output and read it; of stdout (between answers: stray output, a
+        protocol error) only the first STRAY_KEEP bytes are kept, the rest counted."""
         for key, _ in self._selector.select(wait):
             if key.fd == self._stderr.fileno():
                 self._read_stderr()
                 continue
+            if key.fd != self._stdout.fileno():  # the driver's stdin, while a vector is written
+                continue
             with contextlib.suppress(BlockingIOError):
-                if os.read(key.fd, 65536) == b"":
+                chunk = os.read(key.fd, 65536)
+                if chunk == b"":
                     self._selector.unregister(key.fd)
+                    self._stdout_eof = True
+                keep = max(0, STRAY_KEEP - len(self._buffer))
+                self._buffer += chunk[:keep]
+                self._dropped += len(chunk) - len(chunk[:keep])
 
     def _late(self, sent: int, size: int) -> DriverFailure:
         if sent < size:
@@ -200,8 +281,13 @@ class Driver:
             "writing to a pipe is block-buffered unless it calls fflush or setvbuf)"
         )
 
+    def _left(self) -> float:
+        """How long to wait for the exit status of a driver that closed a pipe: what is left of
+        this vector's timeout (the wait counts against it), at most EXIT_GRACE."""
+        return max(0.0, min(EXIT_GRACE, self._deadline - time.monotonic()))
+
     def _exit_note(self) -> str:
-        code = self._exit_code(2.0)
+        code = self._exit_code(self._left())
         return "" if code is None else f" ({describe_exit(code)})"
 
     def _exit_code(self, timeout: float) -> int | None:
@@ -223,11 +309,62 @@ class Driver:
             self._pump(min(left, 0.01))
 
     def _end(self) -> None:
-        """Kill the driver's whole process group (the leader may be gone, its children not),
-        then reap the leader."""
+        """Kill the driver's whole process group (the leader may be gone, its children not) and
+        every other process it started (`_family`), then reap the leader. The family is stopped
+        first, round after round until no new member shows, so none can fork past the kill."""
+        stopped: set[int] = set()
+        for _ in range(100):  # bounded: a fork bomb is stopped a round at a time
+            new = self._family() - stopped
+            if not new:
+                break
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped |= new
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         self._proc.wait()
+        for pid in stopped - {self._proc.pid}:  # those re-parented to this process (a subreaper)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+    def _family(self) -> set[int]:
+        """Every live process the driver started: below its leader in the process tree, or
+        carrying its mark in its environment (a daemon re-parented to init, or to this process as
+        subreaper). Linux /proc; elsewhere the process group kill alone."""
+        children: dict[int, list[int]] = {}
+        family: set[int] = set()
+        me = os.getpid()
+        try:
+            entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            return family
+        for pid in entries:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone, or not ours to read
+            children.setdefault(ppid, []).append(pid)
+            if pid != me:
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as f:
+                    if self._mark in f.read().split(b"\0"):
+                        family.add(pid)
+        # As subreaper (on_termination, the runner as a command) every child of this process but
+        # the drivers is an orphan a driver left, whatever its environment.
+        if _SUBREAPER:
+            family.update(children.get(me, []))
+        todo = [self._proc.pid, *family]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in family and child != me:
+                    family.add(child)
+                    todo.append(child)
+        family.add(self._proc.pid)
+        return family
 
     def stderr_text(self, limit: int = 4000) -> str:
         """The last `limit` characters the driver wrote to stderr since `forget_stderr()`,
@@ -247,10 +384,17 @@ class Driver:
         Whatever it leaves in its process group is killed."""
         if self._proc.returncode is not None:
             return self._proc.returncode
+        try:
+            with contextlib.suppress(OSError):
+                self._stdin.close()
+            code = self._exit_code(self.timeout)
+        finally:  # an interrupt while it is waited for kills it all the same
+            self._end()
         with contextlib.suppress(OSError):
-            self._stdin.close()
-        code = self._exit_code(self.timeout)
-        self._end()
+            self._pump(0)  # what it wrote after its last answer and before it ended
+        if self._buffer:
+            self.stray = (f"driver wrote {self._stray_size()} after its answer to the last vector (one answer line "
+                          f"per vector): {clip(self._stray_text(), 200)!r}")
         self.stderr_text()  # what it wrote last, for a report after close
         self._closed = True
         self._selector.close()
@@ -296,6 +440,12 @@ def check_arguments(driver_command: str, timeout: float) -> None:
 def clip(text: str, limit: int = DETAIL_LIMIT) -> str:
     """At most `limit` characters: a hostile vector or driver can make any message huge."""
     return text if len(text) <= limit else text[: limit - 40] + f"... ({len(text) - limit + 40} more characters)"
+
+
+def printable(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (a lone surrogate a driver or a file name supplied) as
+    backslash escapes, so it can be written to a file."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def describe_exit(code: int) -> str:
@@ -356,6 +506,8 @@ def run_conformance(
     so is a vector with a `signal` fd when the driver cannot raise signals (`signals=False`).
     A driver that cannot start, or a path that does not exist, ends the run with one `fatal`
     Outcome. ValueError for an unusable `driver_command`, `timeout` or `driver_format`.
+    `report` gets each Outcome as it is known; the last vector's again, failed, when the driver
+    then misbehaves at end of input (no exit, a non-zero exit, output after its last answer).
     `fold`: the driver's poller folds HUP/ERR (R36); each vector's expected trace is then the
     model's over `folded_poll`, once the model is seen to produce the vector's own `expect`."""
     if not 1 <= driver_format <= len(FORMATS):
@@ -407,10 +559,11 @@ def run_conformance(
                 record(Outcome(path, vector.name, False, detail))
                 continue
             try:
-                record(_judge(path, vector, answer, driver, full, fold))
+                outcome = _judge(path, vector, answer, driver, full, fold)
             except Exception as e:  # a runner or model bug must not end the run
-                record(Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
-                               f"please report it): {type(e).__name__}: {clip(str(e))}"))
+                outcome = Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
+                                  f"please report it): {type(e).__name__}: {clip(str(e))}")
+            record(outcome)  # outside the try: a failing report callback is not a second outcome
             driver.forget_stderr()  # each vector's report shows what the driver wrote for it
     except BaseException:
         # An interrupt (Ctrl-C reaches the runner only: the driver has its own process group),
@@ -421,16 +574,31 @@ def run_conformance(
         raise
     finally:
         if driver is not None:
-            code = driver.close()
+            problems = end_of_input(driver)
             ran = [i for i, o in enumerate(outcomes) if not o.skipped]
-            if code not in (0, None) and ran:
+            if problems and ran:
                 last = outcomes[ran[-1]]
                 outcomes[ran[-1]] = Outcome(
-                    last.path, last.name, False, (last.detail + "\n" if last.detail else "") +
-                    f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit code 0)"
-                    + stderr_note(driver)
+                    last.path, last.name, False,
+                    "\n".join(([last.detail] if last.detail else []) + problems) + stderr_note(driver),
                 )
+                if report is not None:  # reported again: its failure is found only now
+                    report(outcomes[ran[-1]])
     return outcomes
+
+
+def end_of_input(driver: Driver) -> list[str]:
+    """Close `driver` (end of input) and say what it did wrong then: output after its last
+    answer, no exit within the timeout, a non-zero exit (VECTORS.md: it exits 0)."""
+    code = driver.close()
+    problems = [driver.stray] if driver.stray else []
+    if code is None:
+        problems.append(f"driver did not exit within {driver.timeout:g} s at end of input (the protocol asks it "
+                        "to exit 0 when its stdin ends); it was killed")
+    elif code != 0:
+        problems.append(f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit "
+                        "code 0)")
+    return problems
 
 
 def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool,

@@ -10,7 +10,10 @@ Errors are `VectorError`, whose message names the file and the JSON path of the 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -772,17 +775,53 @@ def _check_references(vector: Vector, at: _At) -> None:
             raise where.error(f"send on {action.fd!r} after its hangup is invalid")
 
 
+VALUE_LIMIT = 1_000_000  # JSON values in one document (VECTORS.md): what parsing may build is bounded
+
+
 def decode_json(text: str | bytes) -> object:
     """`json.loads`, with every way hostile text can fail it as a VectorError: not JSON, nested
-    deeper than the decoder's recursion allows, or an integer past Python's limit on digits."""
+    deeper than the decoder's recursion allows, an integer past Python's limit on digits, or
+    more than VALUE_LIMIT values. The values are counted before parsing, as an upper bound that
+    costs no objects: every value but the first follows a `[`, `{` or `,` (some of those counted
+    may sit inside strings)."""
+    if isinstance(text, str):
+        values = text.count("[") + text.count("{") + text.count(",")
+    else:
+        values = text.count(b"[") + text.count(b"{") + text.count(b",")
+    if values > VALUE_LIMIT:
+        raise VectorError(f"JSON holds more than {VALUE_LIMIT} values (the limit; counted as its '[', '{{' and ',')")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
+    except VectorError:
+        raise
     except json.JSONDecodeError as e:
         raise VectorError(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise VectorError("JSON nested too deeply to read") from None
     except ValueError as e:  # int(str) refuses more than sys.get_int_max_str_digits() digits
         raise VectorError(f"JSON holds an integer with too many digits ({e})") from None
+
+
+def _no_constant(name: str) -> object:
+    raise VectorError(f"{name} is not JSON (Python's reader accepts it; the format does not)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise VectorError(f"{text[:40]} is not a finite number (JSON has no infinity)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # rare: only then look for the key to name
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise VectorError(f"JSON object has the key {show(key)} twice (which one counts is not defined)")
+            seen.add(key)
+    return obj
 
 
 def show(value: object, limit: int = 80) -> str:
@@ -794,12 +833,45 @@ def show(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+FILE_LIMIT = 16 * 2**20  # bytes in a vector file (VECTORS.md); the bundled ones are a few KiB
+
+
+def _read_vector_file(p: Path) -> bytes:
+    """The bytes of a regular file of at most FILE_LIMIT bytes. Opened without blocking, so a
+    FIFO is refused rather than waited on; a device (/dev/zero) is refused rather than read."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise VectorError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                     (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+            kind = next((name for test, name in kinds if test(mode)), "not a file")
+            raise VectorError(f"{p}: not a regular file ({kind}): a vector is a file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= FILE_LIMIT:  # in chunks: read(FILE_LIMIT + 1) would allocate all of it at once
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise VectorError(f"{p}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > FILE_LIMIT:
+        raise VectorError(f"{p}: larger than {FILE_LIMIT // 2**20} MiB (the limit on a vector file)")
+    return data
+
+
 def load_vector(path: str | Path, *, require_expect: bool = True) -> Vector:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise VectorError(f"{p}: cannot read: {e.strerror or e}") from None
+        text = _read_vector_file(p).decode("utf-8")
     except UnicodeDecodeError as e:
         raise VectorError(f"{p}: not UTF-8: {e}") from None
     try:
@@ -810,12 +882,14 @@ def load_vector(path: str | Path, *, require_expect: bool = True) -> Vector:
 
 
 def vector_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Every `*.json` file named or found (recursively, sorted) under the named folders."""
+    """Every `*.json` file named or found (recursively, sorted) under the named folders. In a
+    folder, every such name but a folder's is taken: a dangling link or a FIFO then fails to
+    load with a message, rather than being passed over without a word."""
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*.json") if q.is_file()))
+            found.extend(sorted(q for q in p.rglob("*.json") if not q.is_dir()))
         elif p.exists():
             found.append(p)
         else:

@@ -293,3 +293,17 @@ def test_fuzz_keeps_hypothesis_files_out_of_the_current_folder_unless_told(tmp_p
     blocker.write_text("")
     bad = run(MODEL, "--db", str(blocker / "db"))
     assert bad.returncode == 2 and "iohandler fuzz: db: cannot make the folder" in bad.stderr
+
+
+def test_a_driver_that_misbehaves_at_end_of_input_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review II, item 10: VECTORS.md says a driver exits 0 at end of input; fuzz said nothing of
+    one that exits 3 (or never exits) and exited 0."""
+    driver = tmp_path / "driver.py"
+    driver.write_text("import sys\nfrom iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\n"
+                      "serve(run)\nsys.exit(3)\n")
+    argv = ["fuzz", "--driver", f"{sys.executable} {driver}", "--examples", "3", "--seed", "1", "--save", str(tmp_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "0 mismatches" in out and "driver ended with exit code 3 at end of input" in out, out
