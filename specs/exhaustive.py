@@ -391,16 +391,19 @@ def scopes(large: bool) -> list[Scope]:
     gated = Scope("gate-scripts" + suffix, fds, {"g": True}, SCRIPTS,
                   (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
                   gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
-    # A gate that deletes the record it is consulted for (R4, R22: the record keeps its
-    # handlers, so fill still asks OUT|ERR for its writer), and deletes a record filled before
-    # or after it when consulted for another.
-    q_gated = Set("q", "n", "n", "g")
-    deletes = Scope("gate-deletes" + suffix, {"s": "socket", "q": "pipe-write"}, {"g": True},
-                    {"n": (), "gd": (Set("q", None, None, None),)},
-                    (q_gated, Set("q", None, "n", None), Set("q", None, None, None), Set("s", "n", None, "g"),
-                     Set("s", None, None, None), Send("s"), Iterate()),
-                    gate_runs={"g": "gd"})
-    return [base, gated, deletes]
+    # A small one the test suite replays whole: a gate that deletes the record it is consulted
+    # for (R4, R22: the record keeps its handlers, so fill still asks OUT|ERR for its writer)
+    # and registers s again (R7 during fill: this iteration's poll returns); a reader that drops its
+    # own writer (R18) and registers q's (R13: a notify during the walk); a gate closed while the
+    # loop waits (R9); list order against fd order (R15).
+    small = Scope("small" + suffix, {"s": "socket", "q": "pipe-write"}, {"g": True},
+                  {"n": (), "gd": (Set("q", None, None, None), Set("s", "n", None, "g")),
+                   "rs": (Set("s", "rs", None, None), Set("q", None, "n", None))},
+                  (Set("q", "n", "n", "g"), Set("q", None, "n", None), Set("q", None, None, None),
+                   Set("s", "n", None, "g"), Set("s", "rs", "n", None), Set("s", None, None, None), Send("s"),
+                   SetGate("g", True), Iterate(), Iterate((SetGate("g", False),))),
+                  gate_runs={"g": "gd"})
+    return [base, gated, small]
 
 
 def scope_named(name: str, *, large: bool | None = None) -> Scope:
