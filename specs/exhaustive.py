@@ -643,9 +643,15 @@ def run_exhaustive(
             for v in vectors:
                 (Path(tmp) / f"{v.name}.json").write_text(dump_vector(v))
 
-            def each(o: Outcome) -> None:
+            said: set[str] = set()
+
+            def each(o: Outcome, said: set[str] = said) -> None:
                 if not o.passed and not o.skipped:
-                    say(f"FAIL {o.name}: {o.detail.splitlines()[0] if o.detail else ''}")
+                    first = o.detail.splitlines()[0] if o.detail else ""
+                    if first.startswith(CANNOT_START) and first in said:
+                        return  # said once: every walk would repeat it
+                    said.add(first)
+                    say(f"FAIL {o.name}: {first}")
 
             outcomes = run_conformance(driver_command, [tmp], timeout=timeout, report=each,
                                        driver_format=driver_format, full=full)
@@ -653,7 +659,8 @@ def run_exhaustive(
         taken = {t for w, v in zip(walks, vectors, strict=True) if _passed(by_name.get(v.name)) for t in w.transitions}
         result = ConfigResult(scope, c.states, c.transitions, walks, outcomes, len(taken), 0.0)
         # Each failing walk cut down costs a dozen runs of a walk's prefix: the first few only.
-        failing = [k for k, v in enumerate(vectors) if _failed(by_name.get(v.name))][:DIAGNOSED]
+        failing = [k for k, v in enumerate(vectors) if _failed(by_name.get(v.name))
+                   and not by_name[v.name].detail.startswith(CANNOT_START)][:DIAGNOSED]
         for k in failing:
             v, detail = _shortest(c, walks[k], driver_command, timeout, driver_format, full)
             if result.shortest is None or len(v.steps) < len(result.shortest.steps):
@@ -675,6 +682,7 @@ def _failed(o: Outcome | None) -> bool:
     return o is None or not (o.passed or o.skipped)
 
 
+CANNOT_START = "cannot start driver"  # the runner's message for a command that does not start
 DIAGNOSED = 3  # failing walks cut down to their shortest vector; the shortest of those is shown
 
 

@@ -159,3 +159,11 @@ def test_covering_walks_refuse_an_open_closure() -> None:
         covering_walks(explore(scope_named(SMALL), workers=1, max_depth=2, keep_edges=True))
     with pytest.raises(ValueError, match="max_steps"):
         covering_walks(_small(), max_steps=0)
+
+
+def test_a_driver_that_cannot_start_is_said_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "no-such-driver")
+    assert main(["conform", "--exhaustive", "--config", SMALL, "--driver", missing]) == 1
+    out = capsys.readouterr().out
+    assert out.count("cannot start driver") == 1 and "SHORTEST" not in out
+    assert f"transitions covered 0 of {_small().transitions}" in out
