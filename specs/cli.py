@@ -2,6 +2,9 @@
 
     iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
         [--format N] [--no-signals] [--full] [--timeout S] [--fold-hup-err] [-v]
+    iohandler conform --exhaustive --driver CMD [--config NAME ...] [--save DIR]
+                                                 every transition of the model's closed state
+                                                 space, in covering walks (SPEC.md)
     iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
         [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S] [--db DIR]
                                                  generated scenarios, the model as the oracle
@@ -29,10 +32,15 @@ from iohandler.specs.runner import (
     run_conformance,
     split_command,
 )
-from iohandler.specs.vector import FORMATS, bundled_vectors_dir
+from iohandler.specs.vector import FORMATS, bundled_vectors_dir, dump_vector
 
 
 def _conform(args: argparse.Namespace) -> int:
+    if args.exhaustive:
+        return _exhaustive(args)
+    if args.config or args.save is not None:
+        print("iohandler conform: --config and --save go with --exhaustive", file=sys.stderr)
+        return 2
     paths = args.paths or [bundled_vectors_dir()]
 
     def report(o: Outcome) -> None:
@@ -75,6 +83,42 @@ def _conform(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _config_names(large: bool) -> list[str]:
+    from iohandler.specs.exhaustive import scopes
+
+    return [s.name for s in scopes(large)]
+
+
+def _exhaustive(args: argparse.Namespace) -> int:
+    from iohandler.specs.exhaustive import run_exhaustive
+
+    if args.paths:
+        print("iohandler conform: --exhaustive generates its vectors; give no PATH", file=sys.stderr)
+        return 2
+    try:
+        results = run_exhaustive(args.driver, args.config or None, timeout=args.timeout, driver_format=args.format,
+                                 full=args.full, save=args.save, report=lambda text: print(text, flush=True))
+    except ValueError as e:  # an unknown --config
+        print(f"iohandler conform: {e}", file=sys.stderr)
+        return 2
+    outcomes = [o for r in results for o in r.outcomes]
+    for r in results:
+        if r.shortest is not None:
+            print(f"\nSHORTEST {r.scope.name}: {r.shortest.description}\n  {r.shortest_detail}\n\nvector:")
+            print(dump_vector(r.shortest))
+            if r.saved is not None:
+                print(f"saved {r.saved}")
+    passed = sum(o.passed for o in outcomes)
+    skipped = sum(o.skipped for o in outcomes)
+    failed = len(outcomes) - passed - skipped
+    print(f"transitions covered {sum(r.covered for r in results)} of {sum(r.transitions for r in results)}")
+    summary = f"{passed} passed, {failed} failed"
+    if skipped:
+        summary += f", {skipped} skipped (format newer than --format {args.format}: not conformance to it)"
+    print(summary)
+    return 1 if failed or not outcomes else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iohandler", description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -102,6 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-signals", action="store_true",
         help="the driver cannot raise signals: vectors with a signal fd are skipped, never passed",
     )
+    conform.add_argument("--exhaustive", action="store_true",
+                         help="instead of vector files: walks that take every transition of the model's closed "
+                         "state space (every state reached x every step enabled in it), the expected traces "
+                         "the model's; a failure is cut down to the shortest vector that shows it")
+    conform.add_argument("--config", action="append", default=[], metavar="NAME",
+                         help="with --exhaustive: a configuration to cover (repeatable; default: "
+                         f"{', '.join(_config_names(False))}; larger: {', '.join(_config_names(True))})")
+    conform.add_argument("--save", type=Path, default=None, metavar="DIR",
+                         help="with --exhaustive: write the shortest failing vector into DIR")
     conform.set_defaults(func=_conform)
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")

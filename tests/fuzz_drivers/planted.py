@@ -10,6 +10,16 @@ tests/test_fuzz.py proves `iohandler fuzz` catches each one. BUG is a rule the d
     R18  the write check uses the write handler from before the read handler ran
     none no bug (a control), but gate_scripts are ignored (a port without R22's field)
 
+and two wrong readings of the spec a port made (issue 23), which pass every bundled vector
+older than the ones written for them:
+
+    m1   a delete clears the record's handlers (R4, R22), so a gate that deletes its own record
+         no longer gets OUT|ERR asked for the record's write handler
+    m8   a registration's notify (R7) made while the loop holds its lock sets R35's "notified"
+         flag, read at the top of the next iteration instead of after fill: a registration made
+         by a gate during fill no longer makes this iteration's poll return (and makes the next
+         one's return)
+
 Each is a format v2 port: it refuses v3 vectors, so the fuzzer's probe leaves the context's
 actions out and the seeds below draw the vectors they drew before v3 existed.
 """
@@ -26,7 +36,7 @@ from iohandler.model.state import READ_EVENTS, WRITE_EVENTS, Fd, Loop, Record, S
 from iohandler.specs.protocol import InvalidVector, serve
 from iohandler.specs.vector import FORMAT_V3, Event, ReadEvent, Vector, WriteEvent
 
-BUGS = ("R2", "R9", "R13", "R15", "R17", "R18", "none")
+BUGS = ("R2", "R9", "R13", "R15", "R17", "R18", "m1", "m8", "none")
 
 
 def _record(world: World, fd: Fd) -> Record:
@@ -70,6 +80,7 @@ def plant(bug: str) -> None:
     names = vars(model_iterate)
     real_set = names["set_fd_handler"]
     real_dispatch = names["dispatch"]
+    real_fill = names["fill"]
     if bug == "R2":
         def set_at_tail(loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None,
                         gate: str | None) -> Loop:
@@ -86,6 +97,46 @@ def plant(bug: str) -> None:
             return world.with_loop(Loop(world.loop.records, wakeup=False)), events
 
         names["dispatch"] = dispatch_then_consume
+    elif bug == "m1":
+        def delete_clears_handlers(loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None,
+                                   gate: str | None) -> Loop:
+            out: Loop = real_set(loop, fd, read, write, gate)
+            i = index_of(out.records, fd)
+            if read is None and write is None and i != -1:
+                cleared = replace(out.records[i], read=None, write=None)
+                return replace(out, records=(*out.records[:i], cleared, *out.records[i + 1 :]))
+            return out
+
+        names["set_fd_handler"] = delete_clears_handlers
+    elif bug == "m8":
+        flag = {"in_fill": False, "notified": False}
+
+        def register_sets_flag(loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None,
+                               gate: str | None) -> Loop:
+            out: Loop = real_set(loop, fd, read, write, gate)
+            if flag["in_fill"] and (read is not None or write is not None):
+                flag["notified"] = True  # the flag, not the notifier: this poll does not see it
+                return Loop(out.records, wakeup=loop.wakeup)
+            return out
+
+        def fill_with_flag(world: World, consult: object) -> object:
+            flag["in_fill"], flag["notified"] = True, False
+            try:
+                return real_fill(world, consult)
+            finally:
+                flag["in_fill"] = False
+
+        def dispatch_then_flag(world: World, revents: tuple[int, ...], ret: int, call: Callback
+                               ) -> tuple[World, tuple[Event, ...]]:
+            if flag["notified"]:  # read at the top of the next iteration: its poll returns at once
+                flag["notified"] = False
+                world = world.with_loop(Loop(world.loop.records, wakeup=True))
+            out: tuple[World, tuple[Event, ...]] = real_dispatch(world, revents, ret, call)
+            return out
+
+        names["set_fd_handler"] = register_sets_flag
+        names["fill"] = fill_with_flag
+        names["dispatch"] = dispatch_then_flag
     elif bug in ("R9", "R15", "R17", "R18"):
         names["dispatch"] = planted_dispatch(bug)
     elif bug == "none":
