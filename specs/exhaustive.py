@@ -656,11 +656,14 @@ def run_exhaustive(
             outcomes = run_conformance(driver_command, [tmp], timeout=timeout, report=each,
                                        driver_format=driver_format, full=full)
         by_name = {o.name: o for o in outcomes}
+        if any(o.fatal for o in outcomes):  # the driver did not start: said once, nothing more to run
+            results.append(ConfigResult(scope, c.states, c.transitions, walks, outcomes, 0, time.perf_counter() - t0))
+            break
         taken = {t for w, v in zip(walks, vectors, strict=True) if _passed(by_name.get(v.name)) for t in w.transitions}
         result = ConfigResult(scope, c.states, c.transitions, walks, outcomes, len(taken), 0.0)
         # Each failing walk cut down costs a dozen runs of a walk's prefix: the first few only.
         failing = [k for k, v in enumerate(vectors) if _failed(by_name.get(v.name))
-                   and not by_name[v.name].detail.startswith(CANNOT_START)][:DIAGNOSED]
+                   and not by_name[v.name].detail.startswith(CANNOT_START)][:DIAGNOSED]  # by_name has every walk here
         for k in failing:
             v, detail = _shortest(c, walks[k], driver_command, timeout, driver_format, full)
             if result.shortest is None or len(v.steps) < len(result.shortest.steps):

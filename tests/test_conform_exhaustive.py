@@ -78,9 +78,11 @@ def test_m1_and_m8_pass_the_older_bundled_vectors() -> None:
     new = {"r22-gate-deletes-own-record-keeps-writer", "r22-gate-registration-wakes-this-poll"}
     older = [p for p in sorted(bundled_vectors_dir().rglob("*.json")) if p.stem not in new]
     for bug in ("m1", "m8"):
-        outcomes = run_conformance(planted(bug), older)
-        assert outcomes and all(o.passed for o in outcomes), [o.name for o in outcomes if not o.passed]
-        failed = run_conformance(planted(bug), [p for p in bundled_vectors_dir().rglob("*.json") if p.stem in new])
+        outcomes = run_conformance(planted(bug), older, driver_format=2)  # a v2 port: the v3 vectors skipped
+        assert outcomes and all(o.passed or o.skipped for o in outcomes), [o.name for o in outcomes if not o.passed]
+        assert sum(o.passed for o in outcomes) >= 58
+        failed = run_conformance(planted(bug), [p for p in bundled_vectors_dir().rglob("*.json") if p.stem in new],
+                                 driver_format=2)
         assert len(failed) == 2 and [o.passed for o in failed].count(False) == 1, [(o.name, o.passed) for o in failed]
 
 
