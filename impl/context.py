@@ -15,7 +15,7 @@ Bottom halves (`aio_bh_new`, `qemu_bh_schedule`, `qemu_bh_schedule_idle`, `qemu_
   own BH runs in the next walk, and one that schedules a BH further down the list runs in this
   one. Idle BHs do not count in the walk's return value.
 * `schedule()` may come from any thread. It sets `scheduled` first and then tells the loop:
-  `aio_notify`, which is `qemu_notify_event`, on the loop's one notifier (`notify` below).
+  `aio_notify`, which is `qemu_notify_event`, on the loop's one notifier (`_notify`, below).
   `_pending` ("maybe something is scheduled") lets an iteration skip the O(BHs) scan when
   nothing was scheduled; it is cleared before any scan reads a BH, so a schedule racing with the
   scan sets it again.
