@@ -247,33 +247,22 @@ class AioContext:
         with self._bh_lock:
             return self._bhs[::-1]
 
-    def _has_scheduled(self) -> int:
-        """0: no BH scheduled; 1: only idle ones; 2: a non-idle one. Clears `_pending` first
-        when nothing is scheduled (module docstring)."""
-        self._pending = False
-        found = 0
-        for bh in self._bhs:
-            if bh._scheduled and not bh._deleted:
-                if not bh._idle:
-                    self._pending = True
-                    return 2
-                found = 1
-        if found:
-            self._pending = True
-        return found
-
     def compute_timeout(self) -> float | None:
         """aio_compute_timeout in seconds: 0.0 with a non-idle BH scheduled, 0.01 with only idle
         ones, else the nearest context timer (None: no limit)."""
-        timeout: float | None = None
         # A scan, not the `_pending` shortcut: inside a walk (a callback asking) the walk has
         # cleared `_pending` while BHs it has not reached may still be scheduled. The loop
         # calls this only when `_pending` (or a timer) says there may be something to find.
-        found = self._has_scheduled()
-        if found == 2:
-            return 0.0
-        if found:
-            timeout = IDLE_TIMEOUT
+        # `_pending` is cleared before the scan reads any BH (a racing schedule sets it again)
+        # and set again if one is found.
+        self._pending = False
+        timeout: float | None = None
+        for bh in self._bhs:
+            if bh._scheduled and not bh._deleted:
+                self._pending = True
+                if not bh._idle:
+                    return 0.0
+                timeout = IDLE_TIMEOUT
         if self._timer_heap:
             deadline = self._timers.next_deadline()
             if deadline is not None:
