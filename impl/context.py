@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iohandler.impl.args import check_callable, check_delay, fd_number
 from iohandler.impl.errors import ClosedFdError, FdError, ReentrantWaitError, UnpollableFdError
-from iohandler.impl.kernel import identity
+from iohandler.impl.kernel import identity, is_unknown
 from iohandler.impl.pollers import IN, NVAL, OUT, READ_EVENTS, WRITE_EVENTS, SelectorsPoller
 from iohandler.impl.registry import Record
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -428,6 +428,51 @@ class AioContext:
         if kept:
             loop._quarantine_lost()
 
+    # ------------------------------------------- closed and reused fds (R33, R34, as records)
+
+    def _file_problem(self, node: _Node) -> str | None:
+        """Why `node.fd` no longer names the file registered, or None. The Kernel's check (its
+        witnesses included) where the kernel holds this node's file, fstat identity otherwise
+        (a registration not synced yet). An anonymous file (identity unknown) on a poller
+        whose confirm follows files (epoll): the confirm answers, as it does for records."""
+        kernel = self._loop._kernel
+        slot = self._slots.get(node.fd)
+        if slot is not None and slot.kev and slot.ident == node.ident:
+            problem = kernel.file_problem(slot)
+            confirm = self._loop._poller.confirm
+            if problem is None and confirm is not None and is_unknown(node.ident):
+                try:
+                    confirm(node.fd, slot.kev)
+                except (OSError, ValueError):
+                    return f"fd {node.fd} no longer names the file registered; its context handlers were removed"
+            return problem
+        try:
+            st = os.fstat(node.fd)
+        except OSError:
+            return f"fd {node.fd} was closed while registered; its context handlers were removed"
+        if identity(st) != node.ident:
+            return (
+                f"fd {node.fd} was closed while registered and its number now names another "
+                "file; its context handlers were removed"
+            )
+        return None
+
+    def _remove(self, node: _Node, problem: str) -> None:
+        """R33: the node goes (its kernel registration now, or at the next fill while the poll
+        set is fixed), and ClosedFdError is raised at the end of the iteration (or of the
+        top-level context.poll())."""
+        loop = self._loop
+        loop._fd_errors.append(ClosedFdError(node.fd, problem))
+        self._unlink(node)
+        self._sync_or_defer(node.fd)
+
+    def _check_fds(self) -> None:
+        """`MainLoop.check_fds` for the context's live nodes (O(nodes) fstat calls)."""
+        for node in list(self._by_fd.values()):
+            problem = self._file_problem(node)
+            if problem is not None:
+                self._remove(node, problem)
+
     def _poll_set(self) -> list[tuple[int, int]]:
         """The context's fds in the kernel, in list order (for the tracer)."""
         slots = self._slots
@@ -484,6 +529,10 @@ class AioContext:
             fold = self._fold
             for n in polled:
                 rev = events.get(n.fd, 0)
+                if rev & NVAL:  # R33: closed while registered (before R36's fold hides it)
+                    if not n.deleted:
+                        self._remove(n, f"fd {n.fd} was closed while registered; its context handlers were removed")
+                    continue
                 if fold and rev:  # R36: as the loop's poller would see it
                     rev = (IN if rev & ~OUT and n.events & IN else 0) | (OUT if rev & ~IN and n.events & OUT else 0)
                 n.rev = rev
@@ -534,6 +583,7 @@ class AioContext:
 
     def _dispatch_handlers(self) -> bool:
         tr = self._loop._tracer
+        check = self._loop._check_files
         nodes = self._nodes
         progress = False
         i = len(nodes)
@@ -546,6 +596,13 @@ class AioContext:
                 node.rev = 0
                 if not rev:
                     continue
+                if check and not node.deleted:
+                    # R33/R34 at the node's turn: a handler before it may have closed its fd,
+                    # and the context's own poll follows numbers, so a new file may hold it.
+                    problem = self._file_problem(node)
+                    if problem is not None:
+                        self._remove(node, problem)
+                        continue
                 cb = node.read
                 if not node.deleted and rev & READ_EVENTS and cb is not None:
                     if tr is not None:
@@ -625,6 +682,7 @@ class AioContext:
             loop._check_open()
             if loop._waiting and self._owned():  # a Tracer's poll hook, mid-wait
                 raise ReentrantWaitError("context.poll() called from inside the loop's wait")
+            top = not loop._running  # not inside an iteration: errors are raised here
             was = self._dispatching
             self._dispatching = True
             try:
@@ -636,7 +694,10 @@ class AioContext:
                         tr.aio_poll_set(entries)
                 ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
                 self._own_poll(ms)
-                return self._dispatch()
+                progress = self._dispatch()
+                if top and loop._fd_errors:  # R33: as at the end of an iteration
+                    loop._raise_fd_errors()
+                return progress
             finally:
                 self._dispatching = was
 

@@ -809,9 +809,10 @@ class MainLoop:
         raise first
 
     def check_fds(self) -> None:
-        """Look at every live record's file (O(registered) fstat calls): finds fds closed while
-        registered that epoll forgot silently (R33). Such records are removed and
-        ClosedFdError is raised, as when an iteration finds them."""
+        """Look at every live record's and context handler's file (O(registered) fstat calls):
+        finds fds closed while registered that epoll forgot silently, and reused numbers (R33,
+        R34). Such records and handlers are removed and ClosedFdError is raised, as when an
+        iteration finds them."""
         with self._lock:
             kernel = self._kernel
             for rec in list(self._by_fd.values()):
@@ -819,6 +820,7 @@ class MainLoop:
                     problem = kernel.file_problem(rec)
                     if problem is not None:
                         self._quarantine(rec, ClosedFdError(rec.fd, problem))
+            self._context._check_fds()  # bh: the context's handlers too (R33, R34)
             if self._fd_errors:
                 self._raise_fd_errors()
 

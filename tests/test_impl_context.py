@@ -790,3 +790,107 @@ def test_the_loop_driver_reproduces_every_context_vector(poller: str) -> None:
     assert len(paths) >= 40
     failed = [p.name for p in paths if impl_run_vector(load_vector(p), poller) != list(load_vector(p).expect or ())]
     assert failed == []
+
+
+# ----------------------------------------------------- closed and reused context fds (R33, R34)
+
+
+def _pipe_handler(loop: MainLoop, calls: list[Any]) -> tuple[int, int]:
+    """A pipe whose read end has a context read handler that logs; the registration's notify is
+    consumed by one iteration."""
+    r, w = os.pipe()
+    loop.context.set_fd_handler(r, lambda _: calls.append("old handler"), None)
+    loop.main_loop_wait(nonblocking=True)
+    return r, w
+
+
+def test_a_reused_context_fd_never_reaches_the_old_handler(loop: MainLoop) -> None:
+    """R33/R34 for context handlers: the number now names a new, readable pipe; the old handler
+    is never called for it, the iteration removes it with ClosedFdError, the loop goes on."""
+    calls: list[Any] = []
+    r, w = _pipe_handler(loop, calls)
+    os.close(r)
+    os.close(w)
+    r2, w2 = os.pipe()
+    try:
+        assert r2 == r  # the lowest free number
+        os.write(w2, b"new data")
+        with pytest.raises(ClosedFdError) as info:
+            loop.main_loop_wait(timeout=1.0)
+        assert info.value.fd == r
+        assert calls == []
+        assert loop.context.handlers() == []
+        for _ in range(2):
+            loop.main_loop_wait(timeout=0.05)
+        assert calls == []
+        loop.check_fds()  # nothing left to find
+    finally:
+        os.close(r2)
+        os.close(w2)
+
+
+def test_a_closed_context_fd_is_reported_by_the_next_iteration(loop: MainLoop) -> None:
+    """Closed with no reuse: epoll forgets it silently, poll reports NVAL, selectors folds NVAL
+    into IN; on every poller the handler is never called and the iteration raises ClosedFdError."""
+    calls: list[Any] = []
+    r, w = _pipe_handler(loop, calls)
+    os.close(r)
+    os.close(w)
+    with pytest.raises(ClosedFdError):
+        loop.main_loop_wait(timeout=1.0)
+    assert calls == []
+    assert loop.context.handlers() == []
+    assert loop.main_loop_wait(nonblocking=True) == 0
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["closed", "reused"])
+def test_check_fds_finds_closed_and_reused_context_fds(loop: MainLoop, reuse: bool) -> None:
+    calls: list[Any] = []
+    r, w = _pipe_handler(loop, calls)
+    os.close(r)
+    os.close(w)
+    fds = os.pipe() if reuse else ()
+    try:
+        with pytest.raises(ClosedFdError) as info:
+            loop.check_fds()
+        assert info.value.fd == r
+        assert loop.context.handlers() == []
+        loop.check_fds()
+        assert loop.main_loop_wait(nonblocking=True) == 0
+        assert calls == []
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_context_handler_that_closes_a_later_nodes_fd(loop: MainLoop) -> None:
+    """A handler earlier in the walk closes a later node's fd and a new pipe takes the number:
+    the later node's old handler is not called for it (checked at its turn, as records are)."""
+    calls: list[Any] = []
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()  # newer: walked first
+    new: list[int] = []
+
+    def first(_: Any) -> None:
+        os.read(r2, 10)
+        os.close(r1)
+        os.close(w1)
+        nr, nw = os.pipe()
+        new.extend((nr, nw))
+        os.write(nw, b"y")
+
+    loop.context.set_fd_handler(r1, lambda _: calls.append("old"), None)
+    loop.context.set_fd_handler(r2, first, None)
+    loop.main_loop_wait(nonblocking=True)
+    os.write(w1, b"x")
+    os.write(w2, b"x")
+    try:
+        with pytest.raises(ClosedFdError):
+            loop.main_loop_wait(timeout=1.0)
+        assert new[0] == r1
+        assert calls == []
+        assert [h.fd for h in loop.context.handlers()] == [r2]
+    finally:
+        loop.context.set_fd_handler(r2, None, None)
+        for fd in (r2, w2, *new):
+            os.close(fd)
