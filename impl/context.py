@@ -501,8 +501,19 @@ class AioContext:
             if self._nodes:
                 self._own_poll(0)
             return self._dispatch()
+        except BaseException:
+            if not was:
+                self._clear_revents()
+            raise
         finally:
             self._dispatching = was
+
+    def _clear_revents(self) -> None:
+        """R32: an aio_poll left by an exception leaves no revents behind (in QEMU they never
+        outlive one aio_poll): what was ready is polled afresh next time (level triggering)."""
+        for node in self._nodes:
+            node.rev = 0
+        self._notifier = False
 
     def _own_poll(self, ms: int) -> None:
         """aio_poll's fill and poll over the live nodes and the notifier (the fd, the loop's
@@ -695,11 +706,15 @@ class AioContext:
                 ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
                 self._own_poll(ms)
                 progress = self._dispatch()
-                if top and loop._fd_errors:  # R33: as at the end of an iteration
-                    loop._raise_fd_errors()
-                return progress
+            except BaseException:
+                if not was:
+                    self._clear_revents()
+                raise
             finally:
                 self._dispatching = was
+            if top and loop._fd_errors:  # R33: as at the end of an iteration
+                loop._raise_fd_errors()
+            return progress
 
     def _live_set(self) -> list[tuple[int, int]]:
         return [(n.fd, n.events) for n in reversed(self._nodes) if not n.deleted]

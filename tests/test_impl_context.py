@@ -894,3 +894,44 @@ def test_a_context_handler_that_closes_a_later_nodes_fd(loop: MainLoop) -> None:
         loop.context.set_fd_handler(r2, None, None)
         for fd in (r2, w2, *new):
             os.close(fd)
+
+
+# ------------------------------------------------------ exceptions leave no stale revents (R32)
+
+
+@pytest.mark.parametrize("how", ["main_loop_wait", "context.poll"])
+def test_a_raising_bh_leaves_no_stale_revents(loop: MainLoop, how: str) -> None:
+    """A BH raises while a context fd is ready; the fd is drained before the next iteration,
+    which must not call its handler for readiness that no longer exists (in QEMU revents never
+    outlive one aio_poll)."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    calls: list[Any] = []
+
+    def reader(_: Any) -> None:
+        try:
+            calls.append(os.read(r, 100))
+        except BlockingIOError:
+            calls.append("called with nothing to read")
+
+    def boom(_: Any) -> None:
+        raise RuntimeError("bh boom")
+
+    try:
+        loop.context.set_fd_handler(r, reader, None)
+        loop.main_loop_wait(nonblocking=True)
+        loop.bh_new(boom).schedule()
+        os.write(w, b"x")
+        with pytest.raises(RuntimeError, match="bh boom"):
+            if how == "main_loop_wait":
+                loop.main_loop_wait(timeout=1.0)
+            else:
+                loop.context.poll()
+        os.read(r, 100)  # drained elsewhere
+        loop.main_loop_wait(timeout=0.05)
+        assert loop.context.poll() is False
+        assert calls == []
+    finally:
+        loop.context.set_fd_handler(r, None, None)
+        os.close(r)
+        os.close(w)
