@@ -469,6 +469,11 @@ class MainLoop:
                     pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
                     self._waiting = True
                     try:
+                        if not notified and wakeup.flag:
+                            # bh: R45, a notify (a signal handler's schedule) after the read
+                            # above set only the flag; from `_waiting` on, notifies write the fd.
+                            notified = True
+                            timeout = 0.0
                         if mine:
                             lock.release()
                         if pause:

@@ -34,6 +34,7 @@ from iohandler.impl import (
     UnpollableFdError,
 )
 from iohandler.impl.driver import run_vector as impl_run_vector
+from iohandler.impl.timers import TimerQueue
 from iohandler.impl.wakeup import Wakeup
 from iohandler.specs.vector import FORMAT_V3, bundled_vectors_dir, load_vector, vector_files
 from tests.support import Pairs
@@ -935,3 +936,54 @@ def test_a_raising_bh_leaves_no_stale_revents(loop: MainLoop, how: str) -> None:
         loop.context.set_fd_handler(r, None, None)
         os.close(r)
         os.close(w)
+
+
+# ------------------------------------------- no lost wakeup from a signal handler (R45, R35)
+
+
+@pytest.mark.parametrize("poller", sorted(POLLERS))
+def test_a_schedule_after_the_loop_read_its_flag_is_not_lost(poller: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R45/R35: a schedule() on the loop's thread outside the wait only sets the notified flag,
+    so one landing after the loop read the flag and scanned the BHs (here: inside the context
+    timers' deadline, the last step of compute_timeout, where a signal handler can run) must
+    still end the wait at once."""
+    with MainLoop(poller) as loop:
+        ran: list[float] = []
+        bh = loop.bh_new(lambda _: ran.append(time.monotonic()))
+        loop.context.call_later(3600, lambda: None)  # the only timer: its deadline is asked last
+        loop.main_loop_wait(nonblocking=True)
+        real = TimerQueue.next_deadline
+        fired: list[int] = []
+
+        def next_deadline(self: TimerQueue) -> float | None:
+            if not fired:
+                fired.append(1)
+                bh.schedule()  # what a SIGALRM handler doing bh.schedule() does here
+            return real(self)
+
+        monkeypatch.setattr(TimerQueue, "next_deadline", next_deadline)
+        t0 = time.monotonic()
+        loop.main_loop_wait(timeout=2.0)
+        assert fired
+        assert ran and ran[0] - t0 < 1.0
+        assert time.monotonic() - t0 < 1.0
+
+
+def test_context_poll_blocking_is_woken_by_a_signal_handlers_schedule(loop: MainLoop) -> None:
+    """QEMU's aio_poll sets dispatching to !blocking: during a blocking poll's wait aio_notify
+    writes the notifier, so a schedule() from a signal handler on the polling thread wakes it."""
+    signal = pytest.importorskip("signal")
+    ran: list[float] = []
+    bh = loop.bh_new(lambda _: ran.append(time.monotonic()))
+    loop.context.call_later(5.0, lambda: None)  # bounds the wait
+    loop.context.poll()
+    old = signal.signal(signal.SIGALRM, lambda s, f: bh.schedule())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        t0 = time.monotonic()
+        assert loop.context.poll(blocking=True) is True
+        assert time.monotonic() - t0 < 2.0
+        assert ran
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
