@@ -529,10 +529,13 @@ class AioContext:
         wfd = loop._wakeup_fd
         if wfd >= 0:
             p.register(wfd, READ_EVENTS)
-        if wakeup.flag:
-            wakeup.flag = False
-            self._notifier = True
-        events = dict(p.poll(0 if self._notifier else ms))
+        if ms and not self._notifier:
+            events = dict(self._blocking_wait(p, ms))
+        else:
+            if wakeup.flag:
+                wakeup.flag = False
+                self._notifier = True
+            events = dict(p.poll(0 if self._notifier else ms))
         if wfd in events:
             wakeup.consume()
             self._notifier = True
@@ -547,6 +550,24 @@ class AioContext:
                 if fold and rev:  # R36: as the loop's poller would see it
                     rev = (IN if rev & ~OUT and n.events & IN else 0) | (OUT if rev & ~IN and n.events & OUT else 0)
                 n.rev = rev
+
+    def _blocking_wait(self, p: select.poll, ms: int) -> list[tuple[int, int]]:
+        """The wait of a blocking aio_poll. The loop is marked waiting first, so from then on a
+        notify writes the notifier (R45: dispatching is false here, QEMU's
+        aio_set_dispatching(ctx, !blocking)); then the flag, which a notify before that set
+        (a signal handler's schedule on this thread), is read: nothing is lost between."""
+        loop = self._loop
+        wakeup = self._wakeup
+        was = loop._waiting
+        loop._waiting = True
+        try:
+            if wakeup.flag:
+                wakeup.flag = False
+                self._notifier = True
+                return p.poll(0)
+            return p.poll(ms)
+        finally:
+            loop._waiting = was
 
     def _dispatch(self) -> bool:
         """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's
@@ -695,7 +716,10 @@ class AioContext:
                 raise ReentrantWaitError("context.poll() called from inside the loop's wait")
             top = not loop._running  # not inside an iteration: errors are raised here
             was = self._dispatching
-            self._dispatching = True
+            # QEMU's aio_set_dispatching(ctx, !blocking): notifies are skipped only when
+            # everything is looked at again before a blocking wait, which for a blocking poll
+            # is true only once its own wait is over (R45).
+            self._dispatching = not blocking
             try:
                 timeout = self.compute_timeout() if blocking else 0.0
                 tr = loop._tracer
@@ -705,6 +729,7 @@ class AioContext:
                         tr.aio_poll_set(entries)
                 ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
                 self._own_poll(ms)
+                self._dispatching = True
                 progress = self._dispatch()
             except BaseException:
                 if not was:
