@@ -714,7 +714,11 @@ class AioContext:
             loop._check_open()
             if loop._waiting and self._owned():  # a Tracer's poll hook, mid-wait
                 raise ReentrantWaitError("context.poll() called from inside the loop's wait")
-            top = not loop._running  # not inside an iteration: errors are raised here
+            top = not loop._running
+            if top:
+                # R31 whatever started the walk: a top-level aio_poll is an iteration for
+                # close(), main_loop_wait() and run(), which its callbacks may not call.
+                loop._running = True
             was = self._dispatching
             # QEMU's aio_set_dispatching(ctx, !blocking): notifies are skipped only when
             # everything is looked at again before a blocking wait, which for a blocking poll
@@ -737,6 +741,8 @@ class AioContext:
                 raise
             finally:
                 self._dispatching = was
+                if top:
+                    loop._running = False
             if top and loop._fd_errors:  # R33: as at the end of an iteration
                 loop._raise_fd_errors()
             return progress

@@ -987,3 +987,62 @@ def test_context_poll_blocking_is_woken_by_a_signal_handlers_schedule(loop: Main
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+# --------------------------------------- R31 inside a top-level context.poll(), and its callers
+
+
+@pytest.mark.parametrize("where", ["bh", "handler"])
+@pytest.mark.parametrize("call", ["close", "main_loop_wait", "run"])
+def test_a_top_level_context_poll_refuses_reentry_from_its_callbacks(
+    loop: MainLoop, socks: Pairs, where: str, call: str
+) -> None:
+    """R31 whatever started the walk: close(), main_loop_wait() and run() from a BH callback or
+    a context handler of a context.poll() called outside main_loop_wait are refused, and the
+    context stays consistent (the BH the walk did not reach runs at the next poll)."""
+    log: list[Any] = []
+    errors: list[BaseException] = []
+    a, pa = socks.pair()
+    calls: dict[str, Callable[[], object]] = {
+        "close": loop.close,
+        "main_loop_wait": lambda: loop.main_loop_wait(timeout=0.05),
+        "run": lambda: (loop.stop(), loop.run()),  # the stop: should run() be let in, it returns
+    }
+
+    def reenter(_: Any) -> None:
+        log.append(where)
+        if where == "handler":
+            a.recv(10)
+        try:
+            calls[call]()
+        except ReentrantWaitError as e:
+            errors.append(e)
+
+    older = loop.bh_new(recorder(log, "older"))
+    older.schedule()
+    if where == "bh":
+        loop.bh_new(reenter).schedule()
+    else:
+        loop.context.set_fd_handler(a, reenter, None)
+        pa.send(b"x")
+    assert loop.context.poll() is True
+    assert len(errors) == 1, log
+    assert not loop.closed
+    assert loop.context.poll() in (True, False)
+    assert "older" in log
+    assert loop.main_loop_wait(nonblocking=True) >= 0
+
+
+def test_context_poll_from_a_tracers_poll_hook_is_refused(loop: MainLoop) -> None:
+    errors: list[BaseException] = []
+
+    class Hook(ListTracer):
+        def poll(self, entries: list[tuple[int, int]]) -> None:
+            try:
+                loop.context.poll()
+            except ReentrantWaitError as e:
+                errors.append(e)
+
+    loop.set_tracer(Hook())
+    loop.main_loop_wait(nonblocking=True)
+    assert len(errors) == 1
