@@ -515,7 +515,7 @@ class AioContext:
             node.rev = 0
         self._notifier = False
 
-    def _own_poll(self, ms: int) -> None:
+    def _own_poll(self, ms: int, release: bool = False) -> None:
         """aio_poll's fill and poll over the live nodes and the notifier (the fd, the loop's
         flag, or still unread from the main wait); revents stored only if the poll returned > 0,
         the notifier counting (R46). The notifier's node is read at the end of the handler walk
@@ -530,7 +530,7 @@ class AioContext:
         if wfd >= 0:
             p.register(wfd, READ_EVENTS)
         if ms and not self._notifier:
-            events = dict(self._blocking_wait(p, ms))
+            events = dict(self._blocking_wait(p, ms, release))
         else:
             if wakeup.flag:
                 wakeup.flag = False
@@ -551,13 +551,17 @@ class AioContext:
                     rev = (IN if rev & ~OUT and n.events & IN else 0) | (OUT if rev & ~IN and n.events & OUT else 0)
                 n.rev = rev
 
-    def _blocking_wait(self, p: select.poll, ms: int) -> list[tuple[int, int]]:
+    def _blocking_wait(self, p: select.poll, ms: int, release: bool) -> list[tuple[int, int]]:
         """The wait of a blocking aio_poll. The loop is marked waiting first, so from then on a
         notify writes the notifier (R45: dispatching is false here, QEMU's
         aio_set_dispatching(ctx, !blocking)); then the flag, which a notify before that set
-        (a signal handler's schedule on this thread), is read: nothing is lost between."""
+        (a signal handler's schedule on this thread), is read: nothing is lost between.
+        `release`: the caller took the loop's lock for this poll only; it is released for the
+        wait, as main_loop_wait does (R35), so other threads' registrations and close() go on
+        (a registration notifies and ends the wait; close() waits for the poll to return)."""
         loop = self._loop
         wakeup = self._wakeup
+        lock = loop._lock
         was = loop._waiting
         loop._waiting = True
         try:
@@ -565,7 +569,18 @@ class AioContext:
                 wakeup.flag = False
                 self._notifier = True
                 return p.poll(0)
-            return p.poll(ms)
+            if not release:
+                return p.poll(ms)
+            lock.release()
+            try:
+                return p.poll(ms)
+            finally:
+                try:
+                    if not self._owned():
+                        lock.acquire()
+                except BaseException:  # a signal handler's, mid-way: retried until held (R35)
+                    loop._relock()
+                    raise
         finally:
             loop._waiting = was
 
@@ -706,10 +721,12 @@ class AioContext:
         until something is ready or compute_timeout() passes), then dispatch: BHs, handlers,
         timers. Returns progress: a non-idle BH, a handler or a timer ran. Callable from inside
         a callback of this loop (a nested walk, as QEMU's block layer drains); from another
-        thread it waits for the loop's lock. The lock is held throughout, the wait included."""
+        thread it waits for the loop's lock. A blocking poll called without the lock held
+        releases it for its wait, as main_loop_wait does (R35, R46)."""
         if not isinstance(blocking, bool):
             raise TypeError(f"blocking must be a bool, got {type(blocking).__name__}")
         loop = self._loop
+        inside = self._owned()  # the caller holds the lock already (a callback, a lock holder)
         with loop._lock:
             loop._check_open()
             if loop._waiting and self._owned():  # a Tracer's poll hook, mid-wait
@@ -732,7 +749,7 @@ class AioContext:
                     if entries:
                         tr.aio_poll_set(entries)
                 ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
-                self._own_poll(ms)
+                self._own_poll(ms, release=top and not inside)
                 self._dispatching = True
                 progress = self._dispatch()
             except BaseException:
