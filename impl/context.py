@@ -222,9 +222,8 @@ class AioContext:
 
     def bh_new(self, callback: Handler, opaque: Any = None) -> BottomHalf:
         """aio_bh_new: a new, unscheduled BH at the head of the list. Any thread."""
-        check_callable("callback", callback)
-        if callback is None:
-            raise TypeError("callback must be callable, got NoneType")
+        if not callable(callback):  # None too: a BH has a callback (not check_callable's "or None")
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         if self._closed:
             self._loop._check_open()
         bh = BottomHalf(self, callback, opaque)

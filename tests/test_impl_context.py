@@ -549,6 +549,12 @@ def test_bh_new_refuses_a_non_callable(loop: MainLoop) -> None:
     assert state(loop) == before
 
 
+def test_bh_new_names_what_it_wants(loop: MainLoop) -> None:
+    with pytest.raises(TypeError) as info:
+        loop.bh_new(3)  # type: ignore[arg-type]
+    assert str(info.value) == "callback must be callable, got int"
+
+
 def test_context_set_fd_handler_refuses_bad_input(loop: MainLoop, socks: Pairs) -> None:
     a, _ = socks.pair()
     loop.context.set_fd_handler(a, lambda _: None, None)
