@@ -719,8 +719,10 @@ class AioContext:
         """aio_poll (R46): poll the context's fds and the loop's notifier (without blocking, or
         until something is ready or compute_timeout() passes), then dispatch: BHs, handlers,
         timers. Returns progress: a non-idle BH, a handler or a timer ran. Callable from inside
-        a callback of this loop (a nested walk, as QEMU's block layer drains); from another
-        thread it waits for the loop's lock. A blocking poll called without the lock held
+        a callback of this loop (a nested walk, as QEMU's block layer drains). From another
+        thread it waits for the loop's lock when no iteration is in progress, and raises
+        ReentrantWaitError while one is (in its wait the lock is free, but the context is the
+        loop's thread's to dispatch: R46); so does a Tracer's poll hook. A blocking poll called without the lock held
         releases it for its wait, as main_loop_wait does (R35, R46)."""
         if not isinstance(blocking, bool):
             raise TypeError(f"blocking must be a bool, got {type(blocking).__name__}")
@@ -728,8 +730,15 @@ class AioContext:
         inside = self._owned()  # the caller holds the lock already (a callback, a lock holder)
         with loop._lock:
             loop._check_open()
-            if loop._waiting and self._owned():  # a Tracer's poll hook, mid-wait
-                raise ReentrantWaitError("context.poll() called from inside the loop's wait")
+            if loop._waiting or (loop._running and not inside):
+                # R46: while an iteration (or a blocking poll) is in progress on the loop's
+                # thread, only its callbacks (which hold the lock) may poll: another thread's
+                # dispatch would run callbacks off that thread, beside its wait.
+                raise ReentrantWaitError(
+                    "context.poll() called from another thread while the loop's iteration or "
+                    "context.poll() is in progress in its thread, or from a Tracer's poll hook "
+                    "(the loop's wait): hand work to the loop with a bottom half instead"
+                )
             top = not loop._running
             if top:
                 # R31 whatever started the walk: a top-level aio_poll is an iteration for

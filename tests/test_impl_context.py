@@ -1044,6 +1044,31 @@ def test_a_top_level_context_poll_refuses_reentry_from_its_callbacks(
     assert loop.main_loop_wait(nonblocking=True) >= 0
 
 
+def test_context_poll_from_another_thread_while_the_loop_runs_is_refused_clearly(loop: MainLoop) -> None:
+    """Decided (R46): aio_poll belongs to the loop's thread while an iteration runs there; from
+    another thread then it raises ReentrantWaitError saying so (its callbacks would run off the
+    loop's thread, beside the loop's own wait). With no iteration running, another thread's
+    context.poll() takes the lock and runs."""
+    ran: list[str] = []
+    bh = loop.bh_new(lambda _: ran.append(threading.current_thread().name))
+    bh.schedule()
+    t = threading.Thread(target=lambda: loop.context.poll(), name="poller")
+    t.start()
+    t.join(5)
+    assert ran == ["poller"]
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        time.sleep(0.1)
+        for _ in range(5):
+            with pytest.raises(ReentrantWaitError, match="another thread"):
+                loop.context.poll()
+    finally:
+        loop.stop()
+        runner.join(5)
+    assert not runner.is_alive()
+
+
 def test_context_poll_from_a_tracers_poll_hook_is_refused(loop: MainLoop) -> None:
     errors: list[BaseException] = []
 
