@@ -722,8 +722,9 @@ class AioContext:
         a callback of this loop (a nested walk, as QEMU's block layer drains). From another
         thread it waits for the loop's lock when no iteration is in progress, and raises
         ReentrantWaitError while one is (in its wait the lock is free, but the context is the
-        loop's thread's to dispatch: R46); so does a Tracer's poll hook. A blocking poll called without the lock held
-        releases it for its wait, as main_loop_wait does (R35, R46)."""
+        loop's thread's to dispatch: R46); so does a Tracer's poll hook. A blocking poll
+        called without the lock held releases it for its wait, as main_loop_wait does (R35,
+        R46)."""
         if not isinstance(blocking, bool):
             raise TypeError(f"blocking must be a bool, got {type(blocking).__name__}")
         loop = self._loop
@@ -740,16 +741,16 @@ class AioContext:
                     "(the loop's wait): hand work to the loop with a bottom half instead"
                 )
             top = not loop._running
-            if top:
-                # R31 whatever started the walk: a top-level aio_poll is an iteration for
-                # close(), main_loop_wait() and run(), which its callbacks may not call.
-                loop._running = True
             was = self._dispatching
-            # QEMU's aio_set_dispatching(ctx, !blocking): notifies are skipped only when
-            # everything is looked at again before a blocking wait, which for a blocking poll
-            # is true only once its own wait is over (R45).
-            self._dispatching = not blocking
-            try:
+            try:  # both flags set inside: a signal handler's exception cannot leave them (R35)
+                if top:
+                    # R31 whatever started the walk: a top-level aio_poll is an iteration for
+                    # close(), main_loop_wait() and run(), which its callbacks may not call.
+                    loop._running = True
+                # QEMU's aio_set_dispatching(ctx, !blocking): notifies are skipped only when
+                # everything is looked at again before a blocking wait, which for a blocking
+                # poll is true only once its own wait is over (R45).
+                self._dispatching = not blocking
                 timeout = self.compute_timeout() if blocking else 0.0
                 tr = loop._tracer
                 if tr is not None:
