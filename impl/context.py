@@ -208,6 +208,7 @@ class AioContext:
         self._by_fd: dict[int, _Node] = {}
         self._slots: dict[int, Record] = {}  # fd -> the kernel's view (kev, ident) of it
         self._dirty: set[int] = set()  # fds whose kernel registration waits for the next fill
+        self._waited: set[int] = set()  # context fds this iteration's main wait reported
         self._walking_handlers = 0
         self._dispatching = False  # R45: inside aio_poll (the loop's thread, lock held)
         # The notifier as the context sees it: readable from the main wait (the loop consumed
@@ -477,18 +478,24 @@ class AioContext:
         slots = self._slots
         return [(n.fd, slots[n.fd].kev) for n in reversed(self._nodes) if not n.deleted and n.fd in slots]
 
-    def _closed_fds(self, events: list[tuple[int, int]]) -> None:
-        """poll(2)'s NVAL for context fds in the main wait: closed while registered (R33). The
-        node goes (its kernel registration at the next fill) and ClosedFdError is raised at
-        the end of the iteration."""
-        for fd, ev in events:
-            node = self._by_fd.get(fd)
-            if node is not None and ev & NVAL:
-                self._unlink(node)
-                self._dirty.add(fd)
-                self._loop._fd_errors.append(
-                    ClosedFdError(fd, f"fd {fd} was closed while registered; its context handlers were removed")
-                )
+    def _ready_in_wait(self, fd: int, ev: int) -> None:
+        """A context fd the main wait reported. poll(2)'s NVAL: closed while registered (R33):
+        the node goes (its kernel registration at the next fill) and ClosedFdError is raised at
+        the end of the iteration. Else it is remembered for the context's own poll, which
+        follows numbers: if that poll finds the number idle, the kernel may be reporting a file
+        the number no longer names (epoll, a dup keeping the old file open), and its identity
+        is checked (R33, R34), or the loop would spin on it."""
+        node = self._by_fd.get(fd)
+        if node is None:
+            return
+        if ev & NVAL:
+            self._unlink(node)
+            self._dirty.add(fd)
+            self._loop._fd_errors.append(
+                ClosedFdError(fd, f"fd {fd} was closed while registered; its context handlers were removed")
+            )
+        else:
+            self._waited.add(fd)
 
     def _loop_poll(self, notified: bool) -> bool:
         """The main loop's context dispatch: aio_poll(ctx, false) (R47), the notifier readable
@@ -506,6 +513,8 @@ class AioContext:
             raise
         finally:
             self._dispatching = was
+            if self._waited:
+                self._waited.clear()
 
     def _clear_revents(self) -> None:
         """R32: an aio_poll left by an exception leaves no revents behind (in QEMU they never
@@ -538,6 +547,13 @@ class AioContext:
         if wfd in events:
             wakeup.consume()
             self._notifier = True
+        if self._waited:  # reported by the main wait, idle now: is it still the same file?
+            waited, self._waited = self._waited, set()
+            for n in polled:
+                if n.fd in waited and not events.get(n.fd) and not n.deleted:
+                    problem = self._file_problem(n)
+                    if problem is not None:
+                        self._remove(n, problem)
         if events or self._notifier:
             fold = self._fold
             for n in polled:

@@ -43,7 +43,7 @@ from iohandler.impl.errors import (
     UnpollableFdError,
 )
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity, is_unknown
-from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS, Poller, make_poller
+from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.timers import TimerHandle, TimerQueue
 from iohandler.impl.tracing import Handler, Tracer
@@ -519,8 +519,7 @@ class MainLoop:
                             ready.append(rec)
                         elif fd in ctx._slots:  # bh: a context fd (counts in ret, as in glib's poll)
                             ctx_ready += 1
-                            if ev & NVAL:
-                                ctx._closed_fds([(fd, ev)])
+                            ctx._ready_in_wait(fd, ev)  # R33/R34: NVAL, or a file no longer named
                         else:
                             # Not registered by the loop: a kernel registration that outlived
                             # its fd number (epoll, dup'd file). Rebuild the set or it spins.

@@ -1082,3 +1082,39 @@ def test_context_poll_from_a_tracers_poll_hook_is_refused(loop: MainLoop) -> Non
     loop.set_tracer(Hook())
     loop.main_loop_wait(nonblocking=True)
     assert len(errors) == 1
+
+
+def test_a_context_fd_closed_under_a_dup_and_reused_neither_spins_nor_calls(loop: MainLoop) -> None:
+    """R33/R34: a dup keeps the old, readable file open, so epoll keeps reporting the number;
+    the number now names an idle pipe. The loop must not spin on it (iterations returning > 0
+    with nothing run), must not call the old handler, and removes the node with ClosedFdError
+    (poll follows numbers and sees an idle pipe: check_fds() finds it)."""
+    calls: list[Any] = []
+    r, w = os.pipe()
+    os.write(w, b"x")  # stays unread: the old file is readable for good
+    loop.context.set_fd_handler(r, lambda _: calls.append("old"), None)
+    loop.main_loop_wait(nonblocking=True)
+    assert calls == ["old"]
+    d = os.dup(r)
+    os.close(r)
+    r2, w2 = os.pipe()
+    try:
+        assert r2 == r
+        busy = 0
+        raised = 0
+        for _ in range(5):
+            try:
+                busy += loop.main_loop_wait(timeout=0.05) > 0
+            except ClosedFdError:
+                raised += 1
+        try:
+            loop.check_fds()
+        except ClosedFdError:
+            raised += 1
+        assert raised == 1
+        assert busy == 0
+        assert calls == ["old"]
+        assert loop.context.handlers() == []
+    finally:
+        for fd in (d, w, r2, w2):
+            os.close(fd)
