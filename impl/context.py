@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iohandler.impl.args import check_callable, check_delay, fd_number
 from iohandler.impl.errors import ClosedFdError, FdError, ReentrantWaitError, UnpollableFdError
-from iohandler.impl.kernel import identity, is_unknown
+from iohandler.impl.kernel import identity, is_unknown, same_file_check
 from iohandler.impl.pollers import IN, NVAL, OUT, READ_EVENTS, WRITE_EVENTS, SelectorsPoller
 from iohandler.impl.registry import Record
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -173,7 +173,7 @@ class _Node:
     """QEMU's AioHandler: one registration of an fd (a new registration after a delete is a
     new node). `rev` is the revents the last wait (or the context's own poll) gave it."""
 
-    __slots__ = ("deleted", "events", "fd", "ident", "opaque", "read", "rev", "write")
+    __slots__ = ("deleted", "events", "fd", "ident", "opaque", "read", "rev", "witness", "write")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -184,6 +184,7 @@ class _Node:
         self.write: Handler | None = None
         self.opaque: Any = None
         self.ident: tuple[object, ...] = ()
+        self.witness = -1  # a dup of an anonymous file, where nothing else can tell (_witness)
 
 
 class AioContext:
@@ -216,6 +217,8 @@ class AioContext:
         self._notifier = False
         # R36: on a poller that folds HUP and ERR (selectors) the context's own poll folds too.
         self._fold = isinstance(loop._poller, SelectorsPoller)
+        # R34: witnesses of anonymous files where nothing else answers (_witness).
+        self._witnessing = loop._poller.confirm is None and not loop._kernel.witnessing
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap
 
@@ -317,11 +320,7 @@ class AioContext:
             node = self._by_fd.get(n)
             if delete:
                 if node is not None:
-                    del self._by_fd[n]
-                    node.deleted = True
-                    node.rev = 0
-                    if not self._walking_handlers:
-                        self._nodes.remove(node)
+                    self._unlink(node)
                     self._sync_or_defer(n)
             else:
                 rec = loop._by_fd.get(n)
@@ -334,6 +333,8 @@ class AioContext:
                 if node is None:
                     node = _Node(n)
                 node.read, node.write, node.opaque, node.ident = read, write, opaque, ident
+                if self._witnessing and is_unknown(ident):
+                    self._witness(node)
                 node.events = (READ_EVENTS if read is not None else 0) | (WRITE_EVENTS if write is not None else 0)
                 if fresh:
                     self._nodes.append(node)
@@ -357,6 +358,28 @@ class AioContext:
         node.rev = 0
         if not self._walking_handlers:
             self._nodes.remove(node)
+        self._drop_witness(node)
+
+    def _witness(self, node: _Node) -> None:
+        """R34 for an anonymous file (eventfd, timerfd: fstat cannot tell two apart) where
+        neither the Kernel's witnesses (poll) nor the poller's confirm (epoll) answer for the
+        context's own poll, which follows numbers (selectors): a dup of the file registered,
+        compared with the number by the Kernel's kcmp check. No kcmp, or EMFILE: no witness,
+        and such a reuse goes undetected (kernel.py says the same of records)."""
+        if same_file_check() is None:
+            return
+        try:
+            w = os.dup(node.fd)
+        except OSError:
+            return
+        old, node.witness = node.witness, w
+        if old >= 0:
+            os.close(old)
+
+    def _drop_witness(self, node: _Node) -> None:
+        w, node.witness = node.witness, -1
+        if w >= 0:
+            os.close(w)
 
     def handlers(self) -> list[AioHandlerInfo]:
         """The handler list, newest first, nodes flagged deleted inside a walk included."""
@@ -436,6 +459,10 @@ class AioContext:
         (a registration not synced yet). An anonymous file (identity unknown) on a poller
         whose confirm follows files (epoll): the confirm answers, as it does for records."""
         kernel = self._loop._kernel
+        if node.witness >= 0:
+            same = same_file_check()
+            if same is not None and not same(node.fd, node.witness):
+                return f"fd {node.fd} no longer names the file registered; its context handlers were removed"
         slot = self._slots.get(node.fd)
         if slot is not None and slot.kev and slot.ident == node.ident:
             problem = kernel.file_problem(slot)
@@ -803,6 +830,8 @@ class AioContext:
                 bh._scheduled = False
             self._bhs.clear()
         self._pending = self._has_deleted = False
+        for node in self._nodes:
+            self._drop_witness(node)
         self._nodes.clear()
         self._by_fd.clear()
         self._slots.clear()

@@ -1118,3 +1118,26 @@ def test_a_context_fd_closed_under_a_dup_and_reused_neither_spins_nor_calls(loop
     finally:
         for fd in (d, w, r2, w2):
             os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux's")
+def test_a_reused_anonymous_context_fd_never_reaches_the_old_handler(loop: MainLoop) -> None:
+    """R34 for anonymous files, which fstat cannot tell apart: an eventfd closed and its number
+    taken by a new, readable eventfd. epoll's confirm, poll's witnesses, and on selectors the
+    context's own witness tell; the old handler is never called."""
+    calls: list[Any] = []
+    e = os.eventfd(0, os.EFD_NONBLOCK)
+    loop.context.set_fd_handler(e, lambda _: calls.append("old"), None)
+    loop.main_loop_wait(nonblocking=True)
+    os.close(e)
+    e2 = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        assert e2 == e
+        os.eventfd_write(e2, 1)
+        with pytest.raises(ClosedFdError):
+            loop.main_loop_wait(timeout=1.0)
+        assert calls == []
+        assert loop.context.handlers() == []
+        assert loop.main_loop_wait(timeout=0.05) == 0
+    finally:
+        os.close(e2)
