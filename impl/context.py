@@ -26,8 +26,11 @@ Bottom halves (`aio_bh_new`, `qemu_bh_schedule`, `qemu_bh_schedule_idle`, `qemu_
 context handler, and what they call), since everything is looked at again before the next wait;
 else, on a thread holding the loop's lock outside the wait (the loop's own thread, or a caller
 of `loop.lock`), the loop's notified flag (no system call: the next iteration reads it before
-its wait, exactly as a readable notifier, R35); else the notifier is written. Only the loop's
+its wait, exactly as a readable notifier, R35, and again once it is marked waiting, so a
+signal handler's schedule between is not lost); else the notifier is written. Only the loop's
 thread dispatches, with the lock held, so another thread never skips: its notify is never lost.
+A blocking `poll()` is not dispatching until its wait is over (QEMU's
+`aio_set_dispatching(ctx, !blocking)`) and, like the loop's wait, marks the loop waiting.
 
 The main loop's dispatch is `aio_poll(ctx, false)` (R47): the context's own fill and
 zero-timeout poll of its live nodes and the notifier, revents stored only if that poll returned
@@ -40,7 +43,9 @@ a deleted node is never revived (a new registration is a new node, at the head);
 gate; every call notifies. Their fds are in the loop's kernel set beside the records (one wait):
 a change reaches the kernel at once, or at the next fill while the loop is between a fill and
 the end of its wait (the poll set is fixed then, as R20 fixes the records'). An fd is either a
-record's or a context handler's, never both (one kernel registration per fd).
+record's or a context handler's, never both (one kernel registration per fd). R33/R34 hold for
+them as for records (`_file_problem`, R49): the context's own poll follows fd numbers, so a
+node's file identity is checked before its handlers run.
 """
 
 from __future__ import annotations
