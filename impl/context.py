@@ -15,7 +15,7 @@ Bottom halves (`aio_bh_new`, `qemu_bh_schedule`, `qemu_bh_schedule_idle`, `qemu_
   own BH runs in the next walk, and one that schedules a BH further down the list runs in this
   one. Idle BHs do not count in the walk's return value.
 * `schedule()` may come from any thread. It sets `scheduled` first and then tells the loop:
-  `aio_notify`, which is `qemu_notify_event`, on the loop's one notifier (`notify` below).
+  `aio_notify`, which is `qemu_notify_event`, on the loop's one notifier (`_notify`, below).
   `_pending` ("maybe something is scheduled") lets an iteration skip the O(BHs) scan when
   nothing was scheduled; it is cleared before any scan reads a BH, so a schedule racing with the
   scan sets it again.
@@ -26,8 +26,11 @@ Bottom halves (`aio_bh_new`, `qemu_bh_schedule`, `qemu_bh_schedule_idle`, `qemu_
 context handler, and what they call), since everything is looked at again before the next wait;
 else, on a thread holding the loop's lock outside the wait (the loop's own thread, or a caller
 of `loop.lock`), the loop's notified flag (no system call: the next iteration reads it before
-its wait, exactly as a readable notifier, R35); else the notifier is written. Only the loop's
+its wait, exactly as a readable notifier, R35, and again once it is marked waiting, so a
+signal handler's schedule between is not lost); else the notifier is written. Only the loop's
 thread dispatches, with the lock held, so another thread never skips: its notify is never lost.
+A blocking `poll()` is not dispatching until its wait is over (QEMU's
+`aio_set_dispatching(ctx, !blocking)`) and, like the loop's wait, marks the loop waiting.
 
 The main loop's dispatch is `aio_poll(ctx, false)` (R47): the context's own fill and
 zero-timeout poll of its live nodes and the notifier, revents stored only if that poll returned
@@ -40,7 +43,9 @@ a deleted node is never revived (a new registration is a new node, at the head);
 gate; every call notifies. Their fds are in the loop's kernel set beside the records (one wait):
 a change reaches the kernel at once, or at the next fill while the loop is between a fill and
 the end of its wait (the poll set is fixed then, as R20 fixes the records'). An fd is either a
-record's or a context handler's, never both (one kernel registration per fd).
+record's or a context handler's, never both (one kernel registration per fd). R33/R34 hold for
+them as for records (`_file_problem`, R49): the context's own poll follows fd numbers, so a
+node's file identity is checked before its handlers run.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iohandler.impl.args import check_callable, check_delay, fd_number
 from iohandler.impl.errors import ClosedFdError, FdError, ReentrantWaitError, UnpollableFdError
-from iohandler.impl.kernel import identity
+from iohandler.impl.kernel import identity, is_unknown, same_file_check
 from iohandler.impl.pollers import IN, NVAL, OUT, READ_EVENTS, WRITE_EVENTS, SelectorsPoller
 from iohandler.impl.registry import Record
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -173,7 +178,7 @@ class _Node:
     """QEMU's AioHandler: one registration of an fd (a new registration after a delete is a
     new node). `rev` is the revents the last wait (or the context's own poll) gave it."""
 
-    __slots__ = ("deleted", "events", "fd", "ident", "opaque", "read", "rev", "write")
+    __slots__ = ("deleted", "events", "fd", "ident", "opaque", "read", "rev", "witness", "write")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -184,6 +189,7 @@ class _Node:
         self.write: Handler | None = None
         self.opaque: Any = None
         self.ident: tuple[object, ...] = ()
+        self.witness = -1  # a dup of an anonymous file, where nothing else can tell (_witness)
 
 
 class AioContext:
@@ -208,6 +214,7 @@ class AioContext:
         self._by_fd: dict[int, _Node] = {}
         self._slots: dict[int, Record] = {}  # fd -> the kernel's view (kev, ident) of it
         self._dirty: set[int] = set()  # fds whose kernel registration waits for the next fill
+        self._waited: set[int] = set()  # context fds this iteration's main wait reported
         self._walking_handlers = 0
         self._dispatching = False  # R45: inside aio_poll (the loop's thread, lock held)
         # The notifier as the context sees it: readable from the main wait (the loop consumed
@@ -215,6 +222,8 @@ class AioContext:
         self._notifier = False
         # R36: on a poller that folds HUP and ERR (selectors) the context's own poll folds too.
         self._fold = isinstance(loop._poller, SelectorsPoller)
+        # R34: witnesses of anonymous files where nothing else answers (_witness).
+        self._witnessing = loop._poller.confirm is None and not loop._kernel.witnessing
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap
 
@@ -222,9 +231,8 @@ class AioContext:
 
     def bh_new(self, callback: Handler, opaque: Any = None) -> BottomHalf:
         """aio_bh_new: a new, unscheduled BH at the head of the list. Any thread."""
-        check_callable("callback", callback)
-        if callback is None:
-            raise TypeError("callback must be callable, got NoneType")
+        if not callable(callback):  # None too: a BH has a callback (not check_callable's "or None")
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         if self._closed:
             self._loop._check_open()
         bh = BottomHalf(self, callback, opaque)
@@ -247,33 +255,22 @@ class AioContext:
         with self._bh_lock:
             return self._bhs[::-1]
 
-    def _has_scheduled(self) -> int:
-        """0: no BH scheduled; 1: only idle ones; 2: a non-idle one. Clears `_pending` first
-        when nothing is scheduled (module docstring)."""
-        self._pending = False
-        found = 0
-        for bh in self._bhs:
-            if bh._scheduled and not bh._deleted:
-                if not bh._idle:
-                    self._pending = True
-                    return 2
-                found = 1
-        if found:
-            self._pending = True
-        return found
-
     def compute_timeout(self) -> float | None:
         """aio_compute_timeout in seconds: 0.0 with a non-idle BH scheduled, 0.01 with only idle
         ones, else the nearest context timer (None: no limit)."""
-        timeout: float | None = None
         # A scan, not the `_pending` shortcut: inside a walk (a callback asking) the walk has
         # cleared `_pending` while BHs it has not reached may still be scheduled. The loop
         # calls this only when `_pending` (or a timer) says there may be something to find.
-        found = self._has_scheduled()
-        if found == 2:
-            return 0.0
-        if found:
-            timeout = IDLE_TIMEOUT
+        # `_pending` is cleared before the scan reads any BH (a racing schedule sets it again)
+        # and set again if one is found.
+        self._pending = False
+        timeout: float | None = None
+        for bh in self._bhs:
+            if bh._scheduled and not bh._deleted:
+                self._pending = True
+                if not bh._idle:
+                    return 0.0
+                timeout = IDLE_TIMEOUT
         if self._timer_heap:
             deadline = self._timers.next_deadline()
             if deadline is not None:
@@ -328,11 +325,7 @@ class AioContext:
             node = self._by_fd.get(n)
             if delete:
                 if node is not None:
-                    del self._by_fd[n]
-                    node.deleted = True
-                    node.rev = 0
-                    if not self._walking_handlers:
-                        self._nodes.remove(node)
+                    self._unlink(node)
                     self._sync_or_defer(n)
             else:
                 rec = loop._by_fd.get(n)
@@ -345,6 +338,8 @@ class AioContext:
                 if node is None:
                     node = _Node(n)
                 node.read, node.write, node.opaque, node.ident = read, write, opaque, ident
+                if self._witnessing and is_unknown(ident):
+                    self._witness(node)
                 node.events = (READ_EVENTS if read is not None else 0) | (WRITE_EVENTS if write is not None else 0)
                 if fresh:
                     self._nodes.append(node)
@@ -368,6 +363,28 @@ class AioContext:
         node.rev = 0
         if not self._walking_handlers:
             self._nodes.remove(node)
+        self._drop_witness(node)
+
+    def _witness(self, node: _Node) -> None:
+        """R34 for an anonymous file (eventfd, timerfd: fstat cannot tell two apart) where
+        neither the Kernel's witnesses (poll) nor the poller's confirm (epoll) answer for the
+        context's own poll, which follows numbers (selectors): a dup of the file registered,
+        compared with the number by the Kernel's kcmp check. No kcmp, or EMFILE: no witness,
+        and such a reuse goes undetected (kernel.py says the same of records)."""
+        if same_file_check() is None:
+            return
+        try:
+            w = os.dup(node.fd)
+        except OSError:
+            return
+        old, node.witness = node.witness, w
+        if old >= 0:
+            os.close(old)
+
+    def _drop_witness(self, node: _Node) -> None:
+        w, node.witness = node.witness, -1
+        if w >= 0:
+            os.close(w)
 
     def handlers(self) -> list[AioHandlerInfo]:
         """The handler list, newest first, nodes flagged deleted inside a walk included."""
@@ -439,23 +456,78 @@ class AioContext:
         if kept:
             loop._quarantine_lost()
 
+    # ------------------------------------------- closed and reused fds (R33, R34, as records)
+
+    def _file_problem(self, node: _Node) -> str | None:
+        """Why `node.fd` no longer names the file registered, or None. The Kernel's check (its
+        witnesses included) where the kernel holds this node's file, fstat identity otherwise
+        (a registration not synced yet). An anonymous file (identity unknown) on a poller
+        whose confirm follows files (epoll): the confirm answers, as it does for records."""
+        kernel = self._loop._kernel
+        if node.witness >= 0:
+            same = same_file_check()
+            if same is not None and not same(node.fd, node.witness):
+                return f"fd {node.fd} no longer names the file registered; its context handlers were removed"
+        slot = self._slots.get(node.fd)
+        if slot is not None and slot.kev and slot.ident == node.ident:
+            problem = kernel.file_problem(slot)
+            confirm = self._loop._poller.confirm
+            if problem is None and confirm is not None and is_unknown(node.ident):
+                try:
+                    confirm(node.fd, slot.kev)
+                except (OSError, ValueError):
+                    return f"fd {node.fd} no longer names the file registered; its context handlers were removed"
+            return problem
+        try:
+            st = os.fstat(node.fd)
+        except OSError:
+            return f"fd {node.fd} was closed while registered; its context handlers were removed"
+        if identity(st) != node.ident:
+            return (
+                f"fd {node.fd} was closed while registered and its number now names another "
+                "file; its context handlers were removed"
+            )
+        return None
+
+    def _remove(self, node: _Node, problem: str) -> None:
+        """R33: the node goes (its kernel registration now, or at the next fill while the poll
+        set is fixed), and ClosedFdError is raised at the end of the iteration (or of the
+        top-level context.poll())."""
+        loop = self._loop
+        loop._fd_errors.append(ClosedFdError(node.fd, problem))
+        self._unlink(node)
+        self._sync_or_defer(node.fd)
+
+    def _check_fds(self) -> None:
+        """`MainLoop.check_fds` for the context's live nodes (O(nodes) fstat calls)."""
+        for node in list(self._by_fd.values()):
+            problem = self._file_problem(node)
+            if problem is not None:
+                self._remove(node, problem)
+
     def _poll_set(self) -> list[tuple[int, int]]:
         """The context's fds in the kernel, in list order (for the tracer)."""
         slots = self._slots
         return [(n.fd, slots[n.fd].kev) for n in reversed(self._nodes) if not n.deleted and n.fd in slots]
 
-    def _closed_fds(self, events: list[tuple[int, int]]) -> None:
-        """poll(2)'s NVAL for context fds in the main wait: closed while registered (R33). The
-        node goes (its kernel registration at the next fill) and ClosedFdError is raised at
-        the end of the iteration."""
-        for fd, ev in events:
-            node = self._by_fd.get(fd)
-            if node is not None and ev & NVAL:
-                self._unlink(node)
-                self._dirty.add(fd)
-                self._loop._fd_errors.append(
-                    ClosedFdError(fd, f"fd {fd} was closed while registered; its context handlers were removed")
-                )
+    def _ready_in_wait(self, fd: int, ev: int) -> None:
+        """A context fd the main wait reported. poll(2)'s NVAL: closed while registered (R33):
+        the node goes (its kernel registration at the next fill) and ClosedFdError is raised at
+        the end of the iteration. Else it is remembered for the context's own poll, which
+        follows numbers: if that poll finds the number idle, the kernel may be reporting a file
+        the number no longer names (epoll, a dup keeping the old file open), and its identity
+        is checked (R33, R34), or the loop would spin on it."""
+        node = self._by_fd.get(fd)
+        if node is None:
+            return
+        if ev & NVAL:
+            self._unlink(node)
+            self._dirty.add(fd)
+            self._loop._fd_errors.append(
+                ClosedFdError(fd, f"fd {fd} was closed while registered; its context handlers were removed")
+            )
+        else:
+            self._waited.add(fd)
 
     def _loop_poll(self, notified: bool) -> bool:
         """The main loop's context dispatch: aio_poll(ctx, false) (R47), the notifier readable
@@ -467,10 +539,23 @@ class AioContext:
             if self._nodes:
                 self._own_poll(0)
             return self._dispatch()
+        except BaseException:
+            if not was:
+                self._clear_revents()
+            raise
         finally:
             self._dispatching = was
+            if self._waited:
+                self._waited.clear()
 
-    def _own_poll(self, ms: int) -> None:
+    def _clear_revents(self) -> None:
+        """R32: an aio_poll left by an exception leaves no revents behind (in QEMU they never
+        outlive one aio_poll): what was ready is polled afresh next time (level triggering)."""
+        for node in self._nodes:
+            node.rev = 0
+        self._notifier = False
+
+    def _own_poll(self, ms: int, release: bool = False) -> None:
         """aio_poll's fill and poll over the live nodes and the notifier (the fd, the loop's
         flag, or still unread from the main wait); revents stored only if the poll returned > 0,
         the notifier counting (R46). The notifier's node is read at the end of the handler walk
@@ -484,20 +569,67 @@ class AioContext:
         wfd = loop._wakeup_fd
         if wfd >= 0:
             p.register(wfd, READ_EVENTS)
-        if wakeup.flag:
-            wakeup.flag = False
-            self._notifier = True
-        events = dict(p.poll(0 if self._notifier else ms))
+        if ms and not self._notifier:
+            events = dict(self._blocking_wait(p, ms, release))
+        else:
+            if wakeup.flag:
+                wakeup.flag = False
+                self._notifier = True
+            events = dict(p.poll(0 if self._notifier else ms))
         if wfd in events:
             wakeup.consume()
             self._notifier = True
+        if self._waited:  # reported by the main wait, idle now: is it still the same file?
+            waited, self._waited = self._waited, set()
+            for n in polled:
+                if n.fd in waited and not events.get(n.fd) and not n.deleted:
+                    problem = self._file_problem(n)
+                    if problem is not None:
+                        self._remove(n, problem)
         if events or self._notifier:
             fold = self._fold
             for n in polled:
                 rev = events.get(n.fd, 0)
+                if rev & NVAL:  # R33: closed while registered (before R36's fold hides it)
+                    if not n.deleted:
+                        self._remove(n, f"fd {n.fd} was closed while registered; its context handlers were removed")
+                    continue
                 if fold and rev:  # R36: as the loop's poller would see it
                     rev = (IN if rev & ~OUT and n.events & IN else 0) | (OUT if rev & ~IN and n.events & OUT else 0)
                 n.rev = rev
+
+    def _blocking_wait(self, p: select.poll, ms: int, release: bool) -> list[tuple[int, int]]:
+        """The wait of a blocking aio_poll. The loop is marked waiting first, so from then on a
+        notify writes the notifier (R45: dispatching is false here, QEMU's
+        aio_set_dispatching(ctx, !blocking)); then the flag, which a notify before that set
+        (a signal handler's schedule on this thread), is read: nothing is lost between.
+        `release`: the caller took the loop's lock for this poll only; it is released for the
+        wait, as main_loop_wait does (R35), so other threads' registrations and close() go on
+        (a registration notifies and ends the wait; close() waits for the poll to return)."""
+        loop = self._loop
+        wakeup = self._wakeup
+        lock = loop._lock
+        was = loop._waiting
+        loop._waiting = True
+        try:
+            if wakeup.flag:
+                wakeup.flag = False
+                self._notifier = True
+                return p.poll(0)
+            if not release:
+                return p.poll(ms)
+            lock.release()
+            try:
+                return p.poll(ms)
+            finally:
+                try:
+                    if not self._owned():
+                        lock.acquire()
+                except BaseException:  # a signal handler's, mid-way: retried until held (R35)
+                    loop._relock()
+                    raise
+        finally:
+            loop._waiting = was
 
     def _dispatch(self) -> bool:
         """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's
@@ -545,6 +677,7 @@ class AioContext:
 
     def _dispatch_handlers(self) -> bool:
         tr = self._loop._tracer
+        check = self._loop._check_files
         nodes = self._nodes
         progress = False
         i = len(nodes)
@@ -557,6 +690,13 @@ class AioContext:
                 node.rev = 0
                 if not rev:
                     continue
+                if check and not node.deleted:
+                    # R33/R34 at the node's turn: a handler before it may have closed its fd,
+                    # and the context's own poll follows numbers, so a new file may hold it.
+                    problem = self._file_problem(node)
+                    if problem is not None:
+                        self._remove(node, problem)
+                        continue
                 cb = node.read
                 if not node.deleted and rev & READ_EVENTS and cb is not None:
                     if tr is not None:
@@ -627,18 +767,38 @@ class AioContext:
         """aio_poll (R46): poll the context's fds and the loop's notifier (without blocking, or
         until something is ready or compute_timeout() passes), then dispatch: BHs, handlers,
         timers. Returns progress: a non-idle BH, a handler or a timer ran. Callable from inside
-        a callback of this loop (a nested walk, as QEMU's block layer drains); from another
-        thread it waits for the loop's lock. The lock is held throughout, the wait included."""
+        a callback of this loop (a nested walk, as QEMU's block layer drains). From another
+        thread it waits for the loop's lock when no iteration is in progress, and raises
+        ReentrantWaitError while one is (in its wait the lock is free, but the context is the
+        loop's thread's to dispatch: R46); so does a Tracer's poll hook. A blocking poll
+        called without the lock held releases it for its wait, as main_loop_wait does (R35,
+        R46)."""
         if not isinstance(blocking, bool):
             raise TypeError(f"blocking must be a bool, got {type(blocking).__name__}")
         loop = self._loop
+        inside = self._owned()  # the caller holds the lock already (a callback, a lock holder)
         with loop._lock:
             loop._check_open()
-            if loop._waiting and self._owned():  # a Tracer's poll hook, mid-wait
-                raise ReentrantWaitError("context.poll() called from inside the loop's wait")
+            if loop._waiting or (loop._running and not inside):
+                # R46: while an iteration (or a blocking poll) is in progress on the loop's
+                # thread, only its callbacks (which hold the lock) may poll: another thread's
+                # dispatch would run callbacks off that thread, beside its wait.
+                raise ReentrantWaitError(
+                    "context.poll() called from another thread while the loop's iteration or "
+                    "context.poll() is in progress in its thread, or from a Tracer's poll hook "
+                    "(the loop's wait): hand work to the loop with a bottom half instead"
+                )
+            top = not loop._running
             was = self._dispatching
-            self._dispatching = True
-            try:
+            try:  # both flags set inside: a signal handler's exception cannot leave them (R35)
+                if top:
+                    # R31 whatever started the walk: a top-level aio_poll is an iteration for
+                    # close(), main_loop_wait() and run(), which its callbacks may not call.
+                    loop._running = True
+                # QEMU's aio_set_dispatching(ctx, !blocking): notifies are skipped only when
+                # everything is looked at again before a blocking wait, which for a blocking
+                # poll is true only once its own wait is over (R45).
+                self._dispatching = not blocking
                 timeout = self.compute_timeout() if blocking else 0.0
                 tr = loop._tracer
                 if tr is not None:
@@ -646,10 +806,20 @@ class AioContext:
                     if entries:
                         tr.aio_poll_set(entries)
                 ms = -1 if timeout is None else min(_MAX_POLL_MS, math.ceil(timeout * 1000))
-                self._own_poll(ms)
-                return self._dispatch()
+                self._own_poll(ms, release=top and not inside)
+                self._dispatching = True
+                progress = self._dispatch()
+            except BaseException:
+                if not was:
+                    self._clear_revents()
+                raise
             finally:
                 self._dispatching = was
+                if top:
+                    loop._running = False
+            if top and loop._fd_errors:  # R33: as at the end of an iteration
+                loop._raise_fd_errors()
+            return progress
 
     def _live_set(self) -> list[tuple[int, int]]:
         return [(n.fd, n.events) for n in reversed(self._nodes) if not n.deleted]
@@ -665,6 +835,8 @@ class AioContext:
                 bh._scheduled = False
             self._bhs.clear()
         self._pending = self._has_deleted = False
+        for node in self._nodes:
+            self._drop_witness(node)
         self._nodes.clear()
         self._by_fd.clear()
         self._slots.clear()

@@ -44,7 +44,7 @@ from iohandler.impl.errors import (
     describe,
 )
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity
-from iohandler.impl.pollers import NVAL, READ_EVENTS, WRITE_EVENTS, Poller, make_poller
+from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
 from iohandler.impl.registry import SEQ, Record, RecordView, Registry
 from iohandler.impl.signals import MECHANISMS, SignalSet, check_signum
 from iohandler.impl.timers import TimerHandle, TimerQueue
@@ -559,6 +559,11 @@ class MainLoop:
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
                     pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
                     try:
+                        if not notified and wakeup.flag:
+                            # bh: R45, a notify (a signal handler's schedule) after the read
+                            # above set only the flag; from `_waiting` on, notifies write the fd.
+                            notified = True
+                            timeout = 0.0
                         if mine:
                             lock.release()
                         if pause:
@@ -604,8 +609,7 @@ class MainLoop:
                             ready.append(rec)
                         elif fd in ctx._slots:  # bh: a context fd (counts in ret, as in glib's poll)
                             ctx_ready += 1
-                            if ev & NVAL:
-                                ctx._closed_fds([(fd, ev)])
+                            ctx._ready_in_wait(fd, ev)  # R33/R34: NVAL, or a file no longer named
                         else:
                             # Not registered by the loop: a kernel registration that outlived
                             # its fd number (epoll, dup'd file). Rebuild the set or it spins.
@@ -921,9 +925,10 @@ class MainLoop:
         raise first
 
     def check_fds(self) -> None:
-        """Look at every live record's file (O(registered) fstat calls): finds fds closed while
-        registered that epoll forgot silently (R33). Such records are removed and
-        ClosedFdError is raised, as when an iteration finds them."""
+        """Look at every live record's and context handler's file (O(registered) fstat calls):
+        finds fds closed while registered that epoll forgot silently, and reused numbers (R33,
+        R34). Such records and handlers are removed and ClosedFdError is raised, as when an
+        iteration finds them."""
         with self._lock:
             kernel = self._kernel
             for rec in list(self._by_fd.values()):
@@ -931,6 +936,7 @@ class MainLoop:
                     problem = kernel.file_problem(rec)
                     if problem is not None:
                         self._quarantine(rec, ClosedFdError(rec.fd, problem))
+            self._context._check_fds()  # bh: the context's handlers too (R33, R34)
             if self._fd_errors:
                 self._raise_fd_errors()
 

@@ -34,6 +34,7 @@ from iohandler.impl import (
     UnpollableFdError,
 )
 from iohandler.impl.driver import run_vector as impl_run_vector
+from iohandler.impl.timers import TimerQueue
 from iohandler.impl.wakeup import Wakeup
 from iohandler.specs.vector import FORMAT_V3, bundled_vectors_dir, load_vector, vector_files
 from tests.support import Pairs
@@ -548,6 +549,12 @@ def test_bh_new_refuses_a_non_callable(loop: MainLoop) -> None:
     assert state(loop) == before
 
 
+def test_bh_new_names_what_it_wants(loop: MainLoop) -> None:
+    with pytest.raises(TypeError) as info:
+        loop.bh_new(3)  # type: ignore[arg-type]
+    assert str(info.value) == "callback must be callable, got int"
+
+
 def test_context_set_fd_handler_refuses_bad_input(loop: MainLoop, socks: Pairs) -> None:
     a, _ = socks.pair()
     loop.context.set_fd_handler(a, lambda _: None, None)
@@ -790,3 +797,347 @@ def test_the_loop_driver_reproduces_every_context_vector(poller: str) -> None:
     assert len(paths) >= 40
     failed = [p.name for p in paths if impl_run_vector(load_vector(p), poller) != list(load_vector(p).expect or ())]
     assert failed == []
+
+
+# ----------------------------------------------------- closed and reused context fds (R33, R34)
+
+
+def _pipe_handler(loop: MainLoop, calls: list[Any]) -> tuple[int, int]:
+    """A pipe whose read end has a context read handler that logs; the registration's notify is
+    consumed by one iteration."""
+    r, w = os.pipe()
+    loop.context.set_fd_handler(r, lambda _: calls.append("old handler"), None)
+    loop.main_loop_wait(nonblocking=True)
+    return r, w
+
+
+def test_a_reused_context_fd_never_reaches_the_old_handler(loop: MainLoop) -> None:
+    """R33/R34 for context handlers: the number now names a new, readable pipe; the old handler
+    is never called for it, the iteration removes it with ClosedFdError, the loop goes on."""
+    calls: list[Any] = []
+    r, w = _pipe_handler(loop, calls)
+    os.close(r)
+    os.close(w)
+    r2, w2 = os.pipe()
+    try:
+        assert r2 == r  # the lowest free number
+        os.write(w2, b"new data")
+        with pytest.raises(ClosedFdError) as info:
+            loop.main_loop_wait(timeout=1.0)
+        assert info.value.fd == r
+        assert calls == []
+        assert loop.context.handlers() == []
+        for _ in range(2):
+            loop.main_loop_wait(timeout=0.05)
+        assert calls == []
+        loop.check_fds()  # nothing left to find
+    finally:
+        os.close(r2)
+        os.close(w2)
+
+
+def test_a_closed_context_fd_is_reported_by_the_next_iteration(loop: MainLoop) -> None:
+    """Closed with no reuse: epoll forgets it silently, poll reports NVAL, selectors folds NVAL
+    into IN; on every poller the handler is never called and the iteration raises ClosedFdError."""
+    calls: list[Any] = []
+    r, w = _pipe_handler(loop, calls)
+    os.close(r)
+    os.close(w)
+    with pytest.raises(ClosedFdError):
+        loop.main_loop_wait(timeout=1.0)
+    assert calls == []
+    assert loop.context.handlers() == []
+    assert loop.main_loop_wait(nonblocking=True) == 0
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["closed", "reused"])
+def test_check_fds_finds_closed_and_reused_context_fds(loop: MainLoop, reuse: bool) -> None:
+    calls: list[Any] = []
+    r, w = _pipe_handler(loop, calls)
+    os.close(r)
+    os.close(w)
+    fds = os.pipe() if reuse else ()
+    try:
+        with pytest.raises(ClosedFdError) as info:
+            loop.check_fds()
+        assert info.value.fd == r
+        assert loop.context.handlers() == []
+        loop.check_fds()
+        assert loop.main_loop_wait(nonblocking=True) == 0
+        assert calls == []
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_context_handler_that_closes_a_later_nodes_fd(loop: MainLoop) -> None:
+    """A handler earlier in the walk closes a later node's fd and a new pipe takes the number:
+    the later node's old handler is not called for it (checked at its turn, as records are)."""
+    calls: list[Any] = []
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()  # newer: walked first
+    new: list[int] = []
+
+    def first(_: Any) -> None:
+        os.read(r2, 10)
+        os.close(r1)
+        os.close(w1)
+        nr, nw = os.pipe()
+        new.extend((nr, nw))
+        os.write(nw, b"y")
+
+    loop.context.set_fd_handler(r1, lambda _: calls.append("old"), None)
+    loop.context.set_fd_handler(r2, first, None)
+    loop.main_loop_wait(nonblocking=True)
+    os.write(w1, b"x")
+    os.write(w2, b"x")
+    try:
+        with pytest.raises(ClosedFdError):
+            loop.main_loop_wait(timeout=1.0)
+        assert new[0] == r1
+        assert calls == []
+        assert [h.fd for h in loop.context.handlers()] == [r2]
+    finally:
+        loop.context.set_fd_handler(r2, None, None)
+        for fd in (r2, w2, *new):
+            os.close(fd)
+
+
+# ------------------------------------------------------ exceptions leave no stale revents (R32)
+
+
+@pytest.mark.parametrize("how", ["main_loop_wait", "context.poll"])
+def test_a_raising_bh_leaves_no_stale_revents(loop: MainLoop, how: str) -> None:
+    """A BH raises while a context fd is ready; the fd is drained before the next iteration,
+    which must not call its handler for readiness that no longer exists (in QEMU revents never
+    outlive one aio_poll)."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    calls: list[Any] = []
+
+    def reader(_: Any) -> None:
+        try:
+            calls.append(os.read(r, 100))
+        except BlockingIOError:
+            calls.append("called with nothing to read")
+
+    def boom(_: Any) -> None:
+        raise RuntimeError("bh boom")
+
+    try:
+        loop.context.set_fd_handler(r, reader, None)
+        loop.main_loop_wait(nonblocking=True)
+        loop.bh_new(boom).schedule()
+        os.write(w, b"x")
+        with pytest.raises(RuntimeError, match="bh boom"):
+            if how == "main_loop_wait":
+                loop.main_loop_wait(timeout=1.0)
+            else:
+                loop.context.poll()
+        os.read(r, 100)  # drained elsewhere
+        loop.main_loop_wait(timeout=0.05)
+        assert loop.context.poll() is False
+        assert calls == []
+    finally:
+        loop.context.set_fd_handler(r, None, None)
+        os.close(r)
+        os.close(w)
+
+
+# ------------------------------------------- no lost wakeup from a signal handler (R45, R35)
+
+
+@pytest.mark.parametrize("poller", sorted(POLLERS))
+def test_a_schedule_after_the_loop_read_its_flag_is_not_lost(poller: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R45/R35: a schedule() on the loop's thread outside the wait only sets the notified flag,
+    so one landing after the loop read the flag and scanned the BHs (here: inside the context
+    timers' deadline, the last step of compute_timeout, where a signal handler can run) must
+    still end the wait at once."""
+    with MainLoop(poller) as loop:
+        ran: list[float] = []
+        bh = loop.bh_new(lambda _: ran.append(time.monotonic()))
+        loop.context.call_later(3600, lambda: None)  # the only timer: its deadline is asked last
+        loop.main_loop_wait(nonblocking=True)
+        real = TimerQueue.next_deadline
+        fired: list[int] = []
+
+        def next_deadline(self: TimerQueue) -> float | None:
+            if not fired:
+                fired.append(1)
+                bh.schedule()  # what a SIGALRM handler doing bh.schedule() does here
+            return real(self)
+
+        monkeypatch.setattr(TimerQueue, "next_deadline", next_deadline)
+        t0 = time.monotonic()
+        loop.main_loop_wait(timeout=2.0)
+        assert fired
+        assert ran and ran[0] - t0 < 1.0
+        assert time.monotonic() - t0 < 1.0
+
+
+def test_context_poll_blocking_is_woken_by_a_signal_handlers_schedule(loop: MainLoop) -> None:
+    """QEMU's aio_poll sets dispatching to !blocking: during a blocking poll's wait aio_notify
+    writes the notifier, so a schedule() from a signal handler on the polling thread wakes it."""
+    signal = pytest.importorskip("signal")
+    ran: list[float] = []
+    bh = loop.bh_new(lambda _: ran.append(time.monotonic()))
+    loop.context.call_later(5.0, lambda: None)  # bounds the wait
+    loop.context.poll()
+    old = signal.signal(signal.SIGALRM, lambda s, f: bh.schedule())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        t0 = time.monotonic()
+        assert loop.context.poll(blocking=True) is True
+        assert time.monotonic() - t0 < 2.0
+        assert ran
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# --------------------------------------- R31 inside a top-level context.poll(), and its callers
+
+
+@pytest.mark.parametrize("where", ["bh", "handler"])
+@pytest.mark.parametrize("call", ["close", "main_loop_wait", "run"])
+def test_a_top_level_context_poll_refuses_reentry_from_its_callbacks(
+    loop: MainLoop, socks: Pairs, where: str, call: str
+) -> None:
+    """R31 whatever started the walk: close(), main_loop_wait() and run() from a BH callback or
+    a context handler of a context.poll() called outside main_loop_wait are refused, and the
+    context stays consistent (the BH the walk did not reach runs at the next poll)."""
+    log: list[Any] = []
+    errors: list[BaseException] = []
+    a, pa = socks.pair()
+
+    def stopped_run() -> None:
+        loop.stop()  # should run() be let in, it returns at once
+        loop.run()
+
+    calls: dict[str, Callable[[], object]] = {
+        "close": loop.close,
+        "main_loop_wait": lambda: loop.main_loop_wait(timeout=0.05),
+        "run": stopped_run,
+    }
+
+    def reenter(_: Any) -> None:
+        log.append(where)
+        if where == "handler":
+            a.recv(10)
+        try:
+            calls[call]()
+        except ReentrantWaitError as e:
+            errors.append(e)
+
+    older = loop.bh_new(recorder(log, "older"))
+    older.schedule()
+    if where == "bh":
+        loop.bh_new(reenter).schedule()
+    else:
+        loop.context.set_fd_handler(a, reenter, None)
+        pa.send(b"x")
+    assert loop.context.poll() is True
+    assert len(errors) == 1, log
+    assert not loop.closed
+    assert loop.context.poll() in (True, False)
+    assert "older" in log
+    assert loop.main_loop_wait(nonblocking=True) >= 0
+
+
+def test_context_poll_from_another_thread_while_the_loop_runs_is_refused_clearly(loop: MainLoop) -> None:
+    """Decided (R46): aio_poll belongs to the loop's thread while an iteration runs there; from
+    another thread then it raises ReentrantWaitError saying so (its callbacks would run off the
+    loop's thread, beside the loop's own wait). With no iteration running, another thread's
+    context.poll() takes the lock and runs."""
+    ran: list[str] = []
+    bh = loop.bh_new(lambda _: ran.append(threading.current_thread().name))
+    bh.schedule()
+    t = threading.Thread(target=lambda: loop.context.poll(), name="poller")
+    t.start()
+    t.join(5)
+    assert ran == ["poller"]
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        time.sleep(0.1)
+        for _ in range(5):
+            with pytest.raises(ReentrantWaitError, match="another thread"):
+                loop.context.poll()
+    finally:
+        loop.stop()
+        runner.join(5)
+    assert not runner.is_alive()
+
+
+def test_context_poll_from_a_tracers_poll_hook_is_refused(loop: MainLoop) -> None:
+    errors: list[BaseException] = []
+
+    class Hook(ListTracer):
+        def poll(self, entries: list[tuple[int, int]]) -> None:
+            try:
+                loop.context.poll()
+            except ReentrantWaitError as e:
+                errors.append(e)
+
+    loop.set_tracer(Hook())
+    loop.main_loop_wait(nonblocking=True)
+    assert len(errors) == 1
+
+
+def test_a_context_fd_closed_under_a_dup_and_reused_neither_spins_nor_calls(loop: MainLoop) -> None:
+    """R33/R34: a dup keeps the old, readable file open, so epoll keeps reporting the number;
+    the number now names an idle pipe. The loop must not spin on it (iterations returning > 0
+    with nothing run), must not call the old handler, and removes the node with ClosedFdError
+    (poll follows numbers and sees an idle pipe: check_fds() finds it)."""
+    calls: list[Any] = []
+    r, w = os.pipe()
+    os.write(w, b"x")  # stays unread: the old file is readable for good
+    loop.context.set_fd_handler(r, lambda _: calls.append("old"), None)
+    loop.main_loop_wait(nonblocking=True)
+    assert calls == ["old"]
+    d = os.dup(r)
+    os.close(r)
+    r2, w2 = os.pipe()
+    try:
+        assert r2 == r
+        busy = 0
+        raised = 0
+        for _ in range(5):
+            try:
+                busy += loop.main_loop_wait(timeout=0.05) > 0
+            except ClosedFdError:
+                raised += 1
+        try:
+            loop.check_fds()
+        except ClosedFdError:
+            raised += 1
+        assert raised == 1
+        assert busy == 0
+        assert calls == ["old"]
+        assert loop.context.handlers() == []
+    finally:
+        for fd in (d, w, r2, w2):
+            os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux's")
+def test_a_reused_anonymous_context_fd_never_reaches_the_old_handler(loop: MainLoop) -> None:
+    """R34 for anonymous files, which fstat cannot tell apart: an eventfd closed and its number
+    taken by a new, readable eventfd. epoll's confirm, poll's witnesses, and on selectors the
+    context's own witness tell; the old handler is never called."""
+    calls: list[Any] = []
+    e = os.eventfd(0, os.EFD_NONBLOCK)
+    loop.context.set_fd_handler(e, lambda _: calls.append("old"), None)
+    loop.main_loop_wait(nonblocking=True)
+    os.close(e)
+    e2 = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        assert e2 == e
+        os.eventfd_write(e2, 1)
+        with pytest.raises(ClosedFdError):
+            loop.main_loop_wait(timeout=1.0)
+        assert calls == []
+        assert loop.context.handlers() == []
+        assert loop.main_loop_wait(timeout=0.05) == 0
+    finally:
+        os.close(e2)

@@ -328,3 +328,48 @@ def test_close_while_workers_schedule() -> None:
     assert not runner.is_alive() and not any(t.is_alive() for t in ts)
     assert others == [] and len(refused) == 4
     assert sum(runs.count.values()) > 0
+
+
+def _then_set(fn: Any, done: threading.Event) -> None:
+    fn()
+    done.set()
+
+
+@pytest.mark.parametrize("poller", NAMES)
+def test_a_blocking_context_poll_lets_other_threads_in(poller: str) -> None:
+    """While one thread blocks in context.poll(blocking=True), other threads' registrations and
+    close() return at once (R31, R35: the lock is released around the wait, as main_loop_wait
+    does); the registration wakes the poll, close() waits for it to return, then closes."""
+    loop = MainLoop(poller)
+    import os
+
+    r, w = os.pipe()
+    try:
+        loop.context.call_later(4.0, lambda: None)  # bounds the wait if the poll is never woken
+        loop.context.poll()
+        results: list[object] = []
+        poller_thread = threading.Thread(target=lambda: results.append(loop.context.poll(blocking=True)), daemon=True)
+        poller_thread.start()
+        time.sleep(0.2)
+        for name, fn in (
+            ("set_fd_handler", lambda: loop.set_fd_handler(r, read=lambda _: None)),
+            ("context.set_fd_handler", lambda: loop.context.set_fd_handler(w, None, lambda _: None)),
+        ):
+            done = threading.Event()
+            threading.Thread(target=_then_set, args=(fn, done), daemon=True).start()
+            assert done.wait(2.0), f"{name} from another thread hung while a thread polled"
+        poller_thread.join(2.0)
+        assert len(results) == 1  # woken by the registrations' notify
+        poller_thread = threading.Thread(target=lambda: results.append(loop.context.poll(blocking=True)), daemon=True)
+        poller_thread.start()
+        time.sleep(0.2)
+        done = threading.Event()
+        threading.Thread(target=_then_set, args=(loop.close, done), daemon=True).start()
+        assert done.wait(2.0), "close() from another thread hung while a thread polled"
+        poller_thread.join(2.0)
+        assert not poller_thread.is_alive()
+        assert loop.closed
+    finally:
+        loop.close()
+        os.close(r)
+        os.close(w)
