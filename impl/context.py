@@ -222,8 +222,10 @@ class AioContext:
         self._notifier = False
         # R36: on a poller that folds HUP and ERR (selectors) the context's own poll folds too.
         self._fold = isinstance(loop._poller, SelectorsPoller)
-        # R34: witnesses of anonymous files where nothing else answers (_witness).
-        self._witnessing = loop._poller.confirm is None and not loop._kernel.witnessing
+        # R34: witnesses of anonymous files where nothing else answers (_witness): the Kernel's
+        # witnesses are bound to records, not to the context's slots, so every poller without
+        # epoll's confirm (poll, selectors) needs the context's own.
+        self._witnessing = loop._poller.confirm is None
         self._timers = TimerQueue()
         self._timer_heap = self._timers.heap
 
