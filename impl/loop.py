@@ -648,8 +648,9 @@ class MainLoop:
                         # Records added during the walk are not in `ready` (R15). Inline on
                         # purpose: it is the hot path (bench/).
                         prev: float = math.inf  # the walk's position: seq >= prev was passed
-                        if pending:
-                            reg.begin_walk()
+                        # Unconditional: a record the last walk passed behind it may be
+                        # deleted again by a handler of this walk, before its turn (R19).
+                        reg.begin_walk()
                         for rec in ready:
                             if pending:
                                 reg.reap_between(rec.seq, prev)
