@@ -117,16 +117,15 @@ def _probe_kcmp() -> Callable[[int, int], bool] | None:
     def same(a: int, b: int) -> bool:
         return order(a, b) == 0
 
-    a = eventfd(0)
+    opened: list[int] = []  # each closed, whichever open fails (EMFILE)
     try:
-        b, c = os.dup(a), eventfd(0)
-        try:
-            works = order(a, b) == 0 and order(a, c) in (1, 2, 3)  # -1: missing or refused
-        finally:
-            os.close(b)
-            os.close(c)
+        opened.append(a := eventfd(0))
+        opened.append(b := os.dup(a))
+        opened.append(c := eventfd(0))
+        works = order(a, b) == 0 and order(a, c) in (1, 2, 3)  # -1: missing or refused
     finally:
-        os.close(a)
+        for fd in opened:
+            os.close(fd)
     return same if works else None
 
 

@@ -240,13 +240,15 @@ class MainLoop:
                 if rec is not None and not rec.deleted:
                     reg = self._registry
                     reg.flag_deleted(rec)
-                    if rec.kev and not (self._polling or self._waiting):
+                    if not rec.kev or not (self._polling or self._waiting):
                         # Drop the kernel registration now, while the fd is normally still
                         # open: an epoll registration can only be removed through an open fd,
                         # and the usual next step is close() (with a dup or a fork child
                         # holding the file, a later removal would fail and it would keep
                         # reporting). Between a fill and the end of its wait the poll set is
                         # fixed (R20), so then it waits for the next fill as the seed does.
+                        # A record not in the kernel set (a closed gate, R10) has only its
+                        # witness to let go, at once: an idle loop may never walk to reap it.
                         reg.release(rec)
             return
         if self._closed:  # R30: a closed loop says so first, whatever the fd

@@ -3,12 +3,16 @@ trace difference `iohandler conform --exhaustive` found. Each test was seen red 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import resource
 import socket
 
 import pytest
 
 from iohandler.impl import MainLoop
-from tests.support import Pairs, drain
+from iohandler.impl.kernel import _probe_kcmp, same_file_check
+from tests.support import Pairs, drain, open_fds
 
 POLLERS = ["epoll", "poll", "selectors"]
 
@@ -42,3 +46,49 @@ def test_r19_a_revived_record_deleted_again_ahead_of_the_walk_is_reaped_when_pas
         assert [h.fd for h in loop.records()] == [u.fileno(), s.fileno()]
         loop.set_fd_handler(t, lambda _: None, None)
         assert [h.fd for h in loop.records()] == [t.fileno(), u.fileno(), s.fileno()]
+
+
+# ------------------------------------ B: witnesses and the kcmp probe let their fds go (R34)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r34_deleting_a_gated_anonymous_record_lets_its_witness_go_in_an_idle_loop(poller: str) -> None:
+    """A record behind a closed gate (R10) is not in the kernel set; its witness is all it
+    holds, and a delete lets it go at once: an idle loop never walks to reap the record."""
+    if same_file_check() is None:
+        pytest.skip("kcmp(2) is missing or refused here: no witnesses are kept (R34)")
+    with MainLoop(poller) as loop:
+        before = open_fds()
+        efds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(20)]
+        for e in efds:
+            loop.set_fd_handler(e, lambda _: None, can_read=lambda _: False)
+        loop.main_loop_wait(nonblocking=True)  # filled: gates closed, nothing polled
+        for e in efds:
+            loop.set_fd_handler(e, None, None)
+        for e in efds:
+            os.close(e)
+        for _ in range(5):
+            assert loop.main_loop_wait(nonblocking=True) == 0  # idle: no walk, no reap
+        assert open_fds() - before == set()
+
+
+def test_r34_the_kcmp_probe_closes_what_it_opened_when_an_open_fails() -> None:
+    """Exactly two fds free: the probe's eventfd and dup succeed, its second eventfd fails
+    (EMFILE); both that it opened are closed."""
+    before = open_fds()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    filler: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(before) + 8, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                filler.append(os.dup(0))
+        os.close(filler.pop())
+        os.close(filler.pop())
+        with pytest.raises(OSError):
+            _probe_kcmp()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert open_fds() == before
