@@ -41,6 +41,7 @@ from iohandler.impl.errors import (
     LoopForkedError,
     ReentrantWaitError,
     UnpollableFdError,
+    add_note,
     describe,
 )
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity
@@ -801,7 +802,7 @@ class MainLoop:
                                 if gate(rec.opaque):
                                     ev = READ_EVENTS
                             except BaseException as e:
-                                e.add_note(f"iohandler: raised by the can_read gate {describe(gate)} of fd {rec.fd}")
+                                add_note(e, f"iohandler: raised by the can_read gate {describe(gate)} of fd {rec.fd}")
                                 raise
                             if reg.dirty:
                                 todo = self._merge_dirty(todo, i, rec.seq)
@@ -841,7 +842,7 @@ class MainLoop:
         """R32: finish the record in hand, name it in a note; the rest waits."""
         if rec.deleted:
             self._reap(rec)
-        e.add_note(f"iohandler: raised by the {role} handler {describe(cb)} of fd {rec.fd}")
+        add_note(e, f"iohandler: raised by the {role} handler {describe(cb)} of fd {rec.fd}")
 
     def _reap(self, rec: Record) -> None:
         """R19: unlink a deleted record the walk reached (and drop its kernel registration)."""
@@ -920,7 +921,7 @@ class MainLoop:
         self._fd_errors.clear()  # the same list: _iterate holds it
         first = errors[0]
         for other in errors[1:]:
-            first.add_note(f"also: {other}")
+            add_note(first, f"also: {other}")
         raise first
 
     def check_fds(self) -> None:

@@ -92,3 +92,72 @@ def test_r34_the_kcmp_probe_closes_what_it_opened_when_an_open_fails() -> None:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert open_fds() == before
+
+
+# ------------------------------- C: the original exception leaves, whatever describing does (R32)
+
+
+class _Hostile:
+    """A bound method of this is described through a repr that raises KeyboardInterrupt; the
+    object itself as the callable: that repr, then a __getattr__ (__qualname__) raising SystemExit."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __repr__(self) -> str:
+        raise KeyboardInterrupt("from repr")
+
+    def __getattr__(self, name: str) -> object:
+        raise SystemExit(f"from __getattr__({name})")
+
+    def __call__(self, *_: object) -> bool:
+        raise self.exc
+
+    def method(self, *_: object) -> bool:
+        raise self.exc
+
+
+class _Original(Exception):
+    pass
+
+
+def _frozen_notes() -> _Original:
+    e = _Original("the original")
+    e.__notes__ = ("frozen",)  # type: ignore[assignment]  # add_note refuses a tuple (TypeError)
+    return e
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+@pytest.mark.parametrize("where", ["read", "write", "gate", "timer"])
+@pytest.mark.parametrize("how", ["repr-raises-keyboardinterrupt", "callable-repr-and-getattr-raise", "notes-frozen"])
+def test_r32_the_original_exception_leaves_whatever_describing_or_noting_raises(
+    poller: str, where: str, how: str, socks: Pairs
+) -> None:
+    if how == "notes-frozen":
+        def raise_it(*_: object) -> bool:
+            raise _frozen_notes()
+
+        cb: object = raise_it
+    else:
+        hostile = _Hostile(_Original("the original"))
+        cb = hostile.method if how == "repr-raises-keyboardinterrupt" else hostile
+    with MainLoop(poller) as loop:
+        a, b = socks.pair()
+        b.send(b"x")
+        if where == "read":
+            loop.set_fd_handler(a, cb)  # type: ignore[arg-type]
+        elif where == "write":
+            loop.set_fd_handler(a, None, cb)  # type: ignore[arg-type]
+        elif where == "gate":
+            loop.set_fd_handler(a, print, can_read=cb)  # type: ignore[arg-type]
+        else:
+            loop.call_later(0, cb)  # type: ignore[arg-type]
+        with pytest.raises(_Original, match="the original") as e:
+            loop.main_loop_wait(timeout=1.0)
+        notes = list(getattr(e.value, "__notes__", []))
+        if how == "notes-frozen":
+            assert notes == ["frozen"]
+        else:
+            assert len(notes) == 1 and "_Hostile" in notes[0], notes
+        loop.set_fd_handler(a, None)
+        assert loop.main_loop_wait(nonblocking=True) >= 0  # still usable
