@@ -561,6 +561,10 @@ class MainLoop:
                         ctx_entries = ctx._poll_set()  # bh
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
                     pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
+                    # R40: the wait can block only if it may wait and nothing is pending on the
+                    # notifier as it begins (read under the lock: a hand-off from another thread
+                    # after the release is a hand-off, a notify() from a gate is not).
+                    blocked = timeout != 0.0 and not wakeup.pending
                     try:
                         if mine:
                             lock.release()
@@ -699,7 +703,7 @@ class MainLoop:
                         if self._spins:
                             self._spins = 0
                     else:
-                        self._count_spin(ret and (ready or notified), nonblocking)
+                        self._count_spin(ret and (ready or not blocked), nonblocking)
                     # Timers (R37).
                     if timer_heap:
                         self._run_timers()
@@ -717,10 +721,12 @@ class MainLoop:
 
     def _count_spin(self, returned_at_once: object, nonblocking: bool) -> None:
         """R40: an iteration that called no handler. It counts as a spin if its wait returned
-        at once: something was reported (ret > 0) that was not only another thread's hand-off
-        through the notifier's fd (notify, stop, a timer), which the wait blocked for; the
-        "notified" flag's timeout-0 poll and ready records nobody took count. Anything else
-        ends the count. Iterations asked for with `nonblocking` are never counted."""
+        at once: something was reported (ret > 0) and either a ready record nobody took, or a
+        wait that could not block (its timeout was 0, or the notifier was already pending when
+        it began: a gate's or a handler's notify(), the "notified" flag). A wait that blocked
+        and was ended by the notifier is another thread's hand-off (notify, stop, a timer), not
+        a spin. Anything else ends the count. Iterations asked for with `nonblocking` are never
+        counted."""
         if returned_at_once:
             if not nonblocking:
                 self._spins += 1
