@@ -284,7 +284,9 @@ class MainLoop:
             rec.can_read = can_read
             rec.opaque = opaque
             ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
-            if ident == ANON_INODE:  # R34: a witness of the file, whatever the poller
+            # R34: a witness of the file, whatever the poller, where fstat cannot tell two
+            # files apart (anonymous inodes; character devices: a pty master, a tun device)
+            if ident == ANON_INODE or stat.S_ISCHR(st.st_mode):
                 ident = identity(st)
                 if self._kernel.bind(rec, n) and rec.kev:
                     rec.renew = True  # the kernel's registration may be the old file's

@@ -7,10 +7,11 @@ import contextlib
 import os
 import resource
 import socket
+from collections.abc import Iterator
 
 import pytest
 
-from iohandler.impl import MainLoop
+from iohandler.impl import ClosedFdError, MainLoop
 from iohandler.impl.kernel import _probe_kcmp, same_file_check
 from tests.support import Pairs, drain, open_fds
 
@@ -161,3 +162,76 @@ def test_r32_the_original_exception_leaves_whatever_describing_or_noting_raises(
             assert len(notes) == 1 and "_Hostile" in notes[0], notes
         loop.set_fd_handler(a, None)
         assert loop.main_loop_wait(nonblocking=True) >= 0  # still usable
+
+
+# ------------------------------ E: pty masters, files fstat cannot tell apart (R33, R34)
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 100)
+    except BlockingIOError:
+        return b""
+
+
+def _iterate(loop: MainLoop, n: int) -> list[int]:
+    """`n` short waits; the fds of the ClosedFdErrors they raised."""
+    raised: list[int] = []
+    for _ in range(n):
+        try:
+            loop.main_loop_wait(timeout=0.02)
+        except ClosedFdError as e:
+            raised.append(e.fd)
+    return raised
+
+
+@contextlib.contextmanager
+def _ptys(owned: list[int]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for fd in owned:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+@pytest.mark.parametrize("reregister", [False, True])
+def test_r34_a_pty_master_closed_without_a_delete_never_reaches_the_pty_that_took_its_number(
+    poller: str, reregister: bool
+) -> None:
+    """Every pty master has the /dev/ptmx node's (st_dev, st_ino): the loop tells them apart by
+    the open file (its witness, R34). A dup keeps the old master alive with input pending; the
+    new master takes the number with input of its own. The old handler is never called; the
+    record is removed with ClosedFdError; registering the number again is a fresh kernel
+    registration: the new handler gets the new pty's input, never the old one's (no spin)."""
+    if same_file_check() is None:
+        pytest.skip("kcmp(2) is missing or refused here: pty masters cannot be told apart (R34)")
+    owned: list[int] = []
+    with _ptys(owned), MainLoop(poller) as loop:
+        m1, s1 = os.openpty()
+        owned += [s1]
+        old_calls: list[bytes] = []
+        loop.set_fd_handler(m1, lambda _: old_calls.append(_read(m1)))
+        loop.main_loop_wait(nonblocking=True)
+        keep = os.dup(m1)
+        owned.append(keep)
+        os.close(m1)
+        m2, s2 = os.openpty()
+        owned += [m2, s2]
+        assert m2 == m1, "the number was not reused"
+        os.set_blocking(m2, False)
+        os.write(s1, b"old\n")  # input on the old master, reachable only through `keep`
+        new_calls: list[bytes] = []
+        if reregister:
+            loop.set_fd_handler(m2, lambda _: new_calls.append(_read(m2)))
+            assert _iterate(loop, 5) == []
+            assert new_calls == []  # the old pty's input does not reach it
+            os.write(s2, b"new\n")
+            _iterate(loop, 5)
+            assert b"".join(new_calls).startswith(b"new")
+        else:
+            os.write(s2, b"new\n")
+            assert _iterate(loop, 5) == [m1]
+            loop.check_fds()  # nothing left to find
+        assert old_calls == []
