@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import signal
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -235,3 +238,74 @@ def test_r34_a_pty_master_closed_without_a_delete_never_reaches_the_pty_that_too
             assert _iterate(loop, 5) == [m1]
             loop.check_fds()  # nothing left to find
         assert old_calls == []
+
+
+# ----------------------------------- F: signal handlers and the wait (R35, what is promised)
+
+
+@contextlib.contextmanager
+def _sigalrm(handler: Callable[[int, object], None]) -> Iterator[None]:
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+@pytest.mark.parametrize("how", ["notify", "call_later"])
+def test_r35_a_signal_handlers_hand_off_during_the_kernel_wait_ends_it(poller: str, how: str) -> None:
+    """The promised case: the signal arrives while the wait is in the kernel (0.1 s into a 5 s
+    wait); its Python handler's notify() or call_later(0) ends the wait at once."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Python signal handlers run only in the main thread")
+    ran: list[int] = []
+    with MainLoop(poller) as loop:
+
+        def on_alarm(_: int, __: object) -> None:
+            if how == "notify":
+                loop.notify()
+            else:
+                loop.call_later(0, ran.append, 1)
+
+        with _sigalrm(on_alarm):
+            loop.main_loop_wait(nonblocking=True)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            t0 = time.monotonic()
+            loop.main_loop_wait(timeout=5.0)
+            elapsed = time.monotonic() - t0
+        assert elapsed < 2.0, f"the wait went on for {elapsed:.2f} s after the signal"
+        if how == "call_later":
+            if not ran:
+                loop.main_loop_wait(nonblocking=True)
+            assert ran == [1]
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_r35_the_documented_remedy_a_wakeup_fd_registered_with_the_loop_ends_the_wait(poller: str) -> None:
+    """What R35 tells a program that needs every signal to end the wait: point
+    signal.set_wakeup_fd at an fd registered with the loop; the signal itself (its handler does
+    nothing) then makes that fd readable, whenever it arrives."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal.set_wakeup_fd works only in the main thread")
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    got: list[bytes] = []
+    prev = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    try:
+        with MainLoop(poller) as loop, _sigalrm(lambda *_: None):
+            loop.set_fd_handler(r, lambda _: got.append(os.read(r, 64)))
+            loop.main_loop_wait(nonblocking=True)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            t0 = time.monotonic()
+            loop.main_loop_wait(timeout=5.0)
+            elapsed = time.monotonic() - t0
+            loop.set_fd_handler(r, None)
+    finally:
+        signal.set_wakeup_fd(prev)
+        os.close(r)
+        os.close(w)
+    assert elapsed < 2.0
+    assert got and got[0][:1] == bytes([signal.SIGALRM])
