@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 
 class IOHandlerError(Exception):
     """Base of the loop's own exceptions."""
@@ -42,15 +44,23 @@ class UnpollableFdError(FdError):
 
 def describe(callback: object) -> str:
     """`repr(callback)` for an exception's note (R32), or a plain name if that repr raises (a
-    bound method's repr is its object's): the note must never replace the exception it is on."""
+    bound method's repr is its object's; whatever it raises, KeyboardInterrupt included): the
+    note must never replace the exception it is on."""
     try:
         return repr(callback)
-    except Exception:
+    except BaseException:
         pass
     try:
-        name = getattr(callback, "__qualname__", None)
-    except Exception:
+        name = getattr(callback, "__qualname__", None)  # a __getattr__ may raise anything
+    except BaseException:
         name = None
     if not isinstance(name, str):
         name = type(callback).__qualname__
     return f"<{name} at {id(callback):#x}>"
+
+
+def add_note(e: BaseException, note: str) -> None:
+    """`e.add_note(note)`, or nothing if the note cannot be added (`__notes__` set to something
+    not a list, an `add_note` overridden): R32, the original exception leaves as it is."""
+    with contextlib.suppress(BaseException):
+        e.add_note(note)

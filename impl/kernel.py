@@ -12,7 +12,9 @@ Kernel facts this relies on (pollers.py has the backends' own):
   timerfd, signalfd, epoll, ...), which all share one inode on Linux: fstat cannot tell two of
   them apart. Nothing names such a file once its fd is closed: `/proc/self/fdinfo/N` of an
   eventfd has an `eventfd-id`, but it is the lowest free id, so a new eventfd takes the id of
-  one just closed (seen on 6.18). So their identity is "unknown", and another mechanism answers:
+  one just closed (seen on 6.18). Character devices are the same: `(st_dev, st_ino)` names the
+  device node, shared by every open of it (every pty master from /dev/ptmx, /dev/net/tun,
+  /dev/kvm, /dev/null). So their identity is "unknown", and another mechanism answers:
   - a re-registration of such a number while its record is in the kernel set is a fresh kernel
     registration (`renew`: drop, rebuild, register) unless the witness below (or, without one,
     epoll's confirm) proves the number still names the file, so the file that took the number
@@ -45,6 +47,7 @@ import fcntl
 import functools
 import os
 import platform
+import stat
 from collections.abc import Callable
 
 from iohandler.impl.errors import ClosedFdError, FdError, UnpollableFdError
@@ -74,7 +77,7 @@ def identity(st: os.stat_result) -> tuple[object, ...]:
     later; "unknown" for anonymous-inode files (module docstring), which the witnesses and
     the poller's confirm answer for instead."""
     key = (st.st_dev, st.st_ino)
-    if key != ANON_INODE:
+    if key != ANON_INODE and not stat.S_ISCHR(st.st_mode):
         return key
     return (*key, UNKNOWN)
 
@@ -117,16 +120,15 @@ def _probe_kcmp() -> Callable[[int, int], bool] | None:
     def same(a: int, b: int) -> bool:
         return order(a, b) == 0
 
-    a = eventfd(0)
+    opened: list[int] = []  # each closed, whichever open fails (EMFILE)
     try:
-        b, c = os.dup(a), eventfd(0)
-        try:
-            works = order(a, b) == 0 and order(a, c) in (1, 2, 3)  # -1: missing or refused
-        finally:
-            os.close(b)
-            os.close(c)
+        opened.append(a := eventfd(0))
+        opened.append(b := os.dup(a))
+        opened.append(c := eventfd(0))
+        works = order(a, b) == 0 and order(a, c) in (1, 2, 3)  # -1: missing or refused
     finally:
-        os.close(a)
+        for fd in opened:
+            os.close(fd)
     return same if works else None
 
 

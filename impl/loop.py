@@ -41,6 +41,7 @@ from iohandler.impl.errors import (
     LoopForkedError,
     ReentrantWaitError,
     UnpollableFdError,
+    add_note,
     describe,
 )
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity
@@ -240,13 +241,15 @@ class MainLoop:
                 if rec is not None and not rec.deleted:
                     reg = self._registry
                     reg.flag_deleted(rec)
-                    if rec.kev and not (self._polling or self._waiting):
+                    if not rec.kev or not (self._polling or self._waiting):
                         # Drop the kernel registration now, while the fd is normally still
                         # open: an epoll registration can only be removed through an open fd,
                         # and the usual next step is close() (with a dup or a fork child
                         # holding the file, a later removal would fail and it would keep
                         # reporting). Between a fill and the end of its wait the poll set is
                         # fixed (R20), so then it waits for the next fill as the seed does.
+                        # A record not in the kernel set (a closed gate, R10) has only its
+                        # witness to let go, at once: an idle loop may never walk to reap it.
                         reg.release(rec)
             return
         if self._closed:  # R30: a closed loop says so first, whatever the fd
@@ -281,7 +284,9 @@ class MainLoop:
             rec.can_read = can_read
             rec.opaque = opaque
             ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
-            if ident == ANON_INODE:  # R34: a witness of the file, whatever the poller
+            # R34: a witness of the file, whatever the poller, where fstat cannot tell two
+            # files apart (anonymous inodes; character devices: a pty master, a tun device)
+            if ident == ANON_INODE or stat.S_ISCHR(st.st_mode):
                 ident = identity(st)
                 if self._kernel.bind(rec, n) and rec.kev:
                     rec.renew = True  # the kernel's registration may be the old file's
@@ -558,6 +563,10 @@ class MainLoop:
                         ctx_entries = ctx._poll_set()  # bh
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
                     pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
+                    # R40: the wait can block only if it may wait and nothing is pending on the
+                    # notifier as it begins (read under the lock: a hand-off from another thread
+                    # after the release is a hand-off, a notify() from a gate is not).
+                    blocked = timeout != 0.0 and not wakeup.pending
                     try:
                         if not notified and wakeup.flag:
                             # bh: R45, a notify (a signal handler's schedule) after the read
@@ -652,8 +661,9 @@ class MainLoop:
                         # Records added during the walk are not in `ready` (R15). Inline on
                         # purpose: it is the hot path (bench/).
                         prev: float = math.inf  # the walk's position: seq >= prev was passed
-                        if pending:
-                            reg.begin_walk()
+                        # Unconditional: a record the last walk passed behind it may be
+                        # deleted again by a handler of this walk, before its turn (R19).
+                        reg.begin_walk()
                         for rec in ready:
                             if pending:
                                 reg.reap_between(rec.seq, prev)
@@ -699,7 +709,7 @@ class MainLoop:
                         if self._spins:
                             self._spins = 0
                     else:
-                        self._count_spin(ret and (ready or notified), nonblocking)
+                        self._count_spin(ret and (ready or not blocked), nonblocking)
                     # Timers (R37).
                     if timer_heap:
                         self._run_timers()
@@ -717,10 +727,12 @@ class MainLoop:
 
     def _count_spin(self, returned_at_once: object, nonblocking: bool) -> None:
         """R40: an iteration that called no handler. It counts as a spin if its wait returned
-        at once: something was reported (ret > 0) that was not only another thread's hand-off
-        through the notifier's fd (notify, stop, a timer), which the wait blocked for; the
-        "notified" flag's timeout-0 poll and ready records nobody took count. Anything else
-        ends the count. Iterations asked for with `nonblocking` are never counted."""
+        at once: something was reported (ret > 0) and either a ready record nobody took, or a
+        wait that could not block (its timeout was 0, or the notifier was already pending when
+        it began: a gate's or a handler's notify(), the "notified" flag). A wait that blocked
+        and was ended by the notifier is another thread's hand-off (notify, stop, a timer), not
+        a spin. Anything else ends the count. Iterations asked for with `nonblocking` are never
+        counted."""
         if returned_at_once:
             if not nonblocking:
                 self._spins += 1
@@ -802,7 +814,7 @@ class MainLoop:
                                 if gate(rec.opaque):
                                     ev = READ_EVENTS
                             except BaseException as e:
-                                e.add_note(f"iohandler: raised by the can_read gate {describe(gate)} of fd {rec.fd}")
+                                add_note(e, f"iohandler: raised by the can_read gate {describe(gate)} of fd {rec.fd}")
                                 raise
                             if reg.dirty:
                                 todo = self._merge_dirty(todo, i, rec.seq)
@@ -842,7 +854,7 @@ class MainLoop:
         """R32: finish the record in hand, name it in a note; the rest waits."""
         if rec.deleted:
             self._reap(rec)
-        e.add_note(f"iohandler: raised by the {role} handler {describe(cb)} of fd {rec.fd}")
+        add_note(e, f"iohandler: raised by the {role} handler {describe(cb)} of fd {rec.fd}")
 
     def _reap(self, rec: Record) -> None:
         """R19: unlink a deleted record the walk reached (and drop its kernel registration)."""
@@ -921,7 +933,7 @@ class MainLoop:
         self._fd_errors.clear()  # the same list: _iterate holds it
         first = errors[0]
         for other in errors[1:]:
-            first.add_note(f"also: {other}")
+            add_note(first, f"also: {other}")
         raise first
 
     def check_fds(self) -> None:

@@ -15,7 +15,7 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
-from iohandler.impl.errors import describe
+from iohandler.impl.errors import add_note, describe
 
 COMPACT_MIN = 64  # below this many entries, skipping cancelled ones at the top is cheaper
 
@@ -161,5 +161,5 @@ class TimerQueue:
         try:
             callback(*args)
         except BaseException as e:
-            e.add_note(f"iohandler: raised by timer callback {describe(callback)}")
+            add_note(e, f"iohandler: raised by timer callback {describe(callback)}")
             raise

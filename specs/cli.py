@@ -77,8 +77,10 @@ def _conform(args: argparse.Namespace) -> int:
         summary += "; HUP/ERR folded (R36)"
     print(summary)
     if not passed and not failed:  # every vector skipped: no verdict, as when none is found
-        print(f"iohandler conform: nothing was checked: every vector is in a format newer than --format "
-              f"{args.format}", file=sys.stderr)
+        why = f"in a format newer than --format {args.format}"
+        if args.no_signals:
+            why += " or has a signal fd (--no-signals)"
+        print(f"iohandler conform: nothing was checked: every vector is {why}", file=sys.stderr)
         return 2
     return 1 if failed else 0
 

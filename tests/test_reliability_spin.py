@@ -60,7 +60,18 @@ def _write_only_on_hung_up_pipe(loop: MainLoop, owned: Pairs, fds: list[int]) ->
     loop.set_fd_handler(r, None, _noop)  # polls OUT; gets HUP only, which calls nothing
 
 
+def _gate_notifies(loop: MainLoop, owned: Pairs, fds: list[int]) -> None:
+    x, _ = owned.pair()
+
+    def gate(_: object) -> bool:
+        loop.notify()  # qemu_notify_event from a gate: the notifier is pending before every wait
+        return False
+
+    loop.set_fd_handler(x, _noop, can_read=gate)
+
+
 SPINS: dict[str, Callable[[MainLoop, Pairs, list[int]], None]] = {
+    "gate-notifies": _gate_notifies,
     "gate-registers": _gate_registers,
     "gate-updates-newer-ready": _gate_updates_newer_ready,
     "write-only-hup": _write_only_on_hung_up_pipe,
