@@ -99,7 +99,8 @@ def _exhaustive(args: argparse.Namespace) -> int:
         return 2
     try:
         results = run_exhaustive(args.driver, args.config or None, timeout=args.timeout, driver_format=args.format,
-                                 full=args.full, save=args.save, report=lambda text: print(text, flush=True))
+                                 full=args.full, save=args.save, report=lambda text: print(text, flush=True),
+                                 fold=args.fold_hup_err)
     except ValueError as e:  # an unknown --config
         print(f"iohandler conform: {e}", file=sys.stderr)
         return 2

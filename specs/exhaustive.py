@@ -621,6 +621,7 @@ def run_exhaustive(
     save: Path | None = None,
     symmetric: bool = True,
     report: Callable[[str], None] | None = None,
+    fold: bool = False,
 ) -> list[ConfigResult]:
     """Every configuration named (default: the CI-sized ones), its covering walks replayed
     through the runner (`run_conformance`, unchanged). For a failing configuration, the first
@@ -654,7 +655,7 @@ def run_exhaustive(
                     say(f"FAIL {o.name}: {first}")
 
             outcomes = run_conformance(driver_command, [tmp], timeout=timeout, report=each,
-                                       driver_format=driver_format, full=full)
+                                       driver_format=driver_format, full=full, fold=fold)
         by_name = {o.name: o for o in outcomes}
         if any(o.fatal for o in outcomes):  # the driver did not start: said once, nothing more to run
             results.append(ConfigResult(scope, c.states, c.transitions, walks, outcomes, 0, time.perf_counter() - t0))
@@ -665,7 +666,7 @@ def run_exhaustive(
         failing = [k for k, v in enumerate(vectors) if _failed(by_name.get(v.name))
                    and not by_name[v.name].detail.startswith(CANNOT_START)][:DIAGNOSED]  # by_name has every walk here
         for k in failing:
-            v, detail = _shortest(c, walks[k], driver_command, timeout, driver_format, full)
+            v, detail = _shortest(c, walks[k], driver_command, timeout, driver_format, full, fold)
             if result.shortest is None or len(v.steps) < len(result.shortest.steps):
                 result.shortest, result.shortest_detail = v, detail
         if result.shortest is not None and save is not None:
@@ -690,7 +691,7 @@ DIAGNOSED = 3  # failing walks cut down to their shortest vector; the shortest o
 
 
 def _shortest(c: Closure, walk: Walk, driver: str, timeout: float, driver_format: int,
-              full: bool) -> tuple[Vector, str]:
+              full: bool, fold: bool = False) -> tuple[Vector, str]:
     scope = c.scope
     with tempfile.TemporaryDirectory(prefix="iohandler-exhaustive-") as tmp:
 
@@ -698,7 +699,7 @@ def _shortest(c: Closure, walk: Walk, driver: str, timeout: float, driver_format
             v = vector_of(scope, steps, name, description)
             path = Path(tmp) / f"{name}.json"
             path.write_text(dump_vector(v))
-            [o] = run_conformance(driver, [path], timeout=timeout, driver_format=driver_format, full=full)
+            [o] = run_conformance(driver, [path], timeout=timeout, driver_format=driver_format, full=full, fold=fold)
             return load_vector(path), o
 
         # The shortest failing prefix (a prefix of a passing prefix passes: bisect).

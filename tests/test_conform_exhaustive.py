@@ -169,3 +169,21 @@ def test_a_driver_that_cannot_start_is_said_once(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert out.count("cannot start driver") == 1 and "SHORTEST" not in out
     assert f"transitions covered 0 of {_small().transitions}" in out
+
+
+def test_fold_hup_err_reaches_every_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """conform --exhaustive --fold-hup-err compares a folding poller (R36) with the model's folded
+    view, as plain conform does: the flag reaches the runner for the walks and the cut-down ones."""
+    import iohandler.specs.exhaustive as exhaustive
+
+    seen: list[object] = []
+    real = exhaustive.run_conformance  # type: ignore[attr-defined]  # the module's own import, spied on
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("fold"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exhaustive, "run_conformance", spy)
+    exhaustive.run_exhaustive(planted("R2"), [SMALL], fold=True)
+    assert seen and all(f is True for f in seen), seen
+    assert len(seen) > 1  # the cut-down replays too
