@@ -582,6 +582,24 @@ def proof_table(report: dict[str, object]) -> str:
             if isinstance(v, dict):
                 cols = [v.get(k) for k in ("check", "examples", "steps", "seconds_to_failure", "seconds_to_red")]
                 lines.append(f"| {n} | " + " | ".join("-" if c is None else str(c) for c in cols) + " |")
+    rel = _row(report, "reliability")
+    figures = str(rel.get("detail", "")).partition("reliability: ")[2] if rel is not None else ""
+    if figures:
+        lines += [
+            "",
+            "## Reliability figures of the run above (tests/test_reliability_*.py, profile as run)",
+            "",
+            "What the reliability tests measured and counted (R30-R65): bad calls tried, faults injected, "
+            "interrupt points, CPU shares of the seed's spins, thread and soak counts. Counts vary with the "
+            "machine's load.",
+            "",
+            "| figure | value |",
+            "| --- | --- |",
+        ]
+        for pair in figures.split(", "):
+            key, _, value = pair.rpartition(" ")
+            if key:
+                lines.append(f"| {key} | {value} |")
     lines += ["", "## Bounds of each CrossHair condition", "", "| condition | rules | status | bounds | over |",
               "| --- | --- | --- | --- | --- |"]
     for c in conditions:

@@ -21,3 +21,9 @@ def test_catalogue_times_reach_the_proof_table(tmp_path: Path) -> None:
     assert "## Time to red" in table
     assert "| calls-deleted-handler | R17 | 13 | 3 | 0.3 | 0.1 |" in table
     assert verify.catalogue_figures(tmp_path / "nothing-here") == {}
+
+
+def test_reliability_figures_reach_the_proof_table() -> None:
+    row = verify.Row("reliability", True, "3 passed; reliability: bad_calls_total 2865, soak_events 1000000", 1.0)
+    table = verify.proof_table(verify.build_report([row], quick=False, checkout=True))
+    assert "| bad_calls_total | 2865 |" in table and "| soak_events | 1000000 |" in table
