@@ -97,8 +97,12 @@ def _exhaustive(args: argparse.Namespace) -> int:
     if args.paths:
         print("iohandler conform: --exhaustive generates its vectors; give no PATH", file=sys.stderr)
         return 2
+    if args.save is not None and args.save.exists() and not args.save.is_dir():
+        print(f"iohandler conform: --save: {args.save} is not a folder", file=sys.stderr)
+        return 2
     try:
-        results = run_exhaustive(args.driver, args.config or None, timeout=args.timeout, driver_format=args.format,
+        configs = list(dict.fromkeys(args.config)) or None  # a repeated name counts once
+        results = run_exhaustive(args.driver, configs, timeout=args.timeout, driver_format=args.format,
                                  full=args.full, save=args.save, report=lambda text: print(text, flush=True),
                                  fold=args.fold_hup_err)
     except ValueError as e:  # an unknown --config
@@ -119,6 +123,12 @@ def _exhaustive(args: argparse.Namespace) -> int:
     if skipped:
         summary += f", {skipped} skipped (format newer than --format {args.format}: not conformance to it)"
     print(summary)
+    if any(o.fatal for o in outcomes):  # the driver did not start: said once above, as conform does
+        return 2
+    if not passed and not failed:  # every walk skipped: no verdict, as conform says
+        print(f"iohandler conform: nothing was checked: every walk is in a format newer than --format "
+              f"{args.format}", file=sys.stderr)
+        return 2
     return 1 if failed or not outcomes else 0
 
 

@@ -267,6 +267,13 @@ PARALLEL_FROM = 1500
 
 
 def _init(scope: Scope, step: StepFn) -> None:
+    # A forked worker inherits the command's handlers, which turn SIGTERM/SIGHUP into an
+    # exception (runner.on_termination): the pool's terminate() must end a worker, not raise in
+    # it (that left the pool's lock held: a hang, or a traceback per worker).
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
     _WORKER[:] = [(scope, step)]
 
 

@@ -165,7 +165,7 @@ def test_covering_walks_refuse_an_open_closure() -> None:
 
 def test_a_driver_that_cannot_start_is_said_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "no-such-driver")
-    assert main(["conform", "--exhaustive", "--config", SMALL, "--driver", missing]) == 1
+    assert main(["conform", "--exhaustive", "--config", SMALL, "--driver", missing]) == 2
     out = capsys.readouterr().out
     assert out.count("cannot start driver") == 1 and "SHORTEST" not in out
     assert f"transitions covered 0 of {_small().transitions}" in out
@@ -187,3 +187,31 @@ def test_fold_hup_err_reaches_every_replay(monkeypatch: pytest.MonkeyPatch) -> N
     exhaustive.run_exhaustive(planted("R2"), [SMALL], fold=True)
     assert seen and all(f is True for f in seen), seen
     assert len(seen) > 1  # the cut-down replays too
+
+
+def test_nothing_checked_repeated_config_and_bad_save_are_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--format 1 checks nothing (every walk is v2): exit 2, not a green run; a repeated --config
+    counts once; --save at a file is refused before the run."""
+    assert main(["conform", "--exhaustive", "--config", SMALL, "--format", "1", "--driver", MODEL]) == 2
+    assert "nothing was checked" in capsys.readouterr().err
+    assert main(["conform", "--exhaustive", "--config", SMALL, "--config", SMALL, "--driver", MODEL]) == 0
+    total = _small().transitions
+    assert f"transitions covered {total} of {total}" in capsys.readouterr().out
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    assert main(["conform", "--exhaustive", "--config", SMALL, "--save", str(not_a_folder), "--driver", MODEL]) == 2
+
+
+def test_pool_workers_end_on_sigterm_under_the_command_handlers() -> None:
+    """The command turns SIGTERM into an exception (runner.on_termination); the exploration's
+    forked pool workers must still end on the pool's terminate() (a hang or a traceback per
+    worker before): run the command as a process, as a porter's CI does."""
+    import subprocess
+
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-m", "iohandler.specs.cli", "conform", "--exhaustive", "--config",
+                              SMALL, "--driver", MODEL], capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stdout[-500:] + out.stderr[-2000:]
+        assert "Traceback" not in out.stderr and "Terminated" not in out.stderr, out.stderr[-2000:]
