@@ -531,6 +531,8 @@ class MainLoop:
                 pending = self._deleted  # flagged, not yet reaped (these containers live as
                 timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
                 fd_errors = self._fd_errors
+                behind = reg.behind
+                before_walk = self._before_walk  # a seam, fixed at construction
                 read_events, write_events = READ_EVENTS, WRITE_EVENTS
                 ctx = self._context  # bh
                 while True:
@@ -539,7 +541,7 @@ class MainLoop:
                     if reg.dirty or reg.gated:
                         self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
-                    if ctx._dirty:  # bh: context fds changed during the last wait
+                    if ctx.in_use and ctx._dirty:  # bh: context fds changed during the wait
                         ctx._fill()
                     # Wait (R13, R20, R37). The loop counts as waiting from before it reads the
                     # flag (R35): a signal handler that registers, notifies or adds a timer
@@ -554,7 +556,7 @@ class MainLoop:
                             if deadline is not None:
                                 left = max(0.0, deadline - time.monotonic())
                                 timeout = left if timeout is None else min(timeout, left)
-                        if ctx._pending or ctx._timer_heap:  # bh: aio_ctx_prepare's timeout
+                        if ctx.in_use and (ctx._pending or ctx._timer_heap):  # bh: aio_ctx_prepare
                             left_ctx = ctx.compute_timeout()
                             if left_ctx is not None:
                                 timeout = left_ctx if timeout is None else min(timeout, left_ctx)
@@ -562,11 +564,10 @@ class MainLoop:
                         entries = self._poll_set()  # under the lock: a consistent view
                         ctx_entries = ctx._poll_set()  # bh
                     wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
-                    pause = self._spins >= SPIN_LIMIT and not nonblocking  # R40
-                    # R40: the wait can block only if it may wait and nothing is pending on the
-                    # notifier as it begins (read under the lock: a hand-off from another thread
-                    # after the release is a hand-off, a notify() from a gate is not).
-                    blocked = timeout != 0.0 and not wakeup.pending
+                    # R40: whether the notifier is pending as the wait begins (read under the
+                    # lock: a hand-off from another thread after the release is a hand-off, a
+                    # notify() from a gate is not). Used only by the spin count, below.
+                    pending_at_wait = wakeup.pending
                     try:
                         if not notified and wakeup.flag:
                             # bh: R45, a notify (a signal handler's schedule) after the read
@@ -575,7 +576,7 @@ class MainLoop:
                             timeout = 0.0
                         if mine:
                             lock.release()
-                        if pause:
+                        if self._spins >= SPIN_LIMIT and not nonblocking:  # R40
                             self._pause()
                         if tr is not None:
                             tr.poll(entries)
@@ -642,8 +643,8 @@ class MainLoop:
                                 confirm(first.fd, first.kev)
                             except (OSError, ValueError):
                                 self._check_ready_file(first)
-                    if self._before_walk is not None:
-                        self._before_walk(ready)
+                    if before_walk is not None:
+                        before_walk(ready)
                     ret = len(ready) + woke + ctx_ready  # bh: the context's fds count (R47)
                     if tr is not None:
                         tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
@@ -651,7 +652,9 @@ class MainLoop:
                     # bh: the context's dispatch, aio_poll(ctx, false) (R47): BHs, its handlers,
                     # its timers, before the fd-handler walk. Its callbacks may have closed the
                     # first ready fd, checked above: it is checked again at its turn.
-                    if ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap:
+                    if ctx.in_use and (
+                        ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap
+                    ):
                         called = ctx._loop_poll(woke > 0)
                         if check:
                             first = None
@@ -661,9 +664,10 @@ class MainLoop:
                         # Records added during the walk are not in `ready` (R15). Inline on
                         # purpose: it is the hot path (bench/).
                         prev: float = math.inf  # the walk's position: seq >= prev was passed
-                        # Unconditional: a record the last walk passed behind it may be
-                        # deleted again by a handler of this walk, before its turn (R19).
-                        reg.begin_walk()
+                        # Whether or not records are flagged now: one the last walk passed
+                        # may be deleted again by a handler of this walk, before its turn (R19).
+                        if behind:
+                            reg.begin_walk()
                         for rec in ready:
                             if pending:
                                 reg.reap_between(rec.seq, prev)
@@ -709,6 +713,9 @@ class MainLoop:
                         if self._spins:
                             self._spins = 0
                     else:
+                        # The wait could block only if its timeout was not 0 and nothing was
+                        # pending on the notifier as it began.
+                        blocked = timeout != 0.0 and not pending_at_wait
                         self._count_spin(ret and (ready or not blocked), nonblocking)
                     # Timers (R37).
                     if timer_heap:

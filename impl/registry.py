@@ -90,7 +90,7 @@ class Registry:
     changed since the last fill), `gated` (live, read handler and gate: consulted every fill),
     `deleted` (flagged, not yet reaped)."""
 
-    __slots__ = ("_behind", "_heap", "by_fd", "deleted", "dirty", "gated", "gated_order", "on_release", "seq")
+    __slots__ = ("_heap", "behind", "by_fd", "deleted", "dirty", "gated", "gated_order", "on_release", "seq")
 
     def __init__(self, on_release: Callable[[Record], object] = _no_release) -> None:
         self.by_fd: dict[int, Record] = {}
@@ -105,7 +105,7 @@ class Registry:
         self._heap: list[tuple[int, int, Record]] = []
         # Entries a walk passed without reaping (deleted behind its position, R19): back into
         # the heap when the next walk starts.
-        self._behind: list[tuple[int, int, Record]] = []
+        self.behind: list[tuple[int, int, Record]] = []
         self.on_release = on_release  # set by the loop that owns the registry
 
     def add(self, fd: int) -> Record:
@@ -159,11 +159,11 @@ class Registry:
         self.on_release(rec)
 
     def begin_walk(self) -> None:
-        """Before a walk: what the last walk passed is reapable again."""
-        if self._behind:
-            for entry in self._behind:
-                heapq.heappush(self._heap, entry)
-            self._behind.clear()
+        """Before a walk: what the last walk passed is reapable again (the loop calls this only
+        when `behind` is not empty)."""
+        for entry in self.behind:
+            heapq.heappush(self._heap, entry)
+        self.behind.clear()
 
     def reap_between(self, lo: int, hi: float) -> None:
         """Reap the deleted records with lo < seq < hi (a walk passing from hi down to lo, R19).
@@ -180,7 +180,7 @@ class Registry:
                 rec.queued = False  # revived or already reaped: a stale entry
                 pop(heap)
             elif rec.seq >= hi:
-                self._behind.append(entry)
+                self.behind.append(entry)
                 pop(heap)
             else:
                 self.unlink(rec)
@@ -193,7 +193,7 @@ class Registry:
         self.gated_order = None
         self.deleted.clear()
         self._heap.clear()
-        self._behind.clear()
+        self.behind.clear()
 
     def snapshot(self) -> tuple[RecordView, ...]:
         """Every record held, deleted ones included, in list order (newest first)."""
