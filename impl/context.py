@@ -201,7 +201,7 @@ class AioContext:
     __slots__ = (
         "_bh_lock", "_bhs", "_by_fd", "_closed", "_dirty", "_dispatching", "_fold", "_has_deleted",
         "_loop", "_nodes", "_notifier", "_owned", "_pending", "_slots", "_timer_heap", "_timers",
-        "_waited", "_wakeup", "_walking_bh", "_walking_handlers", "_witnessing", "in_use",
+        "_in_use", "_waited", "_wakeup", "_walking_bh", "_walking_handlers", "_witnessing", "__weakref__",
     )
 
     def __init__(self, loop: MainLoop) -> None:
@@ -209,7 +209,7 @@ class AioContext:
         # False until the context is first given work (a BH, a fd handler, a timer), and then
         # True for good: the loop's iteration looks at the context's phases only once it is set,
         # so a loop that never uses the context pays one attribute read per phase (bench/).
-        self.in_use = False
+        self._in_use = False
         self._wakeup = loop._wakeup
         self._owned: Callable[[], bool] = loop._lock._is_owned  # type: ignore[attr-defined]
         self._closed = False
@@ -248,7 +248,7 @@ class AioContext:
         if self._closed:
             self._loop._check_open()
         bh = BottomHalf(self, callback, opaque)
-        self.in_use = True  # before the BH exists for anyone: its schedule needs the loop to look
+        self._in_use = True  # before the BH exists for anyone: its schedule needs the loop to look
         with self._bh_lock:
             self._bhs.append(bh)
         return bh
@@ -350,7 +350,7 @@ class AioContext:
                 fresh = node is None
                 if node is None:
                     node = _Node(n)
-                    self.in_use = True
+                    self._in_use = True
                 node.read, node.write, node.opaque, node.ident = read, write, opaque, ident
                 if self._witnessing and is_unknown(ident):
                     self._witness(node)
@@ -758,7 +758,7 @@ class AioContext:
         with loop._lock:
             loop._check_open()
             handle = TimerHandle(time.monotonic() + seconds, None, callback, args)
-            self.in_use = True
+            self._in_use = True
             self._timers.push(handle)
             if loop._waiting:
                 self._wakeup.notify()

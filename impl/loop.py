@@ -61,9 +61,6 @@ MAX_WAIT = 86400.0
 """The longest single kernel wait, in seconds (R39): epoll and poll take an int of milliseconds,
 at most 2**31 - 1 (about 24.8 days)."""
 
-# The argument checks' old private names, for code that imported them from here.
-_fd_number, _check_callable, _check_delay, _FD_LIMIT = fd_number, check_callable, check_delay, FD_LIMIT
-
 
 class HandlerInfo(NamedTuple):
     """A live record as `MainLoop.records()` shows it."""
@@ -541,7 +538,7 @@ class MainLoop:
                     if reg.dirty or reg.gated:
                         self._polling = True  # gates may delete: keep the kernel set (R20)
                         self._fill()
-                    if ctx.in_use and ctx._dirty:  # bh: context fds changed during the wait
+                    if ctx._in_use and ctx._dirty:  # bh: context fds changed during the wait
                         ctx._fill()
                     # Wait (R13, R20, R37). The loop counts as waiting from before it reads the
                     # flag (R35): a signal handler that registers, notifies or adds a timer
@@ -556,7 +553,7 @@ class MainLoop:
                             if deadline is not None:
                                 left = max(0.0, deadline - time.monotonic())
                                 timeout = left if timeout is None else min(timeout, left)
-                        if ctx.in_use and (ctx._pending or ctx._timer_heap):  # bh: aio_ctx_prepare
+                        if ctx._in_use and (ctx._pending or ctx._timer_heap):  # bh: aio_ctx_prepare
                             left_ctx = ctx.compute_timeout()
                             if left_ctx is not None:
                                 timeout = left_ctx if timeout is None else min(timeout, left_ctx)
@@ -567,7 +564,7 @@ class MainLoop:
                     # R40: whether the notifier is pending as the wait begins (read under the
                     # lock: a hand-off from another thread after the release is a hand-off, a
                     # notify() from a gate is not). Used only by the spin count, below.
-                    pending_at_wait = wakeup.pending
+                    pending_at_wait = wakeup._pending  # the slot: no property call per iteration
                     try:
                         if not notified and wakeup.flag:
                             # bh: R45, a notify (a signal handler's schedule) after the read
@@ -652,7 +649,7 @@ class MainLoop:
                     # bh: the context's dispatch, aio_poll(ctx, false) (R47): BHs, its handlers,
                     # its timers, before the fd-handler walk. Its callbacks may have closed the
                     # first ready fd, checked above: it is checked again at its turn.
-                    if ctx.in_use and (
+                    if ctx._in_use and (
                         ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap
                     ):
                         called = ctx._loop_poll(woke > 0)

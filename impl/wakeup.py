@@ -28,7 +28,7 @@ import threading
 
 
 class Wakeup:
-    __slots__ = ("_eventfd", "_inherited", "_lock", "_rfd", "_wfd", "flag", "pending")
+    __slots__ = ("_eventfd", "_inherited", "_lock", "_pending", "_rfd", "_wfd", "flag")
 
     def __init__(self, use_eventfd: bool | None = None) -> None:
         if use_eventfd is None:
@@ -41,9 +41,9 @@ class Wakeup:
             self._rfd, self._wfd = os.pipe()  # close-on-exec by default
             os.set_blocking(self._rfd, False)
             os.set_blocking(self._wfd, False)
-        # Written and not yet consumed, as far as this process knows. A plain attribute, not a
-        # property: the loop reads it once per iteration (R40), and a call there shows in bench/.
-        self.pending = False
+        # Written and not yet consumed, as far as this process knows (`pending`). The loop reads
+        # the slot itself once per iteration (R40): a property call there shows in bench/.
+        self._pending = False
         # The cheapest notify: a registration made while nobody waits sets this instead of
         # writing the fd (the loop's lock held); the next iteration reads it before its wait,
         # polls with timeout 0 and clears it (MainLoop.set_fd_handler).
@@ -54,14 +54,19 @@ class Wakeup:
     def fileno(self) -> int:
         return self._rfd
 
+    @property
+    def pending(self) -> bool:
+        """Written and not yet consumed, as far as this process knows."""
+        return self._pending
+
     def notify(self) -> None:
         """Coalescing: for callers serialized with consume() (the loop's lock held)."""
-        if not self.pending:
+        if not self._pending:
             self.wake()
 
     def wake(self) -> None:
         """notify() for callers not serialized with consume(): never skips the write."""
-        self.pending = True
+        self._pending = True
         with self._lock:  # close() cannot free the number while it is written to
             wfd = self._wfd
             if wfd < 0:  # closed: never write to a number that may belong to someone else now
@@ -87,7 +92,7 @@ class Wakeup:
                         pass
             except BlockingIOError:
                 pass
-            self.pending = False
+            self._pending = False
 
     def after_fork_in_child(self) -> None:
         """In a forked child: the eventfd or pipe is the parent's too (a wake would wake the

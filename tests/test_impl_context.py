@@ -6,11 +6,13 @@ input and exceptions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1141,3 +1143,51 @@ def test_a_reused_anonymous_context_fd_never_reaches_the_old_handler(loop: MainL
         assert loop.main_loop_wait(timeout=0.05) == 0
     finally:
         os.close(e2)
+
+
+# ----------------------------------------------- the context's shortcut flag (review of the loop's cost)
+
+IN_USE = "in_use"  # by name: the field may be renamed, made private or read-only by a fix
+
+
+def _switch_off(loop: MainLoop) -> None:
+    """What a user's "reset" or a test's tidy-up would do. Refusing the assignment (read-only,
+    or no such public field) is one way to keep the rules true."""
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(loop.context, IN_USE, False)
+
+
+def test_the_context_s_in_use_flag_cannot_switch_bottom_halves_off() -> None:
+    """R42, R43, R47, R50: a scheduled BH runs at the next iteration and bounds its wait to 0.
+    The loop looks at the context only once it has been given work (a flag of its own): no
+    public assignment can switch that off (an adversarial review found `in_use` public and
+    writable, the BH then never ran)."""
+    with MainLoop() as loop:
+        ran: list[object] = []
+        bh = loop.bh_new(ran.append, "bh")
+        _switch_off(loop)
+        bh.schedule()
+        loop.main_loop_wait(timeout=1.0)
+        assert ran == ["bh"], "a scheduled bottom half did not run at the next iteration"
+
+
+def test_the_context_s_idle_timeout_bounds_the_wait_whatever_in_use_says() -> None:
+    """R50: an idle-scheduled BH bounds the wait to 10 ms. With `in_use` assigned False the loop
+    waits the caller's whole timeout and the idle BH never runs."""
+    with MainLoop() as loop:
+        ran: list[object] = []
+        bh = loop.bh_new(ran.append, "idle")
+        _switch_off(loop)
+        bh.schedule_idle()  # never notifies (R42): only R50's timeout brings it round
+        t0 = time.monotonic()
+        loop.main_loop_wait(timeout=2.0)
+        waited = time.monotonic() - t0
+        assert ran == ["idle"] and waited < 1.0, (ran, waited)
+
+
+def test_the_context_can_be_weakly_referenced() -> None:
+    """AioContext got __slots__ without "__weakref__": `weakref.ref(loop.context)` (a cache
+    keyed by the loop's context, a finalizer on it) worked before and now raises TypeError."""
+    with MainLoop() as loop:
+        ref = weakref.ref(loop.context)
+        assert ref() is loop.context

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from iohandler.impl import MainLoop
+from iohandler.impl.loop import Seams
 from iohandler.impl.wakeup import Wakeup
 from tests.support import open_fds
 
@@ -223,3 +225,22 @@ def test_wake_from_a_signal_handler_inside_wake_or_close_does_not_deadlock(use_e
     except subprocess.TimeoutExpired:
         pytest.fail("wake() from a signal handler deadlocked")
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr
+
+
+class _ReadOnlyPendingWakeup(Wakeup):
+    """A Wakeup seam (Seams.wakeup: "the Wakeup (or subclass)") that overrides `pending`, a
+    read-only property until 71c4bc1, with a read-only property of its own: here one that
+    says "never pending", so every wait counts as one that could block."""
+
+    @property
+    def pending(self) -> bool:
+        return False
+
+
+def test_a_wakeup_seam_may_keep_pending_read_only() -> None:
+    """Wakeup.pending became a plain attribute that Wakeup.__init__, wake() and consume()
+    assign: a subclass overriding it as a read-only property (as the base class had it) now
+    fails in the loop's constructor ("property 'pending' ... has no setter")."""
+    with MainLoop(seams=Seams(wakeup=_ReadOnlyPendingWakeup)) as loop:
+        loop.notify()
+        assert loop.main_loop_wait(timeout=1.0) == 1
