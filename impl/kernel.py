@@ -32,12 +32,10 @@ Kernel facts this relies on (pollers.py has the backends' own):
     answers for a polled record (a failed one proves the number names another file), and a
     re-registration is renewed where nothing can tell (selectors); otherwise such a reuse goes
     undetected.
-* epoll keys a registration by (open file description, fd number): `EPOLL_CTL_MOD` of a number
-  to its registered events succeeds only if N still names the file registered under it, and
-  fails (ENOENT, EBADF) otherwise. That is the cheapest positive answer (`Poller.confirm`).
-* A registration whose file outlived its number (a dup or a fork child keeps it) cannot be
-  removed by number; only a new kernel object (`Poller.rebuild`) is rid of it. Such numbers are
-  `orphans` until then.
+* epoll's registrations belong to the open file (pollers.py's module docstring): a no-op
+  `EPOLL_CTL_MOD` is the cheapest positive answer to "does N still name the file registered"
+  (`Poller.confirm`), and a registration that outlived its number can only be dropped by
+  `Poller.rebuild`. Such numbers are `orphans` until then.
 """
 
 from __future__ import annotations

@@ -120,11 +120,10 @@ class Poller(ABC):
         return -1
 
     def rebuild(self) -> list[int]:
-        """Drop every registration the kernel may hold that is not in the poller's book: an
-        epoll registration belongs to the open file, so one whose fd number was closed while
-        another descriptor (dup, fork) kept the file open cannot be removed by number and keeps
-        reporting under that number. Re-creates the kernel object from the book; returns the
-        fds it could not register again (closed meanwhile), now dropped from the book."""
+        """Drop every registration the kernel may hold that is not in the poller's book (an
+        epoll registration that outlived its fd number: module docstring). Re-creates the kernel
+        object from the book; returns the fds it could not register again (closed meanwhile),
+        now dropped from the book."""
         return []
 
     def fast_wait(self) -> tuple[Callable[[float | None], list[tuple[int, int]]], int]:

@@ -1,6 +1,6 @@
 """Helpers for the reliability tests (R30-R37; no tests here): the loop's observable state as a
 comparable value, the kernel's own view of registrations, process figures (CPU, RSS, open fds),
-and the figures file for the README's reliability table ($IOHANDLER_STATS_DIR/reliability.json).
+and the figures file behind PROOFS.md's reliability figures ($IOHANDLER_STATS_DIR/reliability.json).
 
 The state snapshot is built from the public `MainLoop.snapshot()`: "the registry, kernel
 registrations and pending wakeups exactly as before" (R30) is about *all* of the loop's state,
