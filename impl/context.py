@@ -1,7 +1,7 @@
 """AioContext: the seed's context, its bottom halves and its fd handlers (QEMU 2.3 `async.c`,
 `aio-posix.c`). One per MainLoop, created with it as `qemu_init_main_loop` creates
 `qemu_aio_context`; every iteration of the loop runs it inside its one wait (the phase order is
-in `MainLoop._iterate`; the rules are specs/SPEC.md's context rules).
+in `MainLoop._iterations`; the rules are specs/SPEC.md's context rules).
 
 Bottom halves (`aio_bh_new`, `qemu_bh_schedule`, `qemu_bh_schedule_idle`, `qemu_bh_cancel`,
 `qemu_bh_delete`, `aio_bh_poll`, `aio_compute_timeout`):
@@ -199,9 +199,29 @@ class AioContext:
     dispatch, after its fd handlers, as timerlistgroup_run_timers there)."""
 
     __slots__ = (
-        "_bh_lock", "_bhs", "_by_fd", "_closed", "_dirty", "_dispatching", "_fold", "_has_deleted",
-        "_loop", "_nodes", "_notifier", "_owned", "_pending", "_slots", "_timer_heap", "_timers",
-        "_in_use", "_waited", "_wakeup", "_walking_bh", "_walking_handlers", "_witnessing", "__weakref__",
+        "__weakref__",
+        "_bh_lock",
+        "_bhs",
+        "_by_fd",
+        "_closed",
+        "_dirty",
+        "_dispatching",
+        "_fold",
+        "_has_deleted",
+        "_in_use",
+        "_loop",
+        "_nodes",
+        "_notifier",
+        "_owned",
+        "_pending",
+        "_slots",
+        "_timer_heap",
+        "_timers",
+        "_waited",
+        "_wakeup",
+        "_walking_bh",
+        "_walking_handlers",
+        "_witnessing",
     )
 
     def __init__(self, loop: MainLoop) -> None:
@@ -403,7 +423,8 @@ class AioContext:
     def handlers(self) -> list[AioHandlerInfo]:
         """The handler list, newest first, nodes flagged deleted inside a walk included."""
         with self._loop._lock:
-            return [AioHandlerInfo(n.fd, n.read, n.write, n.opaque, n.deleted) for n in reversed(self._nodes)]
+            found = [AioHandlerInfo(n.fd, n.read, n.write, n.opaque, n.deleted) for n in reversed(self._nodes)]
+        return found  # after the with: MainLoop._iterate says why
 
     def _sync_or_defer(self, fd: int) -> None:
         loop = self._loop
@@ -549,10 +570,13 @@ class AioContext:
         was = self._dispatching
         self._dispatching = True
         self._notifier = notified
+        # The result is returned after the try, not from inside it: CPython copies a finally
+        # body right after a returned call, outside the try's handlers, where a signal
+        # handler's exception (R35) would skip them (here: dispatching left set for good).
         try:
             if self._nodes:
                 self._own_poll(0)
-            return self._dispatch()
+            progress = self._dispatch()
         except BaseException:
             if not was:
                 self._clear_revents()
@@ -561,6 +585,7 @@ class AioContext:
             self._dispatching = was
             if self._waited:
                 self._waited.clear()
+        return progress
 
     def _clear_revents(self) -> None:
         """R32: an aio_poll left by an exception leaves no revents behind (in QEMU they never
@@ -625,25 +650,27 @@ class AioContext:
         lock = loop._lock
         was = loop._waiting
         loop._waiting = True
-        try:
+        try:  # results returned after the try, not from inside it (_loop_poll says why)
             if wakeup.flag:
                 wakeup.flag = False
                 self._notifier = True
-                return p.poll(0)
-            if not release:
-                return p.poll(ms)
-            lock.release()
-            try:
-                return p.poll(ms)
-            finally:
+                events = p.poll(0)
+            elif not release:
+                events = p.poll(ms)
+            else:
+                lock.release()
                 try:
-                    if not self._owned():
-                        lock.acquire()
-                except BaseException:  # a signal handler's, mid-way: retried until held (R35)
-                    loop._relock()
-                    raise
+                    events = p.poll(ms)
+                finally:
+                    try:
+                        if not self._owned():
+                            lock.acquire()
+                    except BaseException:  # a signal handler's, mid-way: retried until held (R35)
+                        loop._relock()
+                        raise
         finally:
             loop._waiting = was
+        return events
 
     def _dispatch(self) -> bool:
         """aio_dispatch: the BH walk (aio_bh_poll), then the handlers, then the context's

@@ -5,9 +5,10 @@ without its O(registered) walks. The rules are specs/SPEC.md's; code points to t
 Three parts, calls in one direction (loop -> registry, loop -> kernel):
 * registry.py: records, list order, the dirty/gated/deleted sets, flag and reap (R1-R6, R19);
 * kernel.py: the poller with each registration's file identity, orphans, rebuild (R33, R34);
-* this file: the lifecycle, the lock (R35) and the hot path. An iteration (`_iterate`) is
-  fill (`_fill`, R8-R10, R22), wait (R13, R20, R37's timeout), collect and confirm (R11,
-  R33/R34), walk (R14-R19, inline: it is the hot path), timers (R37).
+* this file: the lifecycle, the lock (R35) and the hot path. A run (`_iterate`) holds the
+  lock and runs iterations (`_iterations`), each in QEMU's order: fill (R8-R10, R22), wait
+  (R13, R20, R37's timeout), collect and confirm (R11, R33/R34), the context (R47), the walk
+  (R14-R19, inline: it is the hot path), spins (R40), timers (R37), errors (R33).
 
 Kernel registrations persist (a poller keeps them) and change only at fill time for records
 marked dirty by a registration, plus the gated records, whose gate is consulted every fill. The
@@ -327,7 +328,7 @@ class MainLoop:
     def snapshot(self) -> LoopSnapshot:
         """The loop's state, read-only (O(registered)): for tests and debugging."""
         with self._lock:
-            return LoopSnapshot(
+            snap = LoopSnapshot(
                 records=self._registry.snapshot(),
                 seq=self._registry.seq,
                 kernel=self._kernel.registrations(),
@@ -341,6 +342,7 @@ class MainLoop:
                 fd_errors=len(self._fd_errors),
                 timers=tuple(self._timer_heap),
             )
+        return snap  # after the with: _iterate says why
 
     def _wakeup_pending(self) -> bool:
         return self._wakeup.pending
@@ -440,7 +442,8 @@ class MainLoop:
             self._check_open()
             n = check_signum(signum)
             sigs = self._signals
-            return sigs.remove(n) if sigs is not None else False
+            removed = sigs.remove(n) if sigs is not None else False
+        return removed  # after the with: _iterate says why
 
     @property
     def signal_set(self) -> SignalSet | None:
@@ -488,17 +491,10 @@ class MainLoop:
         once: bool = False,
         until: Callable[[], object] | None = None,
     ) -> int:
-        """Iterations, with the lock held throughout but for the waits (R35): one (`once`), or
-        until stop() or `until()`. Each is, in QEMU's order, fill (`_fill`, R8-R10, R22), wait
-        (R13, R20, R35, R37, R39, R40's pause), collect (R11, R13), the walk (R14-R19, R32,
-        R33/R34), spins (`_count_spin`, R40), timers (`_run_timers`, R37), errors
-        (`_raise_fd_errors`, R33), each under a comment naming it. The phases that run every
-        iteration are inline on purpose: each Python call and attribute load per iteration
-        shows in bench.icount, and wait-and-collect and the walk as methods were measured far
-        over the loop's cost budget (issue 21). The others are methods, called only when they
-        have work. run()
-        lives here rather than calling main_loop_wait so that an iteration pays no call, lock
-        round trip or local setup of its own (bench/)."""
+        """A run: iterations (`_iterations`) with the lock held throughout but for the waits
+        (R35), one (`once`) or until stop() or `until()`; refused re-entry (R31) and a close()
+        from another thread let in first. run() lives here rather than calling main_loop_wait so
+        that an iteration pays no call, lock round trip or local setup of its own (bench/)."""
         lock = self._lock
         # R35: an exception from a signal handler can surface after any call returns. `with`
         # on the C lock leaves no gap between acquiring and the protected block; the release
@@ -517,219 +513,255 @@ class MainLoop:
             if self._closers:  # R31: a close() from another thread goes first
                 self._let_closers_in()
             self._running = True
+            # Never `return call()` inside a try with a finally or a `with` (R35): CPython copies
+            # the finally body (or the with's exit) right after the returned call, outside their
+            # handlers, and a signal handler's exception there, as the call returns, skips them:
+            # here the loop would stay "running" for good, after a `with lock:` the lock held.
+            # tests/test_architecture.py checks impl/ for the pattern.
             try:
-                wfd = self._wakeup_fd
-                wakeup = self._wakeup
-                poller = self._poller
-                use_confirm = self._kernel.fast_confirm
-                get = self._by_fd.get
-                check = self._check_files
-                reg = self._registry
-                pending = self._deleted  # flagged, not yet reaped (these containers live as
-                timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
-                fd_errors = self._fd_errors
-                behind = reg.behind
-                before_walk = self._before_walk  # a seam, fixed at construction
-                read_events, write_events = READ_EVENTS, WRITE_EVENTS
-                ctx = self._context  # bh
-                while True:
-                    tr = self._tracer
-                    # Fill (R8-R10, R22).
-                    if reg.dirty or reg.gated:
-                        self._polling = True  # gates may delete: keep the kernel set (R20)
-                        self._fill()
-                    if ctx._in_use and ctx._dirty:  # bh: context fds changed during the wait
-                        ctx._fill()
-                    # Wait (R13, R20, R37). The loop counts as waiting from before it reads the
-                    # flag (R35): a signal handler that registers, notifies or adds a timer
-                    # after the read then writes the notifier, which ends the wait.
-                    self._waiting = True
-                    notified = wakeup.flag  # read after the fill: a gate may notify
-                    if nonblocking or notified:
-                        timeout = 0.0
-                    else:
-                        if timer_heap:
-                            deadline = self._timers.next_deadline()
-                            if deadline is not None:
-                                left = max(0.0, deadline - time.monotonic())
-                                timeout = left if timeout is None else min(timeout, left)
-                        if ctx._in_use and (ctx._pending or ctx._timer_heap):  # bh: aio_ctx_prepare
-                            left_ctx = ctx.compute_timeout()
-                            if left_ctx is not None:
-                                timeout = left_ctx if timeout is None else min(timeout, left_ctx)
-                    if tr is not None:
-                        entries = self._poll_set()  # under the lock: a consistent view
-                        ctx_entries = ctx._poll_set()  # bh
-                    wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
-                    # R40: whether the notifier is pending as the wait begins (read under the
-                    # lock: a hand-off from another thread after the release is a hand-off, a
-                    # notify() from a gate is not). Used only by the spin count, below.
-                    pending_at_wait = wakeup._pending  # the slot: no property call per iteration
-                    try:
-                        if not notified and wakeup.flag:
-                            # bh: R45, a notify (a signal handler's schedule) after the read
-                            # above set only the flag; from `_waiting` on, notifies write the fd.
-                            notified = True
-                            timeout = 0.0
-                        if mine:
-                            lock.release()
-                        if self._spins >= SPIN_LIMIT and not nonblocking:  # R40
-                            self._pause()
-                        if tr is not None:
-                            tr.poll(entries)
-                            if ctx_entries:  # bh: only with context fds (older traces unchanged)
-                                tr.aio_poll_set(ctx_entries)
-                        if timeout is not None and timeout > MAX_WAIT:
-                            events = self._long_wait(wait, timeout)
-                        else:
-                            events = wait(timeout)
-                    finally:
-                        if mine:
-                            try:
-                                if not lock._is_owned():  # type: ignore[attr-defined]
-                                    lock.acquire()
-                            except BaseException:  # a signal handler's, mid-way: _relock
-                                self._relock()
-                                raise
-                        self._waiting = self._polling = False
-                    if len(events) >= poller.batch_full:  # a full batch: maybe more are ready
-                        events = poller.wait(0)
-
-                    # Collect and confirm (R11, R33/R34). Pollers report only requested events
-                    # plus HUP/ERR(/NVAL), and only for fds registered at the fill: records with
-                    # kev != 0 (registry.Record).
-                    ready: list[Record] = []
-                    woke = 0
-                    if notified:
-                        wakeup.flag = False
-                        woke = 1
-                    stray = False
-                    ctx_ready = 0  # bh
-                    for fd, ev in events:
-                        if fd == wfd:
-                            woke = 1
-                            wakeup.consume()  # before the walk: a notify there wakes the next
-                            continue
-                        rec = get(fd)
-                        if rec is not None and rec.kev:
-                            rec.rev = ev
-                            ready.append(rec)
-                        elif fd in ctx._slots:  # bh: a context fd (counts in ret, as in glib's poll)
-                            ctx_ready += 1
-                            ctx._ready_in_wait(fd, ev)  # R33/R34: NVAL, or a file no longer named
-                        else:
-                            # Not registered by the loop: a kernel registration that outlived
-                            # its fd number (epoll, dup'd file). Rebuild the set or it spins.
-                            stray = True
-                    if stray:
-                        self._rebuild_kernel_set()
-                    if len(ready) > 1:
-                        ready.sort(key=SEQ, reverse=True)
-                    first = ready[0] if ready else None
-                    if check and first is not None:
-                        # R33/R34, one check per ready fd: the first here, each later one at its
-                        # turn in the walk (a handler that ran before it may have closed it, so
-                        # a check made now would have to be made again). The poller's confirm
-                        # (epoll: one EPOLL_CTL_MOD, kernel.py) answers in the common case, else
-                        # fstat decides. Inline on purpose (bench/).
-                        confirm = poller.confirm if use_confirm else None
-                        if confirm is None:
-                            self._check_ready_file(first)
-                        else:
-                            try:
-                                confirm(first.fd, first.kev)
-                            except (OSError, ValueError):
-                                self._check_ready_file(first)
-                    if before_walk is not None:
-                        before_walk(ready)
-                    ret = len(ready) + woke + ctx_ready  # bh: the context's fds count (R47)
-                    if tr is not None:
-                        tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
-                    called = False
-                    # bh: the context's dispatch, aio_poll(ctx, false) (R47): BHs, its handlers,
-                    # its timers, before the fd-handler walk. Its callbacks may have closed the
-                    # first ready fd, checked above: it is checked again at its turn.
-                    if ctx._in_use and (
-                        ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap
-                    ):
-                        called = ctx._loop_poll(woke > 0)
-                        if check:
-                            first = None
-                    if ret:
-                        # Walk (R14-R19): qemu_iohandler_poll over the ready records and the
-                        # records flagged deleted (the only ones a walk does anything to).
-                        # Records added during the walk are not in `ready` (R15). Inline on
-                        # purpose: it is the hot path (bench/).
-                        prev: float = math.inf  # the walk's position: seq >= prev was passed
-                        # Whether or not records are flagged now: one the last walk passed
-                        # may be deleted again by a handler of this walk, before its turn (R19).
-                        if behind:
-                            reg.begin_walk()
-                        for rec in ready:
-                            if pending:
-                                reg.reap_between(rec.seq, prev)
-                            prev = rec.seq
-                            if not rec.deleted and not rec.stale:
-                                rev = rec.rev
-                                if check and rec is not first and not self._recheck(rec):
-                                    rev = 0  # R33/R34: closed, or reused (maybe by a handler)
-                                cb = rec.read
-                                read_ran = False
-                                if cb is not None and rev & read_events:
-                                    try:
-                                        if tr is not None:
-                                            tr.read(rec.fd, cb)
-                                        cb(rec.opaque)
-                                        called = read_ran = True
-                                    except BaseException as e:
-                                        self._abort_walk(rec, e, "read", cb)
-                                        raise
-                                # The write check sees the current handler (the read callback
-                                # may have changed it) and the revents read before it ran, as
-                                # the seed does; the file is checked again only if this
-                                # record's read handler ran (it may have closed it: R33).
-                                if not rec.deleted:
-                                    cb = rec.write
-                                    if cb is not None and rev & write_events and (
-                                        not read_ran or not check or self._recheck(rec)
-                                    ):
-                                        try:
-                                            if tr is not None:
-                                                tr.write(rec.fd, cb)
-                                            cb(rec.opaque)
-                                            called = True
-                                        except BaseException as e:
-                                            self._abort_walk(rec, e, "write", cb)
-                                            raise
-                            if rec.deleted:
-                                self._reap(rec)
-                        if pending:
-                            reg.reap_between(0, prev)  # seqs start at 1
-                    # Spins (R40).
-                    if called:
-                        if self._spins:
-                            self._spins = 0
-                    else:
-                        # The wait could block only if its timeout was not 0 and nothing was
-                        # pending on the notifier as it began.
-                        blocked = timeout != 0.0 and not pending_at_wait
-                        self._count_spin(ret and (ready or not blocked), nonblocking)
-                    # Timers (R37).
-                    if timer_heap:
-                        self._run_timers()
-                    if fd_errors:
-                        self._raise_fd_errors()
-                    if once or self._stopping or (until is not None and until()):
-                        return ret
-                    timeout = None
+                ret = self._iterations(nonblocking, timeout, once, until, mine)
             finally:
                 # R31: every run clears a stop() made during it (libuv's uv_run), one iteration
                 # of main_loop_wait included, so that it cannot end a later run.
                 self._running = self._polling = self._waiting = self._stopping = False
                 if self._closers:
                     self._ended.notify_all()
+        return ret
 
-    def _count_spin(self, returned_at_once: object, nonblocking: bool) -> None:
+    def _iterations(
+        self,
+        nonblocking: bool,
+        timeout: float | None,
+        once: bool,
+        until: Callable[[], object] | None,
+        mine: bool,
+    ) -> int:
+        """The iterations of a run, each in QEMU's order of phases, each under a comment that
+        names it and its rules: fill (R8-R10, R22), wait (R13, R20, R35, R37, R39, R40's pause),
+        collect (R11, R13, R33/R34), the context (R47), the walk (R14-R19, R32, R33/R34), spins
+        (R40), timers (R37), errors (R33). The phases every iteration runs are inline on
+        purpose: each Python call and attribute load per iteration shows in bench.icount, and
+        wait-and-collect and the walk as methods were measured far over the loop's cost budget
+        (+20.7% and +3.4% instructions per event). The others are methods, called only when
+        they have work (`_fill_phase`, `_wait_timeout`, `_count_spin`, `_run_timers`,
+        `_raise_fd_errors`)."""
+        lock = self._lock
+        wfd = self._wakeup_fd
+        wakeup = self._wakeup
+        poller = self._poller
+        use_confirm = self._kernel.fast_confirm
+        get = self._by_fd.get
+        check = self._check_files
+        reg = self._registry
+        pending = self._deleted  # flagged, not yet reaped (these containers live as
+        timer_heap = self._timer_heap  # long as the loop: locals save a lookup each)
+        fd_errors = self._fd_errors
+        behind = reg.behind
+        before_walk = self._before_walk  # a seam, fixed at construction
+        read_events, write_events = READ_EVENTS, WRITE_EVENTS
+        ctx = self._context  # bh
+        while True:
+            tr = self._tracer
+            # Fill (R8-R10, R22; the context's fds, R47).
+            if reg.dirty or reg.gated or ctx._in_use:
+                self._fill_phase()
+            # Wait (R13, R20, R37). The loop counts as waiting from before it reads the
+            # flag (R35): a signal handler that registers, notifies or adds a timer
+            # after the read then writes the notifier, which ends the wait.
+            self._waiting = True
+            notified = wakeup.flag  # read after the fill: a gate may notify
+            if nonblocking or notified:
+                timeout = 0.0
+            elif timer_heap or ctx._in_use:
+                timeout = self._wait_timeout(timeout)
+            if tr is not None:
+                entries = self._poll_set()  # under the lock: a consistent view
+                ctx_entries = ctx._poll_set()  # bh
+            wait = poller.wait_once or poller.wait  # re-read: a rebuild renews it
+            # R40: whether the notifier is pending as the wait begins (read under the
+            # lock: a hand-off from another thread after the release is a hand-off, a
+            # notify() from a gate is not). Used only by the spin count, below.
+            pending_at_wait = wakeup._pending  # the slot: no property call per iteration
+            try:
+                if not notified and wakeup.flag:
+                    # bh: R45, a notify (a signal handler's schedule) after the read
+                    # above set only the flag; from `_waiting` on, notifies write the fd.
+                    notified = True
+                    timeout = 0.0
+                if mine:
+                    lock.release()
+                if self._spins >= SPIN_LIMIT and not nonblocking:  # R40
+                    self._pause()
+                if tr is not None:
+                    tr.poll(entries)
+                    if ctx_entries:  # bh: only with context fds (older traces unchanged)
+                        tr.aio_poll_set(ctx_entries)
+                events = self._long_wait(wait, timeout) if timeout is not None and timeout > MAX_WAIT else wait(timeout)
+            finally:
+                if mine:
+                    try:
+                        if not lock._is_owned():  # type: ignore[attr-defined]
+                            lock.acquire()
+                    except BaseException:  # a signal handler's, mid-way: _relock
+                        self._relock()
+                        raise
+                self._waiting = self._polling = False
+            if len(events) >= poller.batch_full:  # a full batch: maybe more are ready
+                events = poller.wait(0)
+
+            # Collect and confirm (R11, R33/R34). Pollers report only requested events
+            # plus HUP/ERR(/NVAL), and only for fds registered at the fill: records with
+            # kev != 0 (registry.Record).
+            ready: list[Record] = []
+            woke = 0
+            if notified:
+                wakeup.flag = False
+                woke = 1
+            stray = False
+            ctx_ready = 0  # bh
+            for fd, ev in events:
+                if fd == wfd:
+                    woke = 1
+                    wakeup.consume()  # before the walk: a notify there wakes the next
+                    continue
+                rec = get(fd)
+                if rec is not None and rec.kev:
+                    rec.rev = ev
+                    ready.append(rec)
+                elif fd in ctx._slots:  # bh: a context fd (counts in ret, as in glib's poll)
+                    ctx_ready += 1
+                    ctx._ready_in_wait(fd, ev)  # R33/R34: NVAL, or a file no longer named
+                else:
+                    # Not registered by the loop: a kernel registration that outlived
+                    # its fd number (epoll, dup'd file). Rebuild the set or it spins.
+                    stray = True
+            if stray:
+                self._rebuild_kernel_set()
+            if len(ready) > 1:
+                ready.sort(key=SEQ, reverse=True)
+            first = ready[0] if ready else None
+            if check and first is not None:
+                # R33/R34, one check per ready fd: the first here, each later one at its
+                # turn in the walk (a handler that ran before it may have closed it, so
+                # a check made now would have to be made again). The poller's confirm
+                # (epoll: one EPOLL_CTL_MOD, kernel.py) answers in the common case, else
+                # fstat decides. Inline on purpose (bench/).
+                confirm = poller.confirm if use_confirm else None
+                if confirm is None:
+                    self._check_ready_file(first)
+                else:
+                    try:
+                        confirm(first.fd, first.kev)
+                    except (OSError, ValueError):
+                        self._check_ready_file(first)
+            if before_walk is not None:
+                before_walk(ready)
+            ret = len(ready) + woke + ctx_ready  # bh: the context's fds count (R47)
+            if tr is not None:
+                tr.ready([(r.fd, r.rev) for r in ready], ret > 0)
+            called = False
+            # bh: the context's dispatch, aio_poll(ctx, false) (R47): BHs, its handlers,
+            # its timers, before the fd-handler walk. Its callbacks may have closed the
+            # first ready fd, checked above: it is checked again at its turn.
+            if ctx._in_use and (
+                ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap
+            ):
+                called = ctx._loop_poll(woke > 0)
+                if check:
+                    first = None
+            if ret:
+                # Walk (R14-R19): qemu_iohandler_poll over the ready records and the
+                # records flagged deleted (the only ones a walk does anything to).
+                # Records added during the walk are not in `ready` (R15). Inline on
+                # purpose: it is the hot path (bench/).
+                prev: float = math.inf  # the walk's position: seq >= prev was passed
+                # Whether or not records are flagged now: one the last walk passed
+                # may be deleted again by a handler of this walk, before its turn (R19).
+                if behind:
+                    reg.begin_walk()
+                for rec in ready:
+                    if pending:
+                        reg.reap_between(rec.seq, prev)
+                    prev = rec.seq
+                    if not rec.deleted and not rec.stale:
+                        rev = rec.rev
+                        if check and rec is not first and not self._recheck(rec):
+                            rev = 0  # R33/R34: closed, or reused (maybe by a handler)
+                        cb = rec.read
+                        read_ran = False
+                        if cb is not None and rev & read_events:
+                            try:
+                                if tr is not None:
+                                    tr.read(rec.fd, cb)
+                                cb(rec.opaque)
+                                called = read_ran = True
+                            except BaseException as e:
+                                self._abort_walk(rec, e, "read", cb)
+                                raise
+                        # The write check sees the current handler (the read callback
+                        # may have changed it) and the revents read before it ran, as
+                        # the seed does; the file is checked again only if this
+                        # record's read handler ran (it may have closed it: R33).
+                        if not rec.deleted:
+                            cb = rec.write
+                            if cb is not None and rev & write_events and (
+                                not read_ran or not check or self._recheck(rec)
+                            ):
+                                try:
+                                    if tr is not None:
+                                        tr.write(rec.fd, cb)
+                                    cb(rec.opaque)
+                                    called = True
+                                except BaseException as e:
+                                    self._abort_walk(rec, e, "write", cb)
+                                    raise
+                    if rec.deleted:
+                        self._reap(rec)
+                if pending:
+                    reg.reap_between(0, prev)  # seqs start at 1
+            # Spins (R40).
+            if called:
+                if self._spins:
+                    self._spins = 0
+            else:
+                self._count_spin(ret, ready, timeout, pending_at_wait, nonblocking)
+            # Timers (R37).
+            if timer_heap:
+                self._run_timers()
+            if fd_errors:
+                self._raise_fd_errors()
+            if once or self._stopping or (until is not None and until()):
+                return ret
+            timeout = None
+
+    def _fill_phase(self) -> None:
+        """Fill: the records' (R8-R10, R22) and the context's fds changed since (R47)."""
+        reg = self._registry
+        if reg.dirty or reg.gated:
+            self._polling = True  # gates may delete: keep the kernel set (R20)
+            self._fill()
+        ctx = self._context
+        if ctx._in_use and ctx._dirty:  # bh: context fds changed during the wait
+            ctx._fill()
+
+    def _wait_timeout(self, timeout: float | None) -> float | None:
+        """The wait's timeout bounded by the next timer (R37) and the context's (aio_ctx_prepare:
+        scheduled BHs, idle BHs, context timers; R50)."""
+        if self._timer_heap:
+            deadline = self._timers.next_deadline()
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+        ctx = self._context
+        if ctx._in_use and (ctx._pending or ctx._timer_heap):
+            left_ctx = ctx.compute_timeout()
+            if left_ctx is not None:
+                timeout = left_ctx if timeout is None else min(timeout, left_ctx)
+        return timeout
+
+    def _count_spin(
+        self, ret: int, ready: list[Record], timeout: float | None, pending_at_wait: bool, nonblocking: bool
+    ) -> None:
         """R40: an iteration that called no handler. It counts as a spin if its wait returned
         at once: something was reported (ret > 0) and either a ready record nobody took, or a
         wait that could not block (its timeout was 0, or the notifier was already pending when
@@ -737,7 +769,8 @@ class MainLoop:
         and was ended by the notifier is another thread's hand-off (notify, stop, a timer), not
         a spin. Anything else ends the count. Iterations asked for with `nonblocking` are never
         counted."""
-        if returned_at_once:
+        blocked = timeout != 0.0 and not pending_at_wait
+        if ret and (ready or not blocked):
             if not nonblocking:
                 self._spins += 1
         elif self._spins:
@@ -752,7 +785,7 @@ class MainLoop:
                 f"iohandler: the loop spun for {SPIN_LIMIT} iterations (main-loop: WARNING: I/O "
                 "thread spun for 1000 iterations); pausing 1 ms before each wait until a handler runs",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         time.sleep(SPIN_PAUSE)
 

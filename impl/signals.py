@@ -226,7 +226,8 @@ def _pipe_capacity(fd: int) -> int:
     the least POSIX allows (a low guess only makes R61's net act more often)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
-            return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+            size = int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+            return size  # not `return int(...)`: MainLoop._iterate says why
     return select.PIPE_BUF
 
 

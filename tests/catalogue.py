@@ -39,7 +39,7 @@ class Variant:
 
 def _patched(method: Callable[..., Any], *edits: tuple[str, str]) -> Callable[..., Any]:
     """`method` recompiled from its own source with each `old` replaced by `new`: a bug planted
-    inside a body that has no hook (the dispatch walk is inline in MainLoop._iterate). Each
+    inside a body that has no hook (the dispatch walk is inline in MainLoop._iterations). Each
     `old` must occur exactly once, so a change to impl/loop.py that moves the code fails here
     loudly instead of planting nothing."""
     src = textwrap.dedent(inspect.getsource(method))
@@ -64,8 +64,8 @@ class CallsDeletedHandler(MainLoop):
     catalogue touches a private of the loop, and it is a method's source, not a field: the
     walk's body has no seam, on purpose)."""
 
-    _iterate = _patched(
-        MainLoop._iterate,
+    _iterations = _patched(
+        MainLoop._iterations,
         ("if not rec.deleted and not rec.stale:", "if not rec.stale:"),
         ("if not rec.deleted:\n", "if True:\n"),
     )

@@ -489,7 +489,7 @@ def run_before_wait(loop: MainLoop, action: Callable[[], object]) -> contextlib.
     still says it is not waiting (impl/loop.py)."""
     import iohandler.impl.loop as loop_module
 
-    return run_before(loop_module, "MainLoop._iterate", "wait = poller.wait_once or poller.wait", action)
+    return run_before(loop_module, "MainLoop._iterations", "wait = poller.wait_once or poller.wait", action)
 
 
 # --------------------- 12: check_fds() from another thread during a long wait (R35, R39)

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+import iohandler.impl.context
 import iohandler.impl.kernel
 import iohandler.impl.loop
 import iohandler.impl.pollers
@@ -41,6 +43,7 @@ from tests.support import add_stats, kernel_registrations, lock_is_free
 _IMPL_FILES = frozenset(
     m.__file__
     for m in (
+        iohandler.impl.context,
         iohandler.impl.loop,
         iohandler.impl.registry,
         iohandler.impl.signals,
@@ -332,3 +335,113 @@ def run_with_wait(injector: Injector, loop: MainLoop) -> BaseException | None:
         sys.settrace(None)
         gc.enable()
     return None
+
+
+# ------------------------------------------------------------------- the AioContext (R47, R46)
+
+
+def _context_scene(poller: str) -> tuple[Scene, Any]:
+    """A scheduled BH, a ready context fd and a due context timer, beside a ready record."""
+    scene = Scene(MainLoop(poller))
+    loop = scene.loop
+    rec, rec_peer = scene.pair()
+    cfd, cfd_peer = scene.pair()
+    loop.set_fd_handler(rec, scene.reader("record"), opaque=rec)
+    loop.context.set_fd_handler(cfd, scene.reader("ctxfd"), None, opaque=cfd)
+    loop.main_loop_wait(nonblocking=True)  # both in the kernel set
+    bh = loop.bh_new(scene.counter("bh"))
+    bh.schedule()
+    loop.context.call_later(0, scene.counter("ctxtimer"))
+    rec_peer.send(b"x")
+    cfd_peer.send(b"x")
+    scene.expected = frozenset({"record", "ctxfd", "bh", "ctxtimer"})
+    return scene, bh
+
+
+def _check_context_after(scene: Scene, where: str, exc: BaseException | None) -> None:
+    loop = scene.loop
+    if exc is not None and not isinstance(exc, KeyboardInterrupt):
+        raise AssertionError(f"{where}: the planted exception was replaced by {exc!r}") from exc
+    assert lock_is_free(loop), f"{where}: the lock is still held"
+    snap = loop.snapshot()
+    assert not (snap.running or snap.waiting), f"{where}: state left {snap}"
+    for _ in range(4):
+        if scene.expected <= scene.calls.keys():
+            break
+        loop.main_loop_wait(nonblocking=True)
+    missing = scene.expected - scene.calls.keys()
+    assert not missing, f"{where}: never called afterwards: {sorted(missing)} ({scene.calls})"
+    assert scene.calls["bh"] == 1 and scene.calls["ctxtimer"] == 1, f"{where}: ran {scene.calls}"
+    # R45: the context is not left "dispatching", which would swallow a notify made on the
+    # loop's thread with the lock held: the next wait would sleep its whole timeout.
+    with loop.lock:
+        loop.notify()
+    t0 = time.monotonic()
+    assert loop.main_loop_wait(timeout=5.0) > 0 and time.monotonic() - t0 < 2.5, f"{where}: notify lost"
+
+
+@pytest.mark.parametrize("poller", ["epoll", "poll", "selectors"])
+def test_r35_interrupt_in_the_context_s_dispatch_leaves_it_usable(poller: str) -> None:
+    """R35 and R47: an interrupt at every opportunity of an iteration that runs a BH, a context
+    fd handler and a context timer: afterwards the lock is free, the loop neither running nor
+    the context dispatching, and each ran exactly once (the BH and the timer) or afterwards."""
+    n = 0
+    while True:
+        n += 1
+        scene, _bh = _context_scene(poller)
+        try:
+            injector = Injector(n)
+            exc = run_with(injector, scene.loop)
+            _check_context_after(scene, f"planted at opcode {n}", exc)
+        finally:
+            scene.close()
+        if not injector.fired:
+            break
+    assert n > 50  # the trace does see the context's work
+
+
+def _run_blocking_poll(injector: Injector, loop: MainLoop) -> BaseException | None:
+    gc.collect()
+    gc.disable()
+    sys.settrace(injector)
+    try:
+        loop.context.poll(blocking=True)
+    except BaseException as e:
+        return e
+    finally:
+        sys.settrace(None)
+        gc.enable()
+    return None
+
+
+@pytest.mark.parametrize("poller", ["epoll", "poll", "selectors"])
+def test_r35_interrupt_in_a_blocking_context_poll_leaves_the_lock_free(poller: str) -> None:
+    """R35 and R46: a top-level blocking `context.poll()` releases the loop's lock for its wait
+    and takes it back; an interrupt at every opportunity leaves the lock free and the context
+    usable (a planted exception as its poll returned once kept the lock released, then held)."""
+    n = 0
+    while True:
+        n += 1
+        scene = Scene(MainLoop(poller))
+        try:
+            cfd, cfd_peer = scene.pair()
+            scene.loop.context.set_fd_handler(cfd, scene.reader("ctxfd"), None, opaque=cfd)
+            cfd_peer.send(b"x")
+            injector = Injector(n)
+            exc = _run_blocking_poll(injector, scene.loop)
+            where = f"planted at opcode {n}"
+            if exc is not None and not isinstance(exc, KeyboardInterrupt):
+                raise AssertionError(f"{where}: the planted exception was replaced by {exc!r}") from exc
+            assert lock_is_free(scene.loop), f"{where}: the lock is still held"
+            snap = scene.loop.snapshot()
+            assert not (snap.running or snap.waiting), f"{where}: state left {snap}"
+            for _ in range(3):
+                if "ctxfd" in scene.calls:
+                    break
+                scene.loop.context.poll()
+            assert "ctxfd" in scene.calls, f"{where}: the context handler never ran afterwards"
+        finally:
+            scene.close()
+        if not injector.fired:
+            break
+    assert n > 20
