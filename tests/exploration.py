@@ -544,8 +544,9 @@ def successors(scope: Scope, state: State) -> list[Edge]:
 
 def scopes(large: bool) -> list[Scope]:
     """The closures the suite runs (tests/test_exhaustive.py; `large` for `make verify`): the
-    fd-handler scopes and the signal fd's. The context's (`exhaustive.context_scopes`) has its
-    own test (tests/test_exhaustive_context.py)."""
+    fd-handler scopes and the signal fd's (R60, R61, R63: its handler drains it or, deleting
+    itself, raises it again). The context's (`exhaustive.context_scopes`) has its own test
+    (tests/test_exhaustive_context.py)."""
     return [*exhaustive.fd_scopes(large), exhaustive.signal_scope(large)]
 
 

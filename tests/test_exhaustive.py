@@ -96,7 +96,7 @@ def test_the_forked_workers_run_the_checked_step(monkeypatch: pytest.MonkeyPatch
 
     def step(scope: exhaustive.Scope, world: World, action: Action) -> World | None:
         if os.getpid() != parent:
-            raise Violation("R1: raised in a worker")
+            raise Violation("raised in a worker")  # no rule id: a planted failure, checks no rule
         return step_checked(scope, world, action)
 
     monkeypatch.setattr(exhaustive, "PARALLEL_FROM", 1)  # every layer goes to the pool
