@@ -8,16 +8,20 @@ once (`covering_walks`), each walk a vector whose expected trace is the model's.
 passes them all has, within the configuration's bounds, the model's trace on every reachable
 transition (SPEC.md, "Exhaustive conformance").
 
-The search is generic over the model's steps: a step is whatever `model.iterate.step` takes, and
-`explore` takes the successor function as an argument, so the test suite's closure
-(tests/exploration.py) runs the same search with its invariant checks in each step.
+This is the project's one closure search. It is generic over the model's steps: a step is
+whatever `model.iterate.step` takes, and `explore` takes the step function as an argument
+(`StepFn`), so the test suite's closures (tests/exploration.py) run this same search with its
+invariant checks in each step, over the same scopes: the fd-handler ones (`fd_scopes`), the
+signal fd's (`signal_scope`) and the context's (`context_scopes`, format v3).
 
 * the scope (`Scope`): fds, gates, scripts (data), optional gate scripts (R22), the alphabet of
-  steps, and an optional symmetry: two fds of one kind that are interchangeable once the
-  scripts naming them are swapped too (checked, not assumed: `Scope.check_symmetry`);
+  steps, the BHs of the initial state (format v3), and an optional symmetry: two fds of one
+  kind that are interchangeable once the scripts naming them are swapped too (checked, not
+  assumed: `Scope.check_symmetry`);
 * the state encoding (`encode`/`decode`): a World as nested tuples of str/int/bool, compact to
-  hash and cheap to send between processes; `canonical` picks the smaller of a state and its
-  mirror image under the symmetry;
+  hash and cheap to send between processes, with the context as a fifth part when it is not
+  empty (`encode_ctx`); `canonical` picks the smaller of a state and its mirror image under the
+  symmetry;
 * the search (`explore`): breadth first until no new state appears, over one or two processes;
 * the walks (`covering_walks`) and their replay through the runner (`run_exhaustive`).
 """
@@ -35,15 +39,23 @@ from pathlib import Path
 from typing import TypeAlias
 
 import iohandler.model.iterate as model_iterate
+from iohandler.model import bh as model_bh
 from iohandler.model import env as model_env
-from iohandler.model.state import FdState, Loop, Record, Table, World
+from iohandler.model.state import Bh, Context, CtxNode, FdState, Loop, Record, Table, World
 from iohandler.specs.runner import Outcome, run_conformance
 from iohandler.specs.vector import (
     Action,
+    BhCancel,
+    BhDelete,
+    BhSchedule,
+    BhScheduleIdle,
+    CtxPoll,
+    CtxSet,
     Drain,
     Hangup,
     Iterate,
     Notify,
+    Raise,
     ScriptAction,
     Send,
     Set,
@@ -69,6 +81,7 @@ class Scope:
     swap_fds: Mapping[str, str] = field(default_factory=dict)
     swap_scripts: Mapping[str, str] = field(default_factory=dict)
     max_depth: int = 200  # the step bound: the search must close before it
+    bhs: tuple[tuple[str, str], ...] = ()  # format v3: BHs (name, script) the initial state has, oldest first
 
     def describe(self) -> str:
         fds = ", ".join(f"{f}:{k}" for f, k in self.fds.items())
@@ -96,6 +109,8 @@ class Scope:
                 return Drain(f.get(fd, fd))
             case Hangup(fd):
                 return Hangup(f.get(fd, fd))
+            case Raise(fd):
+                return Raise(f.get(fd, fd))
             case Iterate(during):
                 return Iterate(tuple(self.mirror_script_action(x) for x in during))
         return a
@@ -126,33 +141,71 @@ class Scope:
 # ------------------------------------------------------------------------ the state encoding
 
 # (records, wakeup, env, gates); a record is (fd, read, write, gate, poll_index, deleted),
-# an fd state (fd, kind, pending, hung_up), a gate (name, value).
+# an fd state (fd, kind, pending, hung_up), a gate (name, value). A world with a context (format
+# v3 scopes) has a fifth part, the context (`encode_ctx`).
 RecordT: TypeAlias = tuple[str, str | None, str | None, str | None, int, bool]
 FdT: TypeAlias = tuple[str, str, bool, bool]
 State: TypeAlias = tuple[tuple[RecordT, ...], bool, tuple[FdT, ...], tuple[tuple[str, bool], ...]]
+CtxT: TypeAlias = tuple[object, ...]
 
 
 def encode(w: World) -> State:
-    return (
+    s = (
         tuple((r.fd, r.read, r.write, r.gate, r.poll_index, r.deleted) for r in w.loop.records),
         w.loop.wakeup,
         tuple((fd, s.kind, s.pending, s.hung_up) for fd, s in w.env.pairs),
         w.gates.pairs,
     )
+    if w.ctx == Context():
+        return s
+    return (*s, encode_ctx(w.ctx))  # type: ignore[return-value]  # the v3 scopes' five-part state
+
+
+def encode_ctx(ctx: Context) -> CtxT:
+    """The context with its idents renumbered by age (BHs 0.., then nodes): the model compares
+    idents only for equality and draws new ones above all, so the renaming loses nothing and
+    keeps the state space finite."""
+    nb, nn = len(ctx.bhs), len(ctx.nodes)
+    bh_ident = {b.ident: nb - 1 - i for i, b in enumerate(ctx.bhs)}
+    return (
+        tuple((b.name, b.script, b.scheduled, b.idle, b.deleted, b.freed) for b in ctx.bhs),
+        tuple(sorted((name, bh_ident[i]) for name, i in ctx.names.pairs)),
+        ctx.walking_bh,
+        tuple((n.fd, n.read, n.write, n.revents, n.deleted) for n in ctx.nodes),
+        ctx.walking_handlers, ctx.notifier_revents, ctx.dispatching, nn,  # nn: a check on decode's count
+    )
+
+
+def decode_ctx(c: CtxT) -> Context:
+    bhs, names, walking_bh, nodes, walking_handlers, notifier_revents, dispatching, _ = c
+    assert isinstance(bhs, tuple) and isinstance(nodes, tuple) and isinstance(names, tuple)
+    nb = len(bhs)
+    return Context(
+        bhs=tuple(Bh(nb - 1 - i, *b) for i, b in enumerate(bhs)),
+        names=Table(names),
+        walking_bh=walking_bh,  # type: ignore[arg-type]
+        nodes=tuple(CtxNode(nb + len(nodes) - 1 - i, *n) for i, n in enumerate(nodes)),
+        walking_handlers=walking_handlers,  # type: ignore[arg-type]
+        notifier_revents=notifier_revents,  # type: ignore[arg-type]
+        dispatching=dispatching,  # type: ignore[arg-type]
+        next_ident=nb + len(nodes),
+    )
 
 
 def decode(s: State) -> World:
-    records, wakeup, env, gates = s
+    records, wakeup, env, gates = s[:4]
+    ctx: tuple[CtxT, ...] = tuple(s[4:])  # the v3 scopes' fifth part
     return World(
         Loop(tuple(Record(*r) for r in records), wakeup),
         Table(tuple((fd, FdState(kind, pending, hung)) for fd, kind, pending, hung in env)),
         Table(gates),
+        decode_ctx(ctx[0]) if ctx else Context(),
     )
 
 
 def mirror(scope: Scope, s: State) -> State:
     f, sc = scope.swap_fds, scope.swap_scripts
-    records, wakeup, env, gates = s
+    records, wakeup, env, gates = s[:4]  # the v3 scopes have no symmetry
 
     def n(x: str | None) -> str | None:
         return None if x is None else sc.get(x, x)
@@ -167,7 +220,7 @@ def mirror(scope: Scope, s: State) -> State:
 
 def _key(s: State) -> tuple[object, ...]:
     # None sorts before any name: a total order on states.
-    records, wakeup, env, gates = s
+    records, wakeup, env, gates = s[:4]
     return (tuple((fd, r or "", w or "", g or "", i, d) for fd, r, w, g, i, d in records), wakeup, env, gates)
 
 
@@ -177,7 +230,6 @@ def canonical(scope: Scope, s: State) -> tuple[State, bool]:
         return s, False
     m = mirror(scope, s)
     return (m, True) if _key(m) < _key(s) else (s, False)
-
 
 
 # ---------------------------------------------------------------------- the successor function
@@ -285,6 +337,8 @@ def _expand(chunk: list[State]) -> list[list[Edge]]:
 def initial_state(scope: Scope) -> State:
     w = World(Loop(), Table(tuple(sorted((fd, FdState(k)) for fd, k in scope.fds.items()))),
               Table(tuple(sorted(scope.gates.items()))))
+    for name, script in scope.bhs:
+        w = w.with_ctx(model_bh.bh_new(w.ctx, name, script))
     return canonical(scope, encode(w))[0]
 
 
@@ -386,10 +440,10 @@ def _alphabet(large: bool) -> tuple[Action, ...]:
     return tuple(a)
 
 
-def scopes(large: bool) -> list[Scope]:
-    """The configurations the closure runs: `large` for `make verify`, the other for CI (the
-    same fds and scripts, fewer steps: gates are then toggled by scripts only). A fourth fd
-    (a pipe's read end) multiplied the states past what `make verify` affords."""
+def fd_scopes(large: bool) -> list[Scope]:
+    """The fd-handler closures: `large` for `make verify`, the other for CI (the same fds and
+    scripts, fewer steps: gates are then toggled by scripts only). A fourth fd (a pipe's read
+    end) multiplied the states past what `make verify` affords."""
     fds = {"s": "socket", "t": "socket", "q": "pipe-write"}
     suffix = "-large" if large else ""
     alphabet = _alphabet(large)
@@ -398,19 +452,24 @@ def scopes(large: bool) -> list[Scope]:
     gated = Scope("gate-scripts" + suffix, fds, {"g": True}, SCRIPTS,
                   (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
                   gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
+    return [base, gated]
+
+
+def scopes(large: bool) -> list[Scope]:
+    """The configurations `conform --exhaustive` runs: the fd-handler closures and a small one."""
     # A small one the test suite replays whole: a gate that deletes the record it is consulted
     # for (R4, R22: the record keeps its handlers, so fill still asks OUT|ERR for its writer)
     # and registers s again (R7 during fill: this iteration's poll returns); a reader that drops its
     # own writer (R18) and registers q's (R13: a notify during the walk); a gate closed while the
     # loop waits (R9); list order against fd order (R15).
-    small = Scope("small" + suffix, {"s": "socket", "q": "pipe-write"}, {"g": True},
+    small = Scope("small" + ("-large" if large else ""), {"s": "socket", "q": "pipe-write"}, {"g": True},
                   {"n": (), "gd": (Set("q", None, None, None), Set("s", "n", None, "g")),
                    "rs": (Set("s", "rs", None, None), Set("q", None, "n", None))},
                   (Set("q", "n", "n", "g"), Set("q", None, "n", None), Set("q", None, None, None),
                    Set("s", "n", None, "g"), Set("s", "rs", "n", None), Set("s", None, None, None), Send("s"),
                    SetGate("g", True), Iterate(), Iterate((SetGate("g", False),))),
                   gate_runs={"g": "gd"})
-    return [base, gated, small]
+    return [*fd_scopes(large), small]
 
 
 def scope_named(name: str, *, large: bool | None = None) -> Scope:
@@ -419,6 +478,58 @@ def scope_named(name: str, *, large: bool | None = None) -> Scope:
     if name not in found:
         raise ValueError(f"config must be one of {', '.join(found)}, got {name!r}")
     return found[name]
+
+
+# The signal scope (SPEC R60, R61, R63): the two sockets and a signal fd x (format v3), whose
+# handler drains it or, deleting itself, raises it again; raises come as steps, from a socket's
+# script and during the wait.
+SIGNAL_SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
+    "n": (),
+    "ks": (Set("t", None, None, None), Drain("s"), Raise("x")),  # deletes t, raises x
+    "kt": (Set("s", None, None, None), Drain("t"), Raise("x")),
+    "dx": (Drain("x"),),  # the signal record's handler: reads the pending signal
+    "ox": (Set("x", None, None, None), Raise("x")),  # deletes its own record, raises again
+}
+
+
+def signal_scope(large: bool) -> Scope:
+    a: list[Action] = []
+    for x in ("s", "t"):
+        a += [Set(x, "k" + x, None, None), Set(x, None, None, None), Send(x)]
+    a += [Set("x", "dx", None, None), Set("x", "ox", None, None), Raise("x"), Iterate(), Iterate((Raise("x"),))]
+    if large:
+        a += [Set("x", None, None, None), Drain("x")]
+    return Scope("signals" + ("-large" if large else ""), {"s": "socket", "t": "socket", "x": "signal"}, {},
+                 SIGNAL_SCRIPTS, tuple(a), swap_fds=SWAP_FDS, swap_scripts={"ks": "kt", "kt": "ks"})
+
+
+# ------------------------------------------------------------------- the context's scope (v3)
+# BHs p and q (q the newer, so walked first) and the context's fd x (a pipe's read end) beside
+# the socket s of the fd-handler list. p's callback schedules q (already passed: next walk) and
+# notifies (skipped: dispatching); q's drains x, schedules p and polls the context (a nested
+# walk that runs p); x's read handler deletes and re-adds its own node (a new node, behind the
+# walk) and schedules p, or (dx) only drains x; s's write handler drops itself, schedules q (a notify) and polls the
+# context (a nested aio_poll outside any walk, which consumes that notify).
+
+CTX_SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
+    "sp": (BhSchedule("q"), Notify()),
+    "sq": (Drain("x"), BhSchedule("p"), CtxPoll()),
+    "rx": (Drain("x"), CtxSet("x", None, None), CtxSet("x", "rx", None), BhSchedule("p")),
+    "ws": (Set("s", None, None, None), BhSchedule("q"), CtxPoll()),
+    "dx": (Drain("x"),),
+}
+
+
+def context_scopes() -> list[Scope]:
+    """The context's closure (format v3): 2 BHs and one context fd beside a record's socket."""
+    alphabet: tuple[Action, ...] = (
+        BhSchedule("p"), BhScheduleIdle("p"), BhCancel("p"), BhDelete("p"), BhSchedule("q"),
+        CtxSet("x", "rx", None), CtxSet("x", "dx", None), CtxSet("x", None, None), Send("x"),
+        Set("s", None, "ws", None),
+        Iterate(), CtxPoll(), Iterate((BhSchedule("q"),)), Notify(),
+    )
+    return [Scope("context", {"s": "socket", "x": "pipe-read"}, {}, CTX_SCRIPTS, alphabet,
+                  bhs=(("p", "sp"), ("q", "sq")))]
 
 
 # ------------------------------------------------------------------------------- the walks

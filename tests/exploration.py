@@ -1,27 +1,22 @@
-"""Explicit-state exploration of the model to a fixpoint (a closed state space, as TLC reports).
+"""The test suite's closures: the search of specs/exhaustive.py, every step checked.
 
-* the scope (`Scope`): fds, gates, scripts (data), optional gate scripts (R22), the alphabet of
-  steps, and an optional symmetry: two fds of one kind that are interchangeable once the
-  scripts naming them are swapped too (checked, not assumed: `Scope.check_symmetry`);
-* the state encoding (`encode`/`decode`): a World as nested tuples of str/int/bool, compact to
-  hash and cheap to send between processes; `canonical` picks the smaller of a state and its
-  mirror image under the symmetry;
-* the successor function (`successors`): every action of the alphabet on one state, each step
-  watched by a `Checker` (the model's `Observer`) and checked by the invariants below;
-* the search (`explore`): breadth first until no new state appears, over one or two processes.
+The search itself (scopes, state encoding, symmetry, breadth-first closure over one or two
+processes) is specs/exhaustive.py's, the one `iohandler conform --exhaustive` walks; what is the
+tests' own is here:
 
-Invariants are named functions tagged with their rule (`INVARIANTS`: rule -> what is checked);
-a violation raises `Violation` whose message starts with the rule id.
+* the invariants: named functions tagged with their rule (`INVARIANTS`: rule -> what is
+  checked); a violation raises `Violation` whose message starts with the rule id;
+* the checked step (`step_checked`): one model step watched by a `Checker` (the model's
+  `Observer`) and checked by the invariants, the step function the search is given (`explore`,
+  `successors`);
+* which scopes the suite closes (`scopes`) and their lockstep configuration (`lockstep_config`).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeAlias, TypeVar
+from typing import TypeVar
 
 import iohandler.model.iterate as model_iterate
 from iohandler.model import bh as model_bh
@@ -31,17 +26,15 @@ from iohandler.model.state import (
     HUP,
     READ_EVENTS,
     WRITE_EVENTS,
-    Bh,
-    Context,
-    CtxNode,
     FdState,
     Loop,
     PollSet,
     Record,
-    Table,
     World,
     flag_mask,
 )
+from iohandler.specs import exhaustive
+from iohandler.specs.exhaustive import Closure, Edge, RecordT, Scope, State
 from iohandler.specs.scenarios import Config
 from iohandler.specs.vector import (
     Action,
@@ -72,172 +65,6 @@ from iohandler.specs.vector import (
     Snapshot,
     WriteEvent,
 )
-
-# ------------------------------------------------------------------------------- the scope
-
-
-@dataclass(frozen=True)
-class Scope:
-    name: str
-    fds: Mapping[str, str]  # fd -> kind
-    gates: Mapping[str, bool]
-    scripts: Mapping[str, tuple[ScriptAction, ...]]
-    alphabet: tuple[Action, ...]
-    gate_runs: Mapping[str, str] = field(default_factory=dict)
-    # The symmetry: an involution on fd names and the matching one on script names.
-    swap_fds: Mapping[str, str] = field(default_factory=dict)
-    swap_scripts: Mapping[str, str] = field(default_factory=dict)
-    max_depth: int = 200  # the step bound: the search must close before it
-    bhs: tuple[tuple[str, str], ...] = ()  # format v3: BHs (name, script) the initial state has, oldest first
-
-    def describe(self) -> str:
-        fds = ", ".join(f"{f}:{k}" for f, k in self.fds.items())
-        longest = max((len(s) for s in self.scripts.values()), default=0)
-        text = (f"fds {fds}; gates {', '.join(self.gates)}; {len(self.scripts)} scripts of up to {longest} actions; "
-                f"alphabet of {len(self.alphabet)} steps")
-        if self.gate_runs:
-            text += f"; gate scripts {dict(self.gate_runs)}"
-        if self.swap_fds:
-            text += f"; symmetry {'<->'.join(sorted(self.swap_fds)[:2])}"
-        return text
-
-    def mirror_action(self, a: Action) -> Action:
-        f, s = self.swap_fds, self.swap_scripts
-
-        def sc(name: str | None) -> str | None:
-            return None if name is None else s.get(name, name)
-
-        match a:
-            case Set(fd, read, write, gate):
-                return Set(f.get(fd, fd), sc(read), sc(write), gate)
-            case Send(fd):
-                return Send(f.get(fd, fd))
-            case Drain(fd):
-                return Drain(f.get(fd, fd))
-            case Hangup(fd):
-                return Hangup(f.get(fd, fd))
-            case Raise(fd):
-                return Raise(f.get(fd, fd))
-            case Iterate(during):
-                return Iterate(tuple(self.mirror_script_action(x) for x in during))
-        return a
-
-    def mirror_script_action(self, a: ScriptAction) -> ScriptAction:
-        out = self.mirror_action(a)
-        assert not isinstance(out, Iterate)
-        return out
-
-    def check_symmetry(self) -> None:
-        """The reduction is sound only if mirroring maps the scope onto itself."""
-        f, s = self.swap_fds, self.swap_scripts
-        if not f:
-            return
-        if any(f.get(f[x]) != x for x in f) or any(s.get(s[x]) != x for x in s):
-            raise ValueError(f"swap_fds/swap_scripts of {self.name} must be involutions")
-        if any(self.fds[x] != self.fds[f[x]] for x in f):
-            raise ValueError(f"swap_fds of {self.name} swaps fds of different kinds")
-        for name, body in self.scripts.items():
-            if tuple(self.mirror_script_action(a) for a in body) != self.scripts[s.get(name, name)]:
-                raise ValueError(f"script {name!r} of {self.name} is not mapped onto its mirror")
-        if {self.mirror_action(a) for a in self.alphabet} != set(self.alphabet):
-            raise ValueError(f"the alphabet of {self.name} is not closed under its symmetry")
-        if any(s.get(v, v) != v for v in self.gate_runs.values()):
-            raise ValueError(f"gate scripts of {self.name} must be fixed by the symmetry")
-
-
-# ------------------------------------------------------------------------ the state encoding
-
-# (records, wakeup, env, gates); a record is (fd, read, write, gate, poll_index, deleted),
-# an fd state (fd, kind, pending, hung_up), a gate (name, value). A world with a context (format
-# v3 scopes) has a fifth part, the context (`encode_ctx`).
-RecordT: TypeAlias = tuple[str, str | None, str | None, str | None, int, bool]
-FdT: TypeAlias = tuple[str, str, bool, bool]
-State: TypeAlias = tuple[tuple[RecordT, ...], bool, tuple[FdT, ...], tuple[tuple[str, bool], ...]]
-CtxT: TypeAlias = tuple[object, ...]
-
-
-def encode(w: World) -> State:
-    s = (
-        tuple((r.fd, r.read, r.write, r.gate, r.poll_index, r.deleted) for r in w.loop.records),
-        w.loop.wakeup,
-        tuple((fd, s.kind, s.pending, s.hung_up) for fd, s in w.env.pairs),
-        w.gates.pairs,
-    )
-    if w.ctx == Context():
-        return s
-    return (*s, encode_ctx(w.ctx))  # type: ignore[return-value]  # the v3 scopes' five-part state
-
-
-def encode_ctx(ctx: Context) -> CtxT:
-    """The context with its idents renumbered by age (BHs 0.., then nodes): the model compares
-    idents only for equality and draws new ones above all, so the renaming loses nothing and
-    keeps the state space finite."""
-    nb, nn = len(ctx.bhs), len(ctx.nodes)
-    bh_ident = {b.ident: nb - 1 - i for i, b in enumerate(ctx.bhs)}
-    return (
-        tuple((b.name, b.script, b.scheduled, b.idle, b.deleted, b.freed) for b in ctx.bhs),
-        tuple(sorted((name, bh_ident[i]) for name, i in ctx.names.pairs)),
-        ctx.walking_bh,
-        tuple((n.fd, n.read, n.write, n.revents, n.deleted) for n in ctx.nodes),
-        ctx.walking_handlers, ctx.notifier_revents, ctx.dispatching, nn,  # nn: a check on decode's count
-    )
-
-
-def decode_ctx(c: CtxT) -> Context:
-    bhs, names, walking_bh, nodes, walking_handlers, notifier_revents, dispatching, _ = c
-    assert isinstance(bhs, tuple) and isinstance(nodes, tuple) and isinstance(names, tuple)
-    nb = len(bhs)
-    return Context(
-        bhs=tuple(Bh(nb - 1 - i, *b) for i, b in enumerate(bhs)),
-        names=Table(names),
-        walking_bh=walking_bh,  # type: ignore[arg-type]
-        nodes=tuple(CtxNode(nb + len(nodes) - 1 - i, *n) for i, n in enumerate(nodes)),
-        walking_handlers=walking_handlers,  # type: ignore[arg-type]
-        notifier_revents=notifier_revents,  # type: ignore[arg-type]
-        dispatching=dispatching,  # type: ignore[arg-type]
-        next_ident=nb + len(nodes),
-    )
-
-
-def decode(s: State) -> World:
-    records, wakeup, env, gates = s[:4]
-    ctx: tuple[CtxT, ...] = tuple(s[4:])  # the v3 scopes' fifth part
-    return World(
-        Loop(tuple(Record(*r) for r in records), wakeup),
-        Table(tuple((fd, FdState(kind, pending, hung)) for fd, kind, pending, hung in env)),
-        Table(gates),
-        decode_ctx(ctx[0]) if ctx else Context(),
-    )
-
-
-def mirror(scope: Scope, s: State) -> State:
-    f, sc = scope.swap_fds, scope.swap_scripts
-    records, wakeup, env, gates = s[:4]  # the v3 scopes have no symmetry
-
-    def n(x: str | None) -> str | None:
-        return None if x is None else sc.get(x, x)
-
-    return (
-        tuple((f.get(fd, fd), n(r), n(w), g, i, d) for fd, r, w, g, i, d in records),
-        wakeup,
-        tuple(sorted((f.get(fd, fd), k, p, h) for fd, k, p, h in env)),
-        gates,
-    )
-
-
-def _key(s: State) -> tuple[object, ...]:
-    # None sorts before any name: a total order on states.
-    records, wakeup, env, gates = s[:4]
-    return (tuple((fd, r or "", w or "", g or "", i, d) for fd, r, w, g, i, d in records), wakeup, env, gates)
-
-
-def canonical(scope: Scope, s: State) -> tuple[State, bool]:
-    """The representative of `s`'s class under the symmetry, and whether it is the mirror."""
-    if not scope.swap_fds:
-        return s, False
-    m = mirror(scope, s)
-    return (m, True) if _key(m) < _key(s) else (s, False)
-
 
 # ------------------------------------------------------------------------------ invariants
 
@@ -669,9 +496,7 @@ def _names(mask: int) -> tuple[str, ...]:
     return flag_names(mask)
 
 
-# ---------------------------------------------------------------------- the successor function
-
-Edge: TypeAlias = tuple[int, State, bool]  # action index, canonical successor, mirrored
+# ---------------------------------------------------------------------- the checked step
 
 
 def step_checked(scope: Scope, world: World, action: Action) -> World | None:
@@ -699,251 +524,33 @@ def step_checked(scope: Scope, world: World, action: Action) -> World | None:
     return after
 
 
+def explore(scope: Scope, *, workers: int | None = None, max_depth: int | None = None) -> Closure:
+    """specs/exhaustive.py's search with every step checked: a violation is re-raised as a
+    `Violation`, the rule first, then its depth and shortest action path. The stats name what
+    the steps checked (INVARIANTS). The forked workers run `step_checked` too: the pool is made
+    in `exhaustive.explore`, after this module (and its INVARIANTS) is loaded."""
+    c = exhaustive.explore(scope, step=step_checked, workers=workers, max_depth=max_depth)
+    c.invariants = INVARIANTS
+    return c
+
+
 def successors(scope: Scope, state: State) -> list[Edge]:
-    world = decode(state)
-    out: list[Edge] = []
-    for i, action in enumerate(scope.alphabet):
-        after = step_checked(scope, world, action)
-        if after is not None:
-            canon, mirrored = canonical(scope, encode(after))
-            out.append((i, canon, mirrored))
-    return out
-
-
-# ------------------------------------------------------------------------------- the search
-
-
-@dataclass
-class Closure:
-    scope: Scope
-    closed: bool
-    states: int
-    transitions: int
-    invalid: int
-    diameter: int
-    seconds: float
-    parent: dict[State, tuple[State, int, bool] | None]
-    layers: list[int]
-    valid: dict[State, int] = field(default_factory=dict)  # per state: bit i set if action i is valid
-
-    def path(self, state: State) -> list[Action]:
-        """A concrete action sequence from the initial state to `state` (up to the symmetry)."""
-        links: list[tuple[int, bool]] = []
-        link = self.parent[state]
-        while link is not None:
-            prev, i, m = link
-            links.append((i, m))
-            link = self.parent[prev]
-        out: list[Action] = []
-        flipped = False  # the concrete state is the mirror of the canonical one
-        for i, m in reversed(links):
-            a = self.scope.alphabet[i]
-            out.append(self.scope.mirror_action(a) if flipped else a)
-            flipped ^= m
-        return out
-
-    def flipped(self, state: State) -> bool:
-        """Whether `path(state)` reaches the mirror image of `state` rather than `state`."""
-        flipped = False
-        link = self.parent[state]
-        while link is not None:
-            flipped ^= link[2]
-            link = self.parent[link[0]]
-        return flipped
-
-    def stats(self) -> dict[str, object]:
-        return {"name": self.scope.name, "closed": self.closed, "states": self.states,
-                "transitions": self.transitions, "diameter": self.diameter, "seconds": round(self.seconds, 2),
-                "scope": self.scope.describe(), "invariants": dict(sorted(INVARIANTS.items(), key=_rule_key))}
-
-
-def _rule_key(kv: tuple[str, str]) -> int:
-    return int(kv[0][1:])
-
-
-_SCOPE: list[Scope] = []  # the worker's scope (set by the pool initialiser)
-# Smaller layers are expanded in process: sending states to a worker and back costs more.
-PARALLEL_FROM = 1500
-
-
-def _init(scope: Scope) -> None:
-    _SCOPE[:] = [scope]
-
-
-def _expand(chunk: list[State]) -> list[list[Edge]]:
-    return [successors(_SCOPE[0], s) for s in chunk]
-
-
-def initial_state(scope: Scope) -> State:
-    w = World(Loop(), Table(tuple(sorted((fd, FdState(k)) for fd, k in scope.fds.items()))),
-              Table(tuple(sorted(scope.gates.items()))))
-    for name, script in scope.bhs:
-        w = w.with_ctx(model_bh.bh_new(w.ctx, name, script))
-    return canonical(scope, encode(w))[0]
-
-
-def explore(scope: Scope, *, workers: int | None = None, max_depth: int | None = None,
-            on_violation: Callable[[Violation, Closure, State, int], None] | None = None) -> Closure:
-    """Breadth first until no new state appears (closed) or `max_depth` layers (not closed).
-    A violation is re-raised with the rule first, then its depth and shortest action path."""
-    scope.check_symmetry()
-    bound = scope.max_depth if max_depth is None else max_depth
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1)
-    t0 = time.perf_counter()
-    start = initial_state(scope)
-    parent: dict[State, tuple[State, int, bool] | None] = {start: None}
-    closure = Closure(scope, False, 0, 0, 0, 0, 0.0, parent, [1])
-    frontier = [start]
-    pool = multiprocessing.get_context("fork").Pool(workers, _init, (scope,)) if workers > 1 else None
-    try:
-        depth = 0
-        while frontier and depth < bound:
-            expanded = _expand_all(scope, frontier, pool, closure, depth)
-            nxt: list[State] = []
-            for state, edges in zip(frontier, expanded, strict=True):
-                closure.transitions += len(edges)
-                closure.invalid += len(scope.alphabet) - len(edges)
-                closure.valid[state] = sum(1 << i for i, _, _ in edges)
-                for i, succ, m in edges:
-                    if succ not in parent:
-                        parent[succ] = (state, i, m)
-                        nxt.append(succ)
-            depth += 1
-            if nxt:
-                closure.diameter = depth
-            frontier = nxt
-            closure.layers.append(len(nxt))
-    finally:
-        if pool is not None:
-            pool.terminate()
-    closure.closed = not frontier
-    closure.states = len(parent)
-    closure.seconds = time.perf_counter() - t0
-    return closure
-
-
-def _expand_all(scope: Scope, frontier: list[State], pool: object, closure: Closure, depth: int) -> list[list[Edge]]:
-    try:
-        if pool is None or len(frontier) < PARALLEL_FROM:
-            return [successors(scope, s) for s in frontier]
-        size = max(16, len(frontier) // 64)
-        chunks = [frontier[k : k + size] for k in range(0, len(frontier), size)]
-        return [edges for part in pool.map(_expand, chunks) for edges in part]  # type: ignore[attr-defined]
-    except Violation:
-        # Find the state again, in this process, for the shortest path to it.
-        for s in frontier:
-            for action in scope.alphabet:
-                try:
-                    step_checked(scope, decode(s), action)
-                except Violation as e:
-                    steps = [*closure.path(s), _concrete(closure, s, action)]
-                    raise Violation(f"{e}\n  at depth {depth + 1}: " + "; ".join(map(str, steps))) from None
-        raise
-
-
-def _concrete(closure: Closure, s: State, a: Action) -> Action:
-    return closure.scope.mirror_action(a) if closure.flipped(s) else a
+    """A state's checked transitions (specs/exhaustive.py's `successors` with `step_checked`)."""
+    return exhaustive.successors(scope, state, step_checked)
 
 
 # ------------------------------------------------------------------------------- the scopes
-# Two sockets s and t are interchangeable (the symmetry swaps them and their scripts), so
-# records of one kind interfere; q is a pipe's write end, and the large scope adds p, its read
-# end (four fds). Scripts chain up to three actions: rs registers on t a reader whose script
-# deletes s; gates are toggled from scripts; during_wait acts between fill and poll.
-
-SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
-    "n": (),
-    "ks": (Set("t", None, None, None), Drain("s"), SetGate("g", False)),  # deletes t, closes g
-    "kt": (Set("s", None, None, None), Drain("t"), SetGate("g", False)),
-    # a chain: t gets a reader that deletes s; s's record changes under its own read handler
-    "rs": (Set("t", "kt", None, None), Set("s", "ks", None, "g"), Drain("s")),
-    "rt": (Set("s", "ks", None, None), Set("t", "kt", None, "g"), Drain("t")),
-    "w": (Set("q", None, None, None), SetGate("g", True), Notify()),  # q's writer deletes q, opens g
-    "gs": (Set("q", None, "n", None), SetGate("g", False)),  # gate g's script (R22): q's writer n, closes g
-}
-SWAP_FDS = {"s": "t", "t": "s"}
-SWAP_SCRIPTS = {"ks": "kt", "kt": "ks", "rs": "rt", "rt": "rs"}
-
-
-def _alphabet(large: bool) -> tuple[Action, ...]:
-    a: list[Action] = []
-    for x in ("s", "t"):
-        a += [Set(x, "k" + x, None, "g"), Set(x, "r" + x, "n", None), Set(x, None, None, None), Send(x)]
-    a += [Set("q", None, "w", None), Iterate(), Iterate((Set("q", None, None, None), SetGate("g", False), Notify()))]
-    if large:
-        a += [Set("q", None, None, None), Hangup("q"), SetGate("g", True), Notify(), Snapshot()]
-    return tuple(a)
 
 
 def scopes(large: bool) -> list[Scope]:
-    """The configurations the closure runs: `large` for `make verify`, the other for CI (the
-    same fds and scripts, fewer steps: gates are then toggled by scripts only). A fourth fd
-    (a pipe's read end) multiplied the states past what `make verify` affords."""
-    fds = {"s": "socket", "t": "socket", "q": "pipe-write"}
-    suffix = "-large" if large else ""
-    alphabet = _alphabet(large)
-    base = Scope("fds" + suffix, fds, {"g": True}, {k: v for k, v in SCRIPTS.items() if k != "gs"}, alphabet,
-                 swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
-    gated = Scope("gate-scripts" + suffix, fds, {"g": True}, SCRIPTS,
-                  (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
-                  gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
-    return [base, gated, signal_scope(large)]
-
-
-# The signal scope (SPEC R60, R61, R63): the two sockets and a signal fd x (format v3), whose
-# handler drains it or, deleting itself, raises it again; raises come as steps, from a socket's
-# script and during the wait.
-SIGNAL_SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
-    "n": (),
-    "ks": (Set("t", None, None, None), Drain("s"), Raise("x")),  # deletes t, raises x
-    "kt": (Set("s", None, None, None), Drain("t"), Raise("x")),
-    "dx": (Drain("x"),),  # the signal record's handler: reads the pending signal
-    "ox": (Set("x", None, None, None), Raise("x")),  # deletes its own record, raises again
-}
-
-
-def signal_scope(large: bool) -> Scope:
-    a: list[Action] = []
-    for x in ("s", "t"):
-        a += [Set(x, "k" + x, None, None), Set(x, None, None, None), Send(x)]
-    a += [Set("x", "dx", None, None), Set("x", "ox", None, None), Raise("x"), Iterate(), Iterate((Raise("x"),))]
-    if large:
-        a += [Set("x", None, None, None), Drain("x")]
-    return Scope("signals" + ("-large" if large else ""), {"s": "socket", "t": "socket", "x": "signal"}, {},
-                 SIGNAL_SCRIPTS, tuple(a), swap_fds=SWAP_FDS, swap_scripts={"ks": "kt", "kt": "ks"})
+    """The closures the suite runs (tests/test_exhaustive.py; `large` for `make verify`): the
+    fd-handler scopes and the signal fd's (R60, R61, R63: its handler drains it or, deleting
+    itself, raises it again). The context's (`exhaustive.context_scopes`) has its own test
+    (tests/test_exhaustive_context.py)."""
+    return [*exhaustive.fd_scopes(large), exhaustive.signal_scope(large)]
 
 
 def lockstep_config(scope: Scope) -> Config:
     """The scope as the lockstep harness's Config, to replay closure paths on the real loop."""
     return Config(fds=dict(scope.fds), gates=dict(scope.gates), scripts=dict(scope.scripts),  # type: ignore[arg-type]
                   gate_runs=dict(scope.gate_runs))
-
-
-# ------------------------------------------------------------------- the context's scope (v3)
-# BHs p and q (q the newer, so walked first) and the context's fd x (a pipe's read end) beside
-# the socket s of the fd-handler list. p's callback schedules q (already passed: next walk) and
-# notifies (skipped: dispatching); q's drains x, schedules p and polls the context (a nested
-# walk that runs p); x's read handler deletes and re-adds its own node (a new node, behind the
-# walk) and schedules p, or (dx) only drains x; s's write handler drops itself, schedules q (a notify) and polls the
-# context (a nested aio_poll outside any walk, which consumes that notify).
-
-CTX_SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
-    "sp": (BhSchedule("q"), Notify()),
-    "sq": (Drain("x"), BhSchedule("p"), CtxPoll()),
-    "rx": (Drain("x"), CtxSet("x", None, None), CtxSet("x", "rx", None), BhSchedule("p")),
-    "ws": (Set("s", None, None, None), BhSchedule("q"), CtxPoll()),
-    "dx": (Drain("x"),),
-}
-
-
-def context_scopes() -> list[Scope]:
-    """The context's closure (format v3): 2 BHs and one context fd beside a record's socket."""
-    alphabet: tuple[Action, ...] = (
-        BhSchedule("p"), BhScheduleIdle("p"), BhCancel("p"), BhDelete("p"), BhSchedule("q"),
-        CtxSet("x", "rx", None), CtxSet("x", "dx", None), CtxSet("x", None, None), Send("x"),
-        Set("s", None, "ws", None),
-        Iterate(), CtxPoll(), Iterate((BhSchedule("q"),)), Notify(),
-    )
-    return [Scope("context", {"s": "socket", "x": "pipe-read"}, {}, CTX_SCRIPTS, alphabet,
-                  bhs=(("p", "sp"), ("q", "sq")))]

@@ -130,7 +130,8 @@ import json, pathlib, sys
 sys.path.insert(0, sys.argv[1])
 import iohandler.model
 assert pathlib.Path(iohandler.model.__file__).parent == pathlib.Path(sys.argv[1]) / "iohandler" / "model"
-from tests.exploration import Violation, context_scopes, explore, scopes
+from iohandler.specs.exhaustive import context_scopes
+from tests.exploration import Violation, explore, scopes
 scope = {s.name: s for s in [*scopes(False), *context_scopes()]}[sys.argv[2]]
 try:
     c = explore(scope, workers=1)

@@ -18,8 +18,9 @@ import os
 import pytest
 from hypothesis import settings
 
+from iohandler.specs.exhaustive import Closure
 from tests.catalogue import LEAKED, VARIANTS, Variant
-from tests.exploration import Closure, explore, lockstep_config, scopes
+from tests.exploration import explore, lockstep_config, scopes
 from tests.harness import (
     CheckFailed,
     budget,

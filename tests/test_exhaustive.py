@@ -1,4 +1,5 @@
-"""The model's state space, closed: explicit-state exploration to a fixpoint (tests/exploration.py).
+"""The model's state space, closed: explicit-state exploration to a fixpoint (specs/exhaustive.py's
+search, every step checked by tests/exploration.py).
 
 Per configuration the search runs breadth first until no new state appears; a configuration
 that does not close within its step bound fails. Every state and transition is checked by the
@@ -23,8 +24,9 @@ import pytest
 
 from iohandler.impl import POLLERS
 from iohandler.model.state import READ_EVENTS, WRITE_EVENTS
+from iohandler.specs.exhaustive import Closure, State, canonical
 from iohandler.specs.vector import Action, GateEvent, Hangup, Iterate, Send, Set
-from tests.exploration import Closure, State, canonical, explore, lockstep_config, scopes, successors
+from tests.exploration import Violation, explore, lockstep_config, scopes, step_checked, successors
 from tests.harness import CONFIG, budget, replay, write_stats
 
 LARGE = os.environ.get("IOHANDLER_EXPLORE") == "large"
@@ -81,6 +83,25 @@ def test_symmetry_reduction_is_sound() -> None:
     reduced = explore(scope, workers=1, max_depth=depth)
     assert {canonical(scope, s)[0] for s in full.parent} == set(reduced.parent)
     assert len(reduced.parent) < len(full.parent)  # it does reduce
+
+
+def test_the_forked_workers_run_the_checked_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search is specs/exhaustive.py's; its forked pool workers must run the step the suite
+    passes in (`step_checked`), not the model's bare step: a violation only a worker raises
+    comes back from the pool."""
+    import iohandler.specs.exhaustive as exhaustive
+    from iohandler.model.state import World
+
+    parent = os.getpid()
+
+    def step(scope: exhaustive.Scope, world: World, action: Action) -> World | None:
+        if os.getpid() != parent:
+            raise Violation("raised in a worker")  # no rule id: a planted failure, checks no rule
+        return step_checked(scope, world, action)
+
+    monkeypatch.setattr(exhaustive, "PARALLEL_FROM", 1)  # every layer goes to the pool
+    with pytest.raises(Violation, match="raised in a worker"):
+        exhaustive.explore(next(iter(SCOPES.values())), step=step, workers=2, max_depth=2)
 
 
 # ------------------------------------------------------------ the closure on the real loop

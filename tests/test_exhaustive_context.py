@@ -1,5 +1,5 @@
 """The context's state space (format v3, SPEC R42 on), closed: 2 bottom halves and one context
-fd beside a record's socket (tests/exploration.py `context_scopes`), every state and transition
+fd beside a record's socket (specs/exhaustive.py `context_scopes`), every state and transition
 checked by the invariants (R42-R49 among them), nested aio_poll from a BH callback and from an
 fd handler included. `make verify` runs it with the other closures (specs/verify.py).
 
@@ -9,8 +9,9 @@ Stats: $IOHANDLER_STATS_DIR/exploration-context.json, as test_exhaustive.py writ
 from __future__ import annotations
 
 from iohandler.model.state import Context
+from iohandler.specs.exhaustive import context_scopes, decode, encode
 from iohandler.specs.vector import BhEvent, CtxPoll, CtxReadEvent, Iterate
-from tests.exploration import INVARIANTS, context_scopes, decode, encode, explore, step_checked
+from tests.exploration import INVARIANTS, explore, step_checked
 from tests.harness import write_stats
 
 
