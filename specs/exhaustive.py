@@ -125,6 +125,11 @@ class Scope:
         f, s = self.swap_fds, self.swap_scripts
         if not f:
             return
+        context_actions = (BhSchedule, BhScheduleIdle, BhCancel, BhDelete, CtxSet, CtxPoll)
+        if self.bhs or any(isinstance(a, context_actions) for a in self.alphabet):
+            # mirror() and _key() look at the fd-handler parts only: the context would be
+            # reduced wrongly.
+            raise ValueError(f"{self.name}: a symmetry is not supported with the context (format v3)")
         if any(f.get(f[x]) != x for x in f) or any(s.get(s[x]) != x for x in s):
             raise ValueError(f"swap_fds/swap_scripts of {self.name} must be involutions")
         if any(self.fds[x] != self.fds[f[x]] for x in f):

@@ -73,6 +73,18 @@ def test_an_asymmetric_scope_is_refused() -> None:
         explore(replace(scope, scripts={**scope.scripts, "ks": ()}), workers=1, max_depth=1)
 
 
+def test_a_symmetry_with_the_context_is_refused() -> None:
+    """mirror() and the state key look at the fd-handler parts only: a context scope with a
+    symmetry would be reduced wrongly, so it is refused before the search."""
+    from iohandler.specs.exhaustive import context_scopes
+
+    ctx = context_scopes()[0]
+    swapped = replace(ctx, fds={**ctx.fds, "t": "socket"}, swap_fds={"s": "t", "t": "s"},
+                      alphabet=(*ctx.alphabet, Set("t", None, "ws", None)))
+    with pytest.raises(ValueError, match="not supported with the context"):
+        explore(swapped, workers=1, max_depth=1)
+
+
 def test_symmetry_reduction_is_sound() -> None:
     """Within a depth, the reduced search finds exactly the classes of the states the unreduced
     search finds (mirroring preserves distances, so BFS layers agree)."""
