@@ -57,11 +57,20 @@ def child(name: str, k: int, events: int) -> None:
 def instructions(name: str, k: int, events: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
-            sys.executable, "-m", "bench.icount", "--child", name, str(k), str(events),
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={tmp}/out",
+            sys.executable,
+            "-m",
+            "bench.icount",
+            "--child",
+            name,
+            str(k),
+            str(events),
         ]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                              cwd=Path(__file__).resolve().parent.parent)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent
+        )
     m = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or m is None:
         raise RuntimeError(f"{name} K={k} under callgrind failed:\n{done.stderr[-2000:]}")

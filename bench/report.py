@@ -114,8 +114,7 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
                 if n == "impl/epoll" and ("dispatch", k, CHECKED_FLOOR) in cells:
                     rc = ratio(cells["dispatch", k, n], cells["dispatch", k, CHECKED_FLOOR])
                     rf = ratio(cells["dispatch", k, CHECKED_FLOOR], cells["dispatch", k, FLOOR])
-                    line += (f" (context, not a target: {rc:.2f}× {CHECKED_FLOOR}, which is itself "
-                             f"{rf:.2f}× floor)")
+                    line += f" (context, not a target: {rc:.2f}× {CHECKED_FLOOR}, which is itself {rf:.2f}× floor)"
                 targets.append(line)
 
     if any(s == "idle" for s, _, _ in cells):
@@ -139,8 +138,10 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
         out.append("")
         if ("idle", hi, "impl/epoll") in cells:
             r = ratio(cells["idle", hi, "impl/epoll"], cells["idle", lo, "impl/epoll"])
-            targets.append(f"Idle scaling, impl/epoll: t({hi:,})/t({lo:,}) = {r:.2f} (target ≤ {TARGET_IDLE}): "
-                           f"{_mark(r <= TARGET_IDLE)}")
+            targets.append(
+                f"Idle scaling, impl/epoll: t({hi:,})/t({lo:,}) = {r:.2f} (target ≤ {TARGET_IDLE}): "
+                f"{_mark(r <= TARGET_IDLE)}"
+            )
 
     if any(s == "churn" for s, _, _ in cells):
         out += [
@@ -165,8 +166,10 @@ def markdown(results: Mapping[str, Any], command: str) -> str:
                 r = ratio(s, cells["churn", p, "bare-selectors"])
                 out.append(f"| {mode} | {n} | {_ns(s)} | {1e9 / typical(s):,.0f} | {r:.2f} |")
                 if n.startswith("impl/"):
-                    targets.append(f"Churn ({mode}), {n}: {r:.2f}× bare selectors (target ≤ {TARGET_CHURN}): "
-                                   f"{_mark(r <= TARGET_CHURN)}")
+                    targets.append(
+                        f"Churn ({mode}), {n}: {r:.2f}× bare selectors (target ≤ {TARGET_CHURN}): "
+                        f"{_mark(r <= TARGET_CHURN)}"
+                    )
         out.append("")
 
     if any(s == "gated" for s, _, _ in cells):
@@ -239,9 +242,16 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     cells = _cells(results)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
     colors = {
-        "bare-epoll": "#444444", "bare-epoll-checked": "#777777", "minimal-checked": "#bcbd22",
-        "bare-selectors": "#999999", "asyncio": "#1f77b4", "uvloop": "#17becf",
-        "impl/epoll": "#d62728", "impl/poll": "#ff7f0e", "impl/selectors": "#e377c2", "seed": "#8c564b",
+        "bare-epoll": "#444444",
+        "bare-epoll-checked": "#777777",
+        "minimal-checked": "#bcbd22",
+        "bare-selectors": "#999999",
+        "asyncio": "#1f77b4",
+        "uvloop": "#17becf",
+        "impl/epoll": "#d62728",
+        "impl/poll": "#ff7f0e",
+        "impl/selectors": "#e377c2",
+        "seed": "#8c564b",
         "impl/epoll-trusted": "#9467bd",
     }
 
@@ -274,8 +284,15 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
             ps = [p for p in params if (section, p, n) in cells]
             meds = [err(cells[section, p, n]) for p in ps]
             xs = [max(p, 1) for p in ps]
-            ax.errorbar(xs, [m for m, _, _ in meds], yerr=[[a for _, a, _ in meds], [b for _, _, b in meds]],
-                        label=n, color=colors.get(n), marker="o", capsize=2)
+            ax.errorbar(
+                xs,
+                [m for m, _, _ in meds],
+                yerr=[[a for _, a, _ in meds], [b for _, _, b in meds]],
+                label=n,
+                color=colors.get(n),
+                marker="o",
+                capsize=2,
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks([max(p, 1) for p in params], [f"{p:,}" for p in params])
@@ -290,8 +307,13 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
         bars(ax, "dispatch", "1. Dispatch: ns per event (lower is better)", "ns / event")
         ax.set_xticks(range(len(_params(cells, "dispatch"))), [f"K={k}" for k in _params(cells, "dispatch")])
     if any(s == "idle" for s, _, _ in cells):
-        lines(axes[0][1], "idle", "2. Idle-fd scaling: ns per event vs N idle fds", "N idle registered fds",
-              "ns / event (log)")
+        lines(
+            axes[0][1],
+            "idle",
+            "2. Idle-fd scaling: ns per event vs N idle fds",
+            "N idle registered fds",
+            "ns / event (log)",
+        )
     if any(s == "churn" for s, _, _ in cells):
         ax = axes[1][0]
         params = _params(cells, "churn")
@@ -310,11 +332,19 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     if any(s == "gated" for s, _, _ in cells):
-        lines(axes[1][1], "gated", "4. Gated records: ns per iteration vs G gates", "G gated records (0 plotted at 1)",
-              "ns / iteration (log)")
+        lines(
+            axes[1][1],
+            "gated",
+            "4. Gated records: ns per iteration vs G gates",
+            "G gated records (0 plotted at 1)",
+            "ns / iteration (log)",
+        )
     meta = results["meta"]
-    fig.suptitle(f"iohandler bench — Python {meta['python']}, {meta['cpu']}, {meta['rounds']} rounds; "
-                 "bars/points: fastest round, whiskers: to the slowest", fontsize=10)
+    fig.suptitle(
+        f"iohandler bench — Python {meta['python']}, {meta['cpu']}, {meta['rounds']} rounds; "
+        "bars/points: fastest round, whiskers: to the slowest",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -59,8 +59,16 @@ def candidates(section: str) -> list[str]:
     uv = ["uvloop"] if have_uvloop() else []
     impls = ["impl/epoll", "impl/poll", "impl/selectors"]
     if section == "dispatch":
-        return ["bare-epoll", "bare-epoll-checked", "minimal-checked", "bare-selectors", "asyncio", *uv,
-                *impls, "impl/epoll-trusted"]
+        return [
+            "bare-epoll",
+            "bare-epoll-checked",
+            "minimal-checked",
+            "bare-selectors",
+            "asyncio",
+            *uv,
+            *impls,
+            "impl/epoll-trusted",
+        ]
     if section == "idle":
         return ["bare-epoll", "bare-selectors", "asyncio", *uv, *impls, "impl/epoll-trusted", "seed"]
     if section == "gated":
@@ -84,8 +92,7 @@ def _round_robin(
         log(f"  round {r + 1}/{rounds} ({time.monotonic() - t0:.1f} s)")
 
 
-def _calibrate(probe: Callable[[int], float], seconds: float, lo: int = 8, hi: int = 2_000_000,
-               fixed: int = 0) -> int:
+def _calibrate(probe: Callable[[int], float], seconds: float, lo: int = 8, hi: int = 2_000_000, fixed: int = 0) -> int:
     """Units for one sample of about `seconds`: probe with doubling sizes until one takes 2 ms."""
     if fixed > 0:
         return fixed
@@ -143,9 +150,12 @@ def run_churn_section(cfg: Config, log: Callable[[str], None]) -> list[Cell]:
     try:
         rows = [(0, name) for name in candidates("churn")]
         rows += [(1, name) for name in ("bare-selectors", "impl/epoll")]
-        counts = {row: _calibrate(functools.partial(_probe_churn, row[1], fds.fds, bool(row[0])), cfg.sample_s,
-                                     fixed=cfg.units)
-                  for row in rows}
+        counts = {
+            row: _calibrate(
+                functools.partial(_probe_churn, row[1], fds.fds, bool(row[0])), cfg.sample_s, fixed=cfg.units
+            )
+            for row in rows
+        }
         cells = [Cell("churn", p, name, "ns/cycle") for p, name in rows]
         log(f"churn: {len(cells)} cells calibrated")
 
@@ -167,8 +177,10 @@ def run_bh_section(cfg: Config, log: Callable[[str], None]) -> list[Cell]:
     """Deferred calls: param 0 on the loop's thread, 1 from another thread, 2 from another thread
     one at a time (bench.workloads)."""
     rows = [(p, name) for p in (0, 1, 2) for name in candidates("bh")]
-    counts = {row: _calibrate(functools.partial(_probe_bh, row[1], row[0]), cfg.sample_s, lo=64, fixed=cfg.units)
-              for row in rows}
+    counts = {
+        row: _calibrate(functools.partial(_probe_bh, row[1], row[0]), cfg.sample_s, lo=64, fixed=cfg.units)
+        for row in rows
+    }
     cells = [Cell("bh", p, name, "ns/call") for p, name in rows]
     log(f"bh: {len(cells)} cells calibrated")
 
@@ -211,8 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--sections", help="comma-separated subset of dispatch,idle,churn,gated,bh")
     ap.add_argument("--out", type=Path, default=RESULTS, help="output directory (default bench/results)")
-    ap.add_argument("--publish", action="store_true", help="also copy the table and plot to bench/RESULTS.md and "
-                    "bench/results.png (the committed copies the README shows)")
+    ap.add_argument(
+        "--publish",
+        action="store_true",
+        help="also copy the table and plot to bench/RESULTS.md and "
+        "bench/results.png (the committed copies the README shows)",
+    )
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     if args.rounds:

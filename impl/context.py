@@ -158,8 +158,12 @@ class BottomHalf:
         self._ctx._has_deleted = True  # after the flag: see AioContext._free_deleted
 
     def __repr__(self) -> str:
-        state = "deleted" if self._deleted else "scheduled idle" if self._scheduled and self._idle else (
-            "scheduled" if self._scheduled else "idle"
+        state = (
+            "deleted"
+            if self._deleted
+            else "scheduled idle"
+            if self._scheduled and self._idle
+            else ("scheduled" if self._scheduled else "idle")
         )
         return f"<BottomHalf {_describe(self._callback)} {state}>"
 
@@ -348,8 +352,9 @@ class AioContext:
                 loop._refuse_own_fd(n)
             if not loop._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
                 raise UnpollableFdError(
-                    n, f"fd {n} is a regular file or directory; the {loop._poller.name} poller "
-                    "cannot poll it (use poller='poll')"
+                    n,
+                    f"fd {n} is a regular file or directory; the {loop._poller.name} poller "
+                    "cannot poll it (use poller='poll')",
                 )
             ident = identity(st)
         with loop._lock:

@@ -396,7 +396,6 @@ class VectorSession:
                 finally:
                     self.during = ()
 
-
     def _bh(self, name: str) -> BottomHalf:
         try:
             return self.bhs[name]

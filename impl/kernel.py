@@ -87,8 +87,15 @@ def is_unknown(ident: tuple[object, ...]) -> bool:
 
 # kcmp's number, where it is known; the probe below checks it on this machine before any use.
 _SYS_KCMP = {
-    "x86_64": 312, "aarch64": 272, "riscv64": 272, "loongarch64": 272,
-    "i386": 349, "i686": 349, "armv7l": 378, "ppc64le": 354, "s390x": 343,
+    "x86_64": 312,
+    "aarch64": 272,
+    "riscv64": 272,
+    "loongarch64": 272,
+    "i386": 349,
+    "i686": 349,
+    "armv7l": 378,
+    "ppc64le": 354,
+    "s390x": 343,
 }
 _KCMP_FILE = 0
 

@@ -260,8 +260,9 @@ class MainLoop:
             self._refuse_own_fd(n)
         if not self._poller.polls_regular_files and stat.S_IFMT(st.st_mode) in _FILE_TYPES:
             raise UnpollableFdError(
-                n, f"fd {n} is a regular file or directory; the {self._poller.name} poller "
-                "cannot poll it (use poller='poll')"
+                n,
+                f"fd {n} is a regular file or directory; the {self._poller.name} poller "
+                "cannot poll it (use poller='poll')",
             )
         with self._lock:
             if self._closed:  # _check_open only when it raises: saves a call
@@ -390,9 +391,7 @@ class MainLoop:
         """Run `callback(*args)` once, after dispatch, in the first iteration `delay` s on."""
         return self._add_timer(check_delay("delay", delay), None, callback, args)
 
-    def call_every(
-        self, interval: float, callback: Callable[..., object], *args: Any
-    ) -> TimerHandle:
+    def call_every(self, interval: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         """Run `callback(*args)` every `interval` s (> 0) until cancelled; no catch-up bursts."""
         iv = check_delay("interval", interval)
         if iv <= 0:
@@ -663,9 +662,7 @@ class MainLoop:
             # bh: the context's dispatch, aio_poll(ctx, false) (R47): BHs, its handlers,
             # its timers, before the fd-handler walk. Its callbacks may have closed the
             # first ready fd, checked above: it is checked again at its turn.
-            if ctx._in_use and (
-                ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap
-            ):
+            if ctx._in_use and (ctx._nodes or ctx._pending or ctx._has_deleted or ctx._timer_heap):
                 called = ctx._loop_poll(woke > 0)
                 if check:
                     first = None
@@ -704,8 +701,10 @@ class MainLoop:
                         # record's read handler ran (it may have closed it: R33).
                         if not rec.deleted:
                             cb = rec.write
-                            if cb is not None and rev & write_events and (
-                                not read_ran or not check or self._recheck(rec)
+                            if (
+                                cb is not None
+                                and rev & write_events
+                                and (not read_ran or not check or self._recheck(rec))
                             ):
                                 try:
                                     if tr is not None:

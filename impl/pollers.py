@@ -300,9 +300,7 @@ class SelectorsPoller(Poller):
         self._suspect = False  # an exception interrupted the selector: its map may be wrong
 
     def modify(self, fd: int, events: int) -> None:
-        mask = (selectors.EVENT_READ if events & IN else 0) | (
-            selectors.EVENT_WRITE if events & OUT else 0
-        )
+        mask = (selectors.EVENT_READ if events & IN else 0) | (selectors.EVENT_WRITE if events & OUT else 0)
         old = self._masks.get(fd, 0)
         if mask == old:
             return

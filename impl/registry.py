@@ -201,8 +201,19 @@ class Registry:
         recs = sorted(held.values(), key=SEQ, reverse=True)
         return tuple(
             RecordView(
-                r.fd, r.seq, r.deleted, r.stale, r.kev, r.renew, getattr(r, "ident", None),
-                r.read, r.write, r.can_read, r.opaque, r in self.dirty, r in self.gated,
+                r.fd,
+                r.seq,
+                r.deleted,
+                r.stale,
+                r.kev,
+                r.renew,
+                getattr(r, "ident", None),
+                r.read,
+                r.write,
+                r.can_read,
+                r.opaque,
+                r in self.dirty,
+                r in self.gated,
             )
             for r in recs
         )

@@ -118,8 +118,10 @@ def aio_poll(world: World, call: Callback, poll: PollFn = env.poll) -> tuple[Wor
     # Every nested aio_poll that can recur runs inside a walk of the context, so the walking
     # counters bound its depth.
     if world.ctx.walking_bh + world.ctx.walking_handlers > MAX_NESTED_POLLS:
-        raise InvalidAction(f"ctx-poll nested more than {MAX_NESTED_POLLS} deep: a callback that polls the "
-                            "context is called again by that poll, without end")
+        raise InvalidAction(
+            f"ctx-poll nested more than {MAX_NESTED_POLLS} deep: a callback that polls the "
+            "context is called again by that poll, without end"
+        )
     was = world.ctx.dispatching
     ctx = replace(world.ctx, dispatching=True)
     polled = [n for n in ctx.nodes if not n.deleted]

@@ -296,7 +296,9 @@ def lemma_fill_is_fold(n: int, k0: int, k1: int, action: int) -> None:
     assert 0 <= n <= 2 and 0 <= k0 <= 4 and 0 <= k1 <= 4 and 0 <= action <= 5
     records = tuple(
         Record(fd, read, write, gate, -1, deleted)
-        for fd, (read, write, gate, deleted) in zip(("b", "c"), [FILL_RECORDS[_pick(k, 5)] for k in (k0, k1)[: _pick(n, 3)]], strict=False)
+        for fd, (read, write, gate, deleted) in zip(
+            ("b", "c"), [FILL_RECORDS[_pick(k, 5)] for k in (k0, k1)[: _pick(n, 3)]], strict=False
+        )
     )
     world = World(Loop(records), Table(), GATES)
     consult = scripted_gate(action)
@@ -398,7 +400,9 @@ def lemma_walk_step(h: int, deleted: bool, slotted: bool, v: int, action: int, p
     if ahead:
         assert out.loop.records[-1] == replace(c, deleted=read_called and _pick(action, 7) == 5)  # R15
     assert fds_unique(out.loop.records)  # R1
-    assert [(e.fd, e.script) for e in events if isinstance(e, ReadEvent | WriteEvent)] == [(fd, s) for fd, s, _ in call.calls]  # R16
+    assert [(e.fd, e.script) for e in events if isinstance(e, ReadEvent | WriteEvent)] == [
+        (fd, s) for fd, s, _ in call.calls
+    ]  # R16
     assert len(events) == len(call.calls)  # R15 R16
 
 
@@ -501,8 +505,9 @@ def bh_step(world: World, ident: int, call: BhScripts) -> tuple[World, bool, tup
     this = found[0]
     if this.deleted or not this.scheduled:
         return world, False, ()
-    ctx = replace(world.ctx, bhs=tuple(replace(x, scheduled=False, idle=False) if x.ident == ident else x
-                                       for x in world.ctx.bhs))
+    ctx = replace(
+        world.ctx, bhs=tuple(replace(x, scheduled=False, idle=False) if x.ident == ident else x for x in world.ctx.bhs)
+    )
     world, out = call(world.with_ctx(ctx), this.script)
     return world, not this.idle, (BhEvent(this.name, this.script), *out)
 
@@ -525,8 +530,9 @@ def _bh_world(flags: tuple[tuple[bool, bool, bool], ...], names: tuple[str, ...]
         for i, (name, (s, i_, d)) in enumerate(zip(names, flags, strict=True))
     )
     names_table = Table(tuple(sorted((x.name, x.ident) for x in bhs)))
-    return World(Loop(), Table(), Table(), Context(bhs=bhs, names=names_table, walking_bh=walking,
-                                                   next_ident=len(names)))
+    return World(
+        Loop(), Table(), Table(), Context(bhs=bhs, names=names_table, walking_bh=walking, next_ident=len(names))
+    )
 
 
 def lemma_bh_step(f: int, action: int, passed: bool, ahead: bool) -> None:
@@ -546,8 +552,9 @@ def lemma_bh_step(f: int, action: int, passed: bool, ahead: bool) -> None:
     assert events == ((BhEvent("b", W),) if called else ())  # R43
     body = BH_ACTIONS[action] if called else ()
     if ahead:
-        assert bh.find(out.ctx, "c") == replace(bh.find(world.ctx, "c"), scheduled=action not in (2, 3) or not called,
-                                                deleted=action == 3 and called)  # R42 R44
+        assert bh.find(out.ctx, "c") == replace(
+            bh.find(world.ctx, "c"), scheduled=action not in (2, 3) or not called, deleted=action == 3 and called
+        )  # R42 R44
     after = bh.find(out.ctx, "b")
     assert after.scheduled == (called and action in (1, 7)) or (not called and b.scheduled)  # R43
     assert after.deleted == (b.deleted or (called and action == 4))  # R44
@@ -612,8 +619,9 @@ class CtxScripts:
 
 
 def _ctx_world(nodes: tuple[CtxNode, ...], walking: int) -> World:
-    return World(Loop(), Table(), Table(), Context(nodes=nodes, walking_handlers=walking, next_ident=3,
-                                                   dispatching=True))
+    return World(
+        Loop(), Table(), Table(), Context(nodes=nodes, walking_handlers=walking, next_ident=3, dispatching=True)
+    )
 
 
 def lemma_ctx_walk_step(h: int, deleted: bool, v: int, action: int, passed: bool, ahead: bool) -> None:
@@ -661,9 +669,15 @@ def _ctx_step_holds(h: int, deleted: bool, v: int, action: int, passed: bool, ah
     assert all(n.revents == 0 for n in kept)  # R49: revents cleared
     if ahead:
         c_after = [n for n in out.ctx.nodes if n.ident == 2]
-        assert c_after == [replace(c, deleted=read_called and action == 4, write=W,
-                                   read=None if read_called and action == 5 else R,
-                                   revents=0 if read_called and action == 4 else IN)]  # R48: flagged, not unlinked
+        assert c_after == [
+            replace(
+                c,
+                deleted=read_called and action == 4,
+                write=W,
+                read=None if read_called and action == 5 else R,
+                revents=0 if read_called and action == 4 else IN,
+            )
+        ]  # R48: flagged, not unlinked
     new = [n.fd for n in out.ctx.nodes if n.ident >= 3]
     assert out.ctx.nodes[: len(new)] == tuple(n for n in out.ctx.nodes if n.ident >= 3)  # R48: at the head
     added = {3: ["b"], 7: [NEW], 5: [] if ahead else ["c"]}.get(action, []) if read_called else []

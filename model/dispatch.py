@@ -28,9 +28,7 @@ from iohandler.specs.vector import Event, ReadEvent, WriteEvent
 Callback = Callable[[World, Fd, ScriptName], tuple[World, tuple[Event, ...]]]
 
 
-def dispatch(
-    world: World, revents: tuple[int, ...], ret: int, call: Callback
-) -> tuple[World, tuple[Event, ...]]:
+def dispatch(world: World, revents: tuple[int, ...], ret: int, call: Callback) -> tuple[World, tuple[Event, ...]]:
     """Walk the list head to tail (newest first), calling handlers and reaping as it passes.
     `revents[i]` belongs to the record whose poll_index is i (the fill set it).
 

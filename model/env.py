@@ -34,8 +34,7 @@ class InvalidAction(Exception):
 
 
 def readiness(fd: FdState) -> int:
-    """R12. What the kernel would report if asked for everything. Contract: lemma_readiness.
-    """
+    """R12. What the kernel would report if asked for everything. Contract: lemma_readiness."""
     if fd.kind == "socket":
         return OUT | (IN | HUP if fd.hung_up else IN if fd.pending else 0)
     if fd.kind == "pipe-read":

@@ -67,7 +67,9 @@ def fill(world: World, consult: Gate = answer_only) -> tuple[World, PollSet, tup
         slot = len(poll_set) if asked else -1
         if asked:
             poll_set.append((fd, asked))
-        world = world.with_loop(replace(world.loop, records=_put(world.loop.records, fd, replace(record, poll_index=slot))))
+        world = world.with_loop(
+            replace(world.loop, records=_put(world.loop.records, fd, replace(record, poll_index=slot)))
+        )
     return world, tuple(poll_set), tuple(events)
 
 

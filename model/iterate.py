@@ -1,8 +1,8 @@
 """One `main_loop_wait`, the actions of a vector, and whole vectors. Scripts are data.
 
-    main_loop_wait(nonblocking):   fill -> the context's fds (glib's query) -> (during_wait) -> poll
-                                   -> the context's dispatch (aio_poll: BH walk, its handler walk)
-                                   -> dispatch (the fd-handler walk) -> timers          (R47)
+main_loop_wait(nonblocking):   fill -> the context's fds (glib's query) -> (during_wait) -> poll
+                               -> the context's dispatch (aio_poll: BH walk, its handler walk)
+                               -> dispatch (the fd-handler walk) -> timers          (R47)
 """
 
 from __future__ import annotations

@@ -33,8 +33,7 @@ def set_fd_handler(
 
 
 def live_records(loop: Loop) -> tuple[Record, ...]:
-    """The records a `snapshot` shows: not deleted, in list order.
-    """
+    """The records a `snapshot` shows: not deleted, in list order."""
     return tuple(r for r in loop.records if not r.deleted)
 
 

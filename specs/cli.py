@@ -1,16 +1,16 @@
 """`iohandler`: the porter's command line.
 
-    iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
-        [--format N] [--no-signals] [--full] [--timeout S] [--fold-hup-err] [-v]
-    iohandler conform --exhaustive --driver CMD [--config NAME ...] [--save DIR]
-                                                 every transition of the model's closed state
-                                                 space, in covering walks (SPEC.md)
-    iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
-        [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S] [--db DIR]
-                                                 generated scenarios, the model as the oracle
-    iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
-    iohandler verify --proofs-from F             rewrite specs/PROOFS.md from a saved report
-    iohandler --version                          the installed distribution's version
+iohandler conform --driver CMD [PATH ...]   replay vectors (default: the bundled ones)
+    [--format N] [--no-signals] [--full] [--timeout S] [--fold-hup-err] [-v]
+iohandler conform --exhaustive --driver CMD [--config NAME ...] [--save DIR]
+                                             every transition of the model's closed state
+                                             space, in covering walks (SPEC.md)
+iohandler fuzz --driver CMD [--examples N] [--seed S] [--save DIR]
+    [--gate-scripts on|off|probe] [--fold-hup-err] [--timeout S] [--db DIR]
+                                             generated scenarios, the model as the oracle
+iohandler verify [--json F] [--proofs P]     the main job: every check, one summary table
+iohandler verify --proofs-from F             rewrite specs/PROOFS.md from a saved report
+iohandler --version                          the installed distribution's version
 """
 
 from __future__ import annotations
@@ -56,7 +56,12 @@ def _conform(args: argparse.Namespace) -> int:
             print(f"FAIL {o.name} ({o.path})\n  {o.detail}", flush=True)
 
     outcomes = run_conformance(
-        args.driver, paths, timeout=args.timeout, report=report, driver_format=args.format, full=args.full,
+        args.driver,
+        paths,
+        timeout=args.timeout,
+        report=report,
+        driver_format=args.format,
+        full=args.full,
         fold=args.fold_hup_err,
         signals=not args.no_signals,
     )
@@ -102,9 +107,16 @@ def _exhaustive(args: argparse.Namespace) -> int:
         return 2
     try:
         configs = list(dict.fromkeys(args.config)) or None  # a repeated name counts once
-        results = run_exhaustive(args.driver, configs, timeout=args.timeout, driver_format=args.format,
-                                 full=args.full, save=args.save, report=lambda text: print(text, flush=True),
-                                 fold=args.fold_hup_err)
+        results = run_exhaustive(
+            args.driver,
+            configs,
+            timeout=args.timeout,
+            driver_format=args.format,
+            full=args.full,
+            save=args.save,
+            report=lambda text: print(text, flush=True),
+            fold=args.fold_hup_err,
+        )
     except ValueError as e:  # an unknown --config
         print(f"iohandler conform: {e}", file=sys.stderr)
         return 2
@@ -126,8 +138,10 @@ def _exhaustive(args: argparse.Namespace) -> int:
     if any(o.fatal for o in outcomes):  # the driver did not start: said once above, as conform does
         return 2
     if not passed and not failed:  # every walk skipped: no verdict, as conform says
-        print(f"iohandler conform: nothing was checked: every walk is in a format newer than --format "
-              f"{args.format}", file=sys.stderr)
+        print(
+            f"iohandler conform: nothing was checked: every walk is in a format newer than --format {args.format}",
+            file=sys.stderr,
+        )
         return 2
     return 1 if failed or not outcomes else 0
 
@@ -138,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     conform = sub.add_parser(
-        "conform", help="replay conformance vectors against a driver",
+        "conform",
+        help="replay conformance vectors against a driver",
         epilog="exit status: 0 every vector passed; 1 a vector failed; 2 a usage error, a missing path, a "
         "driver command that cannot start (reported once) or nothing checked (every vector skipped); 128+N "
         "signal N (SIGINT, SIGTERM, SIGHUP; the driver is killed); 141 stdout closed",
@@ -148,41 +163,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     conform.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
     conform.add_argument("-v", "--verbose", action="store_true", help="also list passing and skipped vectors")
     conform.add_argument(
-        "--format", type=int, choices=range(1, len(FORMATS) + 1), default=len(FORMATS), metavar="N",
-        help=f"newest vector format the driver reads (default {len(FORMATS)}); newer vectors are skipped, "
-        "never passed",
+        "--format",
+        type=int,
+        choices=range(1, len(FORMATS) + 1),
+        default=len(FORMATS),
+        metavar="N",
+        help=f"newest vector format the driver reads (default {len(FORMATS)}); newer vectors are skipped, never passed",
     )
     conform.add_argument("--full", action="store_true", help="on a difference, print both whole traces")
-    conform.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP + "; only for vectors whose "
-                         "expect the model produces")
     conform.add_argument(
-        "--no-signals", action="store_true",
+        "--fold-hup-err", action="store_true", help=FOLD_HELP + "; only for vectors whose expect the model produces"
+    )
+    conform.add_argument(
+        "--no-signals",
+        action="store_true",
         help="the driver cannot raise signals: vectors with a signal fd are skipped, never passed",
     )
-    conform.add_argument("--exhaustive", action="store_true",
-                         help="instead of vector files: walks that take every transition of the model's closed "
-                         "state space (every state reached x every step enabled in it), the expected traces "
-                         "the model's; a failure is cut down to the shortest vector that shows it")
-    conform.add_argument("--config", action="append", default=[], metavar="NAME",
-                         help="with --exhaustive: a configuration to cover (repeatable; default: "
-                         f"{', '.join(_config_names(False))}; larger: {', '.join(_config_names(True))})")
-    conform.add_argument("--save", type=Path, default=None, metavar="DIR",
-                         help="with --exhaustive: write the shortest failing vector into DIR")
+    conform.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="instead of vector files: walks that take every transition of the model's closed "
+        "state space (every state reached x every step enabled in it), the expected traces "
+        "the model's; a failure is cut down to the shortest vector that shows it",
+    )
+    conform.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --exhaustive: a configuration to cover (repeatable; default: "
+        f"{', '.join(_config_names(False))}; larger: {', '.join(_config_names(True))})",
+    )
+    conform.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --exhaustive: write the shortest failing vector into DIR",
+    )
     conform.set_defaults(func=_conform)
 
     verify = sub.add_parser("verify", help="the main job: mypy, ruff, CrossHair, tests, vectors; one summary")
     verify.add_argument("--quick", action="store_true", help="smaller budgets (for a first look)")
     verify.add_argument("--json", type=Path, metavar="FILE", help="write every row and its figures as JSON")
-    verify.add_argument("--proofs", type=Path, metavar="PATH", help="write the proof table here (default in a "
-                        "checkout: specs/PROOFS.md, on full runs)")
-    verify.add_argument("--only", action="append", default=[], metavar="NAME", help="run only the checks whose "
-                        "name contains NAME (repeatable); the proof table is then written only with --proofs")
-    verify.add_argument("--proofs-from", type=Path, metavar="FILE", help="only rewrite the proof table from a "
-                        "saved --json report")
+    verify.add_argument(
+        "--proofs",
+        type=Path,
+        metavar="PATH",
+        help="write the proof table here (default in a checkout: specs/PROOFS.md, on full runs)",
+    )
+    verify.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only the checks whose "
+        "name contains NAME (repeatable); the proof table is then written only with --proofs",
+    )
+    verify.add_argument(
+        "--proofs-from", type=Path, metavar="FILE", help="only rewrite the proof table from a saved --json report"
+    )
     verify.set_defaults(func=_verify)
 
     fuzz = sub.add_parser(
-        "fuzz", help="generated vectors against a driver, the model as the oracle",
+        "fuzz",
+        help="generated vectors against a driver, the model as the oracle",
         epilog="exit status: 0 no mismatch; 1 a mismatch (printed, and saved unless the save failed: then "
         "also an error on stderr), or the driver did not exit 0 at end of input; 2 a usage error or a driver "
         "command that cannot start; 128+N signal N "
@@ -193,16 +238,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     fuzz.add_argument("--seed", type=int, default=None, help="repeat a run exactly (default: a random seed, printed)")
     fuzz.add_argument("--save", default="fuzz-failures", help="folder for a mismatch's vector (default: %(default)s)")
     fuzz.add_argument("--max-steps", type=_positive, default=20, help="steps per vector at most (default: %(default)s)")
-    fuzz.add_argument("--gate-scripts", choices=("on", "off", "probe"), default="probe",
-                      help="generate v2 gate_scripts (R22): on, off, or probe the driver once (default): off "
-                      "only if it refuses the probe or ignores the field; any other wrong answer is a failure")
-    fuzz.add_argument("--no-gate-scripts", action="store_const", const="off", dest="gate_scripts",
-                      help="the same as --gate-scripts off")
+    fuzz.add_argument(
+        "--gate-scripts",
+        choices=("on", "off", "probe"),
+        default="probe",
+        help="generate v2 gate_scripts (R22): on, off, or probe the driver once (default): off "
+        "only if it refuses the probe or ignores the field; any other wrong answer is a failure",
+    )
+    fuzz.add_argument(
+        "--no-gate-scripts",
+        action="store_const",
+        const="off",
+        dest="gate_scripts",
+        help="the same as --gate-scripts off",
+    )
     fuzz.add_argument("--fold-hup-err", action="store_true", help=FOLD_HELP)
     fuzz.add_argument("--timeout", type=_timeout, default=10.0, help=TIMEOUT_HELP)
-    fuzz.add_argument("--db", type=Path, metavar="DIR", help="keep the run's files here: Hypothesis's, and each "
-                      "shrunk vector found, tried first by the next run with this DIR (default: Hypothesis's go to a "
-                      "temporary folder, never the current one)")
+    fuzz.add_argument(
+        "--db",
+        type=Path,
+        metavar="DIR",
+        help="keep the run's files here: Hypothesis's, and each "
+        "shrunk vector found, tried first by the next run with this DIR (default: Hypothesis's go to a "
+        "temporary folder, never the current one)",
+    )
     fuzz.set_defaults(func=_fuzz)
 
     _escape_unprintable()
@@ -248,12 +307,17 @@ def _verify(args: argparse.Namespace) -> int:
     return run_verify(quick=args.quick, json_path=args.json, proofs_path=args.proofs, only=args.only)
 
 
-FOLD_HELP = ("the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's selectors): "
-             "compare with the model over that folded view")
-DRIVER_HELP = ('driver command, split into words as a shell would (no shell runs it), e.g. "python -m '
-               'iohandler.model.driver"; it runs in its own process group, killed whole on a hang')
-TIMEOUT_HELP = (f"seconds a driver may take per vector, to read it and answer (default: %(default)s; "
-                f"at most {MAX_TIMEOUT:g})")
+FOLD_HELP = (
+    "the driver's poller folds HUP/ERR into readable/writable (SPEC R36, like Python's selectors): "
+    "compare with the model over that folded view"
+)
+DRIVER_HELP = (
+    'driver command, split into words as a shell would (no shell runs it), e.g. "python -m '
+    'iohandler.model.driver"; it runs in its own process group, killed whole on a hang'
+)
+TIMEOUT_HELP = (
+    f"seconds a driver may take per vector, to read it and answer (default: %(default)s; at most {MAX_TIMEOUT:g})"
+)
 
 
 def _driver(text: str) -> str:

@@ -86,8 +86,10 @@ class Scope:
     def describe(self) -> str:
         fds = ", ".join(f"{f}:{k}" for f, k in self.fds.items())
         longest = max((len(s) for s in self.scripts.values()), default=0)
-        text = (f"fds {fds}; gates {', '.join(self.gates)}; {len(self.scripts)} scripts of up to {longest} actions; "
-                f"alphabet of {len(self.alphabet)} steps")
+        text = (
+            f"fds {fds}; gates {', '.join(self.gates)}; {len(self.scripts)} scripts of up to {longest} actions; "
+            f"alphabet of {len(self.alphabet)} steps"
+        )
         if self.gate_runs:
             text += f"; gate scripts {dict(self.gate_runs)}"
         if self.swap_fds:
@@ -177,7 +179,10 @@ def encode_ctx(ctx: Context) -> CtxT:
         tuple(sorted((name, bh_ident[i]) for name, i in ctx.names.pairs)),
         ctx.walking_bh,
         tuple((n.fd, n.read, n.write, n.revents, n.deleted) for n in ctx.nodes),
-        ctx.walking_handlers, ctx.notifier_revents, ctx.dispatching, nn,  # nn: a check on decode's count
+        ctx.walking_handlers,
+        ctx.notifier_revents,
+        ctx.dispatching,
+        nn,  # nn: a check on decode's count
     )
 
 
@@ -309,9 +314,16 @@ class Closure:
         return flipped
 
     def stats(self) -> dict[str, object]:
-        return {"name": self.scope.name, "closed": self.closed, "states": self.states,
-                "transitions": self.transitions, "diameter": self.diameter, "seconds": round(self.seconds, 2),
-                "scope": self.scope.describe(), "invariants": dict(sorted(self.invariants.items(), key=_rule_key))}
+        return {
+            "name": self.scope.name,
+            "closed": self.closed,
+            "states": self.states,
+            "transitions": self.transitions,
+            "diameter": self.diameter,
+            "seconds": round(self.seconds, 2),
+            "scope": self.scope.describe(),
+            "invariants": dict(sorted(self.invariants.items(), key=_rule_key)),
+        }
 
 
 def _rule_key(kv: tuple[str, str]) -> int:
@@ -340,15 +352,24 @@ def _expand(chunk: list[State]) -> list[list[Edge]]:
 
 
 def initial_state(scope: Scope) -> State:
-    w = World(Loop(), Table(tuple(sorted((fd, FdState(k)) for fd, k in scope.fds.items()))),
-              Table(tuple(sorted(scope.gates.items()))))
+    w = World(
+        Loop(),
+        Table(tuple(sorted((fd, FdState(k)) for fd, k in scope.fds.items()))),
+        Table(tuple(sorted(scope.gates.items()))),
+    )
     for name, script in scope.bhs:
         w = w.with_ctx(model_bh.bh_new(w.ctx, name, script))
     return canonical(scope, encode(w))[0]
 
 
-def explore(scope: Scope, *, step: StepFn = model_step, workers: int | None = None, max_depth: int | None = None,
-            keep_edges: bool = False) -> Closure:
+def explore(
+    scope: Scope,
+    *,
+    step: StepFn = model_step,
+    workers: int | None = None,
+    max_depth: int | None = None,
+    keep_edges: bool = False,
+) -> Closure:
     """Breadth first until no new state appears (closed) or `max_depth` layers (not closed).
     A step that fails a check (an AssertionError) is re-raised, same type, with its depth and
     shortest action path after the message."""
@@ -391,8 +412,9 @@ def explore(scope: Scope, *, step: StepFn = model_step, workers: int | None = No
     return closure
 
 
-def _expand_all(scope: Scope, step: StepFn, frontier: list[State], pool: object, closure: Closure,
-                depth: int) -> list[list[Edge]]:
+def _expand_all(
+    scope: Scope, step: StepFn, frontier: list[State], pool: object, closure: Closure, depth: int
+) -> list[list[Edge]]:
     try:
         if pool is None or len(frontier) < PARALLEL_FROM:
             return [successors(scope, s, step) for s in frontier]
@@ -452,11 +474,25 @@ def fd_scopes(large: bool) -> list[Scope]:
     fds = {"s": "socket", "t": "socket", "q": "pipe-write"}
     suffix = "-large" if large else ""
     alphabet = _alphabet(large)
-    base = Scope("fds" + suffix, fds, {"g": True}, {k: v for k, v in SCRIPTS.items() if k != "gs"}, alphabet,
-                 swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
-    gated = Scope("gate-scripts" + suffix, fds, {"g": True}, SCRIPTS,
-                  (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
-                  gate_runs={"g": "gs"}, swap_fds=SWAP_FDS, swap_scripts=SWAP_SCRIPTS)
+    base = Scope(
+        "fds" + suffix,
+        fds,
+        {"g": True},
+        {k: v for k, v in SCRIPTS.items() if k != "gs"},
+        alphabet,
+        swap_fds=SWAP_FDS,
+        swap_scripts=SWAP_SCRIPTS,
+    )
+    gated = Scope(
+        "gate-scripts" + suffix,
+        fds,
+        {"g": True},
+        SCRIPTS,
+        (*(x for x in alphabet if not isinstance(x, Notify | SetGate)), Set("q", "n", None, "g")),
+        gate_runs={"g": "gs"},
+        swap_fds=SWAP_FDS,
+        swap_scripts=SWAP_SCRIPTS,
+    )
     return [base, gated]
 
 
@@ -467,13 +503,29 @@ def scopes(large: bool) -> list[Scope]:
     # and registers s again (R7 during fill: this iteration's poll returns); a reader that drops its
     # own writer (R18) and registers q's (R13: a notify during the walk); a gate closed while the
     # loop waits (R9); list order against fd order (R15).
-    small = Scope("small" + ("-large" if large else ""), {"s": "socket", "q": "pipe-write"}, {"g": True},
-                  {"n": (), "gd": (Set("q", None, None, None), Set("s", "n", None, "g")),
-                   "rs": (Set("s", "rs", None, None), Set("q", None, "n", None))},
-                  (Set("q", "n", "n", "g"), Set("q", None, "n", None), Set("q", None, None, None),
-                   Set("s", "n", None, "g"), Set("s", "rs", "n", None), Set("s", None, None, None), Send("s"),
-                   SetGate("g", True), Iterate(), Iterate((SetGate("g", False),))),
-                  gate_runs={"g": "gd"})
+    small = Scope(
+        "small" + ("-large" if large else ""),
+        {"s": "socket", "q": "pipe-write"},
+        {"g": True},
+        {
+            "n": (),
+            "gd": (Set("q", None, None, None), Set("s", "n", None, "g")),
+            "rs": (Set("s", "rs", None, None), Set("q", None, "n", None)),
+        },
+        (
+            Set("q", "n", "n", "g"),
+            Set("q", None, "n", None),
+            Set("q", None, None, None),
+            Set("s", "n", None, "g"),
+            Set("s", "rs", "n", None),
+            Set("s", None, None, None),
+            Send("s"),
+            SetGate("g", True),
+            Iterate(),
+            Iterate((SetGate("g", False),)),
+        ),
+        gate_runs={"g": "gd"},
+    )
     return [*fd_scopes(large), small]
 
 
@@ -504,8 +556,15 @@ def signal_scope(large: bool) -> Scope:
     a += [Set("x", "dx", None, None), Set("x", "ox", None, None), Raise("x"), Iterate(), Iterate((Raise("x"),))]
     if large:
         a += [Set("x", None, None, None), Drain("x")]
-    return Scope("signals" + ("-large" if large else ""), {"s": "socket", "t": "socket", "x": "signal"}, {},
-                 SIGNAL_SCRIPTS, tuple(a), swap_fds=SWAP_FDS, swap_scripts={"ks": "kt", "kt": "ks"})
+    return Scope(
+        "signals" + ("-large" if large else ""),
+        {"s": "socket", "t": "socket", "x": "signal"},
+        {},
+        SIGNAL_SCRIPTS,
+        tuple(a),
+        swap_fds=SWAP_FDS,
+        swap_scripts={"ks": "kt", "kt": "ks"},
+    )
 
 
 # ------------------------------------------------------------------- the context's scope (v3)
@@ -528,13 +587,24 @@ CTX_SCRIPTS: dict[str, tuple[ScriptAction, ...]] = {
 def context_scopes() -> list[Scope]:
     """The context's closure (format v3): 2 BHs and one context fd beside a record's socket."""
     alphabet: tuple[Action, ...] = (
-        BhSchedule("p"), BhScheduleIdle("p"), BhCancel("p"), BhDelete("p"), BhSchedule("q"),
-        CtxSet("x", "rx", None), CtxSet("x", "dx", None), CtxSet("x", None, None), Send("x"),
+        BhSchedule("p"),
+        BhScheduleIdle("p"),
+        BhCancel("p"),
+        BhDelete("p"),
+        BhSchedule("q"),
+        CtxSet("x", "rx", None),
+        CtxSet("x", "dx", None),
+        CtxSet("x", None, None),
+        Send("x"),
         Set("s", None, "ws", None),
-        Iterate(), CtxPoll(), Iterate((BhSchedule("q"),)), Notify(),
+        Iterate(),
+        CtxPoll(),
+        Iterate((BhSchedule("q"),)),
+        Notify(),
     )
-    return [Scope("context", {"s": "socket", "x": "pipe-read"}, {}, CTX_SCRIPTS, alphabet,
-                  bhs=(("p", "sp"), ("q", "sq")))]
+    return [
+        Scope("context", {"s": "socket", "x": "pipe-read"}, {}, CTX_SCRIPTS, alphabet, bhs=(("p", "sp"), ("q", "sq")))
+    ]
 
 
 # ------------------------------------------------------------------------------- the walks
@@ -663,8 +733,9 @@ class _Walker:
         self.flipped ^= m
 
 
-def _nearest(graph: list[dict[int, tuple[int, bool]]], todo: Mapping[int, object], state: int,
-             bound: int) -> list[int] | None:
+def _nearest(
+    graph: list[dict[int, tuple[int, bool]]], todo: Mapping[int, object], state: int, bound: int
+) -> list[int] | None:
     """The action indices of a shortest path from `state` to a state in `todo`, looking at no
     more than `bound` states (None: none that near)."""
     back: dict[int, tuple[int, int] | None] = {state: None}
@@ -698,8 +769,17 @@ def _path_indices(c: Closure, state: State) -> list[int]:
 
 def vector_of(scope: Scope, steps: Sequence[Action], name: str, description: str) -> Vector:
     """A vector running `steps` in the scope's world; its expected trace is the model's."""
-    v = Vector(name, description, (), dict(scope.fds), dict(scope.scripts), dict(scope.gates),  # type: ignore[arg-type]
-               tuple(steps), None, gate_scripts=dict(scope.gate_runs))
+    v = Vector(
+        name,
+        description,
+        (),
+        dict(scope.fds),  # type: ignore[arg-type]
+        dict(scope.scripts),
+        dict(scope.gates),
+        tuple(steps),
+        None,
+        gate_scripts=dict(scope.gate_runs),
+    )
     return replace(v, expect=model_iterate.run_vector(v))
 
 
@@ -758,11 +838,20 @@ def run_exhaustive(
         t0 = time.perf_counter()
         c = closure_for(scope, symmetric=symmetric)
         walks = covering_walks(c, max_steps)
-        vectors = [vector_of(scope, w.steps, f"exhaustive-{scope.name}-{k + 1:04d}",
-                             f"Covering walk {k + 1} of {len(walks)} over the closure of configuration "
-                             f"{scope.name} (iohandler conform --exhaustive).") for k, w in enumerate(walks)]
-        say(f"{scope.name}: {c.states} states, {c.transitions} transitions, {len(walks)} walks of "
-            f"{sum(len(w.steps) for w in walks)} steps ({scope.describe()})")
+        vectors = [
+            vector_of(
+                scope,
+                w.steps,
+                f"exhaustive-{scope.name}-{k + 1:04d}",
+                f"Covering walk {k + 1} of {len(walks)} over the closure of configuration "
+                f"{scope.name} (iohandler conform --exhaustive).",
+            )
+            for k, w in enumerate(walks)
+        ]
+        say(
+            f"{scope.name}: {c.states} states, {c.transitions} transitions, {len(walks)} walks of "
+            f"{sum(len(w.steps) for w in walks)} steps ({scope.describe()})"
+        )
         with tempfile.TemporaryDirectory(prefix="iohandler-exhaustive-") as tmp:
             for v in vectors:
                 (Path(tmp) / f"{v.name}.json").write_text(dump_vector(v))
@@ -777,8 +866,9 @@ def run_exhaustive(
                     said.add(first)
                     say(f"FAIL {o.name}: {first}")
 
-            outcomes = run_conformance(driver_command, [tmp], timeout=timeout, report=each,
-                                       driver_format=driver_format, full=full, fold=fold)
+            outcomes = run_conformance(
+                driver_command, [tmp], timeout=timeout, report=each, driver_format=driver_format, full=full, fold=fold
+            )
         by_name = {o.name: o for o in outcomes}
         if any(o.fatal for o in outcomes):  # the driver did not start: said once, nothing more to run
             results.append(ConfigResult(scope, c.states, c.transitions, walks, outcomes, 0, time.perf_counter() - t0))
@@ -786,8 +876,11 @@ def run_exhaustive(
         taken = {t for w, v in zip(walks, vectors, strict=True) if _passed(by_name.get(v.name)) for t in w.transitions}
         result = ConfigResult(scope, c.states, c.transitions, walks, outcomes, len(taken), 0.0)
         # Each failing walk cut down costs a dozen runs of a walk's prefix: the first few only.
-        failing = [k for k, v in enumerate(vectors) if _failed(by_name.get(v.name))
-                   and not by_name[v.name].detail.startswith(CANNOT_START)][:DIAGNOSED]  # by_name has every walk here
+        failing = [
+            k
+            for k, v in enumerate(vectors)
+            if _failed(by_name.get(v.name)) and not by_name[v.name].detail.startswith(CANNOT_START)
+        ][:DIAGNOSED]  # by_name has every walk here
         for k in failing:
             v, detail = _shortest(c, walks[k], driver_command, timeout, driver_format, full, fold)
             if result.shortest is None or len(v.steps) < len(result.shortest.steps):
@@ -813,8 +906,9 @@ CANNOT_START = "cannot start driver"  # the runner's message for a command that 
 DIAGNOSED = 3  # failing walks cut down to their shortest vector; the shortest of those is shown
 
 
-def _shortest(c: Closure, walk: Walk, driver: str, timeout: float, driver_format: int,
-              full: bool, fold: bool = False) -> tuple[Vector, str]:
+def _shortest(
+    c: Closure, walk: Walk, driver: str, timeout: float, driver_format: int, full: bool, fold: bool = False
+) -> tuple[Vector, str]:
     scope = c.scope
     with tempfile.TemporaryDirectory(prefix="iohandler-exhaustive-") as tmp:
 
@@ -837,11 +931,16 @@ def _shortest(c: Closure, walk: Walk, driver: str, timeout: float, driver_format
         state, i = walk.transitions[hi - 1]
         path = c.path(state)
         action = _concrete(c, state, scope.alphabet[i])
-        what = (f"The closure's shortest path to a state of configuration {scope.name} ({len(path)} steps), then "
-                f"the step {action}: the driver's trace differs from the model's.")
+        what = (
+            f"The closure's shortest path to a state of configuration {scope.name} ({len(path)} steps), then "
+            f"the step {action}: the driver's trace differs from the model's."
+        )
         v, o = fails([*path, action], f"exhaustive-{scope.name}-shortest", what)
         if o.passed:  # the driver's difference needs more history than the state: keep the prefix
-            v, o = fails(walk.steps[:hi], f"exhaustive-{scope.name}-shortest",
-                         f"The first {hi} steps of a covering walk of configuration {scope.name}: the driver's "
-                         "trace differs from the model's (the shortest path to the same state passes).")
+            v, o = fails(
+                walk.steps[:hi],
+                f"exhaustive-{scope.name}-shortest",
+                f"The first {hi} steps of a covering walk of configuration {scope.name}: the driver's "
+                "trace differs from the model's (the shortest path to the same state passes).",
+            )
         return v, o.detail

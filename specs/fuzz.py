@@ -224,7 +224,7 @@ class _Session:
         vector = probe_vector()
         got, problem = self.ask(vector)
         if got is None and problem.startswith(REFUSED):
-            reason = problem[len(REFUSED):].split("\n")[0]
+            reason = problem[len(REFUSED) :].split("\n")[0]
             return False, f"probed: the driver refused the v2 probe ({clip(reason, 200)})", None
         expect = model_trace(vector, fold=self.fold)
         if got is not None and tuple(got) == expect:
@@ -250,10 +250,14 @@ def probe_vector() -> Vector:
     """A tiny vector whose trace shows whether the driver runs gate scripts (R22)."""
     return parse_vector(
         {
-            "format": FORMAT_V2, "name": "fuzz-probe-gate-scripts",
+            "format": FORMAT_V2,
+            "name": "fuzz-probe-gate-scripts",
             "description": "Does the driver run a gate's script when the fill consults it?",
-            "rules": ["R22"], "fds": {"a": "socket"}, "scripts": {"s": [{"do": "snapshot"}]},
-            "gates": {"g": True}, "gate_scripts": {"g": "s"},
+            "rules": ["R22"],
+            "fds": {"a": "socket"},
+            "scripts": {"s": [{"do": "snapshot"}]},
+            "gates": {"g": True},
+            "gate_scripts": {"g": "s"},
             "steps": [{"do": "set", "fd": "a", "read": "s", "write": None, "gate": "g"}, {"do": "iterate"}],
         },
         require_expect=False,
@@ -264,11 +268,19 @@ def context_probe_vector() -> Vector:
     """A tiny format v3 vector whose trace shows whether the driver runs the AioContext."""
     return parse_vector(
         {
-            "format": FORMAT_V3, "name": "fuzz-probe-context",
+            "format": FORMAT_V3,
+            "name": "fuzz-probe-context",
             "description": "Does the driver run bottom halves and the context's own poll?",
-            "rules": ["R42", "R46"], "fds": {}, "scripts": {"s": [{"do": "timeout"}]}, "gates": {},
-            "steps": [{"do": "bh-new", "bh": "p", "script": "s"}, {"do": "bh-schedule", "bh": "p"},
-                      {"do": "ctx-poll"}, {"do": "iterate"}],
+            "rules": ["R42", "R46"],
+            "fds": {},
+            "scripts": {"s": [{"do": "timeout"}]},
+            "gates": {},
+            "steps": [
+                {"do": "bh-new", "bh": "p", "script": "s"},
+                {"do": "bh-schedule", "bh": "p"},
+                {"do": "ctx-poll"},
+                {"do": "iterate"},
+            ],
         },
         require_expect=False,
     )
@@ -363,11 +375,20 @@ def _smaller(vector: Vector, smaller_steps: Callable[[Sequence[Action]], Iterato
             yield replace(vector, scripts={**scripts, name: (*body[:i], *body[i + 1 :])})
 
 
-def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Problem, driver: str,
-           save: Path | None, report: Callable[[str], None], db: Path | None = None) -> None:
+def _found(
+    result: FuzzResult,
+    session: _Session,
+    vector: Vector,
+    problem: Problem,
+    driver: str,
+    save: Path | None,
+    report: Callable[[str], None],
+    db: Path | None = None,
+) -> None:
     """Record, print, then save (printed first: the shrunk vector is the point of the run)."""
-    found = Mismatch(_named(vector, model_trace(vector, fold=session.fold), driver, session.fold, problem),
-                     problem.detail)
+    found = Mismatch(
+        _named(vector, model_trace(vector, fold=session.fold), driver, session.fold, problem), problem.detail
+    )
     result.mismatches.append(found)
     report(f"MISMATCH {found.vector.name}\n  {problem.detail}\n\nvector:\n{dump_vector(found.vector)}")
     if save is not None:
@@ -378,8 +399,9 @@ def _found(result: FuzzResult, session: _Session, vector: Vector, problem: Probl
             (db / FOUND / f"{found.vector.name}.json").write_text(dump_vector(found.vector), encoding="utf-8")
 
 
-def _replay(result: FuzzResult, session: _Session, db: Path, driver: str, save: Path | None,
-            report: Callable[[str], None]) -> bool:
+def _replay(
+    result: FuzzResult, session: _Session, db: Path, driver: str, save: Path | None, report: Callable[[str], None]
+) -> bool:
     """Try the vectors an earlier run with this `db` found, before generating any: True when one
     still fails (reported as this run's mismatch). Unreadable files, vectors the model cannot
     run, and vectors with gate_scripts while they are off are passed over."""
@@ -490,8 +512,16 @@ def fuzz(
             suppress_health_check=list(HealthCheck),
             verbosity=Verbosity.quiet,
             print_blob=False,
-        )(given(vectors(max_steps=max_steps, gate_scripts=result.gate_scripts, context=result.context,
-                        valid=runs_on_the_model))(check))
+        )(
+            given(
+                vectors(
+                    max_steps=max_steps,
+                    gate_scripts=result.gate_scripts,
+                    context=result.context,
+                    valid=runs_on_the_model,
+                )
+            )(check)
+        )
         try:
             hypothesis_seed(result.seed)(run)()
         except _Found:
@@ -535,6 +565,15 @@ def _hypothesis_home(db: Path | None) -> Iterator[None]:
 
 
 __all__ = [
-    "MISSING_HYPOTHESIS", "FuzzResult", "FuzzUnavailable", "Mismatch", "context_probe_vector", "folded_expect",
-    "folded_poll", "fuzz", "model_trace", "probe_vector", "runs_on_the_model",
+    "MISSING_HYPOTHESIS",
+    "FuzzResult",
+    "FuzzUnavailable",
+    "Mismatch",
+    "context_probe_vector",
+    "folded_expect",
+    "folded_poll",
+    "fuzz",
+    "model_trace",
+    "probe_vector",
+    "runs_on_the_model",
 ]

@@ -160,8 +160,10 @@ class Driver:
         self._pump(0)
         if self._buffer:  # one answer line per vector: a second line would be taken as this one's answer
             after = "after its answer to the previous one" if self._answered else "before it was sent any vector"
-            raise DriverFailure(f"before this vector was sent, the driver wrote {self._stray_size()} {after}: "
-                                f"{clip(self._stray_text(), 200)!r}")
+            raise DriverFailure(
+                f"before this vector was sent, the driver wrote {self._stray_size()} {after}: "
+                f"{clip(self._stray_text(), 200)!r}"
+            )
         if self._stdout_eof:  # seen by that read: no answer can come
             raise self._eof()
         self._selector.register(stdin, selectors.EVENT_WRITE)
@@ -195,8 +197,10 @@ class Driver:
         self._scanned = 0
         self._answered = True
         if self._buffer:
-            raise DriverFailure(f"driver wrote {self._stray_size()} after its answer line (one answer line per "
-                                f"vector): {clip(self._stray_text(), 200)!r}")
+            raise DriverFailure(
+                f"driver wrote {self._stray_size()} after its answer line (one answer line per "
+                f"vector): {clip(self._stray_text(), 200)!r}"
+            )
         return raw.decode(errors="replace")
 
     def _stray_size(self) -> str:
@@ -393,8 +397,10 @@ class Driver:
         with contextlib.suppress(OSError):
             self._pump(0)  # what it wrote after its last answer and before it ended
         if self._buffer:
-            self.stray = (f"driver wrote {self._stray_size()} after its answer to the last vector (one answer line "
-                          f"per vector): {clip(self._stray_text(), 200)!r}")
+            self.stray = (
+                f"driver wrote {self._stray_size()} after its answer to the last vector (one answer line "
+                f"per vector): {clip(self._stray_text(), 200)!r}"
+            )
         self.stderr_text()  # what it wrote last, for a report after close
         self._closed = True
         self._selector.close()
@@ -429,8 +435,10 @@ def split_command(command: str) -> list[str]:
 
 def check_arguments(driver_command: str, timeout: float) -> None:
     """ValueError naming `driver_command` or `timeout` when it cannot be used."""
-    for name, check in (("driver_command", lambda: split_command(driver_command)),
-                        ("timeout", lambda: check_timeout(timeout))):
+    for name, check in (
+        ("driver_command", lambda: split_command(driver_command)),
+        ("timeout", lambda: check_timeout(timeout)),
+    ):
         try:
             check()
         except (ValueError, TypeError, AttributeError) as e:
@@ -534,12 +542,26 @@ def run_conformance(
                 record(Outcome(path, path.stem, False, f"malformed vector: {clip(str(e))}"))
                 continue
             if FORMATS.index(vector.format) + 1 > driver_format:
-                record(Outcome(path, vector.name, False, f"format {vector.format} (driver reads up to "
-                               f"{FORMATS[driver_format - 1]})", skipped=True))
+                record(
+                    Outcome(
+                        path,
+                        vector.name,
+                        False,
+                        f"format {vector.format} (driver reads up to {FORMATS[driver_format - 1]})",
+                        skipped=True,
+                    )
+                )
                 continue
             if vector.uses_signals and not signals:
-                record(Outcome(path, vector.name, False, "a signal fd: the driver cannot raise signals "
-                               "(--no-signals)", skipped=True))
+                record(
+                    Outcome(
+                        path,
+                        vector.name,
+                        False,
+                        "a signal fd: the driver cannot raise signals (--no-signals)",
+                        skipped=True,
+                    )
+                )
                 continue
             if driver is None:
                 try:
@@ -561,8 +583,13 @@ def run_conformance(
             try:
                 outcome = _judge(path, vector, answer, driver, full, fold)
             except Exception as e:  # a runner or model bug must not end the run
-                outcome = Outcome(path, vector.name, False, "the runner failed on this vector (a bug in iohandler: "
-                                  f"please report it): {type(e).__name__}: {clip(str(e))}")
+                outcome = Outcome(
+                    path,
+                    vector.name,
+                    False,
+                    "the runner failed on this vector (a bug in iohandler: "
+                    f"please report it): {type(e).__name__}: {clip(str(e))}",
+                )
             record(outcome)  # outside the try: a failing report callback is not a second outcome
             driver.forget_stderr()  # each vector's report shows what the driver wrote for it
     except BaseException:
@@ -579,7 +606,9 @@ def run_conformance(
             if problems and ran:
                 last = outcomes[ran[-1]]
                 outcomes[ran[-1]] = Outcome(
-                    last.path, last.name, False,
+                    last.path,
+                    last.name,
+                    False,
                     "\n".join(([last.detail] if last.detail else []) + problems) + stderr_note(driver),
                 )
                 if report is not None:  # reported again: its failure is found only now
@@ -593,16 +622,18 @@ def end_of_input(driver: Driver) -> list[str]:
     code = driver.close()
     problems = [driver.stray] if driver.stray else []
     if code is None:
-        problems.append(f"driver did not exit within {driver.timeout:g} s at end of input (the protocol asks it "
-                        "to exit 0 when its stdin ends); it was killed")
+        problems.append(
+            f"driver did not exit within {driver.timeout:g} s at end of input (the protocol asks it "
+            "to exit 0 when its stdin ends); it was killed"
+        )
     elif code != 0:
-        problems.append(f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit "
-                        "code 0)")
+        problems.append(f"driver ended with {describe_exit(code)} at end of input (the protocol asks for exit code 0)")
     return problems
 
 
-def _judge(path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool,
-           fold: bool = False) -> Outcome:
+def _judge(
+    path: Path, vector: Vector, answer: dict[str, object], driver: Driver, full: bool, fold: bool = False
+) -> Outcome:
     expected: Sequence[Event] = vector.expect or ()
     if fold:
         from iohandler.specs.fuzz import folded_expect  # the model as the oracle, as in fuzz

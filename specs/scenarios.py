@@ -95,13 +95,21 @@ def config_of(vector: Vector, gate_runs: Mapping[str, str] | None = None) -> Con
     left in the steps (their `bh-new`s are steps like any other)."""
     sent = {a.fd for body in vector.scripts.values() for a in body if isinstance(a, Send)}
     return Config(
-        dict(vector.fds), dict(vector.gates), dict(vector.scripts),
-        frozenset(f for f in vector.fds if f not in sent and vector.fds[f] != "signal"), dict(gate_runs or {}),
+        dict(vector.fds),
+        dict(vector.gates),
+        dict(vector.scripts),
+        frozenset(f for f in vector.fds if f not in sent and vector.fds[f] != "signal"),
+        dict(gate_runs or {}),
     )
 
 
-def to_vector(config: Config, steps: Sequence[Action], expect: Sequence[Event] | None = None,
-              name: str = "lockstep-counterexample", description: str = "") -> Vector:
+def to_vector(
+    config: Config,
+    steps: Sequence[Action],
+    expect: Sequence[Event] | None = None,
+    name: str = "lockstep-counterexample",
+    description: str = "",
+) -> Vector:
     """A vector (v2 when it has gate scripts); unused scripts and gates are kept (a script may name them)."""
     return Vector(
         name=name,
@@ -119,33 +127,47 @@ def to_vector(config: Config, steps: Sequence[Action], expect: Sequence[Event] |
 # ------------------------------------------------------------------------------ strategies
 
 
-def script_actions(fds: Sequence[str], kinds: Mapping[str, FdKind], scripts: Sequence[str],
-                   gates: Sequence[str], bhs: Sequence[str] = (), *,
-                   in_wait: bool = False, ctx_fds: Sequence[str] = ()) -> st.SearchStrategy[ScriptAction]:
+def script_actions(
+    fds: Sequence[str],
+    kinds: Mapping[str, FdKind],
+    scripts: Sequence[str],
+    gates: Sequence[str],
+    bhs: Sequence[str] = (),
+    *,
+    in_wait: bool = False,
+    ctx_fds: Sequence[str] = (),
+) -> st.SearchStrategy[ScriptAction]:
     """What a handler (or another thread, during the wait) may do: delete, add, update or revive
     any fd (its own included), send, drain, toggle a gate, notify, snapshot; with `bhs` (format
     v3) also act on the BHs and the handlers of `ctx_fds` (the context's fds, which `set` leaves
     alone: an fd is in one list only), and poll the context (not `in_wait`)."""
     # Built strategies are cached: building and validating them anew on every draw was most of
     # the lockstep machine's time.
-    return _script_actions(tuple(fds), tuple(kinds[f] for f in fds), tuple(scripts), tuple(gates), tuple(bhs),
-                           in_wait, tuple(ctx_fds))
+    return _script_actions(
+        tuple(fds), tuple(kinds[f] for f in fds), tuple(scripts), tuple(gates), tuple(bhs), in_wait, tuple(ctx_fds)
+    )
 
 
-def context_actions(fds: Sequence[str], scripts: Sequence[str], bhs: Sequence[str],
-                    *, in_wait: bool = False) -> list[st.SearchStrategy[ScriptAction]]:
+def context_actions(
+    fds: Sequence[str], scripts: Sequence[str], bhs: Sequence[str], *, in_wait: bool = False
+) -> list[st.SearchStrategy[ScriptAction]]:
     """Format v3's actions over the config's BHs and fds (SPEC R42-R50), as weighted options."""
     return list(_context_actions(tuple(fds), tuple(scripts), tuple(bhs), in_wait))
 
 
 @functools.lru_cache(maxsize=512)
-def _context_actions(fds: tuple[str, ...], scripts: tuple[str, ...], bhs: tuple[str, ...],
-                     in_wait: bool) -> tuple[st.SearchStrategy[ScriptAction], ...]:
+def _context_actions(
+    fds: tuple[str, ...], scripts: tuple[str, ...], bhs: tuple[str, ...], in_wait: bool
+) -> tuple[st.SearchStrategy[ScriptAction], ...]:
     bh = st.sampled_from(bhs)
     handler = st.none() | st.sampled_from(scripts)
     options: list[st.SearchStrategy[ScriptAction]] = [
-        st.builds(BhSchedule, bh), st.builds(BhSchedule, bh), st.builds(BhScheduleIdle, bh),
-        st.builds(BhCancel, bh), st.builds(BhDelete, bh), st.builds(BhNew, bh, st.sampled_from(scripts)),
+        st.builds(BhSchedule, bh),
+        st.builds(BhSchedule, bh),
+        st.builds(BhScheduleIdle, bh),
+        st.builds(BhCancel, bh),
+        st.builds(BhDelete, bh),
+        st.builds(BhNew, bh, st.sampled_from(scripts)),
         # As for the fd-handler list, registrations are where loops go wrong: twice the weight.
         st.builds(CtxSet, st.sampled_from(fds), handler, handler),
         st.builds(CtxSet, st.sampled_from(fds), handler, handler),
@@ -158,9 +180,15 @@ def _context_actions(fds: tuple[str, ...], scripts: tuple[str, ...], bhs: tuple[
 
 
 @functools.lru_cache(maxsize=512)
-def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: tuple[str, ...],
-                    gates: tuple[str, ...], bhs: tuple[str, ...] = (),
-                    in_wait: bool = False, ctx_fds: tuple[str, ...] = ()) -> st.SearchStrategy[ScriptAction]:
+def _script_actions(
+    fds: tuple[str, ...],
+    kinds_: tuple[FdKind, ...],
+    scripts: tuple[str, ...],
+    gates: tuple[str, ...],
+    bhs: tuple[str, ...] = (),
+    in_wait: bool = False,
+    ctx_fds: tuple[str, ...] = (),
+) -> st.SearchStrategy[ScriptAction]:
     kinds = dict(zip(fds, kinds_, strict=True))
     handler = st.none() | st.sampled_from(scripts)
     gate = st.none() | st.sampled_from(gates) if gates else st.none()
@@ -172,7 +200,12 @@ def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: t
     delete = st.builds(Set, st.sampled_from(main), st.none(), st.none(), st.none())
     # Registry changes from inside the walk are where loops go wrong: twice the weight.
     options: list[st.SearchStrategy[ScriptAction]] = [
-        register, register, delete, delete, st.just(Notify()), st.just(Snapshot())
+        register,
+        register,
+        delete,
+        delete,
+        st.just(Notify()),
+        st.just(Snapshot()),
     ]
     if streams:
         options.append(st.builds(Send, st.sampled_from(streams)))
@@ -191,8 +224,15 @@ def _script_actions(fds: tuple[str, ...], kinds_: tuple[FdKind, ...], scripts: t
 
 
 @st.composite
-def configs(draw: st.DrawFn, *, max_fds: int = 3, max_scripts: int = 3, gate_scripts: bool = True,
-            context: bool = False, signals: bool = False) -> Config:
+def configs(
+    draw: st.DrawFn,
+    *,
+    max_fds: int = 3,
+    max_scripts: int = 3,
+    gate_scripts: bool = True,
+    context: bool = False,
+    signals: bool = False,
+) -> Config:
     """A world: 1..max_fds fds of any kind (`signals`: the signal kind too), 0..2 gates, scripts
     of up to 3 actions, and (with `gate_scripts`) gates that run a script when consulted (R22);
     with `context` (format v3), 1..2 BHs, each running one of the scripts, and 1..2 more fds for
@@ -210,10 +250,7 @@ def configs(draw: st.DrawFn, *, max_fds: int = 3, max_scripts: int = 3, gate_scr
     bodies = _bodies(names, tuple(kinds[f] for f in names), snames, tuple(gates), bh_names, ctx_names)
     scripts = {s: tuple(draw(bodies, label=s)) for s in snames}
     sent = {a.fd for body in scripts.values() for a in body if isinstance(a, Send)}
-    runs = (
-        {g: draw(_sampled(snames), label=f"{g} runs") for g in gates if draw(_BOOL)}
-        if gate_scripts else {}
-    )
+    runs = {g: draw(_sampled(snames), label=f"{g} runs") for g in gates if draw(_BOOL)} if gate_scripts else {}
     hangable = frozenset(f for f in names if f not in sent and kinds[f] != "signal")
     bhs = {b: draw(_sampled(snames), label=f"{b} runs") for b in bh_names}
     return Config(kinds, gates, scripts, hangable, runs, bhs, frozenset(ctx_names))
@@ -236,9 +273,14 @@ def _sampled(options: tuple[str, ...]) -> st.SearchStrategy[str]:
 
 
 @functools.lru_cache(maxsize=512)
-def _bodies(fds: tuple[str, ...], kinds: tuple[FdKind, ...], scripts: tuple[str, ...],
-            gates: tuple[str, ...], bhs: tuple[str, ...] = (),
-            ctx_fds: tuple[str, ...] = ()) -> st.SearchStrategy[list[ScriptAction]]:
+def _bodies(
+    fds: tuple[str, ...],
+    kinds: tuple[FdKind, ...],
+    scripts: tuple[str, ...],
+    gates: tuple[str, ...],
+    bhs: tuple[str, ...] = (),
+    ctx_fds: tuple[str, ...] = (),
+) -> st.SearchStrategy[list[ScriptAction]]:
     return st.lists(_script_actions(fds, kinds, scripts, gates, bhs, False, ctx_fds), max_size=3)
 
 
@@ -253,14 +295,25 @@ class ActionStrategies:
 
 
 def action_strategies(c: Config) -> ActionStrategies:
-    return _strategies_for(tuple(c.fds.items()), tuple(c.scripts), tuple(c.gates), tuple(sorted(c.hangable)),
-                           tuple(c.bhs), tuple(sorted(c.ctx_fds)))
+    return _strategies_for(
+        tuple(c.fds.items()),
+        tuple(c.scripts),
+        tuple(c.gates),
+        tuple(sorted(c.hangable)),
+        tuple(c.bhs),
+        tuple(sorted(c.ctx_fds)),
+    )
 
 
 @functools.lru_cache(maxsize=512)
-def _strategies_for(fds: tuple[tuple[str, FdKind], ...], scripts: tuple[str, ...], gates: tuple[str, ...],
-                    hangable: tuple[str, ...], bhs: tuple[str, ...] = (),
-                    ctx_fds: tuple[str, ...] = ()) -> ActionStrategies:
+def _strategies_for(
+    fds: tuple[tuple[str, FdKind], ...],
+    scripts: tuple[str, ...],
+    gates: tuple[str, ...],
+    hangable: tuple[str, ...],
+    bhs: tuple[str, ...] = (),
+    ctx_fds: tuple[str, ...] = (),
+) -> ActionStrategies:
     names = [f for f, _ in fds]
     main = [f for f in names if f not in ctx_fds]
     handler = st.none() | st.sampled_from(scripts)
@@ -314,8 +367,15 @@ def drop_invalid_sends(actions: Iterable[Action], hung: set[str]) -> list[Action
 
 
 @st.composite
-def vectors(draw: st.DrawFn, *, max_steps: int = 20, gate_scripts: bool = True, name: str = "fuzz",
-            context: bool = False, valid: Callable[[Vector], bool] | None = None) -> Vector:
+def vectors(
+    draw: st.DrawFn,
+    *,
+    max_steps: int = 20,
+    gate_scripts: bool = True,
+    name: str = "fuzz",
+    context: bool = False,
+    valid: Callable[[Vector], bool] | None = None,
+) -> Vector:
     """A whole valid vector (without `expect`): a config, then up to `max_steps` steps; with
     `context`, half of them format v3 vectors (their first steps create the BHs), so the fd
     handlers' own cases stay as dense as without. A v3 vector `valid` refuses (the fuzzer's
@@ -328,8 +388,12 @@ def vectors(draw: st.DrawFn, *, max_steps: int = 20, gate_scripts: bool = True, 
     steps: list[Action] = []
     while len(steps) < max_steps and draw(_go_on):
         steps.append(draw(step))
-    vector = to_vector(config, config.setup() + drop_invalid_sends(steps, set()), name=name,
-                       description="Generated by iohandler fuzz; expect is the model's trace.")
+    vector = to_vector(
+        config,
+        config.setup() + drop_invalid_sends(steps, set()),
+        name=name,
+        description="Generated by iohandler fuzz; expect is the model's trace.",
+    )
     if context and valid is not None:
         from hypothesis import assume
 

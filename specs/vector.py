@@ -474,7 +474,9 @@ def _fd_flags(value: object, at: _At) -> tuple[str, Flags]:
 
 def _bh_action(do: str, bh: str) -> BhAction:
     kinds: dict[str, type[BhSchedule | BhScheduleIdle | BhCancel | BhDelete]] = {
-        "bh-schedule": BhSchedule, "bh-schedule-idle": BhScheduleIdle, "bh-cancel": BhCancel,
+        "bh-schedule": BhSchedule,
+        "bh-schedule-idle": BhScheduleIdle,
+        "bh-cancel": BhCancel,
         "bh-delete": BhDelete,
     }
     return kinds[do](bh)
@@ -635,8 +637,7 @@ def parse_vector(value: object, source: str = "<vector>", *, require_expect: boo
         raise at.error(f'missing field "format" (expected one of {", ".join(map(json.dumps, FORMATS))})')
     if obj["format"] not in FORMATS:
         raise (at / "format").error(
-            f"unsupported format {show(obj['format'])}; this runner reads "
-            + " and ".join(f'"{f}"' for f in FORMATS)
+            f"unsupported format {show(obj['format'])}; this runner reads " + " and ".join(f'"{f}"' for f in FORMATS)
         )
     if GATE_SCRIPTS in obj and obj["format"] == FORMAT:
         raise (at / GATE_SCRIPTS).error(f'"{GATE_SCRIPTS}" needs "format": "{FORMAT_V2}" or newer')
@@ -719,9 +720,7 @@ def _refuse_v3(steps: Sequence[Action], scripts: Mapping[str, Sequence[ScriptAct
 
 def _check_references(vector: Vector, at: _At) -> None:
     """Names must resolve; sends and drains only on fds that can take them (VECTORS.md)."""
-    places = [(vector.steps, at / "steps")] + [
-        (body, at / "scripts" / name) for name, body in vector.scripts.items()
-    ]
+    places = [(vector.steps, at / "steps")] + [(body, at / "scripts" / name) for name, body in vector.scripts.items()]
     created = {a.bh for actions, base in places for a, _ in _walk(actions, base) if isinstance(a, BhNew)}
     for actions, base in places:
         for action, where in _walk(actions, base):
@@ -762,8 +761,9 @@ def _check_references(vector: Vector, at: _At) -> None:
             elif isinstance(action, CtxSet):
                 ctx_fds.add(action.fd)
                 if action.fd in main_fds:
-                    raise (where / "fd").error(f"fd {action.fd!r} has a set action too: an fd is registered with "
-                                               "set or with ctx-set, not both")
+                    raise (where / "fd").error(
+                        f"fd {action.fd!r} has a set action too: an fd is registered with set or with ctx-set, not both"
+                    )
     if both := sorted(main_fds & ctx_fds):
         raise at.error(f"fd {both[0]!r} is registered with set and with ctx-set: an fd is one list's, not both")
     # A send after a hangup of the same fd is invalid; in steps the order is static.
@@ -846,8 +846,13 @@ def _read_vector_file(p: Path) -> bytes:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                     (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+            kinds = (
+                (stat.S_ISFIFO, "a FIFO"),
+                (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISDIR, "a folder"),
+            )
             kind = next((name for test, name in kinds if test(mode)), "not a file")
             raise VectorError(f"{p}: not a regular file ({kind}): a vector is a file")
         chunks: list[bytes] = []

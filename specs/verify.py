@@ -67,9 +67,7 @@ SUITE_ENV: dict[str, dict[str, str]] = {"exhaustive exploration": {"IOHANDLER_EX
 
 
 # Rows whose pytest runs cover the test files that name rules (the proof table's last column).
-TEST_ROWS = frozenset(
-    ("unit and conformance tests", "lockstep (model vs real loop)", "bug catalogue", "reliability")
-)
+TEST_ROWS = frozenset(("unit and conformance tests", "lockstep (model vs real loop)", "bug catalogue", "reliability"))
 
 
 @dataclass(frozen=True)
@@ -126,9 +124,20 @@ name: CrossHair does not descend into a package given by name."""
 def run_crosshair(targets: Sequence[str], per_condition: float, cwd: Path = ROOT) -> tuple[list[Contract], str]:
     """Run `crosshair check` over the PEP 316 contracts of `targets`; return each condition."""
     proc = subprocess.run(
-        [PY, "-m", "crosshair", "check", "--analysis_kind=PEP316,asserts", "--report_all",
-         f"--per_condition_timeout={per_condition}", *targets],
-        cwd=cwd, capture_output=True, text=True, timeout=3600,
+        [
+            PY,
+            "-m",
+            "crosshair",
+            "check",
+            "--analysis_kind=PEP316,asserts",
+            "--report_all",
+            f"--per_condition_timeout={per_condition}",
+            *targets,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=3600,
     )
     return parse_crosshair(proc.stdout + proc.stderr), proc.stdout + proc.stderr
 
@@ -153,7 +162,9 @@ def check_ruff() -> tuple[bool, str]:
         out = (p.stdout + p.stderr).strip().splitlines()
         return p.returncode == 0, (out[-1] if out else "no output")
 
-    return _tool([PY, "-m", "ruff", "check", "."], ok)
+    lint_ok, lint = _tool([PY, "-m", "ruff", "check", "."], ok)
+    fmt_ok, fmt = _tool([PY, "-m", "ruff", "format", "--check", "."], ok)
+    return lint_ok and fmt_ok, f"{lint}; format: {fmt}"
 
 
 RULE_TAG = re.compile(r"\bR\d+\b")
@@ -186,8 +197,9 @@ def describe_condition(where: str) -> dict[str, object]:
             info["rules"] = RULE_TAG.findall(own.partition("#")[2])
             info["bounds"] = "; ".join(ln.strip() for ln in body if ln.strip().startswith("pre:"))
         else:  # a lemma: one condition, every assert's tags; its first assert is the bounds
-            info["rules"] = sorted({r for ln in body for r in RULE_TAG.findall(ln.partition("#")[2])},
-                                   key=lambda r: int(r[1:]))
+            info["rules"] = sorted(
+                {r for ln in body for r in RULE_TAG.findall(ln.partition("#")[2])}, key=lambda r: int(r[1:])
+            )
             first = next((n for n in node.body if isinstance(n, ast.Assert)), None)
             info["bounds"] = ast.unparse(first.test) if first is not None else ""
     return info
@@ -278,8 +290,13 @@ def check_regen() -> tuple[bool, str]:
 def _stats_note(name: str, stats_dir: Path) -> str:
     """Figures the test files left behind, e.g. examples and steps of the lockstep machine."""
     notes = []
-    stems = {"lockstep": "lockstep", "exhaustive": "exhaustive", "model bug": "model-bugs", "catalogue": "catalogue",
-             "reliability": "reliability"}
+    stems = {
+        "lockstep": "lockstep",
+        "exhaustive": "exhaustive",
+        "model bug": "model-bugs",
+        "catalogue": "catalogue",
+        "reliability": "reliability",
+    }
     stem = next((v for k, v in stems.items() if name.startswith(k) or k in name), None)
     if stem is None:
         return ""
@@ -600,8 +617,13 @@ def proof_table(report: dict[str, object]) -> str:
             key, _, value = pair.rpartition(" ")
             if key:
                 lines.append(f"| {key} | {value} |")
-    lines += ["", "## Bounds of each CrossHair condition", "", "| condition | rules | status | bounds | over |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Bounds of each CrossHair condition",
+        "",
+        "| condition | rules | status | bounds | over |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for c in conditions:
         label = f"`{c.get('file', c.get('where'))}:{c.get('line')}` {c.get('function', '')}"
         bounds = str(c.get("bounds") or "-").replace("|", "\\|")
@@ -616,12 +638,14 @@ def proof_table(report: dict[str, object]) -> str:
         "lemmas prove the model's `dispatch` and `fill` equal the fold of that step over 0-2 records. Rules "
         "with no CrossHair condition rest on the closure, the vectors and the tests in their row.",
         "",
-        ("Exhaustive conformance (`iohandler conform --exhaustive`, SPEC.md) replays walks that take every "
-         "transition of the CI-sized configurations' closures (`fds`, `gate-scripts`, `small`), each with the "
-         "model's trace. A port that passes it has, within those configurations' bounds (their fds, gates, "
-         "scripts and steps; a state and its mirror image under the fds' symmetry counted once), the model's "
-         "trace on every reachable transition, reached by at least one path. It proves nothing of the port "
-         "beyond those bounds, nor of rules R30 on; of the model, the closure rows above prove the invariants."),
+        (
+            "Exhaustive conformance (`iohandler conform --exhaustive`, SPEC.md) replays walks that take every "
+            "transition of the CI-sized configurations' closures (`fds`, `gate-scripts`, `small`), each with the "
+            "model's trace. A port that passes it has, within those configurations' bounds (their fds, gates, "
+            "scripts and steps; a state and its mirror image under the fds' symmetry counted once), the model's "
+            "trace on every reachable transition, reached by at least one path. It proves nothing of the port "
+            "beyond those bounds, nor of rules R30 on; of the model, the closure rows above prove the invariants."
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -49,8 +49,9 @@ def _patched(method: Callable[..., Any], *edits: tuple[str, str]) -> Callable[..
                 f"{method.__qualname__}: {old!r} occurs {src.count(old)} times (update tests/catalogue.py)"
             )
         src = src.replace(old, new)
-    code = compile(src, f"<planted {method.__qualname__}>", "exec",
-                   flags=__future__.annotations.compiler_flag, dont_inherit=True)
+    code = compile(
+        src, f"<planted {method.__qualname__}>", "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True
+    )
     namespace: dict[str, Any] = {}
     exec(code, method.__globals__, namespace)
     fn: Callable[..., Any] = namespace[method.__name__]
@@ -172,8 +173,15 @@ class IgnoresHupForRead(_Planted):
 class InsertsAtTail(_Planted):
     """New records go to the tail (QLIST_INSERT_TAIL, or append to a list): oldest first."""
 
-    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
-                       can_read: Handler | None = None, opaque: Any = None) -> None:
+    def set_fd_handler(
+        self,
+        fd: FdLike,
+        read: Handler | None = None,
+        write: Handler | None = None,
+        *,
+        can_read: Handler | None = None,
+        opaque: Any = None,
+    ) -> None:
         reg = self.planted
         before = set(map(id, reg.by_fd.values()))
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
@@ -190,8 +198,15 @@ class RevivesAsNewRecord(_Planted):
     """The lookup skips deleted records, so re-registering an fd whose record is deleted but not
     yet reaped creates a second record at the head (two records for one fd: R1)."""
 
-    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
-                       can_read: Handler | None = None, opaque: Any = None) -> None:
+    def set_fd_handler(
+        self,
+        fd: FdLike,
+        read: Handler | None = None,
+        write: Handler | None = None,
+        *,
+        can_read: Handler | None = None,
+        opaque: Any = None,
+    ) -> None:
         n = fd if isinstance(fd, int) else fd.fileno()
         by_fd = self.planted.by_fd
         rec = by_fd.get(n)
@@ -204,8 +219,15 @@ class KeepsPollSlotOnUpdate(_Planted):
     """An update keeps the record's place in the poll set already built (no `poll_index = -1`):
     a record updated during the walk or the wait is dispatched with its new handlers at once."""
 
-    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
-                       can_read: Handler | None = None, opaque: Any = None) -> None:
+    def set_fd_handler(
+        self,
+        fd: FdLike,
+        read: Handler | None = None,
+        write: Handler | None = None,
+        *,
+        can_read: Handler | None = None,
+        opaque: Any = None,
+    ) -> None:
         n = fd if isinstance(fd, int) else fd.fileno()
         by_fd = self.planted.by_fd
         rec = by_fd.get(n)
@@ -218,8 +240,15 @@ class KeepsPollSlotOnUpdate(_Planted):
 class DeleteNotifies(MainLoop):
     """A delete wakes the loop (R7 says it must not): an idle loop runs a walk it should not."""
 
-    def set_fd_handler(self, fd: FdLike, read: Handler | None = None, write: Handler | None = None, *,
-                       can_read: Handler | None = None, opaque: Any = None) -> None:
+    def set_fd_handler(
+        self,
+        fd: FdLike,
+        read: Handler | None = None,
+        write: Handler | None = None,
+        *,
+        can_read: Handler | None = None,
+        opaque: Any = None,
+    ) -> None:
         super().set_fd_handler(fd, read, write, can_read=can_read, opaque=opaque)
         if read is None and write is None:
             self.notify()
@@ -358,25 +387,39 @@ class ReusedNumberReachesOldHandler(_Planted):
 VARIANTS: tuple[Variant, ...] = (
     Variant("calls-deleted-handler", "calls a handler deleted earlier in the same walk", CallsDeletedHandler, ("R17",)),
     Variant("reaps-before-walk", "reaps all deleted records before walking", ReapsBeforeWalk, ("order",)),
-    Variant("unlinks-on-delete-in-walk", "unlinks at delete during the walk (dangling next)",
-            UnlinksOnDeleteInWalk, ("order", "trace")),
+    Variant(
+        "unlinks-on-delete-in-walk",
+        "unlinks at delete during the walk (dangling next)",
+        UnlinksOnDeleteInWalk,
+        ("order", "trace"),
+    ),
     Variant("inserts-at-tail", "inserts new records at the tail", InsertsAtTail, ("order",)),
-    Variant("revives-as-new-record", "lookup skips deleted records: revival makes a 2nd record at the head",
-            RevivesAsNewRecord, ("R1",)),
+    Variant(
+        "revives-as-new-record",
+        "lookup skips deleted records: revival makes a 2nd record at the head",
+        RevivesAsNewRecord,
+        ("R1",),
+    ),
     Variant("gate-at-dispatch", "consults the gate at dispatch instead of fill", GateAtDispatch, ("trace",)),
     Variant("ignores-hup-for-read", "ignores HUP for the read handler", IgnoresHupForRead, ("trace",)),
     Variant("loses-notify-during-wait", "loses a notify sent while the loop waits", LosesNotifyDuringWait, ("trace",)),
     Variant("consumes-notify-after-walk", "reads the notifier after the walk", ConsumesNotifyAfterWalk, ("trace",)),
-    Variant("reused-number-reaches-old-handler", "dispatches to a new file that reused a closed fd's number",
-            ReusedNumberReachesOldHandler, ("R34",), poller="poll"),
+    Variant(
+        "reused-number-reaches-old-handler",
+        "dispatches to a new file that reused a closed fd's number",
+        ReusedNumberReachesOldHandler,
+        ("R34",),
+        poller="poll",
+    ),
     Variant("keeps-poll-slot-on-update", "does not reset the poll slot on update", KeepsPollSlotOnUpdate, ("trace",)),
     Variant("reaps-when-ret-zero", "reaps when poll returned 0", ReapsWhenRetZero, ("order",)),
     Variant("walks-in-kernel-order", "walks in kernel (fd) order, not list order", WalksInKernelOrder, ("trace",)),
     Variant("delete-notifies", "a delete sends a wakeup", DeleteNotifies, ("trace",)),
     Variant("registration-does-not-notify", "add/update sends no wakeup", RegistrationDoesNotNotify, ("trace",)),
     Variant("deleted-stays-polled", "a deleted record stays in the poll set", DeletedStaysPolled, ("trace",)),
-    Variant("leaks-kernel-registration", "reaping leaves the kernel registration", LeaksKernelRegistration,
-            ("kernel",)),
+    Variant(
+        "leaks-kernel-registration", "reaping leaves the kernel registration", LeaksKernelRegistration, ("kernel",)
+    ),
     Variant("close-leaks-wakeup", "close() leaks the notifier fd", CloseLeaksWakeup, ("leak",)),
 )
 

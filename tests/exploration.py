@@ -166,10 +166,15 @@ def check_other(before: World, a: Action, after: World, events: tuple[Event, ...
         return
     assert isinstance(a, Send | Drain | Hangup | Raise)
     old = before.env[a.fd]
-    new = {Send: FdState(old.kind, True, old.hung_up), Drain: FdState(old.kind, False, old.hung_up),
-           Hangup: FdState(old.kind, old.pending, True), Raise: FdState(old.kind, True, old.hung_up)}[type(a)]
+    new = {
+        Send: FdState(old.kind, True, old.hung_up),
+        Drain: FdState(old.kind, False, old.hung_up),
+        Hangup: FdState(old.kind, old.pending, True),
+        Raise: FdState(old.kind, True, old.hung_up),
+    }[type(a)]
     if (after.loop, after.gates, after.ctx) != (before.loop, before.gates, before.ctx) or after.env != before.env.set(
-            a.fd, new):
+        a.fd, new
+    ):
         raise fail("R60" if isinstance(a, Raise) else "R12", f"{a} changed more than {a.fd}'s state")
 
 
@@ -189,8 +194,11 @@ def check_context_rests(w: World) -> None:
         raise fail("R49", "revents left in the context's nodes after the step")
 
 
-@invariant("R42", "schedule of a scheduled BH changes nothing; else it marks it busy and notifies; "
-           "schedule_idle marks it idle, never notifies; cancel unschedules only")
+@invariant(
+    "R42",
+    "schedule of a scheduled BH changes nothing; else it marks it busy and notifies; "
+    "schedule_idle marks it idle, never notifies; cancel unschedules only",
+)
 @invariant("R44", "delete unschedules and flags; nothing is unlinked outside a walk")
 def check_bh_action(before: World, a: BhSchedule | BhScheduleIdle | BhCancel | BhDelete, after: World) -> None:
     bh = model_bh.find(before.ctx, a.bh)
@@ -217,8 +225,11 @@ def check_bh_action(before: World, a: BhSchedule | BhScheduleIdle | BhCancel | B
         raise fail("R45", f"{a} left the notifier {'readable' if after.loop.wakeup else 'clear'}")
 
 
-@invariant("R48", "a context delete outside a walk unlinks the fd's live node at once; an add goes to the "
-           "head, an update keeps the position; every call notifies")
+@invariant(
+    "R48",
+    "a context delete outside a walk unlinks the fd's live node at once; an add goes to the "
+    "head, an update keeps the position; every call notifies",
+)
 def check_ctx_set(before: World, a: CtxSet, after: World) -> None:
     old = before.ctx.nodes
     live = [n for n in old if n.fd == a.fd and not n.deleted]
@@ -250,8 +261,11 @@ def check_ctx_poll(before: World, after: World, events: tuple[Event, ...]) -> No
 @invariant("R47", "in an iteration the context's events come after ready and before the fd-handler walk's")
 def check_context_order(events: tuple[Event, ...]) -> None:
     phased = ReadyEvent | BhEvent | CtxReadEvent | CtxWriteEvent | ReadEvent | WriteEvent
-    kinds = [0 if isinstance(e, ReadyEvent) else 1 if isinstance(e, BhEvent | CtxReadEvent | CtxWriteEvent) else 2
-             for e in events if isinstance(e, phased)]
+    kinds = [
+        0 if isinstance(e, ReadyEvent) else 1 if isinstance(e, BhEvent | CtxReadEvent | CtxWriteEvent) else 2
+        for e in events
+        if isinstance(e, phased)
+    ]
     # Events nested in a main handler's ctx-poll follow that handler's `read`/`write`: only the
     # outermost ones are ordered, i.e. the run of context events straight after `ready`.
     first_main = next((i for i, k in enumerate(kinds) if k == 2), len(kinds))
@@ -290,14 +304,24 @@ def _strip(records: Iterable[Record]) -> tuple[tuple[object, ...], ...]:
 def check_fill(before: World, after: World, poll_set: PollSet, events: Sequence[Event]) -> None:
     start = _fds(before.loop.records)
     gates = [(e.fd, e.gate) for e in events if isinstance(e, GateEvent)]
-    quiet = _strip(after.loop.records) == _strip(before.loop.records) and after.gates == before.gates \
+    quiet = (
+        _strip(after.loop.records) == _strip(before.loop.records)
+        and after.gates == before.gates
         and after.env == before.env
+    )
     if quiet:  # no gate script changed anything: the poll set is a function of the state
         want, consulted = expected_fill(before)
         if poll_set != want:
             extra = {f for f, _ in poll_set} - {f for f, _ in want}
-            closed = {r.fd for r in before.loop.records if not r.deleted and r.write is None and r.gate is not None
-                      and r.read is not None and not before.gates[r.gate]}
+            closed = {
+                r.fd
+                for r in before.loop.records
+                if not r.deleted
+                and r.write is None
+                and r.gate is not None
+                and r.read is not None
+                and not before.gates[r.gate]
+            }
             rule = "R10" if extra and extra <= closed else "R8"
             raise fail(rule, f"poll set {poll_set}, want {want}")
         if gates != consulted:
@@ -337,8 +361,9 @@ class Checker:
     walks: list[tuple[World, World, tuple[int, ...], int]] = field(default_factory=list)
 
     def observer(self) -> model_iterate.Observer:
-        return model_iterate.Observer(on_fill=self.on_fill, on_register=self.on_register,
-                                      on_call=self.on_call, on_walk=self.on_walk)
+        return model_iterate.Observer(
+            on_fill=self.on_fill, on_register=self.on_register, on_call=self.on_call, on_walk=self.on_walk
+        )
 
     def on_fill(self, before: World, after: World, poll_set: PollSet) -> None:
         check_fill_keeps(self, after)
@@ -367,8 +392,11 @@ class Checker:
 def check_fill_keeps(c: Checker, after: World) -> None:
     for fd, (read, write, gate) in c.fill_regs.items():
         rec = _rec(after, fd)
-        if rec is None or (read is None and write is None) != rec.deleted or (
-                not rec.deleted and (rec.read, rec.write, rec.gate) != (read, write, gate)):
+        if (
+            rec is None
+            or (read is None and write is None) != rec.deleted
+            or (not rec.deleted and (rec.read, rec.write, rec.gate) != (read, write, gate))
+        ):
             raise fail("R22", f"a gate script registered {fd} as {read}/{write}/{gate}; after fill it is {rec}")
 
 
@@ -387,8 +415,11 @@ def check_call(c: Checker, w: World, fd: str, script: str) -> None:
 
 
 @invariant("R11", "ready fds are polled fds, in poll-set order, reporting at most the request plus HUP/ERR")
-@invariant("R13", "the notifier is consumed before the walk, a notify from the walk stays pending; a pending "
-           "notify makes poll return > 0")
+@invariant(
+    "R13",
+    "the notifier is consumed before the walk, a notify from the walk stays pending; a pending "
+    "notify makes poll return > 0",
+)
 @invariant("R14", "no walk unless poll returned > 0: nothing called, nothing reaped")
 @invariant("R15", "the walk calls in list order of the records present at its start; added records are at the head")
 @invariant("R16", "the calls are exactly those the revents give each record as it is at its turn")
@@ -419,8 +450,11 @@ def check_iteration(c: Checker, before: World, a: Iterate, after: World, events:
         raise fail("R13", "the notifier was still readable when the walk started")
     if any(call_after.loop.wakeup for *_, call_after in c.calls) and not after.loop.wakeup:
         raise fail("R13", "a notify from the walk was consumed before the next iteration")
-    notified = before.loop.wakeup or any(isinstance(x, Notify) or (isinstance(x, Set) and (x.read or x.write))
-                                         for x in a.during_wait) or c.fill_registered
+    notified = (
+        before.loop.wakeup
+        or any(isinstance(x, Notify) or (isinstance(x, Set) and (x.read or x.write)) for x in a.during_wait)
+        or c.fill_registered
+    )
     if (notified or ready.fds) and not ready.walk:
         raise fail("R13", "a pending notify or a ready fd, yet no walk")
     if ready.walk != (ret > 0):
@@ -475,8 +509,11 @@ def check_iteration(c: Checker, before: World, a: Iterate, after: World, events:
     survivors = {r.fd: r for r in final[k:]}
     for fd in order:
         r = survivors.get(fd)
-        if r is None and not start[order.index(fd)].deleted and not any(
-                (x := _rec(w2, fd)) is not None and x.deleted for _, _, _, w2 in c.calls):
+        if (
+            r is None
+            and not start[order.index(fd)].deleted
+            and not any((x := _rec(w2, fd)) is not None and x.deleted for _, _, _, w2 in c.calls)
+        ):
             raise fail("R19", f"{fd} was unlinked, yet never flagged deleted")
         if r is not None and r.deleted and not any(order.index(cfd) > order.index(fd) for _, cfd, _, _ in c.calls):
             raise fail("R19", f"{fd} stays flagged deleted, but no later record's callback ran")
@@ -552,5 +589,9 @@ def scopes(large: bool) -> list[Scope]:
 
 def lockstep_config(scope: Scope) -> Config:
     """The scope as the lockstep harness's Config, to replay closure paths on the real loop."""
-    return Config(fds=dict(scope.fds), gates=dict(scope.gates), scripts=dict(scope.scripts),  # type: ignore[arg-type]
-                  gate_runs=dict(scope.gate_runs))
+    return Config(
+        fds=dict(scope.fds),  # type: ignore[arg-type]
+        gates=dict(scope.gates),
+        scripts=dict(scope.scripts),
+        gate_runs=dict(scope.gate_runs),
+    )

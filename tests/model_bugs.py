@@ -34,79 +34,234 @@ class Bug:
 
 
 CATALOGUE: tuple[Bug, ...] = (
-    Bug("deleted-check-removed", "dispatch.py", ((
-        "        if not record.deleted and record.poll_index != -1:\n            ready = revents[record.poll_index]\n"
-        "        if not record.deleted and record.read is not None and ready & READ_EVENTS:",
-        # (a deleted record's slot may be from an older poll set: read it only if in range)
-        "        if -1 < record.poll_index < len(revents):\n            ready = revents[record.poll_index]\n"
-        "        if record.read is not None and ready & READ_EVENTS:"),), ("R17",)),
-    Bug("reap-before-walk", "dispatch.py", ((
-        "    events: list[Event] = []\n    for fd in",
-        "    events: list[Event] = []\n"
-        "    world = world.with_loop(replace(world.loop, records=tuple(r for r in world.loop.records if not r.deleted)))\n"
-        "    for fd in"),), ("R19",)),
-    Bug("write-check-old-handler", "dispatch.py", ((
-        "            events.extend(out)\n        record = _record(world, fd)\n        if not record.deleted and record.write",
-        "            events.extend(out)\n        if not record.deleted and record.write"),), ("R18",)),
-    Bug("gate-at-dispatch", "dispatch.py", ((
-        "        if not record.deleted and record.read is not None and ready & READ_EVENTS:",
-        "        if not record.deleted and record.read is not None and ready & READ_EVENTS and (\n"
-        "                record.gate is None or world.gates[record.gate]):"),), ("R16",)),
-    Bug("never-reaps", "dispatch.py", ((
-        "        if record.deleted:\n            world = world.with_loop(",
-        "        if record.deleted and not record.deleted:\n            world = world.with_loop("),), ("R19",)),
-    Bug("reaps-on-zero", "dispatch.py", ((
-        "    if ret <= 0:\n        return world, ()",
-        "    if ret <= 0:\n"
-        "        return world.with_loop(replace(world.loop, records=tuple(r for r in world.loop.records if not r.deleted))), ()"
-    ),), ("R14",)),
-    Bug("insert-at-tail", "registry.py", ((
-        "records = (fresh, *loop.records) if i == -1 else", "records = (*loop.records, fresh) if i == -1 else"),), ("R2",)),
-    Bug("revive-to-head", "registry.py", ((
-        "else _put(loop.records, i, fresh)",
-        "else (fresh, *loop.records[:i], *loop.records[i + 1 :]) if loop.records[i].deleted else _put(loop.records, i, fresh)"
-    ),), ("R5",)),
-    Bug("no-slot-reset", "registry.py", ((
-        "    fresh = Record(fd, read, write, gate, poll_index=-1, deleted=False)",
-        "    fresh = Record(fd, read, write, gate, poll_index=loop.records[i].poll_index if i != -1 else -1)"),), ("R6",)),
-    Bug("delete-unlinks", "registry.py", ((
-        "        return replace(loop, records=_put(loop.records, i, replace(loop.records[i], deleted=True)))",
-        "        return replace(loop, records=loop.records[:i] + loop.records[i + 1 :])"),), ("R4",)),
-    Bug("duplicates", "registry.py", ((
-        "    i = index_of(loop.records, fd)\n    if read is None",
-        "    i = index_of(loop.records, fd) if read is None and write is None else -1\n    if read is None"),), ("R1",)),
-    Bug("no-wakeup", "registry.py", ((
-        "    return Loop(records, wakeup=True)", "    return Loop(records, wakeup=loop.wakeup)"),), ("R7",)),
-    Bug("gate-own-change-ignored", "fill.py", ((
-        "                record = _record(world, fd)  # the gate may have changed its own record\n", ""),), ("R22",),
-        scope="gate-scripts"),
+    Bug(
+        "deleted-check-removed",
+        "dispatch.py",
+        (
+            (
+                "        if not record.deleted and record.poll_index != -1:\n            ready = revents[record.poll_index]\n"
+                "        if not record.deleted and record.read is not None and ready & READ_EVENTS:",
+                # (a deleted record's slot may be from an older poll set: read it only if in range)
+                "        if -1 < record.poll_index < len(revents):\n            ready = revents[record.poll_index]\n"
+                "        if record.read is not None and ready & READ_EVENTS:",
+            ),
+        ),
+        ("R17",),
+    ),
+    Bug(
+        "reap-before-walk",
+        "dispatch.py",
+        (
+            (
+                "    events: list[Event] = []\n    for fd in",
+                "    events: list[Event] = []\n"
+                "    world = world.with_loop(replace(world.loop, records=tuple(r for r in world.loop.records if not r.deleted)))\n"
+                "    for fd in",
+            ),
+        ),
+        ("R19",),
+    ),
+    Bug(
+        "write-check-old-handler",
+        "dispatch.py",
+        (
+            (
+                "            events.extend(out)\n        record = _record(world, fd)\n        if not record.deleted and record.write",
+                "            events.extend(out)\n        if not record.deleted and record.write",
+            ),
+        ),
+        ("R18",),
+    ),
+    Bug(
+        "gate-at-dispatch",
+        "dispatch.py",
+        (
+            (
+                "        if not record.deleted and record.read is not None and ready & READ_EVENTS:",
+                "        if not record.deleted and record.read is not None and ready & READ_EVENTS and (\n"
+                "                record.gate is None or world.gates[record.gate]):",
+            ),
+        ),
+        ("R16",),
+    ),
+    Bug(
+        "never-reaps",
+        "dispatch.py",
+        (
+            (
+                "        if record.deleted:\n            world = world.with_loop(",
+                "        if record.deleted and not record.deleted:\n            world = world.with_loop(",
+            ),
+        ),
+        ("R19",),
+    ),
+    Bug(
+        "reaps-on-zero",
+        "dispatch.py",
+        (
+            (
+                "    if ret <= 0:\n        return world, ()",
+                "    if ret <= 0:\n"
+                "        return world.with_loop(replace(world.loop, records=tuple(r for r in world.loop.records if not r.deleted))), ()",
+            ),
+        ),
+        ("R14",),
+    ),
+    Bug(
+        "insert-at-tail",
+        "registry.py",
+        (("records = (fresh, *loop.records) if i == -1 else", "records = (*loop.records, fresh) if i == -1 else"),),
+        ("R2",),
+    ),
+    Bug(
+        "revive-to-head",
+        "registry.py",
+        (
+            (
+                "else _put(loop.records, i, fresh)",
+                "else (fresh, *loop.records[:i], *loop.records[i + 1 :]) if loop.records[i].deleted else _put(loop.records, i, fresh)",
+            ),
+        ),
+        ("R5",),
+    ),
+    Bug(
+        "no-slot-reset",
+        "registry.py",
+        (
+            (
+                "    fresh = Record(fd, read, write, gate, poll_index=-1, deleted=False)",
+                "    fresh = Record(fd, read, write, gate, poll_index=loop.records[i].poll_index if i != -1 else -1)",
+            ),
+        ),
+        ("R6",),
+    ),
+    Bug(
+        "delete-unlinks",
+        "registry.py",
+        (
+            (
+                "        return replace(loop, records=_put(loop.records, i, replace(loop.records[i], deleted=True)))",
+                "        return replace(loop, records=loop.records[:i] + loop.records[i + 1 :])",
+            ),
+        ),
+        ("R4",),
+    ),
+    Bug(
+        "duplicates",
+        "registry.py",
+        (
+            (
+                "    i = index_of(loop.records, fd)\n    if read is None",
+                "    i = index_of(loop.records, fd) if read is None and write is None else -1\n    if read is None",
+            ),
+        ),
+        ("R1",),
+    ),
+    Bug(
+        "no-wakeup",
+        "registry.py",
+        (("    return Loop(records, wakeup=True)", "    return Loop(records, wakeup=loop.wakeup)"),),
+        ("R7",),
+    ),
+    Bug(
+        "gate-own-change-ignored",
+        "fill.py",
+        (("                record = _record(world, fd)  # the gate may have changed its own record\n", ""),),
+        ("R22",),
+        scope="gate-scripts",
+    ),
     Bug("deleted-polled", "fill.py", (("        if record.deleted:\n            continue\n", ""),), ("R8",)),
-    Bug("closed-gate-polled", "fill.py", ((
-        "            if is_open:\n                asked |= READ_EVENTS", "            if True:\n                asked |= READ_EVENTS"),),
-        ("R8", "R10")),
-    Bug("notify-lost", "iterate.py", ((
-        "        case Notify():\n            return aio.notify(world), ()",
-        "        case Notify():\n            return world, ()"),), ("R13",)),
-    Bug("notify-consumed-after-walk", "iterate.py", ((
-        "    world, out = dispatch(world, revents, ret, call)\n",
-        "    world, out = dispatch(world, revents, ret, call)\n"
-        "    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n"),), ("R13",)),
-    Bug("unrequested-events", "env.py", ((
-        "readiness(env[fd]) & (events | ALWAYS_REPORTED) for fd", "readiness(env[fd]) for fd"),), ("R11",)),
+    Bug(
+        "closed-gate-polled",
+        "fill.py",
+        (
+            (
+                "            if is_open:\n                asked |= READ_EVENTS",
+                "            if True:\n                asked |= READ_EVENTS",
+            ),
+        ),
+        ("R8", "R10"),
+    ),
+    Bug(
+        "notify-lost",
+        "iterate.py",
+        (
+            (
+                "        case Notify():\n            return aio.notify(world), ()",
+                "        case Notify():\n            return world, ()",
+            ),
+        ),
+        ("R13",),
+    ),
+    Bug(
+        "notify-consumed-after-walk",
+        "iterate.py",
+        (
+            (
+                "    world, out = dispatch(world, revents, ret, call)\n",
+                "    world, out = dispatch(world, revents, ret, call)\n"
+                "    world = world.with_loop(Loop(world.loop.records, wakeup=False))\n",
+            ),
+        ),
+        ("R13",),
+    ),
+    Bug(
+        "unrequested-events",
+        "env.py",
+        (("readiness(env[fd]) & (events | ALWAYS_REPORTED) for fd", "readiness(env[fd]) for fd"),),
+        ("R11",),
+    ),
     # The context (format v3): refuted by the context's closure.
-    Bug("schedule-rearms-idle", "bh.py", ((
-        "    bh = find(ctx, name)\n    if bh.scheduled:\n        return ctx, False",
-        "    bh = find(ctx, name)\n    if bh.scheduled and not bh.idle:\n        return ctx, False"),), ("R42",), "context"),
-    Bug("notify-while-dispatching", "aio.py", ((
-        "    if world.ctx.dispatching:\n        return world", "    if False:\n        return world"),), ("R45", "R13"), "context"),
-    Bug("bh-walk-counter-leaks", "bh.py", ((
-        "    ctx = replace(world.ctx, walking_bh=world.ctx.walking_bh - 1)",
-        "    ctx = replace(world.ctx, walking_bh=world.ctx.walking_bh)"),), ("R44",), "context"),
-    Bug("ctx-delete-flags-outside-walk", "aio.py", ((
-        "            if ctx.walking_handlers:\n", "            if True:\n"),), ("R48",), "context"),
-    Bug("ctx-revents-kept", "aio.py", ((
-        "replace(_put(ctx, replace(node, revents=0)), walking_handlers", "replace(_put(ctx, node), walking_handlers"),),
-        ("R49",), "context"),
+    Bug(
+        "schedule-rearms-idle",
+        "bh.py",
+        (
+            (
+                "    bh = find(ctx, name)\n    if bh.scheduled:\n        return ctx, False",
+                "    bh = find(ctx, name)\n    if bh.scheduled and not bh.idle:\n        return ctx, False",
+            ),
+        ),
+        ("R42",),
+        "context",
+    ),
+    Bug(
+        "notify-while-dispatching",
+        "aio.py",
+        (("    if world.ctx.dispatching:\n        return world", "    if False:\n        return world"),),
+        ("R45", "R13"),
+        "context",
+    ),
+    Bug(
+        "bh-walk-counter-leaks",
+        "bh.py",
+        (
+            (
+                "    ctx = replace(world.ctx, walking_bh=world.ctx.walking_bh - 1)",
+                "    ctx = replace(world.ctx, walking_bh=world.ctx.walking_bh)",
+            ),
+        ),
+        ("R44",),
+        "context",
+    ),
+    Bug(
+        "ctx-delete-flags-outside-walk",
+        "aio.py",
+        (("            if ctx.walking_handlers:\n", "            if True:\n"),),
+        ("R48",),
+        "context",
+    ),
+    Bug(
+        "ctx-revents-kept",
+        "aio.py",
+        (
+            (
+                "replace(_put(ctx, replace(node, revents=0)), walking_handlers",
+                "replace(_put(ctx, node), walking_handlers",
+            ),
+        ),
+        ("R49",),
+        "context",
+    ),
 )
 
 
@@ -151,8 +306,14 @@ class Refutation:
 def refute(bug: Bug, folder: Path, timeout: float = 300) -> Refutation:
     """Run the closure on the planted model; the first violation it finds."""
     plant(bug, folder)
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(folder), bug.scope], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(folder), bug.scope],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if done.returncode != 0:
         return Refutation(None, 0, f"the explorer crashed: {done.stderr[-2000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])

@@ -107,8 +107,20 @@ def snapshot(loop: MainLoop) -> tuple[Any, ...]:
     snap = loop.snapshot()
     recs = tuple(
         sorted(
-            (r.seq, r.fd, r.fd, r.deleted, r.stale, r.kev, r.renew, r.ident,
-             id(r.read), id(r.write), id(r.can_read), id(r.opaque))
+            (
+                r.seq,
+                r.fd,
+                r.fd,
+                r.deleted,
+                r.stale,
+                r.kev,
+                r.renew,
+                r.ident,
+                id(r.read),
+                id(r.write),
+                id(r.can_read),
+                id(r.opaque),
+            )
             for r in snap.records
         )
     )

@@ -92,6 +92,7 @@ _NAMED_ACCESS = {"getattr", "setattr", "hasattr", "delattr"}
 def _private_reads(tree: ast.AST, names: set[str]) -> list[str]:
     """Reads of the loop's private names: attribute syntax (`loop._registry`) and the name as a
     literal string to getattr/setattr/hasattr/delattr, which attribute syntax alone misses."""
+
     def private(n: ast.AST) -> bool:
         if isinstance(n, ast.Attribute):
             return n.attr in names

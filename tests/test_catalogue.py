@@ -99,8 +99,13 @@ def _hunt_reuse(variant: Variant) -> dict[str, object]:
     tag = None
     for iterate_first, delete_first, ready_old in itertools.product([False, True], repeat=3):
         try:
-            fd_reuse_scenario(variant.loop, variant.poller, iterate_first=iterate_first,
-                              delete_first=delete_first, ready_old=ready_old)
+            fd_reuse_scenario(
+                variant.loop,
+                variant.poller,
+                iterate_first=iterate_first,
+                delete_first=delete_first,
+                ready_old=ready_old,
+            )
         except CheckFailed as e:
             ops = 3 + iterate_first + delete_first  # register, close+reuse, wait (the kill)
             if fewest is None or ops < fewest:
@@ -125,7 +130,9 @@ def test_suite_kills_variant(variant: Variant) -> None:
 
 def test_every_check_kills_something() -> None:
     """Each lockstep check is seen to fail on at least one planted bug."""
-    killed_by = {str(r["check"]) for r in RESULTS.values()} if len(RESULTS) == len(VARIANTS) else {
-        v.checks[0] for v in VARIANTS
-    }
+    killed_by = (
+        {str(r["check"]) for r in RESULTS.values()}
+        if len(RESULTS) == len(VARIANTS)
+        else {v.checks[0] for v in VARIANTS}
+    )
     assert killed_by >= {"trace", "R1", "R17", "order", "kernel", "leak", "R34"}

@@ -81,8 +81,9 @@ def test_m1_and_m8_pass_the_older_bundled_vectors() -> None:
         outcomes = run_conformance(planted(bug), older, driver_format=2)  # a v2 port: the v3 vectors skipped
         assert outcomes and all(o.passed or o.skipped for o in outcomes), [o.name for o in outcomes if not o.passed]
         assert sum(o.passed for o in outcomes) >= 58
-        failed = run_conformance(planted(bug), [p for p in bundled_vectors_dir().rglob("*.json") if p.stem in new],
-                                 driver_format=2)
+        failed = run_conformance(
+            planted(bug), [p for p in bundled_vectors_dir().rglob("*.json") if p.stem in new], driver_format=2
+        )
         assert len(failed) == 2 and [o.passed for o in failed].count(False) == 1, [(o.name, o.passed) for o in failed]
 
 
@@ -120,11 +121,23 @@ def test_walks_cover_every_transition() -> None:
 
 def test_walks_cover_every_transition_under_a_symmetry() -> None:
     """With the fds' symmetry, a walk that comes to a state's mirror image takes the mirrored step."""
-    scope = Scope("sym", {"s": "socket", "t": "socket"}, {}, {"n": (), "ks": (Set("t", None, None, None),),
-                                                             "kt": (Set("s", None, None, None),)},
-                  (Set("s", "ks", None, None), Set("t", "kt", None, None), Set("s", None, None, None),
-                   Set("t", None, None, None), Send("s"), Send("t"), Iterate()),
-                  swap_fds={"s": "t", "t": "s"}, swap_scripts={"ks": "kt", "kt": "ks"})
+    scope = Scope(
+        "sym",
+        {"s": "socket", "t": "socket"},
+        {},
+        {"n": (), "ks": (Set("t", None, None, None),), "kt": (Set("s", None, None, None),)},
+        (
+            Set("s", "ks", None, None),
+            Set("t", "kt", None, None),
+            Set("s", None, None, None),
+            Set("t", None, None, None),
+            Send("s"),
+            Send("t"),
+            Iterate(),
+        ),
+        swap_fds={"s": "t", "t": "s"},
+        swap_scripts={"ks": "kt", "kt": "ks"},
+    )
     c = closure_for(scope)
     assert c.states < closure_for(scope, symmetric=False).states  # the symmetry is used
     _covers_every_transition(c)
@@ -211,7 +224,22 @@ def test_pool_workers_end_on_sigterm_under_the_command_handlers() -> None:
     import subprocess
 
     for _ in range(3):
-        out = subprocess.run([sys.executable, "-m", "iohandler.specs.cli", "conform", "--exhaustive", "--config",
-                              SMALL, "--driver", MODEL], capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "iohandler.specs.cli",
+                "conform",
+                "--exhaustive",
+                "--config",
+                SMALL,
+                "--driver",
+                MODEL,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert out.returncode == 0, out.stdout[-500:] + out.stderr[-2000:]
         assert "Traceback" not in out.stderr and "Terminated" not in out.stderr, out.stderr[-2000:]

@@ -79,8 +79,12 @@ def test_a_symmetry_with_the_context_is_refused() -> None:
     from iohandler.specs.exhaustive import context_scopes
 
     ctx = context_scopes()[0]
-    swapped = replace(ctx, fds={**ctx.fds, "t": "socket"}, swap_fds={"s": "t", "t": "s"},
-                      alphabet=(*ctx.alphabet, Set("t", None, "ws", None)))
+    swapped = replace(
+        ctx,
+        fds={**ctx.fds, "t": "socket"},
+        swap_fds={"s": "t", "t": "s"},
+        alphabet=(*ctx.alphabet, Set("t", None, "ws", None)),
+    )
     with pytest.raises(ValueError, match="not supported with the context"):
         explore(swapped, workers=1, max_depth=1)
 

@@ -49,8 +49,11 @@ def hostile(mode: str) -> str:
 BUGS = [("R2", 1), ("R9", 1), ("R13", 1), ("R15", 1), ("R17", 1), ("R18", 2)]
 
 
-SUMMARY = re.compile(r"^fuzz: (\d+) examples, (\d+) steps, 1 mismatch; .*\n  shrunk in (\d+) runs to (\d+) steps "
-                     r"\((\d+) bytes\): saved (.+)$", re.MULTILINE)
+SUMMARY = re.compile(
+    r"^fuzz: (\d+) examples, (\d+) steps, 1 mismatch; .*\n  shrunk in (\d+) runs to (\d+) steps "
+    r"\((\d+) bytes\): saved (.+)$",
+    re.MULTILINE,
+)
 
 
 @pytest.mark.parametrize(("bug", "seed"), BUGS, ids=[b for b, _ in BUGS])
@@ -103,6 +106,7 @@ def test_a_seed_repeats_a_run(tmp_path: Path) -> None:
 def test_gate_scripts_are_probed_or_switched_off(tmp_path: Path) -> None:
     """A driver without the optional gate_scripts field passes once the probe switches them off;
     --no-gate-scripts switches them off without asking."""
+
     def run(driver: str, examples: int, gate_scripts: bool | None = None) -> FuzzResult:
         return fuzz(driver, examples=examples, seed=3, save=tmp_path, gate_scripts=gate_scripts, report=lambda _: None)
 
@@ -160,9 +164,7 @@ def test_a_folding_poller_is_fuzzed_against_the_folded_model(
     assert "0 mismatches; gate scripts on (probed); HUP/ERR folded (R36); seed 2" in capsys.readouterr().out
 
 
-_SCHEMA = jsonschema.Draft202012Validator(
-    json.loads((bundled_vectors_dir().parent / "vector.schema.json").read_text())
-)
+_SCHEMA = jsonschema.Draft202012Validator(json.loads((bundled_vectors_dir().parent / "vector.schema.json").read_text()))
 
 
 @settings(max_examples=budget(dev=200, ci=300, thorough=3000))
@@ -187,8 +189,10 @@ def test_an_unusable_save_path_still_prints_the_mismatch_and_says_why(
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     save = blocker / "failures"  # under a regular file: mkdir fails
-    assert main(["fuzz", "--driver", hostile("refuse-hangup"), "--examples", "200", "--seed", "1", "--save",
-                 str(save)]) == 1
+    assert (
+        main(["fuzz", "--driver", hostile("refuse-hangup"), "--examples", "200", "--seed", "1", "--save", str(save)])
+        == 1
+    )
     out, err = capsys.readouterr()
     assert out.startswith("MISMATCH fuzz-") and '"format": "iohandler-vector/1"' in out
     assert f"not saved: cannot write {save}" in out
@@ -198,6 +202,7 @@ def test_an_unusable_save_path_still_prints_the_mismatch_and_says_why(
 def test_the_gate_scripts_probe_reports_its_result_and_reason(tmp_path: Path) -> None:
     """Issue 23, item 4: only a driver that ignores gate_scripts or refuses v2 makes the probe
     switch them off, and the summary says which; any other wrong answer is a failure."""
+
     def run(driver: str, **kw: object) -> FuzzResult:
         return fuzz(driver, examples=20, seed=3, save=tmp_path, report=lambda _: None, **kw)  # type: ignore[arg-type]
 
@@ -249,13 +254,20 @@ def test_the_shrinker_drops_repeated_identical_actions(tmp_path: Path) -> None:
     from iohandler.specs.fuzz import _prune, _Session
 
     sets = [{"do": "set", "fd": f, "read": "s"} for f in ("a", "b")]
-    vector = parse_vector({
-        "format": "iohandler-vector/1", "name": "repeats", "description": "", "rules": [],
-        "fds": {"a": "socket", "b": "socket"}, "gates": {},
-        "scripts": {"s": [{"do": "snapshot"}, {"do": "snapshot"}, {"do": "notify"}, {"do": "notify"}]},
-        # R2 (new records at the tail) shows in the first poll set: two sets and one iterate.
-        "steps": [*sets, {"do": "notify"}, {"do": "notify"}, {"do": "iterate"}, {"do": "iterate"}],
-    }, require_expect=False)
+    vector = parse_vector(
+        {
+            "format": "iohandler-vector/1",
+            "name": "repeats",
+            "description": "",
+            "rules": [],
+            "fds": {"a": "socket", "b": "socket"},
+            "gates": {},
+            "scripts": {"s": [{"do": "snapshot"}, {"do": "snapshot"}, {"do": "notify"}, {"do": "notify"}]},
+            # R2 (new records at the tail) shows in the first poll set: two sets and one iterate.
+            "steps": [*sets, {"do": "notify"}, {"do": "notify"}, {"do": "iterate"}, {"do": "iterate"}],
+        },
+        require_expect=False,
+    )
     session = _Session(planted("R2"), 5.0)
     try:
         assert session.mismatch(vector) is not None
@@ -274,9 +286,24 @@ def test_fuzz_keeps_hypothesis_files_out_of_the_current_folder_unless_told(tmp_p
 
     def run(driver: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "iohandler.specs.cli", "fuzz", "--driver", driver, "--seed", "1",
-             "--save", str(tmp_path / "saved"), *extra],
-            cwd=here, capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "iohandler.specs.cli",
+                "fuzz",
+                "--driver",
+                driver,
+                "--seed",
+                "1",
+                "--save",
+                str(tmp_path / "saved"),
+                *extra,
+            ],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     assert run(MODEL, "--examples", "5").returncode == 0
@@ -301,8 +328,10 @@ def test_a_driver_that_misbehaves_at_end_of_input_is_reported(
     """Review II, item 10: VECTORS.md says a driver exits 0 at end of input; fuzz said nothing of
     one that exits 3 (or never exits) and exited 0."""
     driver = tmp_path / "driver.py"
-    driver.write_text("import sys\nfrom iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\n"
-                      "serve(run)\nsys.exit(3)\n")
+    driver.write_text(
+        "import sys\nfrom iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\n"
+        "serve(run)\nsys.exit(3)\n"
+    )
     argv = ["fuzz", "--driver", f"{sys.executable} {driver}", "--examples", "3", "--seed", "1", "--save", str(tmp_path)]
     assert main(argv) == 1
     out = capsys.readouterr().out

@@ -114,6 +114,7 @@ def test_self_schedule_runs_in_the_next_walk_not_this_one(loop: MainLoop) -> Non
 def test_scheduling_an_older_bh_from_a_callback_runs_it_in_the_same_walk(loop: MainLoop) -> None:
     log: list[Any] = []
     older = loop.bh_new(recorder(log, "older"))
+
     def cb(_: Any) -> None:
         log.append("newer")
         older.schedule()

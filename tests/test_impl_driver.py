@@ -52,9 +52,7 @@ def _reports_hup_or_err(vector: Vector) -> bool:
 
 
 def _cases(paths: list[Path]) -> list[object]:
-    return [
-        pytest.param(path, poller, id=f"{path.stem}-{poller}") for path in paths for poller in sorted(POLLERS)
-    ]
+    return [pytest.param(path, poller, id=f"{path.stem}-{poller}") for path in paths for poller in sorted(POLLERS)]
 
 
 def _expected(vector: Vector, poller: str) -> list[Event]:

@@ -418,9 +418,7 @@ def test_run_until_checks_the_predicate_before_each_iteration(rec: tuple[MainLoo
 # ------------------------------------------------------------------ the spin throttle (R40)
 
 
-def test_r40_after_spin_limit_idle_iterations_warn_once_then_pause_each_wait(
-    clock: FakeClock, socks: Pairs
-) -> None:
+def test_r40_after_spin_limit_idle_iterations_warn_once_then_pause_each_wait(clock: FakeClock, socks: Pairs) -> None:
     """A gate that registers another fd makes every wait return at once with nothing run (R7):
     from the SPIN_LIMIT-th such iteration on, each wait is preceded by one SPIN_PAUSE, the first
     with QEMU's warning, pointing at the caller; an iteration that runs a handler ends it."""

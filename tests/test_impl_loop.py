@@ -39,7 +39,6 @@ R = IN | HUP | ERR
 W = OUT | ERR
 
 
-
 @pytest.fixture
 def fds() -> Iterator[Fds]:
     f = Fds()
@@ -768,7 +767,7 @@ def test_snapshot_shows_every_record_field_and_the_loop_state(socks: Fds) -> Non
         assert (snap.waiting, snap.running, snap.stopping, snap.closed) == (False,) * 4
         assert snap.fd_errors == 0
         handle = loop.call_later(60, r, None)
-        (deadline, n, h), = loop.snapshot().timers
+        ((deadline, n, h),) = loop.snapshot().timers
         assert h is handle and deadline == handle.deadline and n >= 1
         loop.stop()
         assert loop.snapshot().stopping is True
@@ -812,9 +811,7 @@ def test_a_record_deleted_again_after_a_revival_is_reaped(socks: Fds) -> None:
         assert [v.fd for v in loop.snapshot().records] == [b.fileno()]  # reaped
 
 
-def test_a_common_registration_takes_the_inline_checks_only(
-    monkeypatch: pytest.MonkeyPatch, socks: Fds
-) -> None:
+def test_a_common_registration_takes_the_inline_checks_only(monkeypatch: pytest.MonkeyPatch, socks: Fds) -> None:
     """An int fd in range (0 included) with callables or None is checked inline (registration
     is a hot path, bench/); the full checks (impl/args.py) are for everything else."""
     full: list[str] = []

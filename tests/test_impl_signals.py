@@ -131,6 +131,7 @@ def test_walk_position_follows_r2(sigloop: MainLoop) -> None:
     try:
         order: list[str] = []
         sigloop.add_signal_handler(signal.SIGUSR1, lambda info: order.append("signal"))
+
         def on_socket(s: socket.socket) -> None:
             order.append("socket")
             s.recv(10)
@@ -332,6 +333,7 @@ def test_off_the_main_thread_is_refused() -> None:
     """R65: the mask is the calling thread's and Python's dispositions the main thread's."""
     errors: list[BaseException] = []
     with MainLoop() as loop:
+
         def worker() -> None:
             try:
                 loop.add_signal_handler(signal.SIGUSR1, print)
@@ -696,8 +698,9 @@ def test_sigchld_ignored_before_is_delivered_and_restored(mech: str) -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", SIGCHLD_IGNORED, mech], capture_output=True, text=True,
-                         timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", SIGCHLD_IGNORED, mech], capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == [f"[{int(signal.SIGCHLD)}] 3", "True"], out.stdout
 

@@ -1,4 +1,4 @@
-"""mypy --strict and ruff, as `make verify` runs them, so that `make test` (CI) holds the code to
+"""mypy --strict, ruff and ruff format, as `make verify` runs them, so that `make test` (CI) holds the code to
 them too: a type error or lint finding fails CI, not only the main job."""
 
 from __future__ import annotations
@@ -21,4 +21,10 @@ def test_mypy_strict_is_clean() -> None:
 
 def test_ruff_is_clean() -> None:
     out = _run("ruff", "check", ".")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    """`ruff format` over the tree (its settings: pyproject.toml); run it to fix a failure."""
+    out = _run("ruff", "format", "--check", ".")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -88,10 +88,13 @@ def test_lockstep_context(poller: PollerName) -> None:
     the context's handler list compared after every step, the kernel set at every wait."""
     machine = machine_for(poller, context=True)
     try:
-        red = hunt(machine, settings(
-            max_examples=budget(dev=40, ci=200, thorough=3000),
-            stateful_step_count=budget(dev=30, ci=40, thorough=80),
-        ))
+        red = hunt(
+            machine,
+            settings(
+                max_examples=budget(dev=40, ci=200, thorough=3000),
+                stateful_step_count=budget(dev=30, ci=40, thorough=80),
+            ),
+        )
     finally:
         write_stats(f"lockstep-context-{poller}", dict(machine.stats))
     if red is not None:

@@ -36,8 +36,9 @@ def test_planted_model_bug_is_refuted_by_the_closure(bug: Bug, tmp_path: Path) -
     assert r.rule in INVARIANTS
     what = r.message.splitlines()[0].split(": ", 1)[1]  # the violated check, in its own words
     _BY_BUG[bug.name] = f"refuted by {r.rule} ({what}) at depth {r.depth}"
-    write_stats("model-bugs", {"bugs": len(CATALOGUE), "refuted": len(_BY_BUG),
-                               "by_bug": dict(sorted(_BY_BUG.items()))})
+    write_stats(
+        "model-bugs", {"bugs": len(CATALOGUE), "refuted": len(_BY_BUG), "by_bug": dict(sorted(_BY_BUG.items()))}
+    )
 
 
 def test_the_unplanted_copy_closes(tmp_path: Path) -> None:

@@ -161,8 +161,9 @@ def test_a_poll_that_re_enters_itself_without_end_is_an_invalid_vector() -> None
         run(w, [CtxPoll()], scripts)
     # Eight deep is fine: a BH chain a -> b -> ... each scheduling the next and polling.
     names = [f"b{i}" for i in range(8)]
-    chain: Scripts = {n: ((BhSchedule(names[i + 1]),) if i + 1 < len(names) else ()) + (CtxPoll(),)
-                      for i, n in enumerate(names)}
+    chain: Scripts = {
+        n: ((BhSchedule(names[i + 1]),) if i + 1 < len(names) else ()) + (CtxPoll(),) for i, n in enumerate(names)
+    }
     w, _ = run(world(), [*(BhNew(n, n) for n in reversed(names)), BhSchedule("b0")], chain)
     _, events = run(w, [CtxPoll()], chain)
     assert [e.bh for e in events if isinstance(e, BhEvent)] == names

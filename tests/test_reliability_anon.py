@@ -53,6 +53,7 @@ def test_r34_reregistered_eventfd_number_reaches_the_new_handler(poller: str, fd
         loop.set_fd_handler(old, lambda _: calls.append("old"))
         loop.main_loop_wait(nonblocking=True)
         new = _reuse_as_eventfd(old, fds)  # closed without a delete, number taken by a new one
+
         def on_new(_: object) -> None:
             calls.append("new")
             os.eventfd_read(new)
@@ -68,9 +69,7 @@ def test_r34_reregistered_eventfd_number_reaches_the_new_handler(poller: str, fd
 
 
 @pytest.mark.parametrize("poller", POLLERS)
-def test_r34_reregistered_eventfd_number_does_not_hear_the_old_file_kept_by_a_dup(
-    poller: str, fds: list[int]
-) -> None:
+def test_r34_reregistered_eventfd_number_does_not_hear_the_old_file_kept_by_a_dup(poller: str, fds: list[int]) -> None:
     calls: list[str] = []
     with MainLoop(poller) as loop:
         old = _eventfd(fds)
@@ -285,10 +284,7 @@ def test_r34_poll_witnesses_follow_only_their_own_registrations(fds: list[int], 
 def loop_witnesses(fds: list[int], loop: MainLoop) -> list[int]:
     """The loop's fds that are neither the test's nor its wakeup: its witnesses."""
     kinds = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in open_fds()}
-    return sorted(
-        fd for fd, kind in kinds.items()
-        if "eventfd" in kind and fd not in fds and fd != loop.wakeup_fd
-    )
+    return sorted(fd for fd, kind in kinds.items() if "eventfd" in kind and fd not in fds and fd != loop.wakeup_fd)
 
 
 # --------------------------------------------- the probes themselves (impl/kernel.py)

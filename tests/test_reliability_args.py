@@ -101,7 +101,6 @@ BAD_CALLABLES: list[Bad] = [
 """read / write / can_read values refused (checked after fd, in that order, deletes included)."""
 
 
-
 def _busy_loop(loop: MainLoop, socks: list[socket.socket]) -> None:
     """Put the loop in an interesting state: live, gated, unreaped-deleted records, stale poll
     slots, a pending wakeup, a timer."""

@@ -202,9 +202,7 @@ def run_stress(poller: str, seconds: float) -> None:
             errors = loop_errors + [e for w in workers for e in w.errors]
             assert errors == [], errors[:5]
             assert lost == [], f"schedules never followed by a run: {lost[:5]}"
-            late = [
-                (k, n, runs.get(k)) for w in workers for k, n in w.locked_deletes.items() if runs.get(k) != n
-            ]
+            late = [(k, n, runs.get(k)) for w in workers for k, n in w.locked_deletes.items() if runs.get(k) != n]
             assert late == [], f"BHs run after a delete made under the lock: {late[:5]}"
             # After a walk (a schedule forces one), the list is exactly the BHs not deleted.
             with loop.lock:

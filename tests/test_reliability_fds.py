@@ -30,7 +30,6 @@ WALL = 1.0  # seconds of wall time the CPU tests run for
 CPU_LIMIT = 0.25  # a spinning loop burns ~WALL; an idle one a few ms
 
 
-
 def _close_all(*fds: int) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -255,11 +254,24 @@ _KNOWN_HARD: list[_Script] = [
     # a delete after the close cannot remove the kernel registration (a dup keeps the file):
     # registering the reused number must not let the old file's input reach the new handler
     # (found by this property under the `dev` profile; it called gen2 on every iteration)
-    [("register", True), ("close+dup", False), ("delete", False), ("reuse", False), ("register", False),
-     ("send-old", True)],
+    [
+        ("register", True),
+        ("close+dup", False),
+        ("delete", False),
+        ("reuse", False),
+        ("register", False),
+        ("send-old", True),
+    ],
     # a delete removes the kernel registration while the fd is still open (delete, then close)
-    [("register", True), ("delete", False), ("close+dup", True), ("reuse", False), ("register", True),
-     ("send-old", True), ("send-new", True)],
+    [
+        ("register", True),
+        ("delete", False),
+        ("close+dup", True),
+        ("reuse", False),
+        ("register", True),
+        ("send-old", True),
+        ("send-new", True),
+    ],
 ]
 
 

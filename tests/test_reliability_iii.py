@@ -456,9 +456,7 @@ def test_r30_an_o_path_fd_is_reported_unpollable_and_never_spins(poller: str, fd
 
 @pytest.mark.parametrize("poller", POLLERS)
 @pytest.mark.parametrize("how", ["register", "call_later", "notify"])
-def test_r35_a_signal_handler_between_the_timeout_and_the_wait_is_not_lost(
-    poller: str, how: str, socks: Pairs
-) -> None:
+def test_r35_a_signal_handler_between_the_timeout_and_the_wait_is_not_lost(poller: str, how: str, socks: Pairs) -> None:
     """A Python signal handler runs on the loop's thread at any eval-breaker point; one that
     registers or adds a due timer after the loop decided its timeout, and before the wait, must
     still end that wait (run here at the last such point)."""

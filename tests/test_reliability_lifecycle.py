@@ -110,9 +110,7 @@ def test_notify_and_stop_racing_close_touch_nothing_they_do_not_own(name: str) -
         go = threading.Event()
         done = threading.Event()
 
-        def notifier(
-            loop: MainLoop = loop, go: threading.Event = go, done: threading.Event = done
-        ) -> None:
+        def notifier(loop: MainLoop = loop, go: threading.Event = go, done: threading.Event = done) -> None:
             go.set()
             try:
                 while not done.is_set():
@@ -371,9 +369,7 @@ def test_a_child_forked_while_another_thread_holds_the_loop_can_close_it() -> No
 
 @pytest.mark.parametrize("how", ["run", "run_until", "main_loop_wait"])
 @pytest.mark.parametrize("name", NAMES)
-def test_close_from_another_thread_during_a_wait_ends_the_iteration_then_closes(
-    name: str, how: str
-) -> None:
+def test_close_from_another_thread_during_a_wait_ends_the_iteration_then_closes(name: str, how: str) -> None:
     """R31: nothing is re-entrant, so close() waits for the iteration: it wakes the loop (and
     ends run/run_until as stop() would), then closes once the iteration has returned."""
     gc.collect()

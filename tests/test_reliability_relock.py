@@ -48,9 +48,7 @@ def raising_sigusr1() -> Iterator[list[int]]:
 
 @pytest.mark.parametrize("signals", [1, 2])
 @pytest.mark.parametrize("name", NAMES)
-def test_r35_a_signal_during_the_reacquire_after_the_wait(
-    raising_sigusr1: list[int], name: str, signals: int
-) -> None:
+def test_r35_a_signal_during_the_reacquire_after_the_wait(raising_sigusr1: list[int], name: str, signals: int) -> None:
     assert threading.current_thread() is threading.main_thread()
     r, w = os.pipe()
     got: list[bytes] = []

@@ -25,9 +25,7 @@ POLLERS = ["epoll", "poll", "selectors"]
 
 
 @pytest.mark.parametrize("poller", POLLERS)
-def test_r19_a_revived_record_deleted_again_ahead_of_the_walk_is_reaped_when_passed(
-    poller: str, socks: Pairs
-) -> None:
+def test_r19_a_revived_record_deleted_again_ahead_of_the_walk_is_reaped_when_passed(poller: str, socks: Pairs) -> None:
     """specs/vectors/rules/r19-redeleted-after-revival-reaped-when-passed.json, on the loop:
     t deleted behind a walk, revived in place (R5), deleted again by a newer record's handler
     before the walk reaches it: the walk passes it and reaps it, so t registered again is a
@@ -138,6 +136,7 @@ def test_r32_the_original_exception_leaves_whatever_describing_or_noting_raises(
     poller: str, where: str, how: str, socks: Pairs
 ) -> None:
     if how == "notes-frozen":
+
         def raise_it(*_: object) -> bool:
             raise _frozen_notes()
 

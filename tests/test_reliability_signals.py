@@ -149,9 +149,18 @@ def loop_main(poller: str, mech: str, total: int, seed: int) -> None:
 
         loop.set_fd_handler(here, read=on_sender, opaque=here)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_reliability_signals", "sender", str(there.fileno()),
-             str(os.getpid()), str(total), str(seed)],
-            pass_fds=[there.fileno()], cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "tests.test_reliability_signals",
+                "sender",
+                str(there.fileno()),
+                str(os.getpid()),
+                str(total),
+                str(seed),
+            ],
+            pass_fds=[there.fileno()],
+            cwd=ROOT,
         )
         there.close()
         start = time.monotonic()
@@ -239,7 +248,11 @@ def flood_main(mech: str, count: int) -> None:
 def _run(*args: str, timeout: float = 180) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "tests.test_reliability_signals", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])

@@ -79,9 +79,7 @@ SPINS: dict[str, Callable[[MainLoop, Pairs, list[int]], None]] = {
 
 
 @pytest.mark.parametrize("case", sorted(SPINS))
-def test_r40_a_spinning_loop_uses_a_fraction_of_a_core_and_still_dispatches(
-    case: str, socks: Pairs
-) -> None:
+def test_r40_a_spinning_loop_uses_a_fraction_of_a_core_and_still_dispatches(case: str, socks: Pairs) -> None:
     fds: list[int] = []
     got: list[bytes] = []
     try:

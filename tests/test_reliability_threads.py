@@ -92,8 +92,14 @@ class Worker:
                 state = (
                     None
                     if not recs
-                    else (recs[0].deleted, recs[0].stale, recs[0].kev, recs[0].renew, recs[0].read is handler,
-                          recs[0].dirty)
+                    else (
+                        recs[0].deleted,
+                        recs[0].stale,
+                        recs[0].kev,
+                        recs[0].renew,
+                        recs[0].read is handler,
+                        recs[0].dirty,
+                    )
                 )
                 book = snap.kernel.get(a.fileno())
                 wk = (wakeup_pending(self.loop), snap.wakeup_pending, snap.waiting)

@@ -58,9 +58,7 @@ NESTED: dict[str, Callable[[MainLoop], object]] = {
 
 @pytest.mark.parametrize("where", ["read", "write", "gate", "timer"])
 @pytest.mark.parametrize("nested", sorted(NESTED))
-def test_r31_reentrant_wait_refused_and_changes_nothing(
-    loop: MainLoop, socks: Pairs, where: str, nested: str
-) -> None:
+def test_r31_reentrant_wait_refused_and_changes_nothing(loop: MainLoop, socks: Pairs, where: str, nested: str) -> None:
     """R31: main_loop_wait (and run, run_until, close) from a read handler, write handler, gate
     or timer of the same loop raises ReentrantWaitError, a RuntimeError, and the loop's whole
     state is the same after the refused call as before it (a stop() requested just before a
@@ -133,9 +131,7 @@ def test_r31_wait_from_another_thread_while_blocked_is_refused(loop: MainLoop) -
 
 @pytest.mark.parametrize("role", ["read", "write"])
 @pytest.mark.parametrize("exc_type", [KeyError, OSError, KeyboardInterrupt, SystemExit])
-def test_r32_raising_handler_walk_state(
-    loop: MainLoop, socks: Pairs, role: str, exc_type: type[BaseException]
-) -> None:
+def test_r32_raising_handler_walk_state(loop: MainLoop, socks: Pairs, role: str, exc_type: type[BaseException]) -> None:
     """R32: list (newest first) e, x, c, b, a, all ready. e deletes a; x deletes itself and
     raises. The exception object reaches the caller unchanged with a note naming x's fd and
     handler; e and x ran, nothing after x did; x was reaped (re-adding it makes a new record at

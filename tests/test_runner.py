@@ -78,8 +78,8 @@ def test_unflushed_answer_is_named_as_such(tmp_path: Path) -> None:
     # What a C driver without fflush looks like from here: the answer sits in its buffer (and a
     # partial line, if any, is counted).
     driver = _script_driver(
-        tmp_path, "import time, sys\nsys.stdin.readline()\nsys.stdout.write('{\"tr'); sys.stdout.flush()\n"
-        "time.sleep(60)\n"
+        tmp_path,
+        "import time, sys\nsys.stdin.readline()\nsys.stdout.write('{\"tr'); sys.stdout.flush()\ntime.sleep(60)\n",
     )
     detail = run_conformance(driver, [ONE], timeout=0.5)[0].detail
     assert "it wrote 4 bytes but no newline" in detail and "fflush" in detail
@@ -132,9 +132,7 @@ def test_full_prints_both_whole_traces(tmp_path: Path, capsys: pytest.CaptureFix
     assert len(rows) > len([line for line in short.splitlines() if " | " in line and "expected" not in line])
 
 
-def test_a_driver_declaring_format_1_skips_format_2_vectors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_driver_declaring_format_1_skips_format_2_vectors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     v2 = [p for p in vector_files([bundled_vectors_dir()]) if '"iohandler-vector/2"' in p.read_text()]
     assert v2, "the bundled gate_scripts vectors are format 2"
     # A v1-only driver that dies if it is ever sent a v2 vector.
@@ -158,10 +156,10 @@ def test_a_driver_declaring_format_1_skips_format_2_vectors(
 def test_driver_garbage_and_errors_are_failures(tmp_path: Path) -> None:
     garbage = _script_driver(tmp_path, "import sys\nfor l in sys.stdin: print('hello', flush=True)\n")
     assert "not JSON" in run_conformance(garbage, [ONE])[0].detail
-    refuse = _script_driver(tmp_path, "import sys\nfor l in sys.stdin: print('{\"error\": \"nope\"}', flush=True)\n")
+    refuse = _script_driver(tmp_path, 'import sys\nfor l in sys.stdin: print(\'{"error": "nope"}\', flush=True)\n')
     assert "driver could not run it: nope" in run_conformance(refuse, [ONE])[0].detail
     bad_trace = _script_driver(
-        tmp_path, "import sys\nfor l in sys.stdin: print('{\"trace\": [{\"event\": \"zap\"}]}', flush=True)\n"
+        tmp_path, 'import sys\nfor l in sys.stdin: print(\'{"trace": [{"event": "zap"}]}\', flush=True)\n'
     )
     assert "driver trace is malformed" in run_conformance(bad_trace, [ONE])[0].detail
 
@@ -172,12 +170,14 @@ def test_missing_driver_and_missing_path(tmp_path: Path) -> None:
 
 
 def test_a_v1_driver_refusing_a_v2_vector_is_pointed_at_format_1(tmp_path: Path) -> None:
-    refuse = _script_driver(tmp_path, "import sys\nfor l in sys.stdin: print('{\"error\": \"v1 only\"}', flush=True)\n")
+    refuse = _script_driver(tmp_path, 'import sys\nfor l in sys.stdin: print(\'{"error": "v1 only"}\', flush=True)\n')
     v2 = bundled_vectors_dir() / "gate-scripts" / "r22-gate-adds-record.json"
     (outcome,) = run_conformance(refuse, [v2])
     assert not outcome.passed and not outcome.skipped
-    assert "v1 only (it is iohandler-vector/2; a driver that reads only iohandler-vector/1 runs with --format 1)" \
+    assert (
+        "v1 only (it is iohandler-vector/2; a driver that reads only iohandler-vector/1 runs with --format 1)"
         in outcome.detail
+    )
     assert "--format" not in run_conformance(refuse, [ONE])[0].detail
 
 

@@ -55,14 +55,18 @@ def _answers(tmp_path: Path, line: str) -> str:
 
 def test_deeply_nested_and_huge_int_vectors_fail_alone(tmp_path: Path) -> None:
     head = '{"format": "iohandler-vector/1", "name": "x", "description": "", "rules": [], "fds": {}, '
-    (tmp_path / "a-deep.json").write_text(head + '"scripts": {}, "gates": {}, "steps": ' + "[" * 100_000
-                                          + "]" * 100_000 + ', "expect": []}')
-    (tmp_path / "b-bigint.json").write_text(head + f'"scripts": {{}}, "gates": {{"g": {HUGE_INT}}}, "steps": [], '
-                                            '"expect": []}')
+    (tmp_path / "a-deep.json").write_text(
+        head + '"scripts": {}, "gates": {}, "steps": ' + "[" * 100_000 + "]" * 100_000 + ', "expect": []}'
+    )
+    (tmp_path / "b-bigint.json").write_text(
+        head + f'"scripts": {{}}, "gates": {{"g": {HUGE_INT}}}, "steps": [], "expect": []}}'
+    )
     shutil.copy(ONE, tmp_path / "c-good.json")
     outcomes = run_conformance(MODEL, [tmp_path])
     assert [(o.path.name, o.passed) for o in outcomes] == [
-        ("a-deep.json", False), ("b-bigint.json", False), ("c-good.json", True)
+        ("a-deep.json", False),
+        ("b-bigint.json", False),
+        ("c-good.json", True),
     ]
     assert "nested too deeply" in outcomes[0].detail and "a-deep.json" in outcomes[0].detail
     assert "integer with too many digits" in outcomes[1].detail and "b-bigint.json" in outcomes[1].detail
@@ -232,12 +236,21 @@ def test_many_sends_on_one_fd_pass_on_the_loops_driver(tmp_path: Path) -> None:
     # The socket also has a write handler: a full receive queue toward the loop's end leaves
     # that end writable (OUT always, VECTORS.md fd kinds).
     steps: list[dict[str, str]] = [
-        {"do": "set", "fd": "s", "read": "r", "write": "r"}, {"do": "set", "fd": "p", "read": "r"}
+        {"do": "set", "fd": "s", "read": "r", "write": "r"},
+        {"do": "set", "fd": "p", "read": "r"},
     ]
     steps += [{"do": "send", "fd": "s"}] * 1000 + [{"do": "send", "fd": "p"}] * 66_000
     steps += [{"do": "iterate"}, {"do": "drain", "fd": "s"}, {"do": "drain", "fd": "p"}, {"do": "iterate"}]
-    doc = {"format": "iohandler-vector/1", "name": "many-sends", "description": "", "rules": [],
-           "fds": {"s": "socket", "p": "pipe-read"}, "scripts": {"r": []}, "gates": {}, "steps": steps}
+    doc = {
+        "format": "iohandler-vector/1",
+        "name": "many-sends",
+        "description": "",
+        "rules": [],
+        "fds": {"s": "socket", "p": "pipe-read"},
+        "scripts": {"r": []},
+        "gates": {},
+        "steps": steps,
+    }
     vector = parse_vector(doc, require_expect=False)
     (tmp_path / "many.json").write_text(json.dumps(vector_to_json(replace(vector, expect=tuple(model_trace(vector))))))
     outcomes = run_conformance(IMPL, [tmp_path / "many.json"], timeout=20)
@@ -249,8 +262,10 @@ def test_many_sends_on_one_fd_pass_on_the_loops_driver(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("answer", "says"),
-    [('{"error": "nope"}', "driver could not run it: nope"),
-     ('{"trace": [{"event": "zap"}]}', "driver trace is malformed")],
+    [
+        ('{"error": "nope"}', "driver could not run it: nope"),
+        ('{"trace": [{"event": "zap"}]}', "driver trace is malformed"),
+    ],
     ids=["error", "malformed"],
 )
 def test_the_drivers_stderr_is_shown_for_an_error_answer_and_a_malformed_trace(
@@ -311,8 +326,9 @@ def test_a_runner_bug_on_one_vector_is_reported_and_the_run_goes_on(monkeypatch:
     monkeypatch.setattr(fuzz, "model_trace", broken)
     outcomes = run_conformance(MODEL, [ONE, TWO], fold=True)
     assert [o.passed for o in outcomes] == [False, False]
-    assert all("the runner failed on this vector (a bug in iohandler" in o.detail and "planted" in o.detail
-               for o in outcomes)
+    assert all(
+        "the runner failed on this vector (a bug in iohandler" in o.detail and "planted" in o.detail for o in outcomes
+    )
 
 
 def test_an_interrupt_kills_the_driver_at_once(tmp_path: Path, pids: Path) -> None:
@@ -365,11 +381,19 @@ def _cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess
     """`iohandler ARGS` in a child whose stdout and stderr encode strictly (PYTHONIOENCODING=utf-8):
     text a vector or a driver supplies must still print."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, "-m", "iohandler.specs.cli", *args], capture_output=True, text=True,
-                          errors="backslashreplace", env=env, cwd=cwd, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "iohandler.specs.cli", *args],
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
 
 
-SURROGATE_ERROR = "import sys\nfor _ in sys.stdin:\n    print('{\"error\": \"bad \\\\ud800 thing\"}', flush=True)\n"
+SURROGATE_ERROR = 'import sys\nfor _ in sys.stdin:\n    print(\'{"error": "bad \\\\ud800 thing"}\', flush=True)\n'
 
 
 def test_lone_surrogates_from_a_vector_file_print_escaped(tmp_path: Path) -> None:
@@ -494,19 +518,27 @@ def test_descendants_that_leave_the_process_group_are_killed_too(tmp_path: Path,
 
 @pytest.mark.parametrize("when", ["answer", "exit"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["TERM", "HUP", "INT"])
-def test_a_signal_to_the_runner_kills_the_driver_and_exits_128_plus_n(tmp_path: Path, pids: Path,
-                                                                       signum: int, when: str) -> None:
+def test_a_signal_to_the_runner_kills_the_driver_and_exits_128_plus_n(
+    tmp_path: Path, pids: Path, signum: int, when: str
+) -> None:
     """Review II, items 5 and 11: SIGTERM or SIGHUP left the driver's group running (cleanup ran only
     on an exception), and SIGINT printed a traceback. The runner is waiting for an answer, or for
     the driver to exit at end of input."""
     serve = "from iohandler.model.driver import run\nfrom iohandler.specs.protocol import serve\nserve(run)\n"
-    driver = _driver(tmp_path, "import os, sys, time, pathlib\n"
-                     + (serve if when == "exit" else "") +
-                     f"pathlib.Path({str(pids)!r}, 'driver').write_text(str(os.getpid()))\ntime.sleep(30)\n")
+    driver = _driver(
+        tmp_path,
+        "import os, sys, time, pathlib\n"
+        + (serve if when == "exit" else "")
+        + f"pathlib.Path({str(pids)!r}, 'driver').write_text(str(os.getpid()))\ntime.sleep(30)\n",
+    )
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    runner = subprocess.Popen([sys.executable, "-m", "iohandler.specs.cli", "conform", "--timeout", "20",
-                               "--driver", driver, str(ONE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "iohandler.specs.cli", "conform", "--timeout", "20", "--driver", driver, str(ONE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 15
     while not (pids / "driver").exists() or not (pids / "driver").read_text():
         assert time.monotonic() < deadline and runner.poll() is None
@@ -542,16 +574,30 @@ def test_fuzz_db_passes_over_a_found_file_that_is_not_a_regular_file(tmp_path: P
     found.mkdir(parents=True)
     os.mkfifo(found / "a.json")
     (found / "b.json").symlink_to("/dev/zero")
-    run = _cli("fuzz", "--driver", MODEL, "--examples", "3", "--seed", "1", "--db", str(tmp_path / "db"),
-               cwd=tmp_path, timeout=60)
+    run = _cli(
+        "fuzz",
+        "--driver",
+        MODEL,
+        "--examples",
+        "3",
+        "--seed",
+        "1",
+        "--db",
+        str(tmp_path / "db"),
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert run.returncode == 0 and "0 mismatches" in run.stdout, run.stdout + run.stderr
 
 
 def test_an_answer_of_millions_of_tiny_values_is_refused_before_it_is_built(tmp_path: Path) -> None:
     """Review II, item 7: an answer line under the 64 MiB cap made of tiny values ([] 21 million
     times) cost ~1.5 GB once parsed: the bytes were bounded, the objects not."""
-    driver = _driver(tmp_path, "import sys\nline = '{\"trace\": [' + '[],' * 3_000_000 + '[]]}\\n'\n"
-                     "for _ in sys.stdin:\n    sys.stdout.write(line); sys.stdout.flush()\n")
+    driver = _driver(
+        tmp_path,
+        "import sys\nline = '{\"trace\": [' + '[],' * 3_000_000 + '[]]}\\n'\n"
+        "for _ in sys.stdin:\n    sys.stdout.write(line); sys.stdout.flush()\n",
+    )
     tracemalloc.start()
     try:
         (outcome,) = run_conformance(driver, [ONE], timeout=20)
@@ -588,8 +634,10 @@ def test_the_timeout_bounds_a_driver_that_closes_a_pipe_and_runs_on(tmp_path: Pa
     assert took < 4, f"{took:.1f} s for 3 vectors at --timeout 0.3"  # was over 6 s
 
 
-@pytest.mark.parametrize(("value", "says"), [("NaN", "NaN is not JSON"), ("-Infinity", "-Infinity is not JSON"),
-                                             ("1e400", "1e400 is not a finite number")])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("NaN", "NaN is not JSON"), ("-Infinity", "-Infinity is not JSON"), ("1e400", "1e400 is not a finite number")],
+)
 def test_nan_and_infinity_in_a_vector_file_fail_it(tmp_path: Path, value: str, says: str) -> None:
     """Review II, item 9: NaN was accepted in a vector file (in a field the runner keeps) and sent
     on to the driver as "x":NaN, which is not JSON."""
@@ -612,8 +660,11 @@ def test_duplicate_keys_fail_a_vector_file_and_an_answer(tmp_path: Path) -> None
 def test_a_driver_that_does_not_exit_at_end_of_input_fails_the_last_vector(tmp_path: Path) -> None:
     """Review II, item 10: VECTORS.md says a driver exits 0 at end of input; one that ran on was
     killed after the timeout, and every vector passed."""
-    driver = _driver(tmp_path, "import time\nfrom iohandler.model.driver import run\n"
-                     "from iohandler.specs.protocol import serve\nserve(run)\ntime.sleep(30)\n")
+    driver = _driver(
+        tmp_path,
+        "import time\nfrom iohandler.model.driver import run\n"
+        "from iohandler.specs.protocol import serve\nserve(run)\ntime.sleep(30)\n",
+    )
     start = time.monotonic()
     first, last = run_conformance(driver, [ONE, TWO], timeout=1)
     assert time.monotonic() - start < 10
@@ -628,7 +679,9 @@ def test_a_dangling_link_or_fifo_in_a_folder_is_reported_not_skipped(tmp_path: P
     shutil.copy(ONE, tmp_path / "c-good.json")
     outcomes = run_conformance(MODEL, [tmp_path])
     assert [(o.path.name, o.passed) for o in outcomes] == [
-        ("a-dangling.json", False), ("b-fifo.json", False), ("c-good.json", True)
+        ("a-dangling.json", False),
+        ("b-fifo.json", False),
+        ("c-good.json", True),
     ]
     assert "cannot read: No such file" in outcomes[0].detail and "not a regular file (a FIFO)" in outcomes[1].detail
 
@@ -645,8 +698,11 @@ def test_a_run_that_checked_nothing_does_not_exit_0(tmp_path: Path, capsys: pyte
 def test_a_closed_stdout_ends_conform_quietly(tmp_path: Path, pids: Path) -> None:
     """Review II, item 11: `iohandler conform ... | head -1` ended in a BrokenPipeError traceback."""
     wrong = _driver(tmp_path, "import sys\nfor _ in sys.stdin:\n    print('{\"trace\": []}', flush=True)\n")
-    runner = subprocess.Popen([sys.executable, "-m", "iohandler.specs.cli", "conform", "--driver", wrong],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "iohandler.specs.cli", "conform", "--driver", wrong],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert runner.stdout is not None and runner.stderr is not None
     assert runner.stdout.readline().startswith(b"FAIL ")
     runner.stdout.close()  # as `head -1` does
@@ -658,7 +714,9 @@ def test_a_closed_stdout_ends_conform_quietly(tmp_path: Path, pids: Path) -> Non
 def test_the_command_also_kills_a_daemon_that_dropped_the_environment_mark(tmp_path: Path, pids: Path) -> None:
     """Review II, item 5: as a command the runner is a subreaper (VECTORS.md notes), so a daemon
     whose parent exited, started with an empty environment, re-parents to it and is killed too."""
-    driver = _driver(tmp_path, f"""import os, sys, time, pathlib
+    driver = _driver(
+        tmp_path,
+        f"""import os, sys, time, pathlib
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
@@ -669,7 +727,8 @@ os.wait()
 time.sleep(1)
 sys.stdin.readline()
 time.sleep(30)
-""")
+""",
+    )
     run = _cli("conform", "--timeout", "3", "--driver", driver, str(ONE))
     assert run.returncode == 1, run.stdout + run.stderr
     (daemon,) = [int(f.read_text()) for f in pids.iterdir()]
@@ -682,8 +741,11 @@ time.sleep(30)
 def test_a_failure_found_at_end_of_input_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Review II, item 10: the last vector's failure found at end of input (no exit, a non-zero
     exit, stray output) was counted in the summary but never printed."""
-    driver = _driver(tmp_path, "import sys\nfrom iohandler.model.driver import run\n"
-                     "from iohandler.specs.protocol import serve\nserve(run)\nsys.exit(3)\n")
+    driver = _driver(
+        tmp_path,
+        "import sys\nfrom iohandler.model.driver import run\n"
+        "from iohandler.specs.protocol import serve\nserve(run)\nsys.exit(3)\n",
+    )
     assert main(["conform", "--timeout", "5", "--driver", driver, str(ONE)]) == 1
     out = capsys.readouterr().out
     assert "FAIL r05-revive-in-place" in out and "driver ended with exit code 3 at end of input" in out, out
@@ -696,10 +758,13 @@ def test_a_driver_that_closes_stdout_between_vectors_is_said_to_at_once(tmp_path
     from iohandler.specs.runner import Driver, DriverFailure
     from iohandler.specs.vector import load_vector
 
-    command = _driver(tmp_path, "import sys\nfrom iohandler.model.driver import run\n"
-                      "from iohandler.specs.protocol import answer_for\nimport json\n"
-                      "print(json.dumps(answer_for(sys.stdin.readline(), run)), flush=True)\nimport os, time\n"
-                      "os.close(1)\nsys.stdin.readline()\ntime.sleep(30)\n")
+    command = _driver(
+        tmp_path,
+        "import sys\nfrom iohandler.model.driver import run\n"
+        "from iohandler.specs.protocol import answer_for\nimport json\n"
+        "print(json.dumps(answer_for(sys.stdin.readline(), run)), flush=True)\nimport os, time\n"
+        "os.close(1)\nsys.stdin.readline()\ntime.sleep(30)\n",
+    )
     driver = Driver(command, timeout=20)
     try:
         assert "trace" in driver.ask(load_vector(ONE))

@@ -79,7 +79,7 @@ def test_round_trip_through_the_file_form(tmp_path: Path) -> None:
         (["steps", 0, "gate"], "nope", "steps[0].gate: gate 'nope' is not declared"),
         (["steps", 0, "colour"], "red", "unknown field(s) ['colour']"),
         (["steps", 1, "during_wait", 0], {"do": "iterate"}, "not allowed inside a script"),
-        (["scripts", "r", 0], {"do": "iterate"}, "scripts.r[0]: \"iterate\" is not allowed"),
+        (["scripts", "r", 0], {"do": "iterate"}, 'scripts.r[0]: "iterate" is not allowed'),
         (["scripts", "r", 0], {"do": "send", "fd": "p"}, "send on pipe-write fd 'p' is invalid"),
         (["steps", 1], {"do": "drain", "fd": "p"}, "drain on pipe-write fd 'p' is invalid"),
         (["expect", 0], {"event": "poll", "set": [["a", ["HUP", "IN"]]]}, "must be distinct and in the order"),

@@ -25,8 +25,15 @@ SIGNAL_FILES = sorted((bundled_vectors_dir() / "signals").glob("*.json"))
 
 def _vector(fmt: str = FORMAT_V3, fds: dict[str, str] | None = None, steps: list[Any] | None = None) -> dict[str, Any]:
     return {
-        "format": fmt, "name": "x", "description": "", "rules": [], "fds": fds or {"s": "signal"},
-        "scripts": {}, "gates": {}, "steps": steps or [{"do": "raise", "fd": "s"}], "expect": [],
+        "format": fmt,
+        "name": "x",
+        "description": "",
+        "rules": [],
+        "fds": fds or {"s": "signal"},
+        "scripts": {},
+        "gates": {},
+        "steps": steps or [{"do": "raise", "fd": "s"}],
+        "expect": [],
     }
 
 
@@ -113,9 +120,21 @@ def test_a_driver_that_cannot_raise_signals_gets_them_skipped(tmp_path: Path) ->
     assert "cannot raise signals (--no-signals)" in outcomes[0].detail
     assert not any(o.passed for o in run_conformance(driver, SIGNAL_FILES[:1]))
     cli = subprocess.run(
-        [sys.executable, "-m", "iohandler.specs.cli", "conform", "--no-signals", "--driver", driver,
-         *map(str, SIGNAL_FILES)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "iohandler.specs.cli",
+            "conform",
+            "--no-signals",
+            "--driver",
+            driver,
+            *map(str, SIGNAL_FILES),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
     # Every vector skipped is no verdict (the runner's rule for a run that checked nothing): exit 2.
     assert cli.returncode == 2, cli.stdout + cli.stderr

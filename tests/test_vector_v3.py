@@ -44,11 +44,18 @@ SCHEMA = jsonschema.Draft202012Validator(
 )
 
 
-def doc(steps: list[Any], scripts: dict[str, Any] | None = None, fmt: str = FORMAT_V3,
-        expect: list[Any] | None = None) -> dict[str, Any]:
+def doc(
+    steps: list[Any], scripts: dict[str, Any] | None = None, fmt: str = FORMAT_V3, expect: list[Any] | None = None
+) -> dict[str, Any]:
     return {
-        "format": fmt, "name": "v", "description": "", "rules": [], "fds": {"a": "socket"},
-        "scripts": scripts if scripts is not None else {"s": []}, "gates": {}, "steps": steps,
+        "format": fmt,
+        "name": "v",
+        "description": "",
+        "rules": [],
+        "fds": {"a": "socket"},
+        "scripts": scripts if scripts is not None else {"s": []},
+        "gates": {},
+        "steps": steps,
         "expect": expect or [],
     }
 
@@ -78,12 +85,24 @@ EVERY_EVENT = [
 def test_every_v3_action_and_event_loads_and_round_trips() -> None:
     v = parse_vector(doc(EVERY_ACTION, expect=EVERY_EVENT))
     assert v.steps == (
-        BhNew("b", "s"), BhSchedule("b"), BhScheduleIdle("b"), BhCancel("b"), BhDelete("b"),
-        CtxSet("a", "s", None), CtxPoll(), Timeout(), Iterate((BhSchedule("b"), CtxSet("a", None, None))),
+        BhNew("b", "s"),
+        BhSchedule("b"),
+        BhScheduleIdle("b"),
+        BhCancel("b"),
+        BhDelete("b"),
+        CtxSet("a", "s", None),
+        CtxPoll(),
+        Timeout(),
+        Iterate((BhSchedule("b"), CtxSet("a", None, None))),
     )
     assert v.expect == (
-        BhEvent("b", "s"), CtxPollEvent((("a", ("IN", "HUP", "ERR")),)), CtxReadEvent("a", "s"),
-        CtxWriteEvent("a", "s"), CtxProgressEvent(True), TimeoutEvent(0), TimeoutEvent(None),
+        BhEvent("b", "s"),
+        CtxPollEvent((("a", ("IN", "HUP", "ERR")),)),
+        CtxReadEvent("a", "s"),
+        CtxWriteEvent("a", "s"),
+        CtxProgressEvent(True),
+        TimeoutEvent(0),
+        TimeoutEvent(None),
     )
     assert v.format == FORMAT_V3
     assert parse_vector(vector_to_json(v)) == v

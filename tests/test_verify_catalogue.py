@@ -11,8 +11,16 @@ from iohandler.specs import verify
 
 def test_catalogue_times_reach_the_proof_table(tmp_path: Path) -> None:
     data = {
-        "calls-deleted-handler": {"bug": "R17", "killed": True, "check": "R17", "examples": 13, "steps": 3,
-                                  "seconds_to_failure": 0.3, "seconds_to_red": 0.1, "counterexample": ["x"]},
+        "calls-deleted-handler": {
+            "bug": "R17",
+            "killed": True,
+            "check": "R17",
+            "examples": 13,
+            "steps": 3,
+            "seconds_to_failure": 0.3,
+            "seconds_to_red": 0.1,
+            "counterexample": ["x"],
+        },
     }
     (tmp_path / "catalogue.json").write_text(json.dumps(data))
     figures = verify.catalogue_figures(tmp_path)

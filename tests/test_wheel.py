@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERIC_NAMES = {"model", "impl", "specs", "bench", "tests"}
-USER_FILE = '''\
+USER_FILE = """\
 import os
 
 from iohandler.impl import MainLoop
@@ -35,7 +35,7 @@ def main() -> int:
     loop.set_fd_handler(r, on_read, None, opaque="pipe")
     loop.set_fd_handler(r, None, None)
     return loop.main_loop_wait(nonblocking=True)
-'''
+"""
 
 
 class Installed:
@@ -76,15 +76,32 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     # A clean copy of the working tree: setuptools reuses the checkout's build/, whose stale files
     # would hide a file the package data no longer names.
     src = inst.root / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "results"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "results"
+        ),
+    )
     # The checkout venv's pip builds the wheel with the venv's own setuptools (the test extra pins
     # the build-system's version), so no network is needed ...
     _check(
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(dist),
-             str(src)],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--quiet",
+                "-w",
+                str(dist),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         ),
         "pip wheel",
     )
@@ -93,9 +110,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     venv.EnvBuilder(with_pip=False).create(inst.venv)
     _check(
         subprocess.run(
-            [sys.executable, "-m", "pip", "--python", str(inst.python), "install", "--no-deps", "--quiet",
-             str(inst.wheel)],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(inst.python),
+                "install",
+                "--no-deps",
+                "--quiet",
+                str(inst.wheel),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         ),
         "pip install",
     )
@@ -110,8 +138,14 @@ def test_wheel_installs_one_top_level_package(installed: Installed) -> None:
     top = {n.split("/")[0] for n in names}
     assert top == {"iohandler", f"iohandler-{_version()}.dist-info"}, top
     # The data a porter needs travels with the code.
-    for needed in ("iohandler/specs/SPEC.md", "iohandler/specs/VECTORS.md", "iohandler/specs/vector.schema.json",
-                   "iohandler/model/py.typed", "iohandler/impl/py.typed", "iohandler/specs/py.typed"):
+    for needed in (
+        "iohandler/specs/SPEC.md",
+        "iohandler/specs/VECTORS.md",
+        "iohandler/specs/vector.schema.json",
+        "iohandler/model/py.typed",
+        "iohandler/impl/py.typed",
+        "iohandler/specs/py.typed",
+    ):
         assert needed in names, needed
     bundled = {p.relative_to(ROOT / "specs").as_posix() for p in (ROOT / "specs" / "vectors").rglob("*.json")}
     shipped = {n.removeprefix("iohandler/specs/") for n in names if n.startswith("iohandler/specs/vectors/")}
@@ -129,8 +163,9 @@ def test_version_comes_from_the_metadata(installed: Installed) -> None:
 
 @pytest.mark.parametrize("driver", ["iohandler.model.driver", "iohandler.impl.driver"])
 def test_conform_with_the_reference_drivers(installed: Installed, driver: str) -> None:
-    out = _check(installed.run(installed.bin / "iohandler", "conform", "--driver", f"python -m {driver}"),
-                 f"conform {driver}")
+    out = _check(
+        installed.run(installed.bin / "iohandler", "conform", "--driver", f"python -m {driver}"), f"conform {driver}"
+    )
     bundled = sum(1 for _ in (ROOT / "specs" / "vectors").rglob("*.json"))
     assert out.strip().splitlines()[-1].startswith(f"{bundled} passed, 0 failed"), out
 
@@ -145,12 +180,32 @@ def test_user_code_type_checks_against_the_installed_package(installed: Installe
     user = installed.work / "user.py"
     user.write_text(USER_FILE)
     # The checkout's mypy, told to look at the other venv's site-packages: the PEP 561 markers decide.
-    proc = installed.run(sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--config-file", "",
-                         "--python-executable", installed.python, user)
+    proc = installed.run(
+        sys.executable,
+        "-m",
+        "mypy",
+        "--strict",
+        "--no-incremental",
+        "--config-file",
+        "",
+        "--python-executable",
+        installed.python,
+        user,
+    )
     assert proc.returncode == 0 and "Success" in proc.stdout, proc.stdout + proc.stderr
     user.write_text(USER_FILE + "\nx: str = MainLoop()\n")  # the check can fail: a wrong annotation is caught
-    proc = installed.run(sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--config-file", "",
-                         "--python-executable", installed.python, user)
+    proc = installed.run(
+        sys.executable,
+        "-m",
+        "mypy",
+        "--strict",
+        "--no-incremental",
+        "--config-file",
+        "",
+        "--python-executable",
+        installed.python,
+        user,
+    )
     assert proc.returncode == 1 and "Incompatible types in assignment" in proc.stdout, proc.stdout
 
 

@@ -25,8 +25,10 @@ SURVIVED = {0}
 NO_TESTS = {5, 33}
 
 
-MESSAGE = re.compile(r'"XX|XX"|(Error|Exception|Vector|Action)\(None|add_note|\.add_argument|ArgumentParser|'
-                     r'f"[^"]*\{type\(None\)|"[A-Z][A-Z ,;:()\'=_.-]{6,}"')
+MESSAGE = re.compile(
+    r'"XX|XX"|(Error|Exception|Vector|Action)\(None|add_note|\.add_argument|ArgumentParser|'
+    r'f"[^"]*\{type\(None\)|"[A-Z][A-Z ,;:()\'=_.-]{6,}"'
+)
 
 
 def classify(workdir: Path, name: str) -> tuple[str, str]:
@@ -42,8 +44,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdirs", type=Path, nargs="+")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--classify", action="store_true",
-                        help="run `mutmut show` on each survivor and sort them into rough classes")
+    parser.add_argument(
+        "--classify", action="store_true", help="run `mutmut show` on each survivor and sort them into rough classes"
+    )
     args = parser.parse_args()
     merged: dict[str, dict[str, int | None]] = {}  # file -> mutant -> exit code
     where: dict[str, Path] = {}  # mutant -> the workdir whose verdict counts (for `show`)
@@ -79,8 +82,17 @@ def main() -> int:
         c: Counter[str] = Counter()
         for name, code in codes.items():
             kind = (
-                "killed" if code in KILLED else "timeout" if code in TIMEOUT else "survived" if code in SURVIVED
-                else "no tests" if code in NO_TESTS else "not checked" if code is None else f"other({code})"
+                "killed"
+                if code in KILLED
+                else "timeout"
+                if code in TIMEOUT
+                else "survived"
+                if code in SURVIVED
+                else "no tests"
+                if code in NO_TESTS
+                else "not checked"
+                if code is None
+                else f"other({code})"
             )
             c[kind] += 1
             if kind in ("survived", "no tests"):
@@ -91,11 +103,15 @@ def main() -> int:
     for name, c in [*rows, ("TOTAL", total)]:
         n = sum(c.values())
         dead = c["killed"] + c["timeout"]
-        print(f"{name:34} {n:8} {c['killed']:7} {c['timeout']:8} {c['survived']:9} {c['no tests']:9} "
-              f"{100.0 * dead / n if n else 0:6.1f}%")
+        print(
+            f"{name:34} {n:8} {c['killed']:7} {c['timeout']:8} {c['survived']:9} {c['no tests']:9} "
+            f"{100.0 * dead / n if n else 0:6.1f}%"
+        )
     if rechecked:
-        print(f"\n{len(rechecked)} counted as killed: survivors of the run that a test which forks kills "
-              "(recheck.py; mutmut cannot map a test to code only its forked child runs):")
+        print(
+            f"\n{len(rechecked)} counted as killed: survivors of the run that a test which forks kills "
+            "(recheck.py; mutmut cannot map a test to code only its forked child runs):"
+        )
         for name in sorted(rechecked):
             print("  " + name)
     print(f"\n{len(survivors)} survivors (`.ci/mutation/run.sh show NAME` for the diff):")

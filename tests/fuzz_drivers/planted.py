@@ -82,8 +82,10 @@ def plant(bug: str) -> None:
     real_dispatch = names["dispatch"]
     real_fill = names["fill"]
     if bug == "R2":
-        def set_at_tail(loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None,
-                        gate: str | None) -> Loop:
+
+        def set_at_tail(
+            loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None, gate: str | None
+        ) -> Loop:
             out: Loop = real_set(loop, fd, read, write, gate)
             if index_of(loop.records, fd) == -1 and index_of(out.records, fd) == 0:
                 return replace(out, records=(*out.records[1:], out.records[0]))
@@ -91,15 +93,19 @@ def plant(bug: str) -> None:
 
         names["set_fd_handler"] = set_at_tail
     elif bug == "R13":
-        def dispatch_then_consume(world: World, revents: tuple[int, ...], ret: int, call: Callback
-                                  ) -> tuple[World, tuple[Event, ...]]:
+
+        def dispatch_then_consume(
+            world: World, revents: tuple[int, ...], ret: int, call: Callback
+        ) -> tuple[World, tuple[Event, ...]]:
             world, events = real_dispatch(world, revents, ret, call)
             return world.with_loop(Loop(world.loop.records, wakeup=False)), events
 
         names["dispatch"] = dispatch_then_consume
     elif bug == "m1":
-        def delete_clears_handlers(loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None,
-                                   gate: str | None) -> Loop:
+
+        def delete_clears_handlers(
+            loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None, gate: str | None
+        ) -> Loop:
             out: Loop = real_set(loop, fd, read, write, gate)
             i = index_of(out.records, fd)
             if read is None and write is None and i != -1:
@@ -111,8 +117,9 @@ def plant(bug: str) -> None:
     elif bug == "m8":
         flag = {"in_fill": False, "notified": False}
 
-        def register_sets_flag(loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None,
-                               gate: str | None) -> Loop:
+        def register_sets_flag(
+            loop: Loop, fd: Fd, read: ScriptName | None, write: ScriptName | None, gate: str | None
+        ) -> Loop:
             out: Loop = real_set(loop, fd, read, write, gate)
             if flag["in_fill"] and (read is not None or write is not None):
                 flag["notified"] = True  # the flag, not the notifier: this poll does not see it
@@ -126,8 +133,9 @@ def plant(bug: str) -> None:
             finally:
                 flag["in_fill"] = False
 
-        def dispatch_then_flag(world: World, revents: tuple[int, ...], ret: int, call: Callback
-                               ) -> tuple[World, tuple[Event, ...]]:
+        def dispatch_then_flag(
+            world: World, revents: tuple[int, ...], ret: int, call: Callback
+        ) -> tuple[World, tuple[Event, ...]]:
             if flag["notified"]:  # read at the top of the next iteration: its poll returns at once
                 flag["notified"] = False
                 world = world.with_loop(Loop(world.loop.records, wakeup=True))
@@ -140,6 +148,7 @@ def plant(bug: str) -> None:
     elif bug in ("R9", "R15", "R17", "R18"):
         names["dispatch"] = planted_dispatch(bug)
     elif bug == "none":
+
         def no_gate_scripts(vector: Vector) -> dict[str, str]:
             return {}
 

@@ -5,7 +5,6 @@ Hypothesis state machine), r34 (fd-number reuse), exploration (exhaustive, model
 Its public names are imported from here (`from tests.harness import ...`); the strategies
 themselves are the installed ones (iohandler.specs.scenarios)."""
 
-
 from __future__ import annotations
 
 from iohandler.specs.scenarios import Config, configs, script_actions, to_vector
@@ -18,9 +17,32 @@ from tests.harness.session import CheckFailed, Session, failure, kernel_registra
 from tests.harness.world import CONFIG
 
 __all__ = [
-    "CONFIG", "CheckFailed", "Config", "Lockstep", "LockstepMachine", "Red", "Session",
-    "budget", "configs", "counterexample",
-    "describe_action", "describe_event", "failure", "fd_reuse_scenario", "folded_poll", "hunt",
-    "kernel_registrations", "machine_for", "minimise", "model_step", "open_fds", "profile", "replay", "scenario",
-    "script_actions", "to_vector", "world_for", "write_stats",
+    "CONFIG",
+    "CheckFailed",
+    "Config",
+    "Lockstep",
+    "LockstepMachine",
+    "Red",
+    "Session",
+    "budget",
+    "configs",
+    "counterexample",
+    "describe_action",
+    "describe_event",
+    "failure",
+    "fd_reuse_scenario",
+    "folded_poll",
+    "hunt",
+    "kernel_registrations",
+    "machine_for",
+    "minimise",
+    "model_step",
+    "open_fds",
+    "profile",
+    "replay",
+    "scenario",
+    "script_actions",
+    "to_vector",
+    "world_for",
+    "write_stats",
 ]

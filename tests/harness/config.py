@@ -55,9 +55,7 @@ def open_fds() -> int:
     return len(support.open_fds())
 
 
-def model_step(
-    world: World, action: Action, config: Config, *, fold: bool = False
-) -> tuple[World, tuple[Event, ...]]:
+def model_step(world: World, action: Action, config: Config, *, fold: bool = False) -> tuple[World, tuple[Event, ...]]:
     """model.iterate.step; with `fold`, over `folded_poll` (SPEC R36)."""
     return step(world, action, config.scripts, config.gate_runs, poll=folded_poll if fold else model_env.poll)
 

@@ -233,8 +233,9 @@ def _pick(data: st.DataObject, options: Sequence[str], label: str) -> str:
     return options[data.draw(_indices(len(options)), label=label)]
 
 
-def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | None = None,
-                context: bool = False) -> type[LockstepMachine]:
+def machine_for(
+    poller: str, make_loop: LoopFactory = MainLoop, *, name: str | None = None, context: bool = False
+) -> type[LockstepMachine]:
     """A machine class of its own (own stats) for one poller and loop factory. selectors is
     compared against the folded model (SPEC R36), with hangups allowed. `context`: format v3
     (ContextLockstepMachine)."""
@@ -246,7 +247,6 @@ def machine_for(poller: str, make_loop: LoopFactory = MainLoop, *, name: str | N
     }
     base = ContextLockstepMachine if context else LockstepMachine
     return type(name or f"Lockstep_{poller}{'_context' if context else ''}", (base,), attrs)
-
 
 
 @dataclass(frozen=True)

@@ -108,9 +108,11 @@ def describe_event(e: Event) -> str:
         case WriteEvent(fd, script):
             return f"write {fd} -> {script}"
         case HandlersEvent(rows):
-            return "handlers [" + ", ".join(
-                f"{fd}(" + ",".join(x or "-" for x in (r, w, g)) + ")" for fd, r, w, g in rows
-            ) + "]"
+            return (
+                "handlers ["
+                + ", ".join(f"{fd}(" + ",".join(x or "-" for x in (r, w, g)) + ")" for fd, r, w, g in rows)
+                + "]"
+            )
         case CtxPollEvent(entries):
             return f"ctx-poll {fl(entries)}"
         case BhEvent(bh, script):
@@ -156,4 +158,3 @@ def counterexample(config: Config, steps: Sequence[Action], *, fold: bool = Fals
         f"{scenario(config, steps)}\n\nv1 vector{note} (save as specs/vectors/<name>.json):\n"
         f"{dump_vector(to_vector(config, steps, expect))}"
     )
-

@@ -11,8 +11,9 @@ from iohandler.impl.driver import LoopFactory
 from tests.harness.session import failure
 
 
-def fd_reuse_scenario(make_loop: LoopFactory, poller: str, *, iterate_first: bool, delete_first: bool,
-                      ready_old: bool) -> int:
+def fd_reuse_scenario(
+    make_loop: LoopFactory, poller: str, *, iterate_first: bool, delete_first: bool, ready_old: bool
+) -> int:
     """R34: after the loop's fd is closed and its number reused by a new, readable file, the old
     record's handler is never called for the new file (ClosedFdError may say so), and
     registering the number again reaches the new file's handler. Vectors cannot say "close the
@@ -68,4 +69,3 @@ def fd_reuse_scenario(make_loop: LoopFactory, poller: str, *, iterate_first: boo
         for s in (old, old_peer, new, new_peer):
             if s is not None:
                 s.close()
-

@@ -29,8 +29,9 @@ class Lockstep:
     compares their events; `check()` is the invariants; `close()` the leak check. Plain code, so
     a counterexample can be replayed and minimised without Hypothesis (`replay`, `minimise`)."""
 
-    def __init__(self, config: Config, poller: str, make_loop: LoopFactory = MainLoop, *,
-                 fold: bool | None = None) -> None:
+    def __init__(
+        self, config: Config, poller: str, make_loop: LoopFactory = MainLoop, *, fold: bool | None = None
+    ) -> None:
         self.config = config
         self.fold = poller == "selectors" if fold is None else fold
         self.steps: list[Action] = []
@@ -56,8 +57,9 @@ class Lockstep:
             v = self.session.violations[0]
             raise self.fail(v.tag, str(v).split("] ", 1)[1])
         if list(want) != got:
-            raise self.fail("trace", "the loop's events differ from the model's at the last step\n"
-                            + _diff(list(want), got))
+            raise self.fail(
+                "trace", "the loop's events differ from the model's at the last step\n" + _diff(list(want), got)
+            )
 
     def close(self) -> None:
         if self.session is not None:
@@ -97,8 +99,9 @@ class Lockstep:
         want_nodes = [(n.fd, n.read, n.write, n.deleted) for n in ctx.nodes]
         got_nodes = s.ctx_rows()
         if want_nodes != got_nodes:
-            raise self.fail("ctx-list", f"context handlers (fd, read, write, deleted): loop {got_nodes}, "
-                            f"model {want_nodes}")
+            raise self.fail(
+                "ctx-list", f"context handlers (fd, read, write, deleted): loop {got_nodes}, model {want_nodes}"
+            )
         # Between iterations the backend polls only fds that still have a record: a reaped
         # record's registration is gone (no leak in the kernel). The context's fds are checked
         # at each wait instead (Session.on_poll): a delete during the wait leaves the kernel at
@@ -109,8 +112,9 @@ class Lockstep:
             raise self.fail("kernel", f"backend still polls {sorted(regs - present)}, which have no record")
 
 
-def replay(config: Config, steps: Sequence[Action], poller: str, make_loop: LoopFactory = MainLoop
-           ) -> CheckFailed | None:
+def replay(
+    config: Config, steps: Sequence[Action], poller: str, make_loop: LoopFactory = MainLoop
+) -> CheckFailed | None:
     """Run `steps` in lockstep; the first failed check, or None."""
     run: Lockstep | None = None
     try:
@@ -129,8 +133,9 @@ def replay(config: Config, steps: Sequence[Action], poller: str, make_loop: Loop
     return None
 
 
-def minimise(config: Config, steps: Sequence[Action], poller: str, make_loop: LoopFactory = MainLoop
-             ) -> tuple[Config, list[Action], CheckFailed]:
+def minimise(
+    config: Config, steps: Sequence[Action], poller: str, make_loop: LoopFactory = MainLoop
+) -> tuple[Config, list[Action], CheckFailed]:
     """Greedy delta debugging: drop single steps, single during_wait actions, then single script
     actions, while the same check still fails; then drop what nothing names. Cheap next to
     Hypothesis' stateful shrinker, and it gives the counterexample's length in steps."""
@@ -174,4 +179,3 @@ def _diff(want: list[Event], got: list[Event]) -> str:
         g = describe_event(got[i]) if i < len(got) else "(nothing)"
         lines.append(f"  {'  ' if w == g else '!!'} model: {w:<40} loop: {g}")
     return "\n".join(lines)
-

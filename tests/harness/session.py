@@ -63,8 +63,7 @@ class Session(VectorSession):
         self.shadow: dict[str, tuple[str | None, str | None] | None] = {}
         # The same for the context's handlers (format v3, R48): fd -> (read, write), None once deleted.
         self.ctx_shadow: dict[str, tuple[str | None, str | None] | None] = {}
-        super().__init__(config.fds, config.scripts, config.gates, config.gate_runs, poller=poller,
-                         make_loop=make_loop)
+        super().__init__(config.fds, config.scripts, config.gates, config.gate_runs, poller=poller, make_loop=make_loop)
 
     # -- the hooks: checks made while the loop runs
 
@@ -88,9 +87,9 @@ class Session(VectorSession):
         current = self.shadow.get(fd)
         if current is None or current[role] != callback_name(callback):
             what = "read" if role == 0 else "write"
-            self.violations.append(failure(
-                "R17", f"{what} handler {callback_name(callback)} about to run for {fd}; registered: {current}"
-            ))
+            self.violations.append(
+                failure("R17", f"{what} handler {callback_name(callback)} about to run for {fd}; registered: {current}")
+            )
 
     def on_poll(self, entries: list[tuple[int, int]]) -> None:
         """While the loop waits, the backend polls exactly the poll set (plus the notifier)."""
@@ -108,11 +107,13 @@ class Session(VectorSession):
                 want[fd] = (IN if handlers[0] is not None else 0) | (OUT if handlers[1] is not None else 0)
         others = [fd for fd in regs if fd not in self.names]
         if mine != want or len(others) != 1:
-            self.violations.append(failure(
-                "kernel",
-                f"backend registrations {self._show(mine)} (+{len(others)} other) while the poll set is "
-                f"{self._show(want)} (+ the notifier)",
-            ))
+            self.violations.append(
+                failure(
+                    "kernel",
+                    f"backend registrations {self._show(mine)} (+{len(others)} other) while the poll set is "
+                    f"{self._show(want)} (+ the notifier)",
+                )
+            )
 
     def on_set(self, action: Set) -> None:
         fd = action.fd
