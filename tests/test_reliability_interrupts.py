@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
@@ -177,7 +177,11 @@ def build(poller: str, *, orphan: bool) -> Scene:
     return scene
 
 
-def run_with(injector: Injector, loop: MainLoop) -> BaseException | None:
+def run_with(
+    injector: Injector, loop: MainLoop, call: Callable[[MainLoop], object] | None = None
+) -> BaseException | None:
+    """`call(loop)` (one nonblocking iteration by default) under the injector; the exception it
+    left with, if any (the planted one, or the orphan's ClosedFdError)."""
     # No garbage collection inside the traced iteration: a collection there would run other
     # objects' finalizers (a loop another test dropped, R41) and move the opcode count, so the
     # counting run and the planted runs would not see the same iteration.
@@ -185,8 +189,11 @@ def run_with(injector: Injector, loop: MainLoop) -> BaseException | None:
     gc.disable()
     sys.settrace(injector)
     try:
-        loop.main_loop_wait(nonblocking=True)
-    except BaseException as e:  # the planted exception, or the orphan's ClosedFdError
+        if call is None:
+            loop.main_loop_wait(nonblocking=True)
+        else:
+            call(loop)
+    except BaseException as e:
         return e
     finally:
         sys.settrace(None)
@@ -305,7 +312,7 @@ def test_r35_interrupt_in_the_signal_record_loses_no_signal(poller: str, mech: s
         loop, got = _signal_scene(poller, mech)
         try:
             injector = Injector(n)
-            exc = run_with_wait(injector, loop)
+            exc = run_with(injector, loop, lambda lp: lp.main_loop_wait(timeout=1))  # signals may reach a pipe late
             where = f"planted at opcode {n}"
             if exc is not None and not isinstance(exc, KeyboardInterrupt):
                 raise AssertionError(f"{where}: {exc!r}") from exc
@@ -320,21 +327,6 @@ def test_r35_interrupt_in_the_signal_record_loses_no_signal(poller: str, mech: s
             total = injector.count
             break
     assert total > 20  # the trace does see the signal record's work
-
-
-def run_with_wait(injector: Injector, loop: MainLoop) -> BaseException | None:
-    """run_with, with a wait: the signals may reach a wakeup pipe a little after the raise."""
-    gc.collect()
-    gc.disable()
-    sys.settrace(injector)
-    try:
-        loop.main_loop_wait(timeout=1)
-    except BaseException as e:
-        return e
-    finally:
-        sys.settrace(None)
-        gc.enable()
-    return None
 
 
 # ------------------------------------------------------------------- the AioContext (R47, R46)
@@ -400,20 +392,6 @@ def test_r35_interrupt_in_the_context_s_dispatch_leaves_it_usable(poller: str) -
     assert n > 50  # the trace does see the context's work
 
 
-def _run_blocking_poll(injector: Injector, loop: MainLoop) -> BaseException | None:
-    gc.collect()
-    gc.disable()
-    sys.settrace(injector)
-    try:
-        loop.context.poll(blocking=True)
-    except BaseException as e:
-        return e
-    finally:
-        sys.settrace(None)
-        gc.enable()
-    return None
-
-
 @pytest.mark.parametrize("poller", ["epoll", "poll", "selectors"])
 def test_r35_interrupt_in_a_blocking_context_poll_leaves_the_lock_free(poller: str) -> None:
     """R35 and R46: a top-level blocking `context.poll()` releases the loop's lock for its wait
@@ -428,7 +406,7 @@ def test_r35_interrupt_in_a_blocking_context_poll_leaves_the_lock_free(poller: s
             scene.loop.context.set_fd_handler(cfd, scene.reader("ctxfd"), None, opaque=cfd)
             cfd_peer.send(b"x")
             injector = Injector(n)
-            exc = _run_blocking_poll(injector, scene.loop)
+            exc = run_with(injector, scene.loop, lambda lp: lp.context.poll(blocking=True))
             where = f"planted at opcode {n}"
             if exc is not None and not isinstance(exc, KeyboardInterrupt):
                 raise AssertionError(f"{where}: the planted exception was replaced by {exc!r}") from exc
