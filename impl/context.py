@@ -60,7 +60,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iohandler.impl.args import check_callable, check_delay, fd_number
-from iohandler.impl.errors import ClosedFdError, FdError, ReentrantWaitError, UnpollableFdError
+from iohandler.impl.errors import ClosedFdError, FdError, ReentrantWaitError, UnpollableFdError, finish
 from iohandler.impl.kernel import identity, is_unknown, same_file_check
 from iohandler.impl.pollers import IN, NVAL, OUT, READ_EVENTS, WRITE_EVENTS, SelectorsPoller
 from iohandler.impl.registry import Record
@@ -132,7 +132,11 @@ class BottomHalf:
         self._idle = False
         self._scheduled = True
         ctx._pending = True
-        ctx._notify()
+        try:
+            ctx._notify()
+        except BaseException:  # R35: a signal handler's, before the notify: it still happens
+            finish(ctx._notify)
+            raise
 
     def schedule_idle(self) -> None:
         """qemu_bh_schedule_idle: run at a walk within about 10 ms; never notifies and does not
@@ -363,44 +367,74 @@ class AioContext:
             node = self._by_fd.get(n)
             if delete:
                 if node is not None:
-                    self._unlink(node)
-                    self._sync_or_defer(n)
-            else:
-                rec = loop._by_fd.get(n)
-                if rec is not None and (not rec.deleted or rec.kev):
-                    raise ValueError(
-                        f"fd {n} has a handler in the loop's fd-handler list (set_fd_handler); "
-                        "an fd is either there or in the context, not both"
-                    )
-                fresh = node is None
-                if node is None:
-                    node = _Node(n)
-                    self._in_use = True
-                node.read, node.write, node.opaque, node.ident = read, write, opaque, ident
+                    # R35: a signal handler's exception part-way finishes the delete (each
+                    # step can be repeated), then leaves: never a node gone from the list
+                    # whose fd the kernel still reports.
+                    gone = node
+                    try:
+                        self._delete(gone)
+                    except BaseException:
+                        finish(lambda: self._delete(gone))
+                        raise
+                else:
+                    self._notify_locked()
+                return
+            rec = loop._by_fd.get(n)
+            if rec is not None and (not rec.deleted or rec.kev):
+                raise ValueError(
+                    f"fd {n} has a handler in the loop's fd-handler list (set_fd_handler); "
+                    "an fd is either there or in the context, not both"
+                )
+            fresh = node is None
+            if node is None:
+                node = _Node(n)
+                self._in_use = True
+            # One store each, no call between: a node is never half-described.
+            node.read, node.write, node.opaque, node.ident = read, write, opaque, ident
+            node.events = (READ_EVENTS if read is not None else 0) | (WRITE_EVENTS if write is not None else 0)
+            added = node
+            try:
                 if self._witnessing and is_unknown(ident):
-                    self._witness(node)
-                node.events = (READ_EVENTS if read is not None else 0) | (WRITE_EVENTS if write is not None else 0)
-                if fresh:
-                    self._nodes.append(node)
-                    self._by_fd[n] = node
-                try:
-                    self._sync_or_defer(n)
-                except BaseException:
-                    if fresh:  # R30: a refused registration leaves nothing behind
-                        self._unlink(node)
-                    raise
-            # aio_notify, with the lock held (R45).
-            if loop._waiting:
-                self._wakeup.notify()
-            elif not self._dispatching:
-                self._wakeup.flag = True
+                    self._witness(added)
+                self._publish(added)
+            except FdError:
+                if fresh:  # R30: a refused registration leaves nothing behind
+                    self._unlink(added)
+                raise
+            except BaseException:  # R35: as for a delete, the add is finished, then leaves
+                finish(lambda: self._publish(added))
+                raise
+
+    def _delete(self, node: _Node) -> None:
+        """A delete's steps, each repeatable (R35): unlink, kernel, notify."""
+        self._unlink(node)
+        self._sync_or_defer(node.fd)
+        self._notify_locked()
+
+    def _publish(self, node: _Node) -> None:
+        """An add's or update's steps, each repeatable (R35): the node indexed and listed, the
+        kernel told, the loop notified."""
+        if self._by_fd.get(node.fd) is not node:
+            self._by_fd[node.fd] = node
+            if node not in self._nodes:  # a repeat after a cut: listed once
+                self._nodes.append(node)
+        self._sync_or_defer(node.fd)
+        self._notify_locked()
+
+    def _notify_locked(self) -> None:
+        """aio_notify, with the lock held (R45)."""
+        if self._loop._waiting:
+            self._wakeup.notify()
+        elif not self._dispatching:
+            self._wakeup.flag = True
 
     def _unlink(self, node: _Node) -> None:
+        """Repeatable (R35): a second run after a cut finishes the first."""
         if self._by_fd.get(node.fd) is node:
             del self._by_fd[node.fd]
         node.deleted = True
         node.rev = 0
-        if not self._walking_handlers:
+        if not self._walking_handlers and node in self._nodes:
             self._nodes.remove(node)
         self._drop_witness(node)
 
@@ -791,11 +825,12 @@ class AioContext:
             loop._check_open()
             handle = TimerHandle(time.monotonic() + seconds, None, callback, args)
             self._in_use = True
-            self._timers.push(handle)
+            # Notify first (MainLoop._add_timer says why, R35).
             if loop._waiting:
                 self._wakeup.notify()
             elif not self._dispatching:
                 self._wakeup.flag = True
+            self._timers.push(handle)
         return handle
 
     def _run_timers(self) -> bool:

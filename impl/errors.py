@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 
 class IOHandlerError(Exception):
@@ -64,3 +65,16 @@ def add_note(e: BaseException, note: str) -> None:
     not a list, an `add_note` overridden): R32, the original exception leaves as it is."""
     with contextlib.suppress(BaseException):
         e.add_note(note)
+
+
+def finish(step: Callable[[], object]) -> None:
+    """R35: run a repeatable step whose first run a signal handler's exception cut short, until
+    it completes (each further exception is dropped: the caller re-raises the first). A step
+    that fails for another reason fails the same way every time: it is given up after a few
+    runs."""
+    for _ in range(8):
+        try:
+            step()
+            return
+        except BaseException:  # another signal, or a real failure repeating
+            continue

@@ -44,6 +44,7 @@ from iohandler.impl.errors import (
     UnpollableFdError,
     add_note,
     describe,
+    finish,
 )
 from iohandler.impl.kernel import ANON_INODE, Kernel, identity
 from iohandler.impl.pollers import READ_EVENTS, WRITE_EVENTS, Poller, make_poller
@@ -267,48 +268,68 @@ class MainLoop:
         with self._lock:
             if self._closed:  # _check_open only when it raises: saves a call
                 self._check_open()
-            reg = self._registry
-            rec = self._by_fd.get(n)
-            if rec is None:
-                if n in self._context._by_fd:  # bh: one kernel registration per fd
-                    raise ValueError(
-                        f"fd {n} has a context handler (loop.context.set_fd_handler); an fd is "
-                        "either there or in the fd-handler list, not both"
-                    )
-                rec = reg.add(n)
-            elif rec.deleted:
-                reg.revive(rec)
-            rec.read = read
-            rec.write = write
-            rec.can_read = can_read
-            rec.opaque = opaque
-            ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
-            # R34: a witness of the file, whatever the poller, where fstat cannot tell two
-            # files apart (anonymous inodes; character devices: a pty master, a tun device)
-            if ident == ANON_INODE or stat.S_ISCHR(st.st_mode):
-                ident = identity(st)
-                if self._kernel.bind(rec, n) and rec.kev:
-                    rec.renew = True  # the kernel's registration may be the old file's
-            else:
-                if rec.kev and ident != rec.ident:
-                    rec.renew = True  # the kernel's registration may be the old file's
-                if self._kernel.witnesses:  # it may have been an anonymous file's record
-                    self._kernel.unbind(n)
-            rec.ident = ident
-            rec.stale = True
-            reg.dirty.add(rec)
-            if can_read is not None or rec in reg.gated:  # set_gated, only where it can change
-                reg.set_gated(rec, read is not None and can_read is not None)
-            # notify(), with the lock held. While the loop waits (another thread got the lock)
-            # the wakeup fd ends the wait. Otherwise nobody is in the kernel: the loop thread
-            # itself (a callback, a gate) or no loop at all holds the lock, and the next
-            # iteration reads the wakeup's flag before its wait. Either way that iteration polls
-            # with timeout 0 and counts the wakeup once in its ret; the flag saves an eventfd
-            # write and read per registration.
-            if self._waiting:
-                self._wakeup.notify()
-            elif not self._context._dispatching:  # bh: R45, aio_notify inside aio_poll
-                self._wakeup.flag = True
+            if n in self._context._by_fd and n not in self._by_fd:  # bh: one kernel registration per fd
+                raise ValueError(
+                    f"fd {n} has a context handler (loop.context.set_fd_handler); an fd is "
+                    "either there or in the fd-handler list, not both"
+                )
+            # R35: every step below can be repeated, so a signal handler's exception part-way
+            # is answered by finishing the registration and then letting the exception leave:
+            # the call happened whole, never half (a record without its identity, an update
+            # that never reaches the kernel, a notify lost).
+            try:
+                self._register(n, st, read, write, can_read, opaque)
+            except BaseException:
+                finish(lambda: self._register(n, st, read, write, can_read, opaque))
+                raise
+
+    def _register(
+        self,
+        n: int,
+        st: os.stat_result,
+        read: Handler | None,
+        write: Handler | None,
+        can_read: Handler | None,
+        opaque: Any,
+    ) -> None:
+        """set_fd_handler's add or update, with the lock held; repeatable (R35)."""
+        reg = self._registry
+        rec = self._by_fd.get(n)
+        if rec is None:
+            rec = reg.add(n)
+        elif rec.deleted:
+            reg.revive(rec)
+        rec.read = read
+        rec.write = write
+        rec.can_read = can_read
+        rec.opaque = opaque
+        ident: tuple[object, ...] = (st.st_dev, st.st_ino)  # kernel.identity, inline (hot)
+        # R34: a witness of the file, whatever the poller, where fstat cannot tell two
+        # files apart (anonymous inodes; character devices: a pty master, a tun device)
+        if ident == ANON_INODE or stat.S_ISCHR(st.st_mode):
+            ident = identity(st)
+            if self._kernel.bind(rec, n) and rec.kev:
+                rec.renew = True  # the kernel's registration may be the old file's
+        else:
+            if rec.kev and ident != rec.ident:
+                rec.renew = True  # the kernel's registration may be the old file's
+            if self._kernel.witnesses:  # it may have been an anonymous file's record
+                self._kernel.unbind(n)
+        rec.ident = ident
+        rec.stale = True
+        reg.dirty.add(rec)
+        if can_read is not None or rec in reg.gated:  # set_gated, only where it can change
+            reg.set_gated(rec, read is not None and can_read is not None)
+        # notify(), with the lock held. While the loop waits (another thread got the lock)
+        # the wakeup fd ends the wait. Otherwise nobody is in the kernel: the loop thread
+        # itself (a callback, a gate) or no loop at all holds the lock, and the next
+        # iteration reads the wakeup's flag before its wait. Either way that iteration polls
+        # with timeout 0 and counts the wakeup once in its ret; the flag saves an eventfd
+        # write and read per registration.
+        if self._waiting:
+            self._wakeup.notify()
+        elif not self._context._dispatching:  # bh: R45, aio_notify inside aio_poll
+            self._wakeup.flag = True
 
     def _refuse_own_fd(self, n: int) -> None:
         """R38: the loop's own fds are not the caller's to register."""
@@ -405,9 +426,12 @@ class MainLoop:
         with self._lock:
             self._check_open()
             handle = TimerHandle(time.monotonic() + delay, interval, callback, args)
-            self._timers.push(handle)
+            # Notify first: the waiting loop cannot look before this thread lets the lock go,
+            # and a signal handler's exception between the two then leaves no timer added
+            # rather than a timer the wait does not know of (R35).
             if self._waiting:  # from another thread: the wait may need a shorter timeout
                 self._wakeup.notify()
+            self._timers.push(handle)
         return handle
 
     def _run_timers(self) -> None:
@@ -1022,7 +1046,11 @@ class MainLoop:
         before its first). Cleared when a run ends, main_loop_wait's one iteration included
         (R31). Any thread."""
         self._stopping = True
-        self._wakeup.wake()
+        try:
+            self._wakeup.wake()
+        except BaseException:  # R35: a signal handler's, before the write: it still happens
+            finish(self._wakeup.wake)
+            raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1077,11 +1105,22 @@ class MainLoop:
             if self._signals is not None:  # R64: before the loop is marked closed (it deletes its record)
                 self._signals.close()
             self._closed = True
-            self._context._close()  # bh
-            self._registry.clear()
-            self._kernel.close()
-            self._wakeup.close()
-            self._ended.notify_all()  # a loop thread let this close() in: it sees the loop closed
+            # R35: once marked closed, a later close() returns at once, so a signal handler's
+            # exception part-way must not leave fds behind: the release is finished (each step
+            # can be repeated), then the exception leaves.
+            try:
+                self._release()
+            except BaseException:
+                finish(self._release)
+                raise
+
+    def _release(self) -> None:
+        """close()'s release of what the loop owns; repeatable (R35)."""
+        self._context._close()  # bh
+        self._registry.clear()
+        self._kernel.close()
+        self._wakeup.close()
+        self._ended.notify_all()  # a loop thread let this close() in: it sees the loop closed
 
     def _await_iteration_end(self) -> None:
         """close() from another thread while the loop waits (lock held on entry and exit):
@@ -1092,15 +1131,28 @@ class MainLoop:
         while self._running:
             self._stopping = True
             self._wakeup.wake()
-            self._ended.wait(0.05)
+            self._wait_ended(0.05)
 
     def _let_closers_in(self) -> None:
         """R31: an iteration about to start while close() calls from other threads wait for
         the last one to end: they go first (a fair hand-off of the lock); then the loop is
         closed and this raises LoopClosedError."""
         while self._closers and not self._closed:
-            self._ended.wait()
+            self._wait_ended(None)
         self._check_open()
+
+    def _wait_ended(self, timeout: float | None) -> None:
+        """`_ended.wait(timeout)`, lock held on entry and on every exit. threading.Condition.wait
+        releases the lock and only then enters the try that takes it back: a signal handler's
+        exception between the two (R35) would leave it released, and the caller's `with` would
+        then fail to release it, replacing the exception. Taken back here (held once: close()
+        and an iteration hold it once, the caller's own hold of `loop.lock` aside)."""
+        try:
+            self._ended.wait(timeout)
+        except BaseException:
+            if not self._lock._is_owned():  # type: ignore[attr-defined]
+                self._relock()
+            raise
 
     def __del__(self, _warn: Callable[..., object] = warnings.warn) -> None:
         # Collected without close(): release the fds and say so, as sockets and asyncio do. A

@@ -116,8 +116,10 @@ class Registry:
 
     def revive(self, rec: Record) -> None:
         """R5: a deleted, unreaped record comes back in place."""
-        rec.deleted = False
+        # Ordered so that a signal handler's exception between the two leaves a record a
+        # repeated registration revives again (R35): flagged, not in the set.
         self.deleted.discard(rec)
+        rec.deleted = False
 
     def set_gated(self, rec: Record, gated: bool) -> None:
         if gated != (rec in self.gated):

@@ -53,6 +53,8 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from iohandler.impl.errors import finish
+
 __all__ = ["MECHANISMS", "SignalInfo", "SignalSet", "open_signalfd", "signal_name", "signalfd_available"]
 
 MECHANISMS = ("signalfd", "wakeup")
@@ -292,9 +294,9 @@ class SignalSet:
             self.handlers[signum] = (callback, args)
             return
         first = not self.handlers
-        if first:
-            self._take_process()
         try:
+            if first:  # inside the try: a signal handler's exception as it ends lets go (R35)
+                self._take_process()
             if self.mechanism == "signalfd":
                 self._add_signalfd(signum)
             else:
@@ -319,13 +321,26 @@ class SignalSet:
         restore_parked()
         if signum not in self.handlers:
             return False
+        # R35: a signal handler's exception part-way finishes the remove (every step can be
+        # repeated), then leaves: never a handler half removed (a disposition lost, a signal
+        # left blocked with no handler, the process left held by a loop with none).
+        try:
+            self._remove(signum)
+        except BaseException:
+            finish(lambda: self._remove(signum))
+            raise
+        return True
+
+    def _remove(self, signum: int) -> None:
+        """remove()'s steps, each repeatable (R35)."""
         self._drop_in_hand(signum)
         if self.mechanism == "signalfd":
             rest = set(self.handlers) - {signum}
             _signalfd(self._sfd, rest)  # the fd stops taking it before it is unblocked
             self._discard_pending(signum)
             if signum in self._saved:  # SIGCHLD's SIG_IGN, put back once it cannot be pending
-                signal.signal(signum, self._saved.pop(signum))
+                signal.signal(signum, self._saved[signum])
+                del self._saved[signum]
             if signum in self._blocked:
                 if len(self._blocked) == 1:  # the last one this loop blocked
                     self._warn_inherited_masks()
@@ -333,19 +348,20 @@ class SignalSet:
                 self._blocked.discard(signum)
         else:
             self._drain()  # bytes already written for it are dropped with it
-            signal.signal(signum, self._saved.pop(signum))
+            if signum in self._saved:
+                signal.signal(signum, self._saved[signum])
+                del self._saved[signum]
             self._std = self._std - {signum}
             self._rt = {s: n for s, n in self._rt.items() if s != signum}
             _TRIPPED.discard(signum)
             if self._std or self._rt:  # the drain emptied the pipe: what it held for others must still wake the walk
                 self._rearm()
-        del self.handlers[signum]
+        self.handlers.pop(signum, None)
         if not self.handlers:
             loop = self._loop()
             if loop is not None and not loop.closed:  # closing: the registry goes with it
                 loop._unregister_signal_record()
             self._release_process()
-        return True
 
     def _check_wakeup_fd(self) -> None:
         """R65: the process's wakeup fd is still our pipe (set_wakeup_fd has no getter: set and
@@ -432,7 +448,9 @@ class SignalSet:
             if self.mechanism == "wakeup" and self._holding:
                 assert self._pipe is not None
                 cur = signal.set_wakeup_fd(self._prev_wakeup)
-                if cur != self._pipe[1]:  # replaced after we took it: the program's, kept
+                # Replaced after we took it: the program's, kept. (`prev` itself: this is a
+                # repeat after a signal handler's exception cut the first run short, R35.)
+                if cur != self._pipe[1] and cur != self._prev_wakeup:
                     signal.set_wakeup_fd(cur)
                     warnings.warn(
                         f"iohandler: signal.set_wakeup_fd was set to fd {cur} while the loop held "

@@ -185,7 +185,8 @@ class _ReturnedCalls(ast.NodeVisitor):
             self.visit(part)
 
     def visit_Return(self, node: ast.Return) -> None:
-        if self.depth and node.value is not None and any(isinstance(n, ast.Call) for n in ast.walk(node.value)):
+        calls = (ast.Call, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)  # 3.11: a comprehension is a call
+        if self.depth and node.value is not None and any(isinstance(n, calls) for n in ast.walk(node.value)):
             self.found.append(node.lineno)
 
 
@@ -216,9 +217,12 @@ def test_the_returned_call_check_sees_the_pattern() -> None:
         "        return g()\n"
         "    finally:\n"
         "        pass\n"
+        "def k(lock, xs):\n"
+        "    with lock:\n"
+        "        return [x for x in xs]\n"
         "def ok(lock, g):\n"
         "    with lock:\n"
         "        x = g()\n"
         "    return x\n"
     )
-    assert returned_calls(src) == [3, 6]
+    assert returned_calls(src) == [3, 6, 11]

@@ -77,16 +77,23 @@ def signal_points(code: CodeType) -> frozenset[int]:
 
 class Injector:
     """Raises KeyboardInterrupt at the `at`-th signal point reached in impl/ (never if `at` is
-    None); counts them all."""
+    None); counts them all. With `entries`, a function's entry counts too: CPython runs signal
+    handlers at RESUME, which the opcode trace (it starts after it) does not report."""
 
-    def __init__(self, at: int | None) -> None:
+    def __init__(self, at: int | None, entries: bool = False) -> None:
         self.at = at
+        self.entries = entries
         self.count = 0
         self.fired = False
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> Any:
         if frame.f_code.co_filename not in _IMPL_FILES:
             return None
+        if self.entries and event == "call":
+            self.count += 1
+            if self.count == self.at:
+                self.fired = True
+                raise KeyboardInterrupt(f"planted at the entry of {frame.f_code.co_name}")
         frame.f_trace_opcodes = True
         frame.f_trace_lines = False
         return self._local
@@ -235,7 +242,7 @@ def check_after(scene: Scene, planted: int, exc: BaseException | None) -> None:
 def opcodes_of_one_iteration(poller: str, orphan: bool) -> int:
     scene = build(poller, orphan=orphan)
     try:
-        counter = Injector(None)
+        counter = Injector(None, entries=True)
         run_with(counter, scene.loop)
         return counter.count
     finally:
@@ -256,7 +263,7 @@ def test_r35_interrupt_at_any_opcode_leaves_the_loop_usable(poller: str, orphan:
     for n in range(1, total + 1):
         scene = build(poller, orphan=orphan)
         try:
-            injector = Injector(n)
+            injector = Injector(n, entries=True)
             exc = run_with(injector, scene.loop)
             assert injector.fired, f"opcode {n} of {total} not reached"
             check_after(scene, n, exc)
@@ -311,7 +318,7 @@ def test_r35_interrupt_in_the_signal_record_loses_no_signal(poller: str, mech: s
         n += 1
         loop, got = _signal_scene(poller, mech)
         try:
-            injector = Injector(n)
+            injector = Injector(n, entries=True)
             exc = run_with(injector, loop, lambda lp: lp.main_loop_wait(timeout=1))  # signals may reach a pipe late
             where = f"planted at opcode {n}"
             if exc is not None and not isinstance(exc, KeyboardInterrupt):
@@ -382,7 +389,7 @@ def test_r35_interrupt_in_the_context_s_dispatch_leaves_it_usable(poller: str) -
         n += 1
         scene, _bh = _context_scene(poller)
         try:
-            injector = Injector(n)
+            injector = Injector(n, entries=True)
             exc = run_with(injector, scene.loop)
             _check_context_after(scene, f"planted at opcode {n}", exc)
         finally:
@@ -405,7 +412,7 @@ def test_r35_interrupt_in_a_blocking_context_poll_leaves_the_lock_free(poller: s
             cfd, cfd_peer = scene.pair()
             scene.loop.context.set_fd_handler(cfd, scene.reader("ctxfd"), None, opaque=cfd)
             cfd_peer.send(b"x")
-            injector = Injector(n)
+            injector = Injector(n, entries=True)
             exc = run_with(injector, scene.loop, lambda lp: lp.context.poll(blocking=True))
             where = f"planted at opcode {n}"
             if exc is not None and not isinstance(exc, KeyboardInterrupt):
