@@ -156,10 +156,10 @@ def record_count(loop: MainLoop) -> int:
 def open_fds() -> set[int]:
     """The process's open fds. The listing's own directory fd appears in it already closed, so
     only the numbers that are still open count."""
-    return {fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)}
+    return {fd for fd in map(int, os.listdir("/proc/self/fd")) if is_open(fd)}
 
 
-def _is_open(fd: int) -> bool:
+def is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
     except OSError:

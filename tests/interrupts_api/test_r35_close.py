@@ -5,7 +5,6 @@ Red at 945d444."""
 from __future__ import annotations
 
 import linecache
-import os
 import socket
 import threading
 import time
@@ -17,18 +16,10 @@ import pytest
 
 from iohandler.impl import MainLoop
 from tests.interrupts_api.plant import Injector, point_index, run_with
-from tests.support import lock_is_free
+from tests.support import is_open, lock_is_free
 from tests.test_reliability_interrupts import signal_points
 
 POLLERS = ["epoll", "poll", "selectors"]
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 def _busy_loop(poller: str, socks: list[socket.socket]) -> MainLoop:
@@ -71,7 +62,7 @@ def test_close_cut_after_the_loop_is_marked_closed_releases_its_fds(poller: str,
         assert lock_is_free(loop)
         loop.close()  # the caller retries (or the with block's exit already ran: it did)
         assert loop.closed
-        left = [fd for fd in own if _is_open(fd)]
+        left = [fd for fd in own if is_open(fd)]
         assert not left, f"the loop is closed and its own fds {left} are still open"
     finally:
         for s in socks:
