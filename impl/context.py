@@ -402,7 +402,7 @@ class AioContext:
                     self._unlink(added)
                 raise
             except BaseException:  # R35: as for a delete, the add is finished, then leaves
-                finish(lambda: self._publish(added))
+                finish(lambda: self._publish_or_undo(added, fresh))
                 raise
 
     def _delete(self, node: _Node) -> None:
@@ -420,6 +420,15 @@ class AioContext:
                 self._nodes.append(node)
         self._sync_or_defer(node.fd)
         self._notify_locked()
+
+    def _publish_or_undo(self, node: _Node, fresh: bool) -> None:
+        """`_publish` repeated after a cut (R35): a refusal the cut hid is undone as an uncut
+        refusal is (R30), so the call did not happen; the cut's exception leaves."""
+        try:
+            self._publish(node)
+        except FdError:
+            if fresh:
+                self._unlink(node)
 
     def _notify_locked(self) -> None:
         """aio_notify, with the lock held (R45)."""

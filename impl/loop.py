@@ -1102,12 +1102,9 @@ class MainLoop:
                     self._closers -= 1
                 if self._closed:  # another thread's close() got there first
                     return
-            if self._signals is not None:  # R64: before the loop is marked closed (it deletes its record)
-                self._signals.close()
-            self._closed = True
             # R35: once marked closed, a later close() returns at once, so a signal handler's
-            # exception part-way must not leave fds behind: the release is finished (each step
-            # can be repeated), then the exception leaves.
+            # exception part-way must not leave a half-closed loop: the close is finished (each
+            # step can be repeated), then the exception leaves.
             try:
                 self._release()
             except BaseException:
@@ -1116,6 +1113,9 @@ class MainLoop:
 
     def _release(self) -> None:
         """close()'s release of what the loop owns; repeatable (R35)."""
+        if self._signals is not None:  # R64: before the loop is marked closed (it deletes its record)
+            self._signals.close()
+        self._closed = True
         self._context._close()  # bh
         self._registry.clear()
         self._kernel.close()

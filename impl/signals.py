@@ -716,20 +716,22 @@ class SignalSet:
         restore_parked()
         for signum in list(self.handlers):
             self.remove(signum)
+        self._close_fds()  # before the flag: a repeat after a cut finishes it (R35)
         self.closed = True
-        self._close_fds()
 
     def _close_fds(self) -> None:
-        if self._ep is not None:
-            self._ep.close()
-            self._ep = None
-        if self._sfd >= 0:
-            os.close(self._sfd)
-            self._sfd = -1
-        if self._pipe is not None:
-            for fd in self._pipe:
+        """Repeatable (R35). Each fd is forgotten before it is closed: a cut between leaks it,
+        where the other order could close it twice (the number may be another file's by then)."""
+        ep, self._ep = self._ep, None
+        if ep is not None:
+            ep.close()
+        sfd, self._sfd = self._sfd, -1
+        if sfd >= 0:
+            os.close(sfd)
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            for fd in pipe:
                 os.close(fd)
-            self._pipe = None
         self._fd = -1
         self._inhand = None
 
