@@ -16,7 +16,7 @@ import threading
 
 from iohandler.impl import MainLoop, SignalInfo
 from tests.interrupts_api.plant import EntryInjector, Injector, point_index, run_with
-from tests.interrupts_api.signal_cases import process_state
+from tests.interrupts_api.signal_cases import process_state, recovery_problems
 from tests.support import lock_is_free, open_fds
 
 U1, U2 = int(signal.SIGUSR1), int(signal.SIGUSR2)
@@ -84,21 +84,7 @@ def main(case: str, mech: str) -> None:
     missing = handlers - set(got)
     if missing:
         problems.append(f"handlers listed for {sorted(missing)} but not delivered (got {got})")
-    try:
-        loop.close()
-    except BaseException as e:
-        problems.append(f"close() raised {e!r}")
-    after = process_state()
-    if after != base:
-        problems.append(f"process state after close {after} != before {base}")
-    leaked = open_fds() - fds
-    if leaked:
-        problems.append(f"fds left open: {sorted(leaked)}")
-    try:
-        with MainLoop("epoll", signal_mechanism=mech) as other:
-            other.add_signal_handler(U1, on_signal)
-    except BaseException as e:
-        problems.append(f"another loop cannot take signals: {e!r}")
+    problems += recovery_problems(loop, mech, base, on_signal, fds)
     if problems:
         print("; ".join(problems))
         sys.exit(1)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from iohandler.impl import MainLoop, SignalInfo
 from tests.interrupts_api.plant import EntryInjector, Injector, point_index, run_with
-from tests.support import lock_is_free
+from tests.support import lock_is_free, open_fds
 
 U1, U2 = int(signal.SIGUSR1), int(signal.SIGUSR2)
 MAIN = threading.main_thread().ident or 0
@@ -103,6 +103,18 @@ def main(case: str, mech: str) -> None:
     problems = []
     if missing:
         problems.append(f"handlers listed for {sorted(missing)} but not delivered (got {got})")
+    problems += recovery_problems(loop, mech, base, on_signal)
+    if problems:
+        print("; ".join(problems))
+        sys.exit(1)
+
+
+def recovery_problems(
+    loop: MainLoop, mech: str, base: object, on_signal: Callable[[SignalInfo], None], fds: set[int] | None = None
+) -> list[str]:
+    """What is wrong after the cut call: close() must work and put the process back as it was
+    (and, given `fds`, leave no fd open), and another loop must then be able to take signals."""
+    problems = []
     try:
         loop.close()
     except BaseException as e:
@@ -110,14 +122,16 @@ def main(case: str, mech: str) -> None:
     after = process_state()
     if after != base:
         problems.append(f"process state after close {after} != before {base}")
+    if fds is not None:
+        leaked = open_fds() - fds
+        if leaked:
+            problems.append(f"fds left open: {sorted(leaked)}")
     try:
         with MainLoop("epoll", signal_mechanism=mech) as other:
             other.add_signal_handler(U1, on_signal)
     except BaseException as e:
         problems.append(f"another loop cannot take signals: {e!r}")
-    if problems:
-        print("; ".join(problems))
-        sys.exit(1)
+    return problems
 
 
 if __name__ == "__main__":
