@@ -268,7 +268,7 @@ class MainLoop:
         with self._lock:
             if self._closed:  # _check_open only when it raises: saves a call
                 self._check_open()
-            if n in self._context._by_fd and n not in self._by_fd:  # bh: one kernel registration per fd
+            if n not in self._by_fd and n in self._context._by_fd:  # bh: one kernel registration per fd
                 raise ValueError(
                     f"fd {n} has a context handler (loop.context.set_fd_handler); an fd is "
                     "either there or in the fd-handler list, not both"
