@@ -14,13 +14,16 @@ here plants at a point CPython really checks: after a C call, or at a function's
 from __future__ import annotations
 
 import linecache
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from tests.test_reliability_interrupts import Injector, run_with
 
-__all__ = ["EntryInjector", "Injector", "Recorder", "point_index", "run_with"]
+__all__ = ["EntryInjector", "Injector", "Recorder", "point_index", "run_case", "run_with"]
 
 
 class EntryInjector(Injector):
@@ -69,3 +72,16 @@ def point_index(
     if len(hits) < max(nth, 1):
         raise AssertionError(f"no point in {func} at {text!r}: {rec.seen}")
     return hits[nth - 1 if nth > 0 else nth], entry
+
+
+def run_case(module: str, case: str, mech: str) -> None:
+    """Run `python -m tests.interrupts_api.<module> CASE MECHANISM` in a fresh interpreter (a
+    defect can change the process's signal state for good); it exits 0 when all is well."""
+    out = subprocess.run(
+        [sys.executable, "-m", f"tests.interrupts_api.{module}", case, mech],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, f"{case}/{mech}: {out.stdout.strip()} {out.stderr.strip()[-600:]}"

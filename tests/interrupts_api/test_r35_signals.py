@@ -4,27 +4,16 @@ KeyboardInterrupt at one named point of the call; each case runs in its own inte
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from iohandler.impl import signalfd_available
+from tests.interrupts_api.plant import run_case
 
-ROOT = Path(__file__).resolve().parents[2]
 MECHS = ["signalfd", "wakeup"] if signalfd_available() else ["wakeup"]
 
 
 def _run(case: str, mech: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.interrupts_api.signal_cases", case, mech],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, f"{case}/{mech}: {out.stdout.strip()} {out.stderr.strip()[-600:]}"
+    run_case("signal_cases", case, mech)
 
 
 def test_remove_cut_after_the_saved_disposition_is_popped_wakeup() -> None:

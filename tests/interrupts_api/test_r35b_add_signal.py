@@ -1,16 +1,13 @@
 """R35 attack (round r35b) on add_signal_handler (R60-R65): a KeyboardInterrupt at one named
-point of the call; each case runs in its own interpreter (tests/interrupts_api/add_signal_cases.py
+point of the call; each case runs in its own interpreter (tests/interrupts_api/signal_cases.py
 says what each point is and what it checks). All red at d7e961d."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from iohandler.impl import signalfd_available
+from tests.interrupts_api.plant import run_case
 
 # Kept red on purpose: each test shows a limit the loop has today (strict: a fix shows as XPASS).
 pytestmark = pytest.mark.xfail(
@@ -22,20 +19,12 @@ pytestmark = pytest.mark.xfail(
     ),
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 MECHS = ["signalfd", "wakeup"] if signalfd_available() else ["wakeup"]
 SIGNALFD = pytest.mark.skipif(not signalfd_available(), reason="signalfd: Linux only")
 
 
 def _run(case: str, mech: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.interrupts_api.add_signal_cases", case, mech],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, f"{case}/{mech}: {out.stdout.strip()} {out.stderr.strip()[-600:]}"
+    run_case("signal_cases", case, mech)
 
 
 @pytest.mark.parametrize("mech", MECHS)

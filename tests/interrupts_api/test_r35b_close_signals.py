@@ -5,27 +5,16 @@ d7e961d."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from iohandler.impl import signalfd_available
+from tests.interrupts_api.plant import run_case
 
-ROOT = Path(__file__).resolve().parents[2]
 MECHS = ["signalfd", "wakeup"] if signalfd_available() else ["wakeup"]
 
 
 def _run(point: str, mech: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.interrupts_api.close_signal_cases", point, mech],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, f"{point}/{mech}: {out.stdout.strip()} {out.stderr.strip()[-600:]}"
+    run_case("close_signal_cases", point, mech)
 
 
 @pytest.mark.parametrize("mech", MECHS)
